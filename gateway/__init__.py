@@ -1,0 +1,1 @@
+"""The SMPP carrier gateway."""
