@@ -1,0 +1,164 @@
+"""TOML into frozen dataclasses, reporting every problem at once.
+
+`build(cls, table, file=..., key=...)` reads a TOML table into the dataclass `cls` by its type hints: str, int,
+float, bool, enums (by value), tuples, nested dataclasses and tuples of them, `X | None`. Unknown keys, missing
+required keys and wrong types are all collected as (file, key, reason) and raised together as one
+`ConfigError`, so an operator fixes a file in one pass instead of one error per restart.
+
+Conventions (STYLE.md): durations end in `_seconds`, sizes in `_bytes`; secrets never live in TOML, only the
+name of the environment variable or file holding them (`*_env`, `*_file`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.errors import ConfigError
+
+T = TypeVar("T")
+Problems = list[tuple[str, str, str]]
+
+_MISSING = object()
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; a syntax error becomes a ConfigError naming the file."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([(str(path), "-", "file not found")]) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([(str(path), "-", f"not valid TOML: {err}")]) from None
+
+
+def build(cls: type[T], table: Mapping[str, Any], *, file: str, key: str = "") -> T:
+    """One dataclass from one table; raises ConfigError with every problem found."""
+    problems: Problems = []
+    value = _build(cls, table, file, key, problems)
+    if problems:
+        raise ConfigError(problems)
+    return typing.cast(T, value)
+
+
+def build_into(
+    cls: type[T], table: Mapping[str, Any], *, file: str, key: str, problems: Problems
+) -> T | None:
+    """Like `build`, but appends problems to a caller's list so several sections report together."""
+    before = len(problems)
+    value = _build(cls, table, file, key, problems)
+    return None if len(problems) > before else typing.cast(T, value)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _build(cls: type[Any], table: Any, file: str, prefix: str, problems: Problems) -> Any:
+    if not isinstance(table, Mapping):
+        problems.append((file, prefix or "-", f"expected a table, got {type(table).__name__}"))
+        return None
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    names = set()
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        names.add(f.name)
+        key = _join(prefix, f.name)
+        if f.name not in table:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                problems.append((file, key, "required key is missing"))
+            continue
+        value = _coerce(hints[f.name], table[f.name], file, key, problems)
+        if value is not _MISSING:
+            kwargs[f.name] = value
+    for extra in sorted(set(table) - names):
+        problems.append((file, _join(prefix, extra), f"unknown key (allowed: {', '.join(sorted(names))})"))
+    if any(p[0] == file and p[1].startswith(prefix) for p in problems):
+        return None
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as err:  # a dataclass __post_init__ that validates
+        problems.append((file, prefix or "-", str(err)))
+        return None
+
+
+def _coerce(hint: Any, value: Any, file: str, key: str, problems: Problems) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _coerce(inner[0], value, file, key, problems)
+        for a in inner:
+            trial: Problems = []
+            got = _coerce(a, value, file, key, trial)
+            if not trial:
+                return got
+        problems.append((file, key, f"{value!r} matches none of {hint}"))
+        return _MISSING
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            problems.append((file, key, f"expected a list, got {type(value).__name__}"))
+            return _MISSING
+        item_type = args[0] if args else Any
+        items = [_coerce(item_type, v, file, f"{key}[{i}]", problems) for i, v in enumerate(value)]
+        return tuple(items)
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            problems.append((file, key, f"expected a table, got {type(value).__name__}"))
+            return _MISSING
+        vt = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(vt, v, file, _join(key, str(k)), problems) for k, v in value.items()}
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        got = _build(hint, value, file, key, problems)
+        return _MISSING if got is None else got
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in hint)
+            problems.append((file, key, f"{value!r} is not one of {allowed}"))
+            return _MISSING
+    if hint is Any:
+        return value
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is Path:
+        if isinstance(value, str):
+            return Path(value)
+    elif isinstance(hint, type) and isinstance(value, hint):
+        return value
+    name = getattr(hint, "__name__", str(hint))
+    problems.append((file, key, f"expected {name}, got {type(value).__name__} {value!r}"))
+    return _MISSING
+
+
+def read_secret(*, env: str | None, file: Path | None, what: str) -> str:
+    """A secret from the environment or a file; TOML only ever names where it is."""
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError([("environment", env, f"{what}: variable is not set")])
+        return value
+    if file is not None:
+        try:
+            return file.read_text().strip()
+        except OSError as err:
+            raise ConfigError([(str(file), "-", f"{what}: cannot read: {err.strerror}")]) from None
+    return ""

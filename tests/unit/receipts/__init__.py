@@ -1,0 +1,1 @@
+"""Delivery receipt parser and carrier message-id normalisation."""
