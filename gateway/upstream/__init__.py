@@ -1,0 +1,89 @@
+"""The upstream internal socket: how applications hand messages to the gateway and read events back.
+
+Wire contract: docs/protocol.md. Pure parts (no trio): `frames` (length-prefixed msgpack codec),
+`schema` (requests, validation, results), `session` (client side, sans-IO), `auth`, `errors`.
+Shell: `server` (serve_unix / serve_tcp over an `UpstreamBackend`), `client` (trio), `blocking` (socket).
+"""
+
+from gateway.upstream.auth import Credentials
+from gateway.upstream.backend import UpstreamBackend
+from gateway.upstream.blocking import BlockingClient
+from gateway.upstream.client import Subscription, UpstreamClient, open_tcp_client, open_unix_client
+from gateway.upstream.errors import (
+    AuthFailed,
+    BadFrame,
+    ConnectionLost,
+    ErrorCode,
+    FrameTooLarge,
+    InternalError,
+    InvalidNumber,
+    InvalidRequest,
+    NotAuthenticated,
+    NotCancellable,
+    NotFound,
+    Overloaded,
+    TextNotEncodable,
+    TextTooLong,
+    UnknownOp,
+    UnsupportedVersion,
+    UpstreamError,
+    UpstreamStoreFull,
+)
+from gateway.upstream.schema import (
+    PROTOCOL_VERSION,
+    CancelResult,
+    Event,
+    EventKind,
+    MessageClass,
+    MessageQuery,
+    MessageStatus,
+    PreviewRequest,
+    PreviewResult,
+    SubmitRequest,
+    SubmitResult,
+    SubmittedMessage,
+)
+from gateway.upstream.server import ServerConfig, serve_tcp, serve_unix
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "AuthFailed",
+    "BadFrame",
+    "BlockingClient",
+    "CancelResult",
+    "ConnectionLost",
+    "Credentials",
+    "ErrorCode",
+    "Event",
+    "EventKind",
+    "FrameTooLarge",
+    "InternalError",
+    "InvalidNumber",
+    "InvalidRequest",
+    "MessageClass",
+    "MessageQuery",
+    "MessageStatus",
+    "NotAuthenticated",
+    "NotCancellable",
+    "NotFound",
+    "Overloaded",
+    "PreviewRequest",
+    "PreviewResult",
+    "ServerConfig",
+    "SubmitRequest",
+    "SubmitResult",
+    "SubmittedMessage",
+    "Subscription",
+    "TextNotEncodable",
+    "TextTooLong",
+    "UnknownOp",
+    "UnsupportedVersion",
+    "UpstreamBackend",
+    "UpstreamClient",
+    "UpstreamError",
+    "UpstreamStoreFull",
+    "open_tcp_client",
+    "open_unix_client",
+    "serve_tcp",
+    "serve_unix",
+]

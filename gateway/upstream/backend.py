@@ -1,0 +1,61 @@
+"""What the upstream server needs from the engine: the `UpstreamBackend` protocol.
+
+The server validates frames and authenticates; every operation is then delegated here, with the
+authenticated account. A method may raise an `UpstreamError` subclass (gateway.upstream.errors), or a
+`StoreFull` / `NotEncodable` / `MessageTooLong` from the other cores; the server answers with the matching
+error frame. Any other exception is answered as `internal` and logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from gateway.upstream.schema import (
+    CancelResult,
+    Event,
+    MessageQuery,
+    MessageStatus,
+    PreviewRequest,
+    PreviewResult,
+    SubmitRequest,
+    SubmitResult,
+)
+
+
+class UpstreamBackend(Protocol):
+    async def submit(self, account: str, request: SubmitRequest) -> SubmitResult:
+        """Accept a message for every recipient; return only after the store committed them.
+
+        The same `client_ref` from the same account twice returns the first call's message ids with
+        `duplicate=True` and stores nothing new.
+        """
+        ...
+
+    async def status(self, account: str, query: MessageQuery) -> Sequence[MessageStatus]:
+        """The account's messages with this id or client reference; raise `NotFound` for none."""
+        ...
+
+    async def cancel(self, account: str, query: MessageQuery) -> CancelResult:
+        """Cancel messages not yet submitted to a carrier: `NotFound`, or `NotCancellable` if none could."""
+        ...
+
+    async def preview(self, account: str, request: PreviewRequest) -> PreviewResult:
+        """Encoding and part count the text would take; `NotEncodable` / `MessageTooLong` if it can't go."""
+        ...
+
+    async def read_events(self, account: str, after_seq: int, limit: int) -> Sequence[Event]:
+        """Up to `limit` of the account's events with seq > after_seq, in increasing seq order."""
+        ...
+
+    async def wait_events(self, account: str, after_seq: int) -> None:
+        """Return once the account has an event with seq > after_seq (at once if it has one already)."""
+        ...
+
+    async def ack_events(self, account: str, seq: int) -> None:
+        """Store the account's cursor: events up to seq are consumed. A lower seq than stored is a no-op."""
+        ...
+
+    async def event_cursor(self, account: str) -> int:
+        """The account's stored cursor (0 if it never acknowledged), where a resuming subscriber starts."""
+        ...

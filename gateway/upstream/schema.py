@@ -1,0 +1,589 @@
+"""Message schema of the upstream socket: request parsing and validation, result encoding (pure).
+
+`parse_request(obj)` turns an unpacked frame into an `Envelope` (id, op, typed body) or raises an
+`UpstreamError` naming the field at fault; `result_frame` / `error_frame` / `event_frame` build what the
+server sends; the `*_from_wire` functions are the client's side of the same contract. docs/protocol.md
+is the prose of this file: change both together.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from gateway.upstream.errors import (
+    BadFrame,
+    InvalidNumber,
+    InvalidRequest,
+    TextTooLong,
+    UnknownOp,
+    UpstreamError,
+)
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+MAX_RECIPIENTS = 1000
+MAX_TEXT_CHARS = 10_000
+MAX_REF_CHARS = 64
+MAX_ACCOUNT_CHARS = 64
+MAX_SECRET_CHARS = 1024
+MAX_ALPHA_SENDER_CHARS = 11
+MAX_VALIDITY_SECONDS = 30 * 86400
+MAX_ID = 2**63 - 1
+MAX_SEQ = 2**64 - 1
+
+# E.164 (ITU-T E.164 6.1) allows 15 digits; national and short-code forms are accepted up to 20 and left
+# to the router to normalise.
+_NUMBER = re.compile(r"\+?[0-9]{1,20}")
+# 3GPP TS 23.040 9.1.2.5: an alphanumeric TP-OA holds 11 GSM 7-bit characters; we take the portable subset.
+_ALPHA_SENDER = re.compile(r"[A-Za-z0-9 .\-_&]{1,11}")
+
+
+class Op(StrEnum):
+    HELLO = "hello"
+    SUBMIT = "submit"
+    STATUS = "status"
+    CANCEL = "cancel"
+    PREVIEW = "preview"
+    SUBSCRIBE = "subscribe"
+    ACK = "ack"
+    PING = "ping"
+
+
+class MessageClass(StrEnum):
+    MARKETING = "marketing"
+    NOTIFICATION = "notification"
+    VERIFICATION = "verification"
+
+
+class EventKind(StrEnum):
+    SUBMITTED = "submitted"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    MO = "mo"
+
+
+# --- request bodies ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    version: int
+    account: str
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitRequest:
+    to: tuple[str, ...]
+    text: str
+    message_class: MessageClass
+    sender: str
+    schedule_at: float | None = None
+    validity_seconds: int | None = None
+    receipt: bool = True
+    client_ref: str | None = None
+    batch_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageQuery:
+    """Exactly one of the two is set: a message id, or the client reference of a submit."""
+
+    message_id: str | None = None
+    client_ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewRequest:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    after: int | None = None
+    window: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+Body = Hello | SubmitRequest | MessageQuery | PreviewRequest | Subscribe | Ack | Ping
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    id: int
+    op: Op
+    body: Body
+
+
+# --- results ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedMessage:
+    to: str
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    """One message per recipient, in request order; `duplicate` when a client_ref was seen before."""
+
+    messages: tuple[SubmittedMessage, ...]
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStatus:
+    message_id: str
+    to: str
+    state: str
+    segments: int = 0
+    reason: str | None = None
+    carrier: str | None = None
+    client_ref: str | None = None
+    batch_id: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    cancelled: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewResult:
+    """`chars` and `chars_left` count the encoding's units: GSM septets (an escape counts two) or UTF-16."""
+
+    encoding: str
+    parts: int
+    chars: int
+    chars_left: int
+    per_part: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    seq: int
+    kind: EventKind
+    at: float
+    message_id: str | None = None
+    to: str | None = None
+    sender: str | None = None
+    text: str | None = None
+    reason: str | None = None
+    carrier: str | None = None
+    client_ref: str | None = None
+    batch_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HelloResult:
+    version: int
+    account: str
+    max_frame_bytes: int
+    max_inflight: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeResult:
+    after: int
+    window: int
+
+
+Result = (
+    HelloResult | SubmitResult | tuple[MessageStatus, ...] | CancelResult | PreviewResult | SubscribeResult | Ack | Ping
+)
+
+
+# --- field readers ----------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def _get(body: Mapping[str, Any], key: str, kind: type[T], required: bool) -> T | None:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise InvalidRequest(f"{key} is required", field=key)
+        return None
+    # bool is an int in Python; on the wire they are different types and must not mix.
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise InvalidRequest(f"{key} must be {kind.__name__}", field=key)
+    return value
+
+
+def _req(body: Mapping[str, Any], key: str, kind: type[T]) -> T:
+    value = _get(body, key, kind, True)
+    if value is None:  # _get raised already; this narrows the type without an assert
+        raise InvalidRequest(f"{key} is required", field=key)
+    return value
+
+
+def _text(body: Mapping[str, Any], key: str, max_chars: int, required: bool = False) -> str | None:
+    value = _get(body, key, str, required)
+    if value is not None and not 1 <= len(value) <= max_chars:
+        raise InvalidRequest(f"{key} must be 1 to {max_chars} characters", field=key)
+    return value
+
+
+def _req_text(body: Mapping[str, Any], key: str, max_chars: int) -> str:
+    value = _text(body, key, max_chars, True)
+    if value is None:
+        raise InvalidRequest(f"{key} is required", field=key)
+    return value
+
+
+def _int(body: Mapping[str, Any], key: str, low: int, high: int, required: bool = False) -> int | None:
+    value = _get(body, key, int, required)
+    if value is not None and not low <= value <= high:
+        raise InvalidRequest(f"{key} must be in {low}..{high}", field=key)
+    return value
+
+
+def _only_keys(body: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    # Unknown keys are refused, so a typo ("scheduled_at") is an error and not a silently ignored option.
+    for key in body:
+        if key not in allowed:
+            raise InvalidRequest(f"unknown key {key!r}", field=str(key))
+
+
+def check_number(value: str, field: str) -> str:
+    if not _NUMBER.fullmatch(value):
+        raise InvalidNumber(f"{field} must be '+' and 1-20 digits, got {value!r}", field=field)
+    return value
+
+
+def check_sender(value: str) -> str:
+    if _NUMBER.fullmatch(value) or (_ALPHA_SENDER.fullmatch(value) and not value.isspace()):
+        return value
+    raise InvalidNumber(
+        "sender must be a number ('+' and 1-20 digits) or 1-11 of A-Z a-z 0-9 space . - _ &", field="sender"
+    )
+
+
+# --- request parsing --------------------------------------------------------------------------------
+
+_ENVELOPE_KEYS = frozenset({"op", "id"})
+
+
+def request_id(obj: object) -> int | None:
+    """The request id if there is a valid one, so that even a refused request is answered by id."""
+    if isinstance(obj, dict):
+        value = obj.get("id")
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID:
+            return value
+    return None
+
+
+def parse_request(obj: object) -> Envelope:
+    """Validate one unpacked frame as a request (docs/protocol.md, "Requests")."""
+    if not isinstance(obj, dict):
+        raise BadFrame("a request frame must be a msgpack map")
+    ident = request_id(obj)
+    if ident is None:
+        raise InvalidRequest(f"id must be an integer in 0..{MAX_ID}", field="id")
+    op_name = _req(obj, "op", str)
+    try:
+        op = Op(op_name)
+    except ValueError:
+        raise UnknownOp(f"unknown op {op_name!r}", field="op") from None
+    return Envelope(ident, op, _PARSERS[op](obj))
+
+
+def _parse_hello(body: Mapping[str, Any]) -> Hello:
+    _only_keys(body, _ENVELOPE_KEYS | {"version", "account", "secret"})
+    version = _req(body, "version", int)
+    return Hello(version, _req_text(body, "account", MAX_ACCOUNT_CHARS), _req_text(body, "secret", MAX_SECRET_CHARS))
+
+
+_SUBMIT_KEYS = _ENVELOPE_KEYS | {
+    "to",
+    "text",
+    "class",
+    "sender",
+    "schedule_at",
+    "validity_seconds",
+    "receipt",
+    "client_ref",
+    "batch_id",
+}
+
+
+def _parse_recipients(body: Mapping[str, Any]) -> tuple[str, ...]:
+    value = body.get("to")
+    if isinstance(value, str):
+        return (check_number(value, "to"),)
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_RECIPIENTS:
+        raise InvalidRequest(f"to must be a number or a list of 1 to {MAX_RECIPIENTS} numbers", field="to")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise InvalidRequest(f"to[{index}] must be str", field=f"to[{index}]")
+        check_number(item, f"to[{index}]")
+    return tuple(value)
+
+
+def _parse_submit(body: Mapping[str, Any]) -> SubmitRequest:
+    _only_keys(body, _SUBMIT_KEYS)
+    to = _parse_recipients(body)
+    text = _req(body, "text", str)
+    if not text:
+        raise InvalidRequest("text must not be empty", field="text")
+    if len(text) > MAX_TEXT_CHARS:
+        raise TextTooLong(f"text is over {MAX_TEXT_CHARS} characters", field="text")
+    try:
+        message_class = MessageClass(_req(body, "class", str))
+    except ValueError:
+        raise InvalidRequest("class must be marketing, notification or verification", field="class") from None
+    schedule_at = body.get("schedule_at")
+    if schedule_at is not None and (type(schedule_at) is bool or not isinstance(schedule_at, int | float)):
+        raise InvalidRequest("schedule_at must be seconds since the Unix epoch", field="schedule_at")
+    receipt = _get(body, "receipt", bool, False)
+    return SubmitRequest(
+        to=to,
+        text=text,
+        message_class=message_class,
+        sender=check_sender(_req(body, "sender", str)),
+        schedule_at=None if schedule_at is None else float(schedule_at),
+        validity_seconds=_int(body, "validity_seconds", 1, MAX_VALIDITY_SECONDS),
+        receipt=True if receipt is None else receipt,
+        client_ref=_text(body, "client_ref", MAX_REF_CHARS),
+        batch_id=_text(body, "batch_id", MAX_REF_CHARS),
+    )
+
+
+def _parse_query(body: Mapping[str, Any]) -> MessageQuery:
+    _only_keys(body, _ENVELOPE_KEYS | {"message_id", "client_ref"})
+    message_id = _text(body, "message_id", MAX_REF_CHARS)
+    client_ref = _text(body, "client_ref", MAX_REF_CHARS)
+    if (message_id is None) == (client_ref is None):
+        raise InvalidRequest("exactly one of message_id and client_ref is required", field="message_id")
+    return MessageQuery(message_id, client_ref)
+
+
+def _parse_preview(body: Mapping[str, Any]) -> PreviewRequest:
+    _only_keys(body, _ENVELOPE_KEYS | {"text"})
+    text = _req(body, "text", str)
+    if len(text) > MAX_TEXT_CHARS:
+        raise TextTooLong(f"text is over {MAX_TEXT_CHARS} characters", field="text")
+    return PreviewRequest(text)
+
+
+def _parse_subscribe(body: Mapping[str, Any]) -> Subscribe:
+    _only_keys(body, _ENVELOPE_KEYS | {"after", "window"})
+    return Subscribe(_int(body, "after", 0, MAX_SEQ), _int(body, "window", 1, MAX_SEQ))
+
+
+def _parse_ack(body: Mapping[str, Any]) -> Ack:
+    _only_keys(body, _ENVELOPE_KEYS | {"seq"})
+    seq = _req(body, "seq", int)
+    if isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ:
+        raise InvalidRequest(f"seq must be in 0..{MAX_SEQ}", field="seq")
+    return Ack(seq)
+
+
+def _parse_ping(body: Mapping[str, Any]) -> Ping:
+    _only_keys(body, _ENVELOPE_KEYS)
+    return Ping()
+
+
+_PARSERS: dict[Op, Any] = {
+    Op.HELLO: _parse_hello,
+    Op.SUBMIT: _parse_submit,
+    Op.STATUS: _parse_query,
+    Op.CANCEL: _parse_query,
+    Op.PREVIEW: _parse_preview,
+    Op.SUBSCRIBE: _parse_subscribe,
+    Op.ACK: _parse_ack,
+    Op.PING: _parse_ping,
+}
+
+
+# --- requests as the clients send them --------------------------------------------------------------
+
+
+def _compact(mapping: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in mapping.items() if value is not None}
+
+
+def request_body(body: Body) -> dict[str, Any]:
+    """The wire map of a request body, without op and id (the client adds those)."""
+    if isinstance(body, SubmitRequest):
+        return _compact(
+            {
+                "to": list(body.to),
+                "text": body.text,
+                "class": str(body.message_class),
+                "sender": body.sender,
+                "schedule_at": body.schedule_at,
+                "validity_seconds": body.validity_seconds,
+                "receipt": body.receipt,
+                "client_ref": body.client_ref,
+                "batch_id": body.batch_id,
+            }
+        )
+    if isinstance(body, Hello | MessageQuery | PreviewRequest | Subscribe | Ack):
+        return _compact({name: getattr(body, name) for name in body.__slots__})
+    return {}
+
+
+# --- frames the server sends ------------------------------------------------------------------------
+
+
+def _status_map(status: MessageStatus) -> dict[str, Any]:
+    return _compact({name: getattr(status, name) for name in MessageStatus.__slots__})
+
+
+def result_map(result: Result) -> dict[str, Any]:
+    """The wire map of a result (docs/protocol.md lists each op's result keys)."""
+    if isinstance(result, SubmitResult):
+        return {
+            "messages": [{"to": m.to, "message_id": m.message_id} for m in result.messages],
+            "duplicate": result.duplicate,
+        }
+    if isinstance(result, tuple):
+        return {"messages": [_status_map(status) for status in result]}
+    if isinstance(result, CancelResult):
+        return {"cancelled": list(result.cancelled)}
+    if isinstance(result, Ping):
+        return {}
+    return {name: getattr(result, name) for name in result.__slots__}
+
+
+def result_frame(ident: int, result: Result) -> dict[str, Any]:
+    return {"type": "result", "id": ident, "result": result_map(result)}
+
+
+def error_frame(ident: int | None, error: UpstreamError, *, fatal: bool = False) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", "id": ident, "code": str(error.code), "message": error.message}
+    if error.field is not None:
+        frame["field"] = error.field
+    if fatal:
+        frame["fatal"] = True
+    return frame
+
+
+def event_frame(event: Event) -> dict[str, Any]:
+    fields = _compact({name: getattr(event, name) for name in Event.__slots__})
+    fields["kind"] = str(event.kind)
+    fields["type"] = "event"
+    return fields
+
+
+# --- the client's reading of server frames ----------------------------------------------------------
+
+
+def _wire(mapping: object, what: str) -> dict[str, Any]:
+    if not isinstance(mapping, dict):
+        raise BadFrame(f"{what} must be a map")
+    return mapping
+
+
+def _server_field(body: Mapping[str, Any], key: str, kind: type[T]) -> T:
+    try:
+        return _req(body, key, kind)
+    except InvalidRequest as err:
+        raise BadFrame(f"server sent a bad {key!r}: {err.message}") from None
+
+
+def submit_result_from_wire(result: object) -> SubmitResult:
+    body = _wire(result, "submit result")
+    messages = tuple(
+        SubmittedMessage(_server_field(m, "to", str), _server_field(m, "message_id", str))
+        for m in (_wire(item, "message") for item in _server_field(body, "messages", list))
+    )
+    return SubmitResult(messages, bool(body.get("duplicate", False)))
+
+
+def _float(body: Mapping[str, Any], key: str) -> float:
+    value = body.get(key, 0.0)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise BadFrame(f"server sent a bad {key!r}")
+    return float(value)
+
+
+def _opt_str(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise BadFrame(f"server sent a bad {key!r}")
+    return value
+
+
+def statuses_from_wire(result: object) -> tuple[MessageStatus, ...]:
+    body = _wire(result, "status result")
+    out = []
+    for item in _server_field(body, "messages", list):
+        m = _wire(item, "status")
+        out.append(
+            MessageStatus(
+                message_id=_server_field(m, "message_id", str),
+                to=_server_field(m, "to", str),
+                state=_server_field(m, "state", str),
+                segments=int(m.get("segments", 0)),
+                reason=_opt_str(m, "reason"),
+                carrier=_opt_str(m, "carrier"),
+                client_ref=_opt_str(m, "client_ref"),
+                batch_id=_opt_str(m, "batch_id"),
+                created_at=_float(m, "created_at"),
+                updated_at=_float(m, "updated_at"),
+            )
+        )
+    return tuple(out)
+
+
+def cancel_result_from_wire(result: object) -> CancelResult:
+    body = _wire(result, "cancel result")
+    return CancelResult(tuple(str(item) for item in _server_field(body, "cancelled", list)))
+
+
+def preview_result_from_wire(result: object) -> PreviewResult:
+    body = _wire(result, "preview result")
+    return PreviewResult(
+        encoding=_server_field(body, "encoding", str),
+        parts=_server_field(body, "parts", int),
+        chars=_server_field(body, "chars", int),
+        chars_left=_server_field(body, "chars_left", int),
+        per_part=_server_field(body, "per_part", int),
+    )
+
+
+def hello_result_from_wire(result: object) -> HelloResult:
+    body = _wire(result, "hello result")
+    return HelloResult(
+        version=_server_field(body, "version", int),
+        account=_server_field(body, "account", str),
+        max_frame_bytes=_server_field(body, "max_frame_bytes", int),
+        max_inflight=_server_field(body, "max_inflight", int),
+    )
+
+
+def subscribe_result_from_wire(result: object) -> SubscribeResult:
+    body = _wire(result, "subscribe result")
+    return SubscribeResult(_server_field(body, "after", int), _server_field(body, "window", int))
+
+
+def event_from_wire(frame: Mapping[str, Any]) -> Event:
+    try:
+        kind = EventKind(_server_field(frame, "kind", str))
+    except ValueError:
+        raise BadFrame(f"server sent an unknown event kind {frame.get('kind')!r}") from None
+    return Event(
+        seq=_server_field(frame, "seq", int),
+        kind=kind,
+        at=_float(frame, "at"),
+        **{name: _opt_str(frame, name) for name in Event.__slots__ if name not in ("seq", "kind", "at")},
+    )

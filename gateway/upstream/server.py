@@ -1,0 +1,430 @@
+"""The upstream socket server (trio): one task per connection, frames in, backend calls, frames out.
+
+Per connection (docs/protocol.md, "Flow control"):
+- a reader task parses every read to its end (many frames per read); each frame takes one slot of
+  `max_inflight` before it is handled, and its answer gives the slot back only once written, so a client
+  that pipelines faster than the backend answers finds the server not reading: backpressure reaches the
+  client's socket;
+- hello, ping and malformed frames are answered by the reader; other operations run as their own task,
+  so answers go out by id, in whatever order they finish;
+- one writer task drains a bounded channel and coalesces whatever is queued into one send;
+- a subscription task pushes events, at most `window` unacknowledged.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+import trio
+
+from gateway.upstream.auth import Credentials
+from gateway.upstream.backend import UpstreamBackend
+from gateway.upstream.errors import (
+    AuthFailed,
+    InternalError,
+    InvalidRequest,
+    NotAuthenticated,
+    UnsupportedVersion,
+    UpstreamError,
+    upstream_error_for,
+)
+from gateway.upstream.frames import FrameDecoder, FrameFault, decode_payload, encode_frame
+from gateway.upstream.schema import (
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    Ack,
+    Envelope,
+    Event,
+    Hello,
+    HelloResult,
+    MessageQuery,
+    Op,
+    Ping,
+    PreviewRequest,
+    Result,
+    SubmitRequest,
+    Subscribe,
+    SubscribeResult,
+    error_frame,
+    event_frame,
+    parse_request,
+    request_id,
+    result_frame,
+)
+
+log = structlog.get_logger(__name__)
+
+# Enough bytes per write that a burst of answers goes out in one send, not one syscall per frame.
+_COALESCE_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    max_frame_bytes: int = 1 << 20
+    max_inflight: int = 256
+    default_event_window: int = 1000
+    max_event_window: int = 10_000
+    event_batch: int = 500
+    hello_timeout_seconds: float = 10.0
+    max_auth_failures: int = 3
+    close_timeout_seconds: float = 5.0
+    read_size_bytes: int = 64 * 1024
+    unix_mode: int = 0o600
+
+
+@dataclass(frozen=True, slots=True)
+class _Out:
+    data: bytes
+    # True for the answer to a frame: writing it frees that frame's slot.
+    frees_slot: bool
+
+
+class _Connection:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        backend: UpstreamBackend,
+        credentials: Credentials,
+        config: ServerConfig,
+    ) -> None:
+        self._stream = stream
+        self._backend = backend
+        self._credentials = credentials
+        self._config = config
+        self._decoder = FrameDecoder(config.max_frame_bytes)
+        self._slots = trio.Semaphore(config.max_inflight)
+        self._out_send, self._out_recv = trio.open_memory_channel[_Out](config.max_inflight + config.max_event_window)
+        self._account: str | None = None
+        self._auth_failures = 0
+        # The request a fatal error answers, when there is one (the last failed hello).
+        self._fatal_ident: int | None = None
+        self._hello_scope = trio.CancelScope()
+        self._subscription: _Subscription | None = None
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer, nursery.cancel_scope)
+            async with trio.open_nursery() as work:
+                fatal = await self._read_until_done(work)
+                # Whatever ended the reading, the rest (in-flight answers, a last error frame) gets a bound.
+                nursery.cancel_scope.deadline = trio.current_time() + self._config.close_timeout_seconds
+                if fatal is not None:
+                    work.cancel_scope.cancel()
+                elif self._subscription is not None:
+                    self._subscription.scope.cancel()
+            if fatal is not None:
+                log.info("upstream_connection_refused", code=str(fatal.code), reason=fatal.message)
+                await self._out_send.send(_Out(encode_frame(error_frame(self._fatal_ident, fatal, fatal=True)), False))
+            self._out_send.close()
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    async def _read_until_done(self, work: trio.Nursery) -> UpstreamError | None:
+        """Read until the end of the stream (None) or an error that ends the connection (returned)."""
+        self._hello_scope.deadline = trio.current_time() + self._config.hello_timeout_seconds
+        with self._hello_scope:
+            return await self._read_loop(work)
+        return NotAuthenticated(f"no hello within {self._config.hello_timeout_seconds} s")
+
+    async def _read_loop(self, work: trio.Nursery) -> UpstreamError | None:
+        while True:
+            try:
+                data = await self._stream.receive_some(self._config.read_size_bytes)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
+            if not data:
+                return None
+            self._decoder.receive_data(data)
+            while (event := self._decoder.next_event()) is not None:
+                await self._slots.acquire()
+                if isinstance(event, FrameFault):
+                    if event.fatal:
+                        self._slots.release()
+                        return event.error
+                    await self.answer_error(None, event.error)
+                    continue
+                fatal = await self._on_frame(event.payload, work)
+                if fatal is not None:
+                    return fatal
+
+    async def _on_frame(self, payload: bytes, work: trio.Nursery) -> UpstreamError | None:
+        obj: object = None
+        try:
+            obj = decode_payload(payload)
+            envelope = parse_request(obj)
+        except UpstreamError as err:
+            await self.answer_error(request_id(obj), err)
+            return None
+        if envelope.op is Op.HELLO:
+            return await self._on_hello(envelope)
+        if self._account is None:
+            await self.answer_error(envelope.id, NotAuthenticated("send hello first"))
+        elif envelope.op is Op.PING:
+            await self.answer(envelope.id, Ping())
+        elif envelope.op is Op.SUBSCRIBE:
+            await self._on_subscribe(envelope, work)
+        else:
+            work.start_soon(self._handle, envelope)
+        return None
+
+    async def _on_hello(self, envelope: Envelope) -> UpstreamError | None:
+        hello = envelope.body
+        if not isinstance(hello, Hello):
+            raise TypeError("hello body expected")
+        if self._account is not None:
+            await self.answer_error(envelope.id, InvalidRequest("already authenticated", field="op"))
+        elif hello.version not in SUPPORTED_VERSIONS:
+            supported = ", ".join(map(str, SUPPORTED_VERSIONS))
+            message = f"version {hello.version} unsupported; supported: {supported}"
+            await self.answer_error(envelope.id, UnsupportedVersion(message, field="version"))
+        elif not self._credentials.check(hello.account, hello.secret):
+            self._auth_failures += 1
+            log.warning("upstream_auth_failed", account=hello.account, failures=self._auth_failures)
+            if self._auth_failures >= self._config.max_auth_failures:
+                self._slots.release()
+                self._fatal_ident = envelope.id
+                return AuthFailed(f"{self._auth_failures} failed hellos; closing")
+            await self.answer_error(envelope.id, AuthFailed("wrong account or secret"))
+        else:
+            self._account = hello.account
+            self._hello_scope.deadline = math.inf
+            structlog.contextvars.bind_contextvars(account=hello.account)
+            log.info("upstream_authenticated")
+            result = HelloResult(
+                PROTOCOL_VERSION, hello.account, self._config.max_frame_bytes, self._config.max_inflight
+            )
+            await self.answer(envelope.id, result)
+        return None
+
+    # --- operations ---------------------------------------------------------------------------------
+
+    async def _handle(self, envelope: Envelope) -> None:
+        try:
+            result = await self._call(envelope)
+        except Exception as exc:  # every failure is answered by id; Cancelled is a BaseException
+            error = upstream_error_for(exc)
+            if error is None:
+                log.exception("upstream_backend_failed", op=str(envelope.op))
+                error = InternalError(f"internal error in {envelope.op}")
+            await self.answer_error(envelope.id, error)
+            return
+        await self.answer(envelope.id, result)
+
+    async def _call(self, envelope: Envelope) -> Result:
+        account, body, backend = self._account or "", envelope.body, self._backend
+        if isinstance(body, SubmitRequest):
+            return await backend.submit(account, body)
+        if isinstance(body, MessageQuery) and envelope.op is Op.STATUS:
+            return tuple(await backend.status(account, body))
+        if isinstance(body, MessageQuery):
+            return await backend.cancel(account, body)
+        if isinstance(body, PreviewRequest):
+            return await backend.preview(account, body)
+        if isinstance(body, Ack):
+            return await self._ack(account, body)
+        raise TypeError(f"no handler for {envelope.op}")
+
+    async def _ack(self, account: str, ack: Ack) -> Ack:
+        subscription = self._subscription
+        if subscription is not None and ack.seq > subscription.cursor:
+            raise InvalidRequest(f"seq {ack.seq} is past the last event sent", field="seq")
+        await self._backend.ack_events(account, ack.seq)
+        if subscription is not None:
+            subscription.acked(ack.seq)
+        return ack
+
+    async def _on_subscribe(self, envelope: Envelope, work: trio.Nursery) -> None:
+        request = envelope.body
+        if not isinstance(request, Subscribe):
+            raise TypeError("subscribe body expected")
+        if self._subscription is not None:
+            await self.answer_error(envelope.id, InvalidRequest("already subscribed", field="op"))
+            return
+        window = min(request.window or self._config.default_event_window, self._config.max_event_window)
+        self._subscription = _Subscription(self, window)
+        work.start_soon(self._subscription.run, envelope.id, request.after)
+
+    # --- writing ------------------------------------------------------------------------------------
+
+    async def answer(self, ident: int, result: Result) -> None:
+        try:
+            data = encode_frame(result_frame(ident, result))
+        except (TypeError, ValueError, OverflowError):
+            log.exception("upstream_result_unencodable", id=ident)
+            data = encode_frame(error_frame(ident, InternalError("result could not be encoded")))
+        if len(data) - 4 > self._config.max_frame_bytes:
+            data = encode_frame(error_frame(ident, InternalError("result is over the maximum frame size")))
+        await self._out_send.send(_Out(data, True))
+
+    async def answer_error(self, ident: int | None, error: UpstreamError) -> None:
+        await self._out_send.send(_Out(encode_frame(error_frame(ident, error)), True))
+
+    async def push_event(self, event: Event) -> None:
+        await self._out_send.send(_Out(encode_frame(event_frame(event)), False))
+
+    async def _writer(self, connection_scope: trio.CancelScope) -> None:
+        try:
+            async with self._out_recv:
+                async for first in self._out_recv:
+                    batch = [first]
+                    size = len(first.data)
+                    while size < _COALESCE_BYTES:
+                        try:
+                            item = self._out_recv.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                        batch.append(item)
+                        size += len(item.data)
+                    await self._stream.send_all(b"".join(item.data for item in batch))
+                    for item in batch:
+                        if item.frees_slot:
+                            self._slots.release()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # The client is gone: nothing more can be answered, so the whole connection ends.
+            connection_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await self._stream.aclose()
+
+    @property
+    def account(self) -> str:
+        return self._account or ""
+
+    @property
+    def backend(self) -> UpstreamBackend:
+        return self._backend
+
+    @property
+    def event_batch(self) -> int:
+        return self._config.event_batch
+
+
+class _Subscription:
+    """Pushes the account's events after a cursor, never more than `window` unacknowledged."""
+
+    def __init__(self, connection: _Connection, window: int) -> None:
+        self._connection = connection
+        self._window = trio.Semaphore(window)
+        self._window_size = window
+        self._unacked: deque[int] = deque()
+        self.cursor = 0
+        self.scope = trio.CancelScope()
+
+    async def run(self, ident: int, after: int | None) -> None:
+        conn, account = self._connection, self._connection.account
+        with self.scope:
+            try:
+                self.cursor = after if after is not None else await conn.backend.event_cursor(account)
+            except Exception as exc:
+                error = upstream_error_for(exc) or InternalError("could not read the event cursor")
+                await conn.answer_error(ident, error)
+                return
+            # The answer goes before the first event: both pass through the same FIFO channel.
+            await conn.answer(ident, SubscribeResult(self.cursor, self._window_size))
+            await self._push_forever(account)
+
+    async def _push_forever(self, account: str) -> None:
+        backend = self._connection.backend
+        while True:
+            events: Sequence[Event] = await backend.read_events(account, self.cursor, self._connection.event_batch)
+            if not events:
+                await backend.wait_events(account, self.cursor)
+                continue
+            for event in events:
+                await self._window.acquire()
+                self._unacked.append(event.seq)
+                self.cursor = event.seq
+                await self._connection.push_event(event)
+
+    def acked(self, seq: int) -> None:
+        while self._unacked and self._unacked[0] <= seq:
+            self._unacked.popleft()
+            self._window.release()
+
+
+async def _serve_connection(
+    stream: trio.abc.Stream, backend: UpstreamBackend, credentials: Credentials, config: ServerConfig
+) -> None:
+    structlog.contextvars.clear_contextvars()
+    try:
+        await _Connection(stream, backend, credentials, config).run()
+    except Exception:
+        # One connection's failure must not end the listener and with it every other connection.
+        log.exception("upstream_connection_failed")
+
+
+async def serve_tcp(
+    backend: UpstreamBackend,
+    credentials: Credentials,
+    config: ServerConfig = ServerConfig(),
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve on TCP; `await nursery.start(serve_tcp, ...)` returns the bound (host, port)."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    sockname: Any = listeners[0].socket.getsockname()
+    log.info("upstream_listening", transport="tcp", host=sockname[0], port=sockname[1])
+    await _serve_listeners(listeners, backend, credentials, config, task_status, (sockname[0], sockname[1]))
+
+
+async def serve_unix(
+    path: str | os.PathLike[str],
+    backend: UpstreamBackend,
+    credentials: Credentials,
+    config: ServerConfig = ServerConfig(),
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve on a Unix socket created with `config.unix_mode` (0600: only the gateway's user may connect).
+
+    A stale socket file from a previous run is replaced; any other kind of file at `path` is an error.
+    """
+    path = os.fspath(path)
+    _remove_stale_socket(path)
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    # The umask makes the file private from the first instant; chmod alone would leave a window. (umask is
+    # process-wide; the gateway binds its sockets at start-up, before it starts any thread.)
+    old_umask = os.umask(0o777 & ~config.unix_mode)
+    try:
+        await sock.bind(path)
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, config.unix_mode)
+    sock.listen(128)
+    log.info("upstream_listening", transport="unix", path=path)
+    try:
+        await _serve_listeners([trio.SocketListener(sock)], backend, credentials, config, task_status, path)
+    finally:
+        _remove_stale_socket(path)
+
+
+def _remove_stale_socket(path: str) -> None:
+    if os.path.lexists(path):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise FileExistsError(f"{path} exists and is not a socket")
+        os.unlink(path)
+
+
+async def _serve_listeners(
+    listeners: Sequence[trio.abc.Listener[Any]],
+    backend: UpstreamBackend,
+    credentials: Credentials,
+    config: ServerConfig,
+    task_status: trio.TaskStatus[Any],
+    address: object,
+) -> None:
+    async def handler(stream: trio.abc.Stream) -> None:
+        await _serve_connection(stream, backend, credentials, config)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handler, list(listeners))
+        task_status.started(address)
