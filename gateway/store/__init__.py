@@ -1,0 +1,72 @@
+"""Durable message store on LMDB and its single group-commit writer.
+
+    store = await trio.to_thread.run_sync(Store.open, StoreConfig(path=...))   # runs recovery
+    writer = Writer(store)
+    await nursery.start(writer.run)
+    result = await writer.do(Submit(...))        # returns after the group commit, never before
+    store.due(now_ms, after=cursor)              # short read transactions, never across an await
+"""
+
+from gateway.store.config import MESSAGE_CLASSES, Recovery, StoreConfig
+from gateway.store.ops import (
+    Advance,
+    AdvanceResult,
+    Done,
+    FrequencyCap,
+    Mo,
+    Op,
+    Outcome,
+    Prepare,
+    PrepareResult,
+    Receipt,
+    ReceiptResult,
+    Recipient,
+    Result,
+    SetBlacklist,
+    SetOptOut,
+    Submit,
+    SubmitResult,
+    Sweep,
+    SweepResult,
+)
+from gateway.store.records import BatchCounters, CorruptRecord, EventKind, LogEvent, Message
+from gateway.store.store import DueEntry, InvalidField, RecoveryReport, Store, UnknownMessage, WrongState
+from gateway.store.writer import Writer, WriterClosed
+
+__all__ = [
+    "MESSAGE_CLASSES",
+    "Advance",
+    "AdvanceResult",
+    "BatchCounters",
+    "CorruptRecord",
+    "Done",
+    "DueEntry",
+    "EventKind",
+    "FrequencyCap",
+    "InvalidField",
+    "LogEvent",
+    "Message",
+    "Mo",
+    "Op",
+    "Outcome",
+    "Prepare",
+    "PrepareResult",
+    "Receipt",
+    "ReceiptResult",
+    "Recipient",
+    "Recovery",
+    "RecoveryReport",
+    "Result",
+    "SetBlacklist",
+    "SetOptOut",
+    "Store",
+    "StoreConfig",
+    "Submit",
+    "SubmitResult",
+    "Sweep",
+    "SweepResult",
+    "UnknownMessage",
+    "Writer",
+    "WriterClosed",
+    "WrongState",
+]

@@ -1,0 +1,50 @@
+"""Store configuration (the lead maps the [store] TOML table onto it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Recovery(Enum):
+    """What a segment left in "submitting" by a crash becomes when the store reopens."""
+
+    # Send it again, flagged as a possible duplicate: nothing is lost, a handset may get it twice.
+    AT_LEAST_ONCE = "at_least_once"
+    # Mark it "unknown": never sent twice, may be lost if the carrier never got it.
+    AT_MOST_ONCE = "at_most_once"
+
+
+MESSAGE_CLASSES = ("marketing", "notification", "verification")
+
+
+def _default_recovery() -> dict[str, Recovery]:
+    # A marketing text twice annoys; a one-time password that never arrives locks the user out.
+    return {
+        "marketing": Recovery.AT_MOST_ONCE,
+        "notification": Recovery.AT_LEAST_ONCE,
+        "verification": Recovery.AT_LEAST_ONCE,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    path: str
+    map_size_bytes: int = 1 << 30
+    # Double the map (up to the disk) when it fills, instead of refusing new work.
+    map_grow: bool = True
+    # A group commit closes at this many operations ...
+    group_max: int = 2000
+    # ... or when callers stop adding to it, but never lingers longer than this (see writer.py).
+    group_wait_seconds: float = 0.002
+    # Operations waiting for the writer; callers block (backpressure) when it is full.
+    queue_max: int = 10000
+    # fsync at every commit. Off only for tests and throwaway benchmarks: acked work could be lost.
+    sync: bool = True
+    retention_days: float = 30.0
+    recovery: dict[str, Recovery] = field(default_factory=_default_recovery)
+    # Rows per retention / recovery transaction, so the writer is never held for long.
+    sweep_batch: int = 500
+
+    def recovery_for(self, message_class: str) -> Recovery:
+        return self.recovery.get(message_class, Recovery.AT_LEAST_ONCE)

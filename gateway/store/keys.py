@@ -1,0 +1,127 @@
+"""Key layout: every integer is big-endian so LMDB's byte order is numeric (time) order.
+
+Sub-databases and their keys (values are in records.py):
+
+    messages    id(8)                                   -> message record (segments inline)
+    carrier_ix  carrier \\0 normalised carrier id         -> id(8) seg(2)
+    early       carrier \\0 normalised carrier id         -> early receipt record
+    due         due_ms(8) id(8)                          -> b""   (new, deferred, retry back-off)
+    inflight    id(8) seg(2)                             -> b""   (segments in "submitting")
+    recipient   number \\0 id(8)                          -> b""
+    finals      final_ms(8) id(8)                        -> b""   (retention order)
+    batches     batch id utf-8                           -> batch counters
+    events      seq(8)                                   -> event record
+    optout      scope \\0 number  (scope "" = all)        -> b""
+    blacklist   number                                   -> b""
+    freq        number \\0 window_start_ms(8)             -> count(4)
+    idem        account \\0 client reference              -> idempotency record
+    idem_time   created_ms(8) account \\0 reference       -> b""
+    concat      destination                              -> last reference(2)
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+
+_U64 = struct.Struct(">Q")
+_U64U64 = struct.Struct(">QQ")
+_U64U16 = struct.Struct(">QH")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+DB_NAMES = (
+    b"messages",
+    b"carrier_ix",
+    b"early",
+    b"due",
+    b"inflight",
+    b"recipient",
+    b"finals",
+    b"batches",
+    b"events",
+    b"optout",
+    b"blacklist",
+    b"freq",
+    b"idem",
+    b"idem_time",
+    b"concat",
+)
+
+# Message ids: milliseconds since EPOCH_MS in the top 42 bits (139 years), a counter in the low 22 bits
+# (4 million ids per millisecond), so ids sort by creation time and fit a signed 64-bit integer downstream.
+EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+COUNTER_BITS = 22
+
+
+def u64(n: int) -> bytes:
+    return _U64.pack(n)
+
+
+def from_u64(b: bytes) -> int:
+    return int(_U64.unpack(b)[0])
+
+
+def u16(n: int) -> bytes:
+    return _U16.pack(n)
+
+
+def from_u16(b: bytes) -> int:
+    return int(_U16.unpack(b)[0])
+
+
+def u32(n: int) -> bytes:
+    return _U32.pack(n)
+
+
+def from_u32(b: bytes) -> int:
+    return int(_U32.unpack(b)[0])
+
+
+def time_key(ms: int, msg_id: int) -> bytes:
+    """due / finals key: time first so a cursor walks in time order."""
+    return _U64U64.pack(ms, msg_id)
+
+
+def split_time_key(key: bytes) -> tuple[int, int]:
+    ms, msg_id = _U64U64.unpack(key)
+    return int(ms), int(msg_id)
+
+
+def seg_key(msg_id: int, seg: int) -> bytes:
+    return _U64U16.pack(msg_id, seg)
+
+
+def split_seg_key(key: bytes) -> tuple[int, int]:
+    msg_id, seg = _U64U16.unpack(key)
+    return int(msg_id), int(seg)
+
+
+def text_pair(a: str, b: str) -> bytes:
+    """`a \\0 b`: the NUL cannot occur in an account, carrier name or number, so prefixes do not collide."""
+    return a.encode() + b"\0" + b.encode()
+
+
+def recipient_key(number: str, msg_id: int) -> bytes:
+    return number.encode() + b"\0" + _U64.pack(msg_id)
+
+
+def freq_key(number: str, window_start_ms: int) -> bytes:
+    return number.encode() + b"\0" + _U64.pack(window_start_ms)
+
+
+def id_time_ms(msg_id: int) -> int:
+    return (msg_id >> COUNTER_BITS) + EPOCH_MS
+
+
+class IdClock:
+    """Hands out time-ordered 64-bit message ids, strictly increasing even if the wall clock steps back."""
+
+    def __init__(self, last_id: int = 0) -> None:
+        self._last = last_id
+
+    def next(self, now_ms: int | None = None) -> int:
+        ms = int(time.time() * 1000) if now_ms is None else now_ms
+        candidate = max(ms - EPOCH_MS, 0) << COUNTER_BITS
+        self._last = max(candidate, self._last + 1)
+        return self._last

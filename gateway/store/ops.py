@@ -1,0 +1,172 @@
+"""Write operations the writer queues, and their results. Each is a value; `Store.apply` runs a list of
+them in one write transaction (one group commit)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.lifecycle import Ev, Event, State
+
+
+@dataclass(frozen=True, slots=True)
+class FrequencyCap:
+    """At most `limit` accepted messages per recipient per fixed window of `window_seconds`."""
+
+    limit: int
+    window_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One recipient after the pure policy: `reject` (a reason code) or `defer_until_ms` (send window)."""
+
+    number: str
+    reject: str = ""
+    defer_until_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    """One upstream submit: one text, many recipients. Opt-out, blacklist and the cap are checked in the
+    write transaction so two concurrent submits cannot both pass them."""
+
+    account: str
+    message_class: str
+    sender: str
+    text: str
+    recipients: tuple[Recipient, ...]
+    receipt: bool = True
+    client_ref: str = ""
+    batch: str = ""
+    schedule_ms: int = 0
+    expires_ms: int = 0
+    check_optout: bool = True
+    frequency_cap: FrequencyCap | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    message_id: int
+    state: State
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    outcomes: tuple[Outcome, ...]
+    # True when account + client_ref was seen before: the outcomes are the first submit's ids.
+    duplicate: bool = False
+
+    @property
+    def message_ids(self) -> tuple[int, ...]:
+        return tuple(o.message_id for o in self.outcomes)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepare:
+    """Before the first submit_sm: fix the carrier, split into `parts`, take a concatenation reference
+    for the destination when `concat` (SMPP 3.4 5.3.2.22 sar_msg_ref_num / TS 23.040 9.2.3.24.1)."""
+
+    message_id: int
+    carrier: str
+    parts: int
+    concat: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareResult:
+    message_id: int
+    concat_ref: int
+
+
+@dataclass(frozen=True, slots=True)
+class Advance:
+    """Apply a lifecycle event to one segment, or to every live segment when `segment` is None.
+    SUBMIT_OK also indexes the carrier message id (event.carrier_id, normalised) and matches a
+    receipt that arrived early."""
+
+    message_id: int
+    segment: int | None
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceResult:
+    message_id: int
+    state: State
+    ignored: bool = False
+    # An early receipt waiting for this submit_sm_resp was applied in the same transaction.
+    early_receipt_applied: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A delivery receipt: find the segment by (carrier, normalised carrier message id)."""
+
+    carrier: str
+    carrier_id: str
+    kind: Ev
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptResult:
+    matched: bool
+    message_id: int = 0
+    segment: int = 0
+    state: State | None = None
+    # No segment yet: kept in the early-receipt table until the submit_sm_resp lands.
+    early: bool = False
+    ignored: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Mo:
+    """A mobile-originated message for `account` (the engine found the account by destination)."""
+
+    account: str
+    carrier: str
+    source: str
+    destination: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetOptOut:
+    number: str
+    # "" applies to every account.
+    scope: str = ""
+    opted_out: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SetBlacklist:
+    number: str
+    listed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """Retention: purge up to `limit` final messages older than the retention age, and old events,
+    frequency windows, idempotency keys and early receipts."""
+
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    messages: int
+    events: int
+    other: int
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """Result of an operation that returns nothing else (opt-out, blacklist)."""
+
+    seq: int = 0
+
+
+Op = Submit | Prepare | Advance | Receipt | Mo | SetOptOut | SetBlacklist | Sweep
+Result = SubmitResult | PrepareResult | AdvanceResult | ReceiptResult | SweepResult | Done

@@ -1,0 +1,767 @@
+"""The LMDB store: one environment, named sub-databases (layout in keys.py), records in records.py.
+
+Every write goes through `apply(ops)`: one write transaction for the whole list, begun and committed on the
+calling thread (the writer's `trio.to_thread.run_sync`). All index upkeep happens in `_save()`, which diffs
+the old and new message record, so indexes cannot drift from records. Reads are short read transactions.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lmdb
+
+from gateway.errors import GatewayError, StoreError, StoreFull, WireError
+from gateway.lifecycle import (
+    DUE_STATES,
+    Billed,
+    Ev,
+    Event,
+    Ignored,
+    InvalidReason,
+    InvalidTransition,
+    Segment,
+    State,
+    advance,
+    is_reason,
+    message_state,
+)
+from gateway.smpp.constants import CommandStatus
+from gateway.store import keys, records
+from gateway.store.config import Recovery, StoreConfig
+from gateway.store.ops import (
+    Advance,
+    AdvanceResult,
+    Done,
+    Mo,
+    Op,
+    Outcome,
+    Prepare,
+    PrepareResult,
+    Receipt,
+    ReceiptResult,
+    Recipient,
+    Result,
+    SetBlacklist,
+    SetOptOut,
+    Submit,
+    SubmitResult,
+    Sweep,
+    SweepResult,
+)
+from gateway.store.records import REPORTED_SUBMITTED, BatchCounters, EventKind, LogEvent, Message
+
+Clock = Callable[[], int]
+DAY_MS = 86_400_000
+
+
+class UnknownMessage(StoreError):
+    """No message (or segment) with this id: purged, or never stored."""
+
+
+class InvalidField(StoreError, WireError):
+    """A value too long to be part of a key (LMDB keys are at most 511 bytes)."""
+
+    command_status = CommandStatus.ESME_RINVPARLEN
+
+
+class WrongState(StoreError):
+    """The operation needs the message in another state (for example Prepare on a submitted message)."""
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class DueEntry:
+    """A message that becomes sendable at `due_ms`; `key` is the cursor to resume after."""
+
+    key: bytes
+    due_ms: int
+    message_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    resent: int
+    unknown: int
+
+
+@dataclass(slots=True)
+class _BatchDelta:
+    targeted: int = 0
+    valid: int = 0
+    submitted: int = 0
+    delivered: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+    billed: int = 0
+
+    def fail(self, reason: str, n: int = 1) -> None:
+        self.failed[reason] = self.failed.get(reason, 0) + n
+
+
+class _Tx:
+    """One write transaction's working state; batch counters are summed and written once at the end."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[bytes, lmdb._Database], now: int, seq: int) -> None:
+        self.txn = txn
+        self.db = dbs
+        self.now = now
+        self.seq = seq
+        self.batches: dict[str, _BatchDelta] = {}
+
+    def batch(self, batch_id: str) -> _BatchDelta:
+        delta = self.batches.get(batch_id)
+        if delta is None:
+            delta = self.batches[batch_id] = _BatchDelta()
+        return delta
+
+    def put(self, db: bytes, key: bytes, value: bytes = b"", append: bool = False) -> None:
+        self.txn.put(key, value, db=self.db[db], append=append)
+
+    def get(self, db: bytes, key: bytes) -> bytes | None:
+        value = self.txn.get(key, db=self.db[db])
+        return None if value is None else bytes(value)
+
+    def delete(self, db: bytes, key: bytes) -> None:
+        self.txn.delete(key, db=self.db[db])
+
+
+class Store:
+    """Synchronous LMDB store. Open once per process; writes only from the writer's thread call."""
+
+    def __init__(self, cfg: StoreConfig, clock: Clock = wall_ms) -> None:
+        self.cfg = cfg
+        self._clock = clock
+        # set_mapsize needs no live transaction in this process: reads and growth take this lock.
+        self._lock = threading.Lock()
+        self._env = lmdb.open(
+            cfg.path,
+            map_size=cfg.map_size_bytes,
+            max_dbs=len(keys.DB_NAMES) + 1,
+            sync=cfg.sync,
+            metasync=cfg.sync,
+            # Recovery touches a few pages of a large map; readahead would pull the whole file into RSS.
+            readahead=False,
+        )
+        self._dbs = {name: self._env.open_db(name) for name in keys.DB_NAMES}
+        with self._env.begin() as txn:
+            self._ids = keys.IdClock(self._last_key_int(txn, b"messages"))
+            self._seq = self._last_key_int(txn, b"events")
+
+    @classmethod
+    def open(cls, cfg: StoreConfig, clock: Clock = wall_ms) -> Store:
+        """Open and recover: segments left in "submitting" are resent or marked unknown (see Recovery)."""
+        store = cls(cfg, clock)
+        store.recover()
+        return store
+
+    def close(self) -> None:
+        self._env.close()
+
+    def _last_key_int(self, txn: lmdb.Transaction, db: bytes) -> int:
+        cur = txn.cursor(db=self._dbs[db])
+        return keys.from_u64(bytes(cur.key())) if cur.last() else 0
+
+    # --- writing ------------------------------------------------------------------------------------
+
+    def apply(self, ops: Sequence[Op]) -> list[Result | GatewayError]:
+        """Run `ops` in one write transaction. An op that fails on its own (unknown id, invalid
+        transition) gets its error as its result; the others commit. A full map grows when configured,
+        otherwise new submits are refused with StoreFull and the rest is retried without them."""
+        try:
+            return self._apply_growing(ops)
+        except StoreFull as full:
+            if not any(isinstance(op, Submit) for op in ops):
+                raise
+            rest = [op for op in ops if not isinstance(op, Submit)]
+            done = iter(self._apply_growing(rest)) if rest else iter(())
+            return [full if isinstance(op, Submit) else next(done) for op in ops]
+
+    def _apply_growing(self, ops: Sequence[Op]) -> list[Result | GatewayError]:
+        while True:
+            try:
+                return self._apply_once(ops)
+            except lmdb.MapFullError as err:
+                if not (self.cfg.map_grow and self._grow()):
+                    raise StoreFull("store map is full") from err
+            except lmdb.Error as err:
+                if _is_disk_full(err):
+                    raise StoreFull("disk is full") from err
+                raise StoreError(str(err)) from err
+
+    def _grow(self) -> bool:
+        with self._lock:
+            size = self._env.info()["map_size"]
+            try:
+                self._env.set_mapsize(size * 2)
+            except lmdb.Error:
+                return False
+        return True
+
+    def _apply_once(self, ops: Sequence[Op]) -> list[Result | GatewayError]:
+        last_id = self._ids._last
+        now = self._clock()
+        try:
+            with self._env.begin(write=True) as txn:
+                tx = _Tx(txn, self._dbs, now, self._seq)
+                results = [self._one(tx, op) for op in ops]
+                self._flush_batches(tx)
+        except Exception:
+            self._ids._last = last_id  # nothing was committed: hand the same ids out again
+            raise
+        self._seq = tx.seq
+        return results
+
+    def _one(self, tx: _Tx, op: Op) -> Result | GatewayError:
+        try:
+            if isinstance(op, Submit):
+                return self._submit(tx, op)
+            if isinstance(op, Advance):
+                return self._advance(tx, op)
+            if isinstance(op, Receipt):
+                return self._receipt(tx, op)
+            if isinstance(op, Prepare):
+                return self._prepare(tx, op)
+            if isinstance(op, Mo):
+                seq = self._log(tx, EventKind.MO, op.account, number=op.source, address=op.destination,
+                                text=op.text, carrier=op.carrier)
+                return Done(seq)
+            if isinstance(op, SetOptOut):
+                return self._set(tx, b"optout", keys.text_pair(op.scope, op.number), op.opted_out)
+            if isinstance(op, SetBlacklist):
+                return self._set(tx, b"blacklist", op.number.encode(), op.listed)
+            return self._sweep(tx, op)
+        except (InvalidTransition, InvalidReason, InvalidField, UnknownMessage, WrongState) as err:
+            # Raised before this op wrote anything (every op computes first, then writes).
+            return err
+
+    def _set(self, tx: _Tx, db: bytes, key: bytes, present: bool) -> Done:
+        if present:
+            tx.put(db, key)
+        else:
+            tx.delete(db, key)
+        return Done()
+
+    # --- submit -------------------------------------------------------------------------------------
+
+    def _submit(self, tx: _Tx, op: Submit) -> SubmitResult:
+        _check_lengths(op.account, op.client_ref, op.batch, *(r.number for r in op.recipients))
+        idem_key = keys.text_pair(op.account, op.client_ref) if op.client_ref else b""
+        if idem_key:
+            seen = tx.get(b"idem", idem_key)
+            if seen is not None:
+                return self._replay(tx, records.unpack_idem(seen)[1])
+        outcomes = tuple(self._accept_one(tx, op, r) for r in op.recipients)
+        ids = tuple(o.message_id for o in outcomes)
+        if idem_key:
+            tx.put(b"idem", idem_key, records.pack_idem(tx.now, ids))
+            tx.put(b"idem_time", keys.u64(tx.now) + idem_key)
+        delta = tx.batch(op.batch)
+        delta.targeted += len(op.recipients)
+        return SubmitResult(outcomes)
+
+    def _replay(self, tx: _Tx, ids: tuple[int, ...]) -> SubmitResult:
+        outcomes = []
+        for msg_id in ids:
+            raw = tx.get(b"messages", keys.u64(msg_id))
+            msg = records.unpack_message(raw) if raw else None
+            state, reason = (msg.state, msg.reason) if msg else (State.FAILED, "purged")
+            outcomes.append(Outcome(msg_id, state, reason))
+        return SubmitResult(tuple(outcomes), duplicate=True)
+
+    def _accept_one(self, tx: _Tx, op: Submit, r: Recipient) -> Outcome:
+        reason = r.reject or self._stored_policy(tx, op, r.number)
+        due = max(r.defer_until_ms, op.schedule_ms)
+        if reason:
+            seg = Segment(State.REJECTED, reason, updated_ms=tx.now)
+        elif due > tx.now:
+            seg = Segment(State.DEFERRED, updated_ms=tx.now, due_ms=due)
+        else:
+            seg = Segment(State.ACCEPTED, updated_ms=tx.now, due_ms=tx.now)
+        msg = Message(
+            self._ids.next(tx.now), op.account, op.batch, op.message_class, op.sender, r.number, op.text,
+            op.receipt, op.client_ref, tx.now, op.expires_ms, (seg,),
+        )  # fmt: skip
+        if not reason:
+            tx.batch(op.batch).valid += 1
+        self._save(tx, None, msg)
+        return Outcome(msg.id, seg.state, reason)
+
+    def _stored_policy(self, tx: _Tx, op: Submit, number: str) -> str:
+        """Checks that read stored state, in the same transaction as the accept (ARCHITECTURE.md step 2)."""
+        if tx.get(b"blacklist", number.encode()) is not None:
+            return "blacklisted"
+        if op.check_optout and (
+            tx.get(b"optout", keys.text_pair("", number)) is not None
+            or tx.get(b"optout", keys.text_pair(op.account, number)) is not None
+        ):
+            return "opted_out"
+        cap = op.frequency_cap
+        if cap is None:
+            return ""
+        window_ms = cap.window_seconds * 1000
+        key = keys.freq_key(number, tx.now - tx.now % window_ms)
+        raw = tx.get(b"freq", key)
+        count = keys.from_u32(raw) if raw else 0
+        if count >= cap.limit:
+            return "frequency_capped"
+        tx.put(b"freq", key, keys.u32(count + 1))
+        return ""
+
+    # --- segment events -----------------------------------------------------------------------------
+
+    def _load(self, tx: _Tx, msg_id: int) -> Message:
+        raw = tx.get(b"messages", keys.u64(msg_id))
+        if raw is None:
+            raise UnknownMessage(f"no message {msg_id}")
+        return records.unpack_message(raw)
+
+    def _prepare(self, tx: _Tx, op: Prepare) -> PrepareResult:
+        _check_lengths(op.carrier)
+        msg = self._load(tx, op.message_id)
+        if any(s.state not in DUE_STATES for s in msg.segments) or op.parts < 1:
+            raise WrongState(f"message {msg.id} is {msg.state.name}: cannot prepare {op.parts} parts")
+        ref = msg.concat_ref
+        if op.concat and op.parts > 1 and not ref:
+            ref = self._next_concat_ref(tx, msg.recipient)
+        s0 = msg.segments[0]
+        # The due time (and so the due-index key) stays as it was: see lifecycle._apply.
+        due = s0.due_ms or tx.now
+        first = Segment(State.QUEUED, "", "", "", 0, s0.attempts, s0.possible_duplicate, tx.now, due)
+        new = records.evolve(msg, carrier=op.carrier, concat_ref=ref, segments=(first,) * op.parts)
+        self._save(tx, msg, new)
+        return PrepareResult(msg.id, ref)
+
+    def _next_concat_ref(self, tx: _Tx, destination: str) -> int:
+        # TS 23.040 9.2.3.24.1: the reference must differ between concatenated messages that can be in
+        # flight to the same destination at once; a per-destination counter (1..65535) guarantees it.
+        raw = tx.get(b"concat", destination.encode())
+        ref = keys.from_u16(raw) % 0xFFFF + 1 if raw else 1
+        tx.put(b"concat", destination.encode(), keys.u16(ref))
+        return ref
+
+    def _advance(self, tx: _Tx, op: Advance) -> AdvanceResult:
+        _check_lengths(op.event.carrier_id)
+        msg = self._load(tx, op.message_id)
+        if op.segment is not None and not 0 <= op.segment < len(msg.segments):
+            raise UnknownMessage(f"message {msg.id} has no segment {op.segment}")
+        if op.segment is None:
+            targets = [i for i, s in enumerate(msg.segments) if not s.state.is_final]
+        else:
+            targets = [op.segment]
+        segs, ignored = self._step(tx, msg, list(msg.segments), targets, op.event)
+        early = False
+        if op.event.kind is Ev.SUBMIT_OK and not ignored and op.segment is not None:
+            early = self._index_carrier_id(tx, msg, segs, op.segment, op.event.carrier_id)
+        state = self._update(tx, msg, segs)
+        return AdvanceResult(msg.id, state, ignored, early)
+
+    def _step(
+        self, tx: _Tx, msg: Message, segs: list[Segment], targets: Sequence[int], event: Event
+    ) -> tuple[list[Segment], bool]:
+        ignored = False
+        billed = 0
+        for i in targets:
+            segs[i], effects = advance(segs[i], event, tx.now)
+            for effect in effects:
+                if isinstance(effect, Billed):
+                    billed += 1
+                elif isinstance(effect, Ignored):
+                    ignored = True
+        if billed:  # only once every target advanced: an InvalidTransition above leaves no trace
+            tx.batch(msg.batch).billed += billed
+        return segs, ignored
+
+    def _index_carrier_id(self, tx: _Tx, msg: Message, segs: list[Segment], seg: int, carrier_id: str) -> bool:
+        """Index the carrier's id for this segment; apply a receipt that was waiting for it."""
+        key = keys.text_pair(msg.carrier, carrier_id)
+        tx.put(b"carrier_ix", key, keys.seg_key(msg.id, seg))
+        raw = tx.get(b"early", key)
+        if raw is None:
+            return False
+        tx.delete(b"early", key)
+        early = records.unpack_early(raw)
+        self._step(tx, msg, segs, (seg,), Event(early.kind, early.reason))
+        return True
+
+    def _receipt(self, tx: _Tx, op: Receipt) -> ReceiptResult:
+        _check_lengths(op.carrier, op.carrier_id)
+        # Validate now: an early receipt is applied later, inside another op that has already written.
+        if op.kind not in _RECEIPT_KINDS:
+            raise InvalidTransition(State.SUBMITTED, op.kind)
+        if op.reason and not is_reason(op.reason):
+            raise InvalidReason(op.kind, op.reason)
+        key = keys.text_pair(op.carrier, op.carrier_id)
+        where = tx.get(b"carrier_ix", key)
+        if where is None:
+            tx.put(b"early", key, records.pack_early(records.EarlyReceipt(op.kind, op.reason, tx.now)))
+            return ReceiptResult(matched=False, early=True)
+        msg_id, seg = keys.split_seg_key(where)
+        msg = self._load(tx, msg_id)
+        segs, ignored = self._step(tx, msg, list(msg.segments), (seg,), Event(op.kind, op.reason))
+        self._update(tx, msg, segs)
+        return ReceiptResult(True, msg_id, seg, segs[seg].state, ignored=ignored)
+
+    # --- the one place indexes change ---------------------------------------------------------------
+
+    def _update(self, tx: _Tx, old: Message, segs: list[Segment]) -> State:
+        """Store `old` with new segments; one Message is built (this is the per-receipt hot path)."""
+        state = message_state([s.state for s in segs])
+        reported, final_ms = self._report(tx, old, segs, state, old.state)
+        self._write(tx, old, records.evolve(old, segments=tuple(segs), reported=reported, final_ms=final_ms))
+        return state
+
+    def _save(self, tx: _Tx, old: Message | None, new: Message) -> None:
+        state = new.state
+        reported, final_ms = self._report(tx, new, list(new.segments), state, old.state if old else None)
+        if (reported, final_ms) != (new.reported, new.final_ms):
+            new = records.evolve(new, reported=reported, final_ms=final_ms)
+        self._write(tx, old, new)
+
+    def _write(self, tx: _Tx, old: Message | None, new: Message) -> None:
+        self._reindex_due(tx, old, new)
+        self._reindex_inflight(tx, old, new)
+        if old is None:
+            tx.put(b"recipient", keys.recipient_key(new.recipient, new.id))
+        if new.final_ms and (old is None or not old.final_ms):
+            tx.put(b"finals", keys.time_key(new.final_ms, new.id))
+        tx.put(b"messages", keys.u64(new.id), records.pack_message(new), append=old is None)
+
+    def _reindex_due(self, tx: _Tx, old: Message | None, new: Message) -> None:
+        before, after = _due_of(old), _due_of(new)
+        if before == after:
+            return
+        if before:
+            tx.delete(b"due", keys.time_key(before, new.id))
+        if after:
+            tx.put(b"due", keys.time_key(after, new.id))
+
+    def _reindex_inflight(self, tx: _Tx, old: Message | None, new: Message) -> None:
+        was = _inflight_of(old)
+        now = _inflight_of(new)
+        for seg in was - now:
+            tx.delete(b"inflight", keys.seg_key(new.id, seg))
+        for seg in now - was:
+            tx.put(b"inflight", keys.seg_key(new.id, seg))
+
+    def _report(
+        self, tx: _Tx, msg: Message, segs: list[Segment], state: State, old_state: State | None
+    ) -> tuple[int, int]:
+        """Log the events upstream apps care about and keep batch counters, in this transaction.
+        Returns the message's new (reported, final_ms)."""
+        reported, final_ms = msg.reported, msg.final_ms
+        if state is old_state:
+            return reported, final_ms
+        delta = tx.batch(msg.batch)
+        if state is State.SUBMITTED and not reported & REPORTED_SUBMITTED:
+            delta.submitted += 1
+            self._log_message(tx, msg, EventKind.SUBMITTED, "")
+            return reported | REPORTED_SUBMITTED, final_ms
+        if not state.is_final:
+            return reported, final_ms
+        reason = _reason_of(segs, state)
+        if old_state is not None and old_state.is_final:  # a documented upgrade to delivered
+            delta.fail(msg.reason, -1)
+        if state is State.DELIVERED:
+            delta.delivered += 1
+            self._log_message(tx, msg, EventKind.DELIVERED, reason)
+        else:
+            delta.fail(reason)
+            self._log_message(tx, msg, EventKind.FAILED, reason)
+        return reported, final_ms or tx.now
+
+    def _log_message(self, tx: _Tx, msg: Message, kind: EventKind, reason: str) -> None:
+        self._log(tx, kind, msg.account, msg.id, msg.batch, msg.client_ref, msg.recipient, msg.sender, reason,
+                  carrier=msg.carrier)
+
+    def _log(self, tx: _Tx, kind: EventKind, *args: Any, **kwargs: Any) -> int:
+        """Append to the event log; `args` / `kwargs` are LogEvent's fields after `kind`."""
+        tx.seq += 1
+        packed = records.pack_event_fields(tx.seq, tx.now, kind, *args, **kwargs)
+        tx.put(b"events", keys.u64(tx.seq), packed, append=True)
+        return tx.seq
+
+    def _flush_batches(self, tx: _Tx) -> None:
+        for batch_id, d in tx.batches.items():
+            if not batch_id:  # a submit without a batch id has no counters (LMDB keys are non-empty)
+                continue
+            key = batch_id.encode()
+            raw = tx.get(b"batches", key)
+            b = records.unpack_batch(raw) if raw else BatchCounters()
+            failed = dict(b.failed)
+            for reason, n in d.failed.items():
+                failed[reason] = failed.get(reason, 0) + n
+                if not failed[reason]:
+                    del failed[reason]
+            tx.put(b"batches", key, records.pack_batch(BatchCounters(
+                b.targeted + d.targeted, b.valid + d.valid, b.submitted + d.submitted,
+                b.delivered + d.delivered, failed, b.billed + d.billed,
+            )))  # fmt: skip
+
+    # --- recovery and retention ---------------------------------------------------------------------
+
+    def recover(self) -> RecoveryReport:
+        """Segments left in "submitting": resend (at-least-once, flagged possible duplicate) or mark unknown
+        (at-most-once), per message class. Walks the small inflight index in short transactions."""
+        resent = unknown = 0
+        while True:
+            with self._env.begin() as txn:
+                cur = txn.cursor(db=self._dbs[b"inflight"])
+                batch = [keys.split_seg_key(bytes(k)) for k, _ in _take(cur, self.cfg.sweep_batch)]
+            if not batch:
+                return RecoveryReport(resent, unknown)
+            ops: list[Op] = []
+            for msg_id, seg in batch:
+                msg = self.get(msg_id)
+                mode = self.cfg.recovery_for(msg.message_class) if msg else Recovery.AT_MOST_ONCE
+                kind = Ev.RESEND if mode is Recovery.AT_LEAST_ONCE else Ev.LOST
+                resent += kind is Ev.RESEND
+                unknown += kind is Ev.LOST
+                reason = "unknown_after_timeout" if kind is Ev.LOST else ""
+                ops.append(Advance(msg_id, seg, Event(kind, reason)))
+            for result in self.apply(ops):
+                if isinstance(result, GatewayError):
+                    raise result
+
+    def _sweep(self, tx: _Tx, op: Sweep) -> SweepResult:
+        cutoff = tx.now - int(self.cfg.retention_days * DAY_MS)
+        purged = 0
+        cur = tx.txn.cursor(db=tx.db[b"finals"])
+        for key, _ in list(_take(cur, op.limit)):
+            final_ms, msg_id = keys.split_time_key(bytes(key))
+            if final_ms >= cutoff:
+                break
+            self._purge_message(tx, msg_id)
+            tx.delete(b"finals", bytes(key))
+            purged += 1
+        events = self._trim_events(tx, cutoff, op.limit)
+        other = self._trim_prefix_time(tx, b"idem_time", cutoff, op.limit, b"idem")
+        other += self._trim_early_and_freq(tx, cutoff, op.limit)
+        more = max(purged, events) >= op.limit
+        return SweepResult(purged, events, other, more)
+
+    def _purge_message(self, tx: _Tx, msg_id: int) -> None:
+        raw = tx.get(b"messages", keys.u64(msg_id))
+        if raw is None:
+            return
+        msg = records.unpack_message(raw)
+        for seg in msg.segments:
+            if seg.carrier_id:
+                key = keys.text_pair(msg.carrier, seg.carrier_id)
+                where = tx.get(b"carrier_ix", key)
+                if where is not None and keys.split_seg_key(where)[0] == msg_id:
+                    tx.delete(b"carrier_ix", key)
+        tx.delete(b"recipient", keys.recipient_key(msg.recipient, msg_id))
+        tx.delete(b"messages", keys.u64(msg_id))
+
+    def _trim_events(self, tx: _Tx, cutoff: int, limit: int) -> int:
+        cur = tx.txn.cursor(db=tx.db[b"events"])
+        n = 0
+        for key, value in list(_take(cur, limit)):
+            if records.unpack_event(bytes(value)).at_ms >= cutoff:
+                break
+            tx.delete(b"events", bytes(key))
+            n += 1
+        return n
+
+    def _trim_prefix_time(self, tx: _Tx, db: bytes, cutoff: int, limit: int, target: bytes) -> int:
+        cur = tx.txn.cursor(db=tx.db[db])
+        n = 0
+        for key, _ in list(_take(cur, limit)):
+            if keys.from_u64(bytes(key[:8])) >= cutoff:
+                break
+            tx.delete(target, bytes(key[8:]))
+            tx.delete(db, bytes(key))
+            n += 1
+        return n
+
+    def _trim_early_and_freq(self, tx: _Tx, cutoff: int, limit: int) -> int:
+        # Both tables are small (early receipts wait seconds; windows are per recipient and short), so a
+        # bounded scan from the start each sweep is enough.
+        n = 0
+        cur = tx.txn.cursor(db=tx.db[b"early"])
+        for key, value in list(_take(cur, limit)):
+            if records.unpack_early(bytes(value)).at_ms < cutoff:
+                tx.delete(b"early", bytes(key))
+                n += 1
+        cur = tx.txn.cursor(db=tx.db[b"freq"])
+        for key, _ in list(_take(cur, limit)):
+            if keys.from_u64(bytes(key[-8:])) < cutoff:
+                tx.delete(b"freq", bytes(key))
+                n += 1
+        return n
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    def _read(self) -> lmdb.Transaction:
+        return self._env.begin(buffers=False)
+
+    def get(self, msg_id: int) -> Message | None:
+        with self._lock, self._read() as txn:
+            raw = txn.get(keys.u64(msg_id), db=self._dbs[b"messages"])
+        return records.unpack_message(_b(raw)) if raw is not None else None
+
+    def due(self, now_ms: int, after: bytes = b"", limit: int = 1000) -> list[DueEntry]:
+        """Messages due by `now_ms`, in due order, after the cursor key `after` (streamed, never whole)."""
+        out: list[DueEntry] = []
+        with self._lock, self._read() as txn:
+            cur = txn.cursor(db=self._dbs[b"due"])
+            found = cur.set_range(after + b"\0") if after else cur.first()
+            while found and len(out) < limit:
+                key = _b(cur.key())
+                due_ms, msg_id = keys.split_time_key(key)
+                if due_ms > now_ms:
+                    break
+                out.append(DueEntry(key, due_ms, msg_id))
+                found = cur.next()
+        return out
+
+    def next_due_ms(self) -> int | None:
+        """When the earliest waiting message becomes due (for the scheduler's sleep)."""
+        with self._lock, self._read() as txn:
+            cur = txn.cursor(db=self._dbs[b"due"])
+            return keys.split_time_key(_b(cur.key()))[0] if cur.first() else None
+
+    def events(self, after_seq: int, limit: int = 1000) -> list[LogEvent]:
+        """Event log entries with seq > after_seq (an upstream subscriber's cursor)."""
+        with self._lock, self._read() as txn:
+            cur = txn.cursor(db=self._dbs[b"events"])
+            found = cur.set_range(keys.u64(after_seq + 1))
+            out: list[LogEvent] = []
+            while found and len(out) < limit:
+                out.append(records.unpack_event(_b(cur.value())))
+                found = cur.next()
+        return out
+
+    def last_seq(self) -> int:
+        return self._seq
+
+    def batch(self, batch_id: str) -> BatchCounters | None:
+        with self._lock, self._read() as txn:
+            raw = txn.get(batch_id.encode(), db=self._dbs[b"batches"])
+        return records.unpack_batch(_b(raw)) if raw is not None else None
+
+    def find_segment(self, carrier: str, carrier_id: str) -> tuple[int, int] | None:
+        with self._lock, self._read() as txn:
+            raw = txn.get(keys.text_pair(carrier, carrier_id), db=self._dbs[b"carrier_ix"])
+        return keys.split_seg_key(_b(raw)) if raw is not None else None
+
+    def recent(self, number: str, limit: int = 20) -> list[int]:
+        """Newest message ids sent to `number`."""
+        prefix = number.encode() + b"\0"
+        out: list[int] = []
+        with self._lock, self._read() as txn:
+            cur = txn.cursor(db=self._dbs[b"recipient"])
+            found = (cur.set_range(prefix + b"\xff" * 8) and cur.prev()) or cur.last()
+            while found and len(out) < limit and _b(cur.key()).startswith(prefix):
+                out.append(keys.from_u64(_b(cur.key())[-8:]))
+                found = cur.prev()
+        return out
+
+    def is_opted_out(self, number: str, account: str = "") -> bool:
+        with self._lock, self._read() as txn:
+            db = self._dbs[b"optout"]
+            return any(txn.get(keys.text_pair(s, number), db=db) is not None for s in ("", account))
+
+    def count(self, db: bytes) -> int:
+        with self._lock, self._read() as txn:
+            return int(txn.stat(self._dbs[db])["entries"])
+
+    def iter_messages(self, chunk: int = 1000) -> Iterator[Message]:
+        """Every message in id order, read in short transactions of `chunk` records."""
+        after = b""
+        while True:
+            with self._lock, self._read() as txn:
+                cur = txn.cursor(db=self._dbs[b"messages"])
+                found = cur.set_range(after + b"\0") if after else cur.first()
+                rows: list[tuple[bytes, bytes]] = []
+                while found and len(rows) < chunk:
+                    rows.append((_b(cur.key()), _b(cur.value())))
+                    found = cur.next()
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield from (records.unpack_message(v) for _, v in rows)
+
+    def keys_of(self, db: bytes) -> set[bytes]:
+        """Every key of a sub-database (for consistency checks on test-sized stores)."""
+        with self._lock, self._read() as txn:
+            return {bytes(k) for k in txn.cursor(db=self._dbs[db]).iternext(values=False)}
+
+    def check(self) -> list[str]:
+        """Problems where an index disagrees with the records (empty when consistent)."""
+        due, inflight, finals, recip, carrier = set(), set(), set(), set(), {}
+        for m in self.iter_messages():
+            if d := _due_of(m):
+                due.add(keys.time_key(d, m.id))
+            inflight |= {keys.seg_key(m.id, s) for s in _inflight_of(m)}
+            if m.final_ms:
+                finals.add(keys.time_key(m.final_ms, m.id))
+            recip.add(keys.recipient_key(m.recipient, m.id))
+            for i, s in enumerate(m.segments):
+                if s.carrier_id:
+                    carrier[keys.text_pair(m.carrier, s.carrier_id)] = keys.seg_key(m.id, i)
+        problems = [
+            f"{name.decode()}: {len(want - have)} missing, {len(have - want)} extra"
+            for name, want in ((b"due", due), (b"inflight", inflight), (b"finals", finals),
+                               (b"recipient", recip), (b"carrier_ix", set(carrier)))
+            if want != (have := self.keys_of(name))
+        ]  # fmt: skip
+        with self._lock, self._read() as txn:
+            for k, v in carrier.items():
+                if txn.get(k, db=self._dbs[b"carrier_ix"]) != v:
+                    problems.append(f"carrier_ix: {k!r} points elsewhere")
+        return problems
+
+
+_RECEIPT_KINDS = frozenset(
+    {Ev.RECEIPT_DELIVERED, Ev.RECEIPT_UNDELIVERABLE, Ev.RECEIPT_EXPIRED, Ev.RECEIPT_ENROUTE}
+)
+# Every key part stays far below LMDB's 511-byte key limit, with room for the fixed-size suffixes.
+MAX_KEY_PART_BYTES = 200
+
+
+def _check_lengths(*parts: str) -> None:
+    for part in parts:
+        if len(part.encode()) > MAX_KEY_PART_BYTES:
+            raise InvalidField(f"{part[:20]!r}... is longer than {MAX_KEY_PART_BYTES} bytes")
+
+
+def _reason_of(segs: list[Segment], state: State) -> str:
+    return next(s.reason for s in segs if s.state is state)
+
+
+def _due_of(msg: Message | None) -> int:
+    if msg is None:
+        return 0
+    dues = [s.due_ms for s in msg.segments if s.state in DUE_STATES]
+    return min(dues) if dues else 0
+
+
+def _inflight_of(msg: Message | None) -> set[int]:
+    if msg is None:
+        return set()
+    return {i for i, s in enumerate(msg.segments) if s.state is State.SUBMITTING}
+
+
+def _take(cur: lmdb.Cursor, n: int) -> Iterator[tuple[bytes, bytes]]:
+    found = cur.first()
+    while found and n > 0:
+        yield _b(cur.key()), _b(cur.value())
+        n -= 1
+        found = cur.next()
+
+
+def _b(value: bytes | memoryview) -> bytes:
+    return value if isinstance(value, bytes) else bytes(value)
+
+
+def _is_disk_full(err: lmdb.Error) -> bool:
+    return getattr(err, "errno", None) == errno.ENOSPC or "No space left" in str(err)

@@ -1,0 +1,179 @@
+"""The single writer task: owns every write transaction and commits in groups.
+
+Callers add operations to the open group and sleep until that group has committed; nobody is told before
+the data is durable. A group closes when it holds `group_max` operations, or when no caller has added
+anything since the writer last looked (after one scheduler pass), or `group_wait_seconds` after the writer
+started looking, whichever comes first; while a group commits the next one fills, so under load groups grow
+by themselves and an idle writer adds no latency. Each group runs in one
+`trio.to_thread.run_sync(store.apply, ops)` call: an LMDB write transaction must begin and commit on one
+thread (py-lmdb docs, "Threads"). At most `queue_max` operations wait; further callers block
+(backpressure towards the upstream sockets).
+
+One trio.Event per group, not per operation: waking a caller costs one reschedule, nothing more.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import overload
+
+import structlog
+import trio
+
+from gateway.errors import GatewayError, StoreError
+from gateway.store.ops import (
+    Advance,
+    AdvanceResult,
+    Done,
+    Mo,
+    Op,
+    Prepare,
+    PrepareResult,
+    Receipt,
+    ReceiptResult,
+    Result,
+    SetBlacklist,
+    SetOptOut,
+    Submit,
+    SubmitResult,
+    Sweep,
+    SweepResult,
+)
+from gateway.store.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+class WriterClosed(StoreError):
+    """The writer is shut down: nothing more is accepted."""
+
+
+class _Group:
+    __slots__ = ("done", "error", "ops", "results")
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self.results: list[Result | GatewayError] = []
+        self.error: StoreError | None = None
+        self.done = trio.Event()
+
+
+class Writer:
+    """`async with trio.open_nursery() as n: await n.start(writer.run)`; then `await writer.do(op)`."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cfg = store.cfg
+        self._groups: deque[_Group] = deque()
+        self._queued = 0
+        self._closed = False
+        self._work = trio.Event()
+        self._space = trio.Event()
+        self.groups = 0
+        self.ops = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Commit groups until `aclose()`; what is already queued is committed before returning."""
+        task_status.started()
+        while True:
+            if not self._groups:
+                if self._closed:
+                    return
+                self._work = trio.Event()
+                await self._work.wait()
+                continue
+            await self._linger(self._groups[0])
+            await self._commit(self._groups.popleft())
+
+    async def _linger(self, group: _Group) -> None:
+        """Let the open group grow while callers are still adding to it (bounded by group_wait)."""
+        deadline = trio.current_time() + self._cfg.group_wait_seconds
+        while len(group.ops) < self._cfg.group_max and len(self._groups) == 1 and not self._closed:
+            before = len(group.ops)
+            await trio.lowlevel.checkpoint()
+            if len(group.ops) == before or trio.current_time() >= deadline:
+                return
+
+    async def _commit(self, group: _Group) -> None:
+        try:
+            # Not cancellable once started (abandon_on_cancel=False): a commit always finishes, so every
+            # caller learns the truth about its operation.
+            group.results = await trio.to_thread.run_sync(self._store.apply, group.ops)
+        except StoreError as err:
+            log.warning("group_commit_failed", ops=len(group.ops), error=str(err))
+            group.error = err
+        else:
+            self.groups += 1
+            self.ops += len(group.ops)
+        self._queued -= len(group.ops)
+        group.done.set()
+        self._space.set()
+
+    async def aclose(self) -> None:
+        """Stop accepting; `run()` commits what is queued and returns."""
+        self._closed = True
+        self._work.set()
+        self._space.set()
+        await trio.lowlevel.checkpoint()
+
+    def _open_group(self, size: int) -> _Group:
+        # The group being committed has left the deque, so the last group here is still open.
+        if self._groups and len(self._groups[-1].ops) + size <= self._cfg.group_max:
+            return self._groups[-1]
+        group = _Group()
+        self._groups.append(group)
+        return group
+
+    async def apply(self, ops: Sequence[Op]) -> list[Result | GatewayError]:
+        """Queue `ops` (committed together, in order) and return their results after the commit.
+        Per-op refusals (unknown id, invalid transition, StoreFull for a submit) come back as values.
+        A caller cancelled while waiting does not un-queue its ops: they may still commit."""
+        while self._queued >= self._cfg.queue_max and not self._closed:
+            if self._space.is_set():
+                self._space = trio.Event()
+            await self._space.wait()
+        if self._closed:
+            raise WriterClosed("the store writer is closed")
+        group = self._open_group(len(ops))
+        start = len(group.ops)
+        group.ops.extend(ops)
+        self._queued += len(ops)
+        self._work.set()
+        await group.done.wait()
+        if group.error is not None:
+            raise group.error
+        return group.results[start : start + len(ops)]
+
+    @overload
+    async def do(self, op: Submit) -> SubmitResult: ...
+    @overload
+    async def do(self, op: Prepare) -> PrepareResult: ...
+    @overload
+    async def do(self, op: Advance) -> AdvanceResult: ...
+    @overload
+    async def do(self, op: Receipt) -> ReceiptResult: ...
+    @overload
+    async def do(self, op: Sweep) -> SweepResult: ...
+    @overload
+    async def do(self, op: Mo | SetOptOut | SetBlacklist) -> Done: ...
+
+    async def do(self, op: Op) -> Result:
+        """One operation; its own error (StoreFull, InvalidTransition, UnknownMessage) is raised."""
+        (result,) = await self.apply((op,))
+        if isinstance(result, GatewayError):
+            raise result
+        return result
+
+    async def sweep(self) -> SweepResult:
+        """Retention: purge in small transactions (each one queued like any other op) until caught up."""
+        total = SweepResult(0, 0, 0, True)
+        while total.more:
+            step = await self.do(Sweep(self._cfg.sweep_batch))
+            total = SweepResult(
+                total.messages + step.messages,
+                total.events + step.events,
+                total.other + step.other,
+                step.more,
+            )
+        return total
