@@ -46,6 +46,7 @@ DB_NAMES = (
     b"idem",
     b"idem_time",
     b"concat",
+    b"cursors",  # account -> u64 event sequence the account's subscriber acknowledged
 )
 
 # Message ids: milliseconds since EPOCH_MS in the top 42 bits (139 years), a counter in the low 22 bits

@@ -146,6 +146,14 @@ class SetBlacklist:
 
 
 @dataclass(frozen=True, slots=True)
+class SetCursor:
+    """An upstream subscriber acknowledged events up to `seq`: resume after it. Never moves back."""
+
+    account: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class Sweep:
     """Retention: purge up to `limit` final messages older than the retention age, and old events,
     frequency windows, idempotency keys and early receipts."""
@@ -168,5 +176,5 @@ class Done:
     seq: int = 0
 
 
-Op = Submit | Prepare | Advance | Receipt | Mo | SetOptOut | SetBlacklist | Sweep
+Op = Submit | Prepare | Advance | Receipt | Mo | SetOptOut | SetBlacklist | SetCursor | Sweep
 Result = SubmitResult | PrepareResult | AdvanceResult | ReceiptResult | SweepResult | Done

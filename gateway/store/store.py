@@ -48,6 +48,7 @@ from gateway.store.ops import (
     Recipient,
     Result,
     SetBlacklist,
+    SetCursor,
     SetOptOut,
     Submit,
     SubmitResult,
@@ -237,10 +238,20 @@ class Store:
                 return self._set(tx, b"optout", keys.text_pair(op.scope, op.number), op.opted_out)
             if isinstance(op, SetBlacklist):
                 return self._set(tx, b"blacklist", op.number.encode(), op.listed)
+            if isinstance(op, SetCursor):
+                return self._set_cursor(tx, op)
             return self._sweep(tx, op)
         except (InvalidTransition, InvalidReason, InvalidField, UnknownMessage, WrongState) as err:
             # Raised before this op wrote anything (every op computes first, then writes).
             return err
+
+    def _set_cursor(self, tx: _Tx, op: SetCursor) -> Done:
+        _check_lengths(op.account)
+        key = op.account.encode()
+        raw = tx.get(b"cursors", key)
+        if raw is None or keys.from_u64(raw) < op.seq:
+            tx.put(b"cursors", key, keys.u64(op.seq))
+        return Done(op.seq)
 
     def _set(self, tx: _Tx, db: bytes, key: bytes, present: bool) -> Done:
         if present:
@@ -642,6 +653,18 @@ class Store:
 
     def last_seq(self) -> int:
         return self._seq
+
+    def cursor(self, account: str) -> int:
+        """The last event sequence the account acknowledged (0: never)."""
+        with self._lock, self._read() as txn:
+            raw = txn.get(account.encode(), db=self._dbs[b"cursors"])
+        return keys.from_u64(_b(raw)) if raw is not None else 0
+
+    def by_client_ref(self, account: str, client_ref: str) -> tuple[int, ...]:
+        """Message ids the account submitted under `client_ref` (its idempotency key), or ()."""
+        with self._lock, self._read() as txn:
+            raw = txn.get(keys.text_pair(account, client_ref), db=self._dbs[b"idem"])
+        return records.unpack_idem(_b(raw))[1] if raw is not None else ()
 
     def batch(self, batch_id: str) -> BatchCounters | None:
         with self._lock, self._read() as txn:

@@ -34,6 +34,7 @@ from gateway.store.ops import (
     ReceiptResult,
     Result,
     SetBlacklist,
+    SetCursor,
     SetOptOut,
     Submit,
     SubmitResult,
@@ -156,7 +157,7 @@ class Writer:
     @overload
     async def do(self, op: Sweep) -> SweepResult: ...
     @overload
-    async def do(self, op: Mo | SetOptOut | SetBlacklist) -> Done: ...
+    async def do(self, op: Mo | SetOptOut | SetBlacklist | SetCursor) -> Done: ...
 
     async def do(self, op: Op) -> Result:
         """One operation; its own error (StoreFull, InvalidTransition, UnknownMessage) is raised."""

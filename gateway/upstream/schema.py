@@ -136,6 +136,9 @@ class Envelope:
 class SubmittedMessage:
     to: str
     message_id: str
+    # "accepted", "scheduled", or "rejected" with `reason` (a reason code such as opted_out, no_route).
+    state: str = "accepted"
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,7 +455,8 @@ def result_map(result: Result) -> dict[str, Any]:
     """The wire map of a result (docs/protocol.md lists each op's result keys)."""
     if isinstance(result, SubmitResult):
         return {
-            "messages": [{"to": m.to, "message_id": m.message_id} for m in result.messages],
+            "messages": [_compact({name: getattr(m, name) for name in SubmittedMessage.__slots__})
+                         for m in result.messages],
             "duplicate": result.duplicate,
         }
     if isinstance(result, tuple):
@@ -503,7 +507,12 @@ def _server_field(body: Mapping[str, Any], key: str, kind: type[T]) -> T:
 def submit_result_from_wire(result: object) -> SubmitResult:
     body = _wire(result, "submit result")
     messages = tuple(
-        SubmittedMessage(_server_field(m, "to", str), _server_field(m, "message_id", str))
+        SubmittedMessage(
+            _server_field(m, "to", str),
+            _server_field(m, "message_id", str),
+            str(m.get("state", "accepted")),
+            _opt_str(m, "reason"),
+        )
         for m in (_wire(item, "message") for item in _server_field(body, "messages", list))
     )
     return SubmitResult(messages, bool(body.get("duplicate", False)))

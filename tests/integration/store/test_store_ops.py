@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lmdb
 import pytest
 
@@ -23,7 +25,10 @@ from gateway.store import (
     Recipient,
     Recovery,
     SetBlacklist,
+    SetCursor,
     SetOptOut,
+    Store,
+    StoreConfig,
     Submit,
     SubmitResult,
     Sweep,
@@ -356,3 +361,15 @@ def test_receipt_with_an_undocumented_reason_is_refused_before_it_waits(open_sto
     (wrong_kind,) = store.apply([Receipt("carA", "Z1", Ev.CANCEL)])
     assert isinstance(wrong_kind, InvalidTransition)
     assert store.count(b"early") == 0
+
+
+def test_event_cursor_is_durable_and_never_moves_back(tmp_path: Path) -> None:
+    cfg = StoreConfig(path=str(tmp_path / "cur"), sync=False)
+    store = Store.open(cfg)
+    assert store.cursor("acme") == 0
+    store.apply([SetCursor("acme", 41), SetCursor("acme", 7)])
+    store.close()
+    store = Store.open(cfg)
+    assert store.cursor("acme") == 41
+    assert store.cursor("other") == 0
+    store.close()

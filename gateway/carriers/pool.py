@@ -1,0 +1,82 @@
+"""A carrier's binds as one pool: one jobs channel shared by its transmit-capable binds.
+
+    pool = CarrierPool(carrier_config)
+    await nursery.start(pool.run)
+    await pool.jobs.send(SubmitJob(pdu, context))
+    outcome = await pool.results.receive()
+    item = await pool.inbound.receive(); ...store...; item.ack()
+
+Each bind pulls from the shared channel when it has window and TPS room, so a slow or throttled bind simply
+takes less; a bind that is down takes nothing.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from gateway.carriers.bind import Bind, BindStatus
+from gateway.carriers.config import BindMode, CarrierConfig
+from gateway.carriers.jobs import Inbound, SubmitJob, SubmitOutcome
+
+
+class CarrierPool:
+    def __init__(
+        self,
+        config: CarrierConfig,
+        *,
+        results: trio.MemorySendChannel[SubmitOutcome] | None = None,
+        inbound: trio.MemorySendChannel[Inbound] | None = None,
+    ) -> None:
+        """`results` / `inbound` may be the engine's own channels (shared by all carriers); otherwise the
+        pool makes bounded ones and exposes their receiving ends as `self.results` / `self.inbound`."""
+        self.config = config
+        self.jobs, jobs_out = trio.open_memory_channel[SubmitJob](config.job_queue_size)
+        self.results: trio.MemoryReceiveChannel[SubmitOutcome] | None = None
+        self.inbound: trio.MemoryReceiveChannel[Inbound] | None = None
+        if results is None:
+            results, self.results = trio.open_memory_channel[SubmitOutcome](config.results_queue_size)
+        if inbound is None:
+            inbound, self.inbound = trio.open_memory_channel[Inbound](config.inbound_queue_size)
+        self.binds: list[Bind] = []
+        for bind_cfg in config.binds:
+            if bind_cfg.mode is BindMode.TX_RX_PAIR:
+                modes = [(BindMode.TRANSMITTER, f"{bind_cfg.name}-tx"), (BindMode.RECEIVER, f"{bind_cfg.name}-rx")]
+            else:
+                modes = [(bind_cfg.mode, bind_cfg.name)]
+            for mode, name in modes:
+                self.binds.append(
+                    Bind(
+                        bind_cfg,
+                        carrier=config.name,
+                        mode=mode,
+                        jobs=jobs_out,
+                        results=results,
+                        inbound=inbound,
+                        name=name,
+                    )
+                )
+        self._done = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run every bind until `stop()` has finished them all."""
+        async with trio.open_nursery() as nursery:
+            for bind in self.binds:
+                await nursery.start(bind.run)
+            task_status.started()
+        self._done.set()
+
+    def stop(self) -> None:
+        """Graceful stop of every bind (stop taking jobs, drain within the grace period, unbind, close)."""
+        for bind in self.binds:
+            bind.stop()
+
+    async def wait_stopped(self) -> None:
+        await self._done.wait()
+
+    async def wait_bound(self) -> None:
+        """Until every bind is bound once (tests and start-up checks)."""
+        for bind in self.binds:
+            await bind.wait_bound()
+
+    def status(self) -> list[BindStatus]:
+        return [bind.status() for bind in self.binds]

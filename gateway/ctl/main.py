@@ -1,0 +1,141 @@
+"""`gatewayctl`: send a message, look it up, watch events, preview a text.
+
+It reads the same config file as the gateway (-c, default conf/gateway.toml) for the socket path and the
+account's secret, and speaks the documented upstream protocol (docs/protocol.md) with the blocking client.
+
+    gatewayctl send 447700900123 "Your code is 123456" --sender ACME
+    gatewayctl status 123456789
+    gatewayctl events --follow
+    gatewayctl preview "Grüße 👋"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from gateway.app import GatewayConfig, load_config
+from gateway.config import read_secret
+from gateway.errors import ConfigError
+from gateway.upstream import BlockingClient, MessageClass, SubmitRequest, UpstreamError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gatewayctl", description="operate a running gateway")
+    p.add_argument("-c", "--config", default="conf/gateway.toml", help="the gateway's config file")
+    p.add_argument("-a", "--account", help="upstream account (default: the first in the config)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    cmds = p.add_subparsers(dest="command", required=True)
+    send = cmds.add_parser("send", help="submit a message to one or more numbers")
+    send.add_argument("to", nargs="+", help="recipient numbers (E.164, or national with the default country)")
+    send.add_argument("text")
+    send.add_argument("--sender", default="ACME")
+    send.add_argument("--class", dest="message_class", default="notification", choices=[c.value for c in MessageClass])
+    send.add_argument("--client-ref")
+    send.add_argument("--batch")
+    send.add_argument("--schedule-in", type=float, help="seconds from now")
+    send.add_argument("--validity", type=int, help="seconds")
+    send.add_argument("--no-receipt", action="store_true")
+    status = cmds.add_parser("status", help="state of a message (by id) or of a submit (by client reference)")
+    status.add_argument("message_id", nargs="?")
+    status.add_argument("--client-ref")
+    cancel = cmds.add_parser("cancel", help="cancel messages not yet submitted to a carrier")
+    cancel.add_argument("message_id", nargs="?")
+    cancel.add_argument("--client-ref")
+    events = cmds.add_parser("events", help="print events (submitted, delivered, failed, mo)")
+    events.add_argument("--after", type=int, help="start after this sequence (default: the stored cursor)")
+    events.add_argument("--follow", action="store_true", help="keep waiting for new events")
+    events.add_argument("--timeout", type=float, default=2.0, help="without --follow: stop after this idle time")
+    events.add_argument("--ack", action="store_true", help="acknowledge what was printed (moves the cursor)")
+    preview = cmds.add_parser("preview", help="encoding and part count of a text")
+    preview.add_argument("text")
+    return p
+
+
+def _connect(cfg: GatewayConfig, account_name: str | None) -> BlockingClient:
+    accounts = {a.name: a for a in cfg.accounts}
+    account = accounts[account_name] if account_name else cfg.accounts[0]
+    secret = read_secret(
+        env=account.secret_env,
+        file=Path(account.secret_file) if account.secret_file else None,
+        what=f"account {account.name}",
+    )
+    return BlockingClient.connect_unix(cfg.server.socket_path, account=account.name, secret=secret, timeout=10.0)
+
+
+def _out(args: argparse.Namespace, obj: Any, line: str) -> None:
+    print(json.dumps(obj, default=str) if args.json else line, flush=True)
+
+
+def _run(args: argparse.Namespace, client: BlockingClient) -> int:
+    if args.command == "send":
+        req = SubmitRequest(
+            to=tuple(args.to),
+            text=args.text,
+            message_class=MessageClass(args.message_class),
+            sender=args.sender,
+            schedule_at=time.time() + args.schedule_in if args.schedule_in else None,
+            validity_seconds=args.validity,
+            receipt=not args.no_receipt,
+            client_ref=args.client_ref,
+            batch_id=args.batch,
+        )
+        result = client.submit(req)
+        for m in result.messages:
+            reason = f" ({m.reason})" if m.reason else ""
+            _out(args, asdict(m), f"{m.message_id}  {m.to}  {m.state}{reason}")
+        return 0
+    if args.command in ("status", "cancel"):
+        if not args.message_id and not args.client_ref:
+            print("gatewayctl: give a message id or --client-ref", file=sys.stderr)
+            return 2
+        if args.command == "cancel":
+            done = client.cancel(message_id=args.message_id, client_ref=args.client_ref)
+            _out(args, asdict(done), "cancelled: " + " ".join(done.cancelled))
+            return 0
+        for s in client.status(message_id=args.message_id, client_ref=args.client_ref):
+            _out(args, asdict(s), f"{s.message_id}  {s.to}  {s.state}  {s.reason or ''}  parts={s.segments}")
+        return 0
+    if args.command == "events":
+        sub = client.subscribe(after=args.after)
+        last = sub.after
+        for ev in client.events(timeout=None if args.follow else args.timeout):
+            detail = ev.reason or ev.text or ""
+            who = ev.to if ev.kind != "mo" else f"{ev.sender} -> {ev.to}"
+            _out(args, asdict(ev), f"#{ev.seq}  {ev.kind:<9} {ev.message_id or '-'}  {who}  {detail}")
+            last = ev.seq
+            if args.ack:
+                client.ack(ev.seq)
+        if args.ack and last > sub.after:
+            client.ack(last)
+        return 0
+    p = client.preview(args.text)
+    _out(args, asdict(p), f"{p.encoding}: {p.parts} part(s), {p.chars} units, {p.chars_left} left in the last part")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = load_config(Path(args.config))
+        with _connect(cfg, args.account) as client:
+            return _run(args, client)
+    except ConfigError as err:
+        print(f"gatewayctl: {err}", file=sys.stderr)
+        return 2
+    except UpstreamError as err:
+        print(f"gatewayctl: {err.code}: {err.message}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"gatewayctl: cannot reach the gateway: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,542 @@
+"""The engine: accept -> persist -> schedule -> route and split -> submit -> correlate -> event.
+
+Tasks (one each, never one per message or PDU):
+
+- scheduler     streams the store's due-time index (new, deferred, retried messages) into per-carrier
+                ready queues, choosing the first carrier of the route that has a bound transmitter
+- dispatcher    one per carrier: prepares a batch of messages in one group commit (carrier, parts,
+                concatenation reference, segments -> submitting), splits them and hands the submit_sm to
+                the carrier pool; "submitting" is durable before a PDU can reach the wire
+- results       turns submit_sm outcomes of every carrier into lifecycle events, a batch per commit
+- inbound       receipts and MO of every carrier, a batch per commit; deliver_sm_resp only after commit
+- housekeeping  MO reassembly expiry and store retention
+
+It also implements `UpstreamBackend`, so the upstream server calls it directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import structlog
+import trio
+
+from gateway.carriers.jobs import Inbound, SubmitJob, SubmitOutcome
+from gateway.carriers.pool import CarrierPool
+from gateway.engine import plan
+from gateway.engine.settings import CarrierSettings, EngineSettings
+from gateway.errors import GatewayError, MessageTooLong, SegmentingError
+from gateway.lifecycle import DUE_STATES, Ev, Event, State
+from gateway.routing import RouteTable, normalise
+from gateway.segmenting import MoMessage, MoPart, Reassembler, SplitMethod, mo_part, preview, segment
+from gateway.smpp import pdu as P
+from gateway.smpp.receipt import ReceiptError, parse_receipt
+from gateway.store import (
+    Advance,
+    AdvanceResult,
+    LogEvent,
+    Message,
+    Mo,
+    Op,
+    Prepare,
+    PrepareResult,
+    Recipient,
+    Result,
+    SetCursor,
+    SetOptOut,
+    Store,
+    Submit,
+    Writer,
+)
+from gateway.store.records import EventKind as StoredKind
+from gateway.upstream import (
+    CancelResult,
+    MessageQuery,
+    MessageStatus,
+    NotCancellable,
+    NotFound,
+    PreviewRequest,
+    PreviewResult,
+    SubmitRequest,
+    SubmitResult,
+    SubmittedMessage,
+)
+from gateway.upstream import Event as UpstreamEvent
+from gateway.upstream import EventKind as UpstreamKind
+
+log = structlog.get_logger(__name__)
+
+_KINDS = {
+    StoredKind.SUBMITTED: UpstreamKind.SUBMITTED,
+    StoredKind.DELIVERED: UpstreamKind.DELIVERED,
+    StoredKind.FAILED: UpstreamKind.FAILED,
+    StoredKind.MO: UpstreamKind.MO,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSettings:
+    name: str
+    secret_env: str | None = None
+    secret_file: str | None = None
+    # MO sent to these addresses (short codes, long numbers) belongs to this account.
+    mo_addresses: tuple[str, ...] = ()
+
+
+T = TypeVar("T")
+
+
+async def drain(channel: trio.MemoryReceiveChannel[T], limit: int) -> list[T]:
+    """Wait for one item, then take whatever else is already there, up to `limit`: one batch per commit."""
+    items = [await channel.receive()]
+    while len(items) < limit:
+        try:
+            items.append(channel.receive_nowait())
+        except trio.WouldBlock:
+            break
+    return items
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        writer: Writer,
+        pools: dict[str, CarrierPool],
+        carriers: dict[str, CarrierSettings],
+        routes: RouteTable,
+        settings: EngineSettings,
+        accounts: Sequence[AccountSettings],
+        results: trio.MemoryReceiveChannel[SubmitOutcome],
+        inbound: trio.MemoryReceiveChannel[Inbound],
+        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.store = store
+        self.writer = writer
+        self.pools = pools
+        self.carriers = carriers
+        self.routes = routes
+        self.settings = settings
+        self.accounts = {a.name: a for a in accounts}
+        self._mo_accounts = {addr: a.name for a in accounts for addr in a.mo_addresses}
+        self._default_account = accounts[0].name if accounts else ""
+        self._results = results
+        self._inbound = inbound
+        self._wall_ms = wall_ms
+        self._encodings = {name: c.encoding.route_encoding() for name, c in carriers.items()}
+        self._accept_encoding = next(iter(self._encodings.values()), None)
+        self._ready: dict[str, trio.MemorySendChannel[Message]] = {}
+        self._ready_rx: dict[str, trio.MemoryReceiveChannel[Message]] = {}
+        for name in pools:
+            self._ready[name], self._ready_rx[name] = trio.open_memory_channel[Message](
+                settings.ready_queue_size
+            )
+        # Messages handed to a dispatcher and not yet dispatched: the scheduler must not hand them twice.
+        self._pending: set[int] = set()
+        self._wake = trio.Event()
+        self._new_events = trio.Event()
+        self._seen_seq = store.last_seq()
+        self._reassembler = Reassembler(settings.mo_reassembly_timeout_seconds)
+        self._results_done = trio.Event()
+        self._inbound_done = trio.Event()
+        self.counters = {"receipts_unparseable": 0, "receipts_early": 0, "receipts_ignored": 0, "mo": 0}
+
+    # --- running ------------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._scheduler)
+            for name in self.pools:
+                nursery.start_soon(self._dispatcher, name)
+            nursery.start_soon(self._results_loop)
+            nursery.start_soon(self._inbound_loop)
+            nursery.start_soon(self._housekeeping)
+            task_status.started()
+
+    def wake(self) -> None:
+        """Something became due (a submit, a resend, a retry): rescan the due index now."""
+        self._wake.set()
+
+    async def _apply(self, ops: Sequence[Op]) -> list[Result | GatewayError]:
+        """Every write goes through here: one group commit, then subscribers hear of new events."""
+        results = await self.writer.apply(ops)
+        seq = self.store.last_seq()
+        if seq != self._seen_seq:
+            self._seen_seq = seq
+            self._new_events.set()
+            self._new_events = trio.Event()
+        return results
+
+    # --- scheduling and dispatch --------------------------------------------------------------------
+
+    def _can_transmit(self, carrier: str) -> bool:
+        pool = self.pools.get(carrier)
+        return pool is not None and any(b.is_bound and b.mode.transmits for b in pool.binds)
+
+    def _carrier_for(self, msg: Message) -> str | None:
+        """The carrier to send on now: the one already fixed for the message (its parts share a
+        concatenation reference), else the first carrier of its route with a bound transmitter."""
+        if msg.carrier:
+            return msg.carrier if self._can_transmit(msg.carrier) else None
+        for carrier in self.routes.carriers_for(msg.recipient):
+            if self._can_transmit(carrier):
+                return carrier
+        return None
+
+    async def _scheduler(self) -> None:
+        while True:
+            await self._schedule_round()
+            now_ms = self._wall_ms()
+            next_due = self.store.next_due_ms()
+            wait = self.settings.scheduler_poll_seconds
+            if next_due is not None and next_due > now_ms:
+                wait = min(wait, (next_due - now_ms) / 1000)
+            with trio.move_on_after(wait):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
+    async def _schedule_round(self) -> None:
+        """One pass over everything due now, in due order, by cursor (never the whole index at once)."""
+        after = b""
+        expired: list[Op] = []
+        while True:
+            now_ms = self._wall_ms()
+            entries = self.store.due(now_ms, after=after, limit=self.settings.dispatch_batch)
+            if not entries:
+                break
+            after = entries[-1].key
+            for entry in entries:
+                if entry.message_id in self._pending:
+                    continue
+                msg = self.store.get(entry.message_id)
+                if msg is None:
+                    continue
+                if msg.expires_ms and msg.expires_ms <= now_ms:
+                    expired.append(Advance(msg.id, None, Event(Ev.EXPIRE)))
+                    continue
+                self._hand_over(msg)
+            await trio.lowlevel.checkpoint()
+        if expired:
+            await self._apply(expired)
+
+    def _hand_over(self, msg: Message) -> None:
+        carrier = self._carrier_for(msg)
+        if carrier is None:
+            if not msg.carrier and not self.routes.carriers_for(msg.recipient):
+                log.warning("no_route", message_id=msg.id)
+            return  # stays due; tried again when a bind comes up
+        try:
+            self._ready[carrier].send_nowait(msg)
+        except trio.WouldBlock:
+            return  # that carrier is saturated: the message stays due for the next round
+        self._pending.add(msg.id)
+
+    async def _dispatcher(self, carrier: str) -> None:
+        ready = self._ready_rx[carrier]
+        while True:
+            batch = await drain(ready, self.settings.dispatch_batch)
+            try:
+                jobs = await self._dispatch(carrier, batch)
+            finally:
+                self._pending.difference_update(m.id for m in batch)
+            jobs_tx = self.pools[carrier].jobs
+            for job in jobs:
+                await jobs_tx.send(job)
+            self.wake()
+
+    async def _dispatch(self, carrier: str, batch: list[Message]) -> list[SubmitJob]:
+        """Prepare and mark a batch "submitting" in one commit, then build its submit_sm jobs."""
+        encoding = self._encodings[carrier]
+        ops: list[Op] = []
+        spans: list[tuple[Message, int, int, list[int]]] = []
+        for msg in batch:
+            start = len(ops)
+            todo = self._plan_ops(carrier, msg, ops)
+            spans.append((msg, start, len(ops), todo))
+        results = await self._apply(ops)
+        jobs: list[SubmitJob] = []
+        for msg, start, end, todo in spans:
+            mine = results[start:end]
+            if not todo or any(isinstance(r, GatewayError) for r in mine):
+                continue  # cancelled or expired meanwhile, or refused for this carrier (FAIL written)
+            ref = msg.concat_ref
+            prepared = mine[0]
+            if isinstance(prepared, PrepareResult):
+                ref = prepared.concat_ref
+            parts = segment(msg.text, encoding, ref=_ref_for(ref, encoding.ref_bits) if ref else None)
+            want = self.carriers[carrier].receipts
+            for i in todo:
+                pdu = plan.submit_sm(msg, parts[i], want_receipt=want)
+                attempts = msg.segments[i].attempts + 1 if i < len(msg.segments) else 1
+                jobs.append(SubmitJob(pdu, plan.SegmentRef(msg.id, i, msg.message_class, attempts)))
+        return jobs
+
+    def _plan_ops(self, carrier: str, msg: Message, ops: list[Op]) -> list[int]:
+        """Append the ops that move `msg` to "submitting" on `carrier`; returns the segments to send."""
+        if msg.carrier:
+            # Prepared before (a resend or a retry): only its due segments go again, same reference.
+            todo = [i for i, s in enumerate(msg.segments) if s.state in DUE_STATES]
+            for i in todo:
+                if msg.segments[i].state is not State.QUEUED:
+                    ops.append(Advance(msg.id, i, Event(Ev.SCHEDULE)))
+                ops.append(Advance(msg.id, i, Event(Ev.DISPATCH, bind=carrier)))
+            return todo
+        encoding = self._encodings[carrier]
+        try:
+            shape = preview(msg.text, encoding)
+        except SegmentingError:
+            shape = None
+        if shape is None or shape.too_long:
+            # Accepted under another carrier's limits; this carrier cannot take it.
+            ops.append(Advance(msg.id, None, Event(Ev.FAIL, "carrier_rejected:ESME_RINVMSGLEN")))
+            return []
+        concat = shape.parts > 1 and encoding.split is not SplitMethod.PAYLOAD
+        ops.append(Prepare(msg.id, carrier, shape.parts, concat=concat))
+        ops.append(Advance(msg.id, None, Event(Ev.DISPATCH, bind=carrier)))
+        return list(range(shape.parts))
+
+    # --- correlation --------------------------------------------------------------------------------
+
+    async def drained(self) -> None:
+        """Once the carriers' result and inbound channels were closed and everything in them is stored."""
+        await self._results_done.wait()
+        await self._inbound_done.wait()
+
+    async def _results_loop(self) -> None:
+        try:
+            while True:
+                await self._correlate_outcomes(await drain(self._results, self.settings.correlate_batch))
+        except trio.EndOfChannel:
+            self._results_done.set()
+
+    async def _correlate_outcomes(self, outcomes: list[SubmitOutcome]) -> None:
+        s = self.settings
+        now_ms = self._wall_ms()
+        ops: list[Op] = []
+        for o in outcomes:
+            ref: plan.SegmentRef = o.context
+            ops.append(
+                Advance(
+                    ref.message_id,
+                    ref.segment,
+                    plan.outcome_event(
+                        o,
+                        ref,
+                        now_ms=now_ms,
+                        ids=self.carriers[o.carrier].id_formats,
+                        recovery=self.store.cfg.recovery_for(ref.message_class),
+                        max_attempts=s.retry_max_attempts,
+                        backoff_min_seconds=s.retry_backoff_min_seconds,
+                        backoff_max_seconds=s.retry_backoff_max_seconds,
+                    ),
+                )
+            )
+        results = await self._apply(ops)
+        for op, result in zip(ops, results, strict=True):
+            if isinstance(result, GatewayError):
+                log.error("outcome_not_applied", op=repr(op), error=str(result))
+        if any(isinstance(op, Advance) and op.event.kind in (Ev.RESEND, Ev.SUBMIT_RETRY) for op in ops):
+            self.wake()
+
+    async def _inbound_loop(self) -> None:
+        try:
+            while True:
+                await self._correlate_inbound(await drain(self._inbound, self.settings.correlate_batch))
+        except trio.EndOfChannel:
+            self._inbound_done.set()
+
+    async def _correlate_inbound(self, items: list[Inbound]) -> None:
+        now = trio.current_time()
+        ops: list[Op] = []
+        for item in items:
+            if item.is_receipt:
+                self._receipt_ops(item, ops)
+            else:
+                for mo in self._reassembler.add(_mo_part(item), now):
+                    self._mo_ops(mo, item.carrier, ops)
+        results = await self._apply(ops) if ops else []
+        for result in results:
+            if isinstance(result, GatewayError):
+                log.error("inbound_not_applied", error=str(result))
+            elif getattr(result, "early", False):
+                self.counters["receipts_early"] += 1
+            elif getattr(result, "ignored", False):
+                self.counters["receipts_ignored"] += 1
+        # SMPP 3.4 4.6.2 deliver_sm_resp: only now that the receipt or MO is durable.
+        for item in items:
+            item.ack()
+
+    def _receipt_ops(self, item: Inbound, ops: list[Op]) -> None:
+        try:
+            receipt = parse_receipt(item.message, item.pdu.tlvs)
+        except ReceiptError as err:
+            # Acknowledged (the SMSC would resend it forever) but never silent: logged with its text.
+            self.counters["receipts_unparseable"] += 1
+            log.error("receipt_unparseable", carrier=item.carrier, text=item.message[:200], error=str(err))
+            return
+        settings = self.carriers.get(item.carrier)
+        if settings is not None:
+            ops.append(plan.receipt_op(receipt, item.carrier, settings.id_formats))
+
+    def _mo_ops(self, mo: MoMessage, carrier: str, ops: list[Op]) -> None:
+        account = self._mo_accounts.get(mo.destination, self._default_account)
+        text = mo.text if mo.complete else f"{mo.text} [incomplete: parts {list(mo.missing)} missing]"
+        self.counters["mo"] += 1
+        ops.append(Mo(account, carrier, mo.source, mo.destination, text))
+        if mo.complete and mo.text.strip().upper() in self.settings.optout_keywords:
+            number = normalise(mo.source, default_country_code=self.settings.default_country_code)
+            if number:
+                ops.append(SetOptOut(number, scope=account))
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await trio.sleep(min(30.0, self.settings.mo_reassembly_timeout_seconds / 4))
+            ops: list[Op] = []
+            for mo in self._reassembler.expire(trio.current_time()):
+                self._mo_ops(mo, "", ops)
+            if ops:
+                await self._apply(ops)
+            result = await self.writer.sweep()
+            while result.more:
+                result = await self.writer.sweep()
+
+    # --- UpstreamBackend ----------------------------------------------------------------------------
+
+    async def submit(self, account: str, request: SubmitRequest) -> SubmitResult:
+        encoding = self._accept_encoding
+        if encoding is not None:
+            shape = preview(request.text, encoding)  # raises NotEncodable
+            if shape.too_long:
+                raise MessageTooLong(shape.parts, encoding.max_parts)
+        now_ms = self._wall_ms()
+        recipients = tuple(self._recipient(to) for to in request.to)
+        op = Submit(
+            account=account,
+            message_class=str(request.message_class),
+            sender=request.sender,
+            text=request.text,
+            recipients=recipients,
+            receipt=request.receipt,
+            client_ref=request.client_ref or "",
+            batch=request.batch_id or "",
+            schedule_ms=int(request.schedule_at * 1000) if request.schedule_at else 0,
+            expires_ms=now_ms + request.validity_seconds * 1000 if request.validity_seconds else 0,
+        )
+        (result,) = await self._apply([op])
+        if isinstance(result, GatewayError):
+            raise result
+        assert not isinstance(result, AdvanceResult | PrepareResult)
+        self.wake()
+        messages = []
+        for to, outcome in zip(request.to, result.outcomes, strict=False):  # type: ignore[union-attr]
+            state = {State.REJECTED: "rejected", State.DEFERRED: "scheduled"}.get(outcome.state, "accepted")
+            messages.append(SubmittedMessage(to, str(outcome.message_id), state, outcome.reason or None))
+        return SubmitResult(tuple(messages), result.duplicate)  # type: ignore[union-attr]
+
+    def _recipient(self, to: str) -> Recipient:
+        number = normalise(to, default_country_code=self.settings.default_country_code)
+        if number is None:
+            return Recipient(to[:64], reject="invalid_number")
+        if not self.routes.carriers_for(number):
+            return Recipient(number, reject="no_route")
+        return Recipient(number)
+
+    def _messages(self, account: str, query: MessageQuery) -> list[Message]:
+        if query.message_id is not None:
+            ids: tuple[int, ...] = (int(query.message_id),) if query.message_id.isdigit() else ()
+        else:
+            ids = self.store.by_client_ref(account, query.client_ref or "")
+        found = [m for m in (self.store.get(i) for i in ids) if m is not None and m.account == account]
+        if not found:
+            raise NotFound("no such message for this account")
+        return found
+
+    async def status(self, account: str, query: MessageQuery) -> Sequence[MessageStatus]:
+        return [_status(m) for m in self._messages(account, query)]
+
+    async def cancel(self, account: str, query: MessageQuery) -> CancelResult:
+        found = self._messages(account, query)
+        results = await self._apply([Advance(m.id, None, Event(Ev.CANCEL)) for m in found])
+        done = tuple(str(m.id) for m, r in zip(found, results, strict=True) if not isinstance(r, GatewayError))
+        if not done:
+            raise NotCancellable("already submitted to a carrier or final")
+        return CancelResult(done)
+
+    async def preview(self, account: str, request: PreviewRequest) -> PreviewResult:
+        encoding = self._accept_encoding
+        if encoding is None:
+            raise NotFound("no carrier configured")
+        p = preview(request.text, encoding)
+        chars = max(0, p.units_per_part * p.parts - p.chars_left)
+        return PreviewResult(str(p.encoding), p.parts, chars, p.chars_left, p.units_per_part)
+
+    async def read_events(self, account: str, after_seq: int, limit: int) -> Sequence[UpstreamEvent]:
+        out: list[UpstreamEvent] = []
+        while len(out) < limit:
+            batch = self.store.events(after_seq, limit=max(limit, 256))
+            if not batch:
+                break
+            out.extend(_event(e) for e in batch if e.account == account)
+            after_seq = batch[-1].seq
+        return out[:limit]
+
+    async def wait_events(self, account: str, after_seq: int) -> None:
+        while True:
+            waiter = self._new_events
+            if self.store.last_seq() > after_seq and await self.read_events(account, after_seq, 1):
+                return
+            await waiter.wait()
+
+    async def ack_events(self, account: str, seq: int) -> None:
+        await self._apply([SetCursor(account, seq)])
+
+    async def event_cursor(self, account: str) -> int:
+        return self.store.cursor(account)
+
+
+def _ref_for(ref: int, bits: int) -> int:
+    """The store's per-destination counter runs 1..65535; an 8-bit UDH takes 1..255 of it in turn."""
+    return ref if bits == 16 else (ref - 1) % 255 + 1
+
+
+def _mo_part(item: Inbound) -> MoPart:
+    pdu = item.pdu
+    short = pdu.short_message if isinstance(pdu, P.DeliverSm) else b""
+    return mo_part(pdu.source_addr, pdu.destination_addr, short, pdu.data_coding, pdu.esm_class, pdu.tlvs)
+
+
+def _status(m: Message) -> MessageStatus:
+    updated = max((s.updated_ms for s in m.segments), default=m.created_ms)
+    return MessageStatus(
+        message_id=str(m.id),
+        to=m.recipient,
+        state=m.state.name.lower(),
+        segments=len(m.segments),
+        reason=m.reason or None,
+        carrier=m.carrier or None,
+        client_ref=m.client_ref or None,
+        batch_id=m.batch or None,
+        created_at=m.created_ms / 1000,
+        updated_at=updated / 1000,
+    )
+
+
+def _event(e: LogEvent) -> UpstreamEvent:
+    is_mo = e.kind is StoredKind.MO
+    return UpstreamEvent(
+        seq=e.seq,
+        kind=_KINDS[e.kind],
+        at=e.at_ms / 1000,
+        message_id=None if is_mo else str(e.message_id),
+        to=e.address if is_mo else e.number,
+        sender=e.number if is_mo else e.address,
+        text=e.text or None,
+        reason=e.reason or None,
+        carrier=e.carrier or None,
+        client_ref=e.client_ref or None,
+        batch_id=e.batch or None,
+    )

@@ -1,0 +1,124 @@
+"""Pure decisions of the engine: what a carrier outcome or a receipt does to a segment, and the submit_sm
+a message part becomes. No trio, no store: values in, values out, tested without a network."""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+from gateway.carriers.jobs import OutcomeKind, SubmitOutcome
+from gateway.lifecycle import Ev, Event, carrier_rejected, undeliverable
+from gateway.segmenting import Part
+from gateway.smpp import pdu as P
+from gateway.smpp.constants import TEMPORARY_STATUSES, MessageState, Npi, Ton, status_name
+from gateway.smpp.msgid import CarrierIdFormats
+from gateway.smpp.receipt import Receipt
+from gateway.store import Message, Recovery
+from gateway.store import Receipt as ReceiptOp
+
+
+class SegmentRef(NamedTuple):
+    """What travels with a submit_sm through the carrier pool and comes back with its outcome."""
+
+    message_id: int
+    segment: int
+    message_class: str
+    attempts: int
+
+
+def backoff_ms(attempts: int, min_seconds: float, max_seconds: float) -> int:
+    """Exponential back-off for a temporary carrier error: min, 2*min, 4*min ... capped at max."""
+    return int(min(max_seconds, min_seconds * 2 ** max(0, attempts - 1)) * 1000)
+
+
+def outcome_event(
+    outcome: SubmitOutcome,
+    ref: SegmentRef,
+    *,
+    now_ms: int,
+    ids: CarrierIdFormats,
+    recovery: Recovery,
+    max_attempts: int,
+    backoff_min_seconds: float,
+    backoff_max_seconds: float,
+) -> Event:
+    """The lifecycle event a submit_sm outcome means (ARCHITECTURE.md step 5)."""
+    kind = outcome.kind
+    if kind is OutcomeKind.ACCEPTED:
+        return Event(
+            Ev.SUBMIT_OK,
+            carrier_id=ids.response_key(outcome.message_id),
+            bind=outcome.bind,
+            sequence=outcome.sequence_number or 0,
+        )
+    if kind is OutcomeKind.REJECTED:
+        if outcome.status in TEMPORARY_STATUSES:
+            if ref.attempts >= max_attempts:
+                return Event(Ev.FAIL, "retries_exhausted")
+            wait = backoff_ms(ref.attempts, backoff_min_seconds, backoff_max_seconds)
+            return Event(Ev.SUBMIT_RETRY, until_ms=now_ms + wait)
+        return Event(Ev.SUBMIT_REJECT, carrier_rejected(status_name(outcome.status)))
+    if kind is OutcomeKind.NOT_SENT:
+        # Never reached the socket: sending it again cannot duplicate anything.
+        return Event(Ev.RESEND)
+    # Written, no usable answer: the carrier may have it. The message class decides (store.Recovery).
+    if recovery is Recovery.AT_LEAST_ONCE:
+        return Event(Ev.RESEND)
+    return Event(Ev.LOST, "unknown_after_timeout")
+
+
+_RECEIPT_EVENTS = {
+    MessageState.DELIVERED: Ev.RECEIPT_DELIVERED,
+    MessageState.EXPIRED: Ev.RECEIPT_EXPIRED,
+    MessageState.UNDELIVERABLE: Ev.RECEIPT_UNDELIVERABLE,
+    MessageState.REJECTED: Ev.RECEIPT_UNDELIVERABLE,
+    MessageState.DELETED: Ev.RECEIPT_UNDELIVERABLE,
+    MessageState.UNKNOWN: Ev.RECEIPT_UNDELIVERABLE,
+    # ACCEPTD is "accepted by the SMSC" on most networks (Kannel reads it so): not final.
+    MessageState.ACCEPTED: Ev.RECEIPT_ENROUTE,
+    MessageState.ENROUTE: Ev.RECEIPT_ENROUTE,
+}
+
+
+def receipt_op(receipt: Receipt, carrier: str, ids: CarrierIdFormats) -> ReceiptOp:
+    """A parsed delivery receipt as a store operation, the id keyed as the carrier writes receipts."""
+    kind = _RECEIPT_EVENTS.get(receipt.state, Ev.RECEIPT_UNDELIVERABLE)
+    reason = undeliverable(receipt.err) if kind is Ev.RECEIPT_UNDELIVERABLE else ""
+    return ReceiptOp(carrier, ids.receipt_key(receipt.message_id), kind, reason)
+
+
+def smpp_absolute_time(ms: int) -> str:
+    """SMPP 3.4 7.1.1 absolute time `YYMMDDhhmmsstnnp` in UTC (nn = 00 quarter hours, p = '+')."""
+    t = time.gmtime(ms // 1000)
+    tenths = (ms % 1000) // 100
+    return time.strftime("%y%m%d%H%M%S", t) + f"{tenths}00+"
+
+
+def source_address(sender: str) -> tuple[int, int, str]:
+    """(ton, npi, addr) for a sender: alphanumeric (5.2.5 TON 5), international number, or short code."""
+    digits = sender[1:] if sender.startswith("+") else sender
+    if not digits.isdigit():
+        return Ton.ALPHANUMERIC, Npi.UNKNOWN, sender
+    if len(digits) > 8:
+        return Ton.INTERNATIONAL, Npi.ISDN, digits
+    return Ton.NETWORK_SPECIFIC, Npi.UNKNOWN, digits  # a short code
+
+
+def submit_sm(msg: Message, part: Part, *, want_receipt: bool) -> P.SubmitSm:
+    """The submit_sm for one part of a message."""
+    ton, npi, source = source_address(msg.sender)
+    return P.SubmitSm(
+        source_addr_ton=ton,
+        source_addr_npi=npi,
+        source_addr=source,
+        dest_addr_ton=Ton.INTERNATIONAL,
+        dest_addr_npi=Npi.ISDN,
+        destination_addr=msg.recipient,
+        esm_class=part.esm_class,
+        validity_period=smpp_absolute_time(msg.expires_ms) if msg.expires_ms else "",
+        # SMPP 3.4 5.2.17: 1 = receipt on final outcome, success or failure.
+        registered_delivery=1 if (want_receipt and msg.receipt) else 0,
+        data_coding=part.data_coding,
+        short_message=part.short_message,
+        tlvs=part.tlvs,
+    )

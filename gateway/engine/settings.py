@@ -1,0 +1,76 @@
+"""What the engine reads from configuration, as frozen dataclasses (built by gateway.config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.segmenting import DefaultAlphabet, Encoding, NationalLanguage, RouteEncoding, SplitMethod
+from gateway.smpp.msgid import CarrierIdFormats, IdFormat
+
+
+@dataclass(frozen=True, slots=True)
+class EncodingSettings:
+    """How a carrier wants text: TOML-friendly mirror of `segmenting.RouteEncoding`."""
+
+    encodings: tuple[Encoding, ...] = (Encoding.GSM7, Encoding.UCS2)
+    default_alphabet: DefaultAlphabet = DefaultAlphabet.GSM
+    packed: bool = False
+    split: SplitMethod = SplitMethod.UDH8
+    max_parts: int = 10
+    national: tuple[NationalLanguage, ...] = ()
+    transliterate: bool = False
+
+    def route_encoding(self) -> RouteEncoding:
+        return RouteEncoding(
+            encodings=frozenset(self.encodings),
+            default_alphabet=self.default_alphabet,
+            packed=self.packed,
+            split=self.split,
+            max_parts=self.max_parts,
+            national=frozenset(self.national),
+            transliterate=self.transliterate,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CarrierSettings:
+    """Per-carrier engine settings: encoding and how its message ids are written on each side."""
+
+    name: str
+    encoding: EncodingSettings = field(default_factory=EncodingSettings)
+    # submit_sm_resp ids vs receipt ids (many SMSCs answer in hex and report in decimal).
+    response_ids: IdFormat = field(default_factory=IdFormat)
+    receipt_ids: IdFormat = field(default_factory=IdFormat)
+    # Ask for a delivery receipt (registered_delivery 1) when the upstream app wants one.
+    receipts: bool = True
+
+    @property
+    def id_formats(self) -> CarrierIdFormats:
+        return CarrierIdFormats(response=self.response_ids, receipt=self.receipt_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSettings:
+    prefix: str
+    carriers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    # A national number (leading 0) gets this country code; "" refuses national numbers.
+    default_country_code: str = ""
+    # Temporary carrier errors (SMPP 3.4 5.1.3: RSYSERR, RMSGQFUL after the bind's own retries, ...).
+    retry_max_attempts: int = 5
+    retry_backoff_min_seconds: float = 5.0
+    retry_backoff_max_seconds: float = 600.0
+    # Messages per dispatch transaction and outcomes / inbound PDUs per correlation transaction.
+    dispatch_batch: int = 256
+    correlate_batch: int = 1024
+    # Messages handed to one carrier's dispatcher and not yet dispatched (the scheduler's lookahead).
+    ready_queue_size: int = 2048
+    # The scheduler rescans the due index at least this often (deferred and retried messages).
+    scheduler_poll_seconds: float = 1.0
+    # Long MO messages whose parts do not all arrive in time are stored incomplete, never dropped.
+    mo_reassembly_timeout_seconds: float = 300.0
+    # MO texts (case-insensitive, whole message) that opt the sender out of the account's messages.
+    optout_keywords: tuple[str, ...] = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "TD")

@@ -1,0 +1,149 @@
+"""Simulator configuration: frozen dataclasses, from CLI options or a TOML file (`[sim]` table or top level)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+# gateway.smpp first: gateway.errors -> gateway.smpp.constants runs gateway/smpp/__init__, which imports
+# the codec, which imports gateway.errors; entering through gateway.smpp avoids that import cycle.
+import gateway.smpp  # noqa: F401
+from gateway.errors import ConfigError
+from gateway.smpp.constants import CommandStatus, MessageState
+
+
+class IdFormat(StrEnum):
+    HEX = "hex"
+    DECIMAL = "decimal"
+
+
+# SMPP 3.4 Appendix B: the `stat:` word of each final state, and its message_state (5.2.28).
+STAT_WORDS: dict[str, MessageState] = {
+    "DELIVRD": MessageState.DELIVERED,
+    "EXPIRED": MessageState.EXPIRED,
+    "DELETED": MessageState.DELETED,
+    "UNDELIV": MessageState.UNDELIVERABLE,
+    "ACCEPTD": MessageState.ACCEPTED,
+    "UNKNOWN": MessageState.UNKNOWN,
+    "REJECTD": MessageState.REJECTED,
+    "ENROUTE": MessageState.ENROUTE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptOutcome:
+    """One entry of the receipt mix: a final state, its `err:` code, and a relative weight."""
+
+    stat: str = "DELIVRD"
+    err: int = 0
+    weight: float = 1.0
+
+    @property
+    def message_state(self) -> MessageState:
+        return STAT_WORDS[self.stat]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimConfig:
+    # system_id -> password; binds with another system_id get ESME_RINVSYSID, a wrong password ESME_RINVPASWD.
+    credentials: tuple[tuple[str, str], ...] = (("test", "secret"),)
+    system_id: str = "gatewaysim"
+    id_format: IdFormat = IdFormat.HEX
+    # First receipt id; None starts from the wall clock so ids stay unique across restarts too.
+    id_start: int | None = None
+    receipt_delay_seconds: float = 0.0
+    receipt_mix: tuple[ReceiptOutcome, ...] = (ReceiptOutcome(),)
+    # Share of receipts sent before the submit_sm_resp (SMSCs do this under load; the engine must cope).
+    receipt_before_response_rate: float = 0.0
+    # Above this many submit_sm a second (per bind), answer ESME_RTHROTTLED; 0 disables.
+    throttle_tps: float = 0.0
+    error_rate: float = 0.0
+    error_status: int = CommandStatus.ESME_RSYSERR
+    # Close the connection, unanswered, on every Nth PDU received on it; 0 disables.
+    drop_every_pdus: int = 0
+    mo_interval_seconds: float = 0.0
+    mo_source: str = "447700900001"
+    mo_destination: str = "ACME"
+    # deliver_sm outstanding per connection, and how long to wait for deliver_sm_resp.
+    window: int = 1000
+    response_timeout_seconds: float = 30.0
+    seed: int | None = None
+    # A receipt that cannot be delivered now (no receiver bound, window full) waits; at most this many.
+    max_pending_receipts: int = 1_000_000
+
+    def password_for(self, system_id: str) -> str | None:
+        for sid, password in self.credentials:
+            if sid == system_id:
+                return password
+        return None
+
+
+_SIMPLE = {f.name for f in fields(SimConfig)} - {"credentials", "receipt_mix", "id_format"}
+
+
+def parse_mix(text: str) -> tuple[ReceiptOutcome, ...]:
+    """`DELIVRD:0.9,UNDELIV/1:0.1` -> receipt mix (stat, optional /err, weight)."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        head, _, weight = part.partition(":")
+        stat, _, err = head.partition("/")
+        stat = stat.upper()
+        if stat not in STAT_WORDS:
+            raise ValueError(f"unknown stat {stat!r}; one of {', '.join(STAT_WORDS)}")
+        out.append(ReceiptOutcome(stat, int(err or 0), float(weight or 1)))
+    if not out:
+        raise ValueError("empty receipt mix")
+    return tuple(out)
+
+
+def from_mapping(data: dict[str, Any], source: str = "<options>", base: SimConfig | None = None) -> SimConfig:
+    """Build a SimConfig from plain values, reporting every bad key at once."""
+    problems: list[tuple[str, str, str]] = []
+    changes: dict[str, Any] = {}
+    defaults = base or SimConfig()
+    for key, value in data.items():
+        try:
+            changes[key] = _convert(key, value, getattr(defaults, key, None))
+        except (ValueError, TypeError, KeyError) as err:
+            problems.append((source, key, str(err)))
+    if problems:
+        raise ConfigError(problems)
+    return replace(defaults, **changes)
+
+
+def _convert(key: str, value: Any, default: Any) -> Any:
+    if key == "credentials":
+        if isinstance(value, dict):
+            return tuple((str(k), str(v)) for k, v in value.items())
+        return tuple((str(k), str(v)) for k, v in (item.split(":", 1) for item in value))
+    if key == "receipt_mix":
+        if isinstance(value, str):
+            return parse_mix(value)
+        return tuple(
+            ReceiptOutcome(str(e["stat"]).upper(), int(e.get("err", 0)), float(e.get("weight", 1)))
+            for e in value
+        )
+    if key == "id_format":
+        return IdFormat(value)
+    if key not in _SIMPLE:
+        raise KeyError("unknown option")
+    if default is None or value is None:
+        return None if value is None else int(value)
+    return type(default)(value)
+
+
+def load_toml(path: str | Path, base: SimConfig | None = None) -> SimConfig:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError([(str(path), "", str(err))]) from err
+    table = data.get("sim", data)
+    return from_mapping({k: v for k, v in table.items() if k not in ("host", "port")}, str(path), base)
+
