@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,9 +185,9 @@ def credentials(cfg: GatewayConfig) -> Credentials:
 
 def setup_logging(server: ServerSection) -> None:
     level = logging.getLevelNamesMapping().get(server.log_level.upper(), logging.INFO)
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if server.log_format == "json" else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
+    renderer: Any = structlog.processors.JSONRenderer()
+    if server.log_format != "json":
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -215,9 +216,13 @@ class Running:
 
 
 class Gateway:
-    def __init__(self, cfg: GatewayConfig) -> None:
+    def __init__(self, cfg: GatewayConfig, *, wall_ms: Callable[[], int] | None = None) -> None:
+        """`wall_ms` replaces the wall clock (milliseconds since the epoch) for schedules, validity and the
+        store's timestamps; tests pass a virtual one."""
         self.cfg = cfg
+        self._wall_ms = wall_ms
         self._stop = trio.Event()
+        self.stopped = trio.Event()  # set once the store is closed
         self.running: Running | None = None
 
     def shutdown(self) -> None:
@@ -227,7 +232,7 @@ class Gateway:
     async def run(self, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.cfg
         creds = credentials(cfg)
-        store = await trio.to_thread.run_sync(_open_store, cfg)
+        store = await trio.to_thread.run_sync(_open_store, cfg, self._wall_ms)
         log.info("store_opened", path=cfg.store.path, last_event=store.last_seq())
         try:
             async with trio.open_nursery() as root:
@@ -239,6 +244,7 @@ class Gateway:
         finally:
             store.close()
             log.info("store_closed")
+            self.stopped.set()
 
     async def _start_simulators(self, root: trio.Nursery) -> dict[str, Simulator]:
         sims: dict[str, Simulator] = {}
@@ -274,6 +280,7 @@ class Gateway:
             accounts=cfg.accounts,
             results=results_rx,
             inbound=inbound_rx,
+            **({"wall_ms": self._wall_ms} if self._wall_ms else {}),
         )
         async with trio.open_nursery() as carriers:
             for pool in pools.values():
@@ -320,10 +327,11 @@ class Gateway:
             await engine.drained()
 
 
-def _open_store(cfg: GatewayConfig) -> Store:
+def _open_store(cfg: GatewayConfig, wall_ms: Callable[[], int] | None) -> Store:
     Path(cfg.store.path).mkdir(parents=True, exist_ok=True)
     Path(cfg.server.socket_path).parent.mkdir(parents=True, exist_ok=True)
-    return Store.open(cfg.store)  # runs recovery of what a crash left in flight
+    # Opening runs recovery of what a crash left in flight.
+    return Store.open(cfg.store, wall_ms) if wall_ms else Store.open(cfg.store)
 
 
 async def _serve_tcp(

@@ -459,9 +459,14 @@ class Engine:
         return [_status(m) for m in self._messages(account, query)]
 
     async def cancel(self, account: str, query: MessageQuery) -> CancelResult:
-        found = self._messages(account, query)
+        # Only what no carrier has seen yet can be cancelled (SMPP cancel_sm is not reliable across SMSCs).
+        found = [m for m in self._messages(account, query) if m.state in DUE_STATES]
         results = await self._apply([Advance(m.id, None, Event(Ev.CANCEL)) for m in found])
-        done = tuple(str(m.id) for m, r in zip(found, results, strict=True) if not isinstance(r, GatewayError))
+        done = tuple(
+            str(m.id)
+            for m, r in zip(found, results, strict=True)
+            if isinstance(r, AdvanceResult) and r.state is State.CANCELLED
+        )
         if not done:
             raise NotCancellable("already submitted to a carrier or final")
         return CancelResult(done)

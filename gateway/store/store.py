@@ -471,10 +471,13 @@ class Store:
         if state is old_state:
             return reported, final_ms
         delta = tx.batch(msg.batch)
-        if state is State.SUBMITTED and not reported & REPORTED_SUBMITTED:
+        # A receipt that raced ahead of its submit_sm_resp takes the message from "submitting" straight to
+        # final in one transaction; a carrier still accepted it, and the app hears so before the outcome.
+        accepted = state is State.SUBMITTED or (state.is_final and any(s.carrier_id for s in segs))
+        if accepted and not reported & REPORTED_SUBMITTED:
             delta.submitted += 1
             self._log_message(tx, msg, EventKind.SUBMITTED, "")
-            return reported | REPORTED_SUBMITTED, final_ms
+            reported |= REPORTED_SUBMITTED
         if not state.is_final:
             return reported, final_ms
         reason = _reason_of(segs, state)

@@ -186,6 +186,9 @@ def test_receipt_before_submit_response_waits_and_then_applies(open_store: Store
     assert resp.early_receipt_applied
     assert resp.state is State.DELIVERED
     assert store.count(b"early") == 0
+    # The app still hears that a carrier took the message, before it hears the outcome.
+    kinds = [e.kind for e in store.events(0) if e.message_id == msg_id]
+    assert kinds == [EventKind.SUBMITTED, EventKind.DELIVERED]
 
 
 def test_duplicate_and_late_receipts(open_store: StoreFactory) -> None:

@@ -1,0 +1,185 @@
+"""The whole gateway over real sockets: upstream Unix socket -> engine -> LMDB -> SMPP bind -> simulator, and
+receipts all the way back as events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from gateway.sim.config import IdFormat as SimIdFormat
+from gateway.sim.config import ReceiptOutcome, SimConfig
+from gateway.upstream import MessageClass, SubmitRequest, UpstreamClient
+from gateway.upstream.errors import NotCancellable
+
+from .harness import SIM_PASSWORD, Harness, collect_final_events, running_gateway
+
+TEXTS = (
+    "Your code is 482913. It expires in 10 minutes.",  # GSM-7, one part
+    "Sale! " + "Everything must go, up to 70% off {today} only. " * 5,  # GSM-7 with escapes, 2 parts
+    "您的验证码是 482913，十分钟内有效。请勿泄露给他人。" * 3,  # noqa: RUF001 - UCS-2, 2 parts
+    "Party tonight 🎉👨‍👩‍👧‍👦 bring friends 🇬🇧 " * 3,  # emoji, ZWJ sequences, flags: UCS-2, 2 parts
+)
+
+
+async def submit_all(client: UpstreamClient, total: int, *, per_request: int = 100, tag: str = "") -> list[str]:
+    """`total` messages in requests of `per_request` recipients, several requests in flight at once."""
+    ids: list[str] = []
+
+    async def one(start: int) -> None:
+        to = tuple(f"4477009{n:05d}" for n in range(start, min(start + per_request, total)))
+        result = await client.submit(
+            SubmitRequest(
+                to=to,
+                text=TEXTS[(start // per_request) % len(TEXTS)] + tag,
+                message_class=MessageClass.NOTIFICATION,
+                sender="ACME",
+            )
+        )
+        assert [m.state for m in result.messages] == ["accepted"] * len(to)
+        ids.extend(m.message_id for m in result.messages)
+
+    async with trio.open_nursery() as nursery:
+        limit = trio.CapacityLimiter(8)
+        for start in range(0, total, per_request):
+
+            async def bounded(start: int = start) -> None:
+                async with limit:
+                    await one(start)
+
+            nursery.start_soon(bounded)
+    return ids
+
+
+def _sim(**kw: object) -> SimConfig:
+    return SimConfig(credentials=(("gw", SIM_PASSWORD),), id_format=SimIdFormat.HEX, seed=7, **kw)  # type: ignore[arg-type]
+
+
+async def _check_all_final(h: Harness, client: UpstreamClient, ids: list[str]) -> None:
+    finals, seen = await collect_final_events(client, set(ids))
+    assert set(finals) == set(ids)
+    assert all(e.kind == "delivered" for e in finals.values())
+    # Events stream in order with no gap: one account, so every sequence number is ours.
+    seqs = [e.seq for e in seen]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    submitted = {e.message_id for e in seen if e.kind == "submitted"}
+    assert submitted == set(ids)
+    # The simulator saw every concatenated message complete and consistent.
+    stats = h.sim.stats()
+    assert stats.get("concat_incomplete", 0) == 0
+    assert stats.get("concat_inconsistent", 0) == 0
+
+
+async def test_ten_thousand_mixed_messages_all_reach_delivered(tmp_path: Path) -> None:
+    with trio.fail_after(240):
+        async with running_gateway(tmp_path, sim_config=_sim()) as h, h.client() as client:
+            ids = await submit_all(client, 10_000)
+            await _check_all_final(h, client, ids)
+            engine = h.running.engine
+            assert engine.counters["receipts_unparseable"] == 0
+            assert h.running.engine.store.check() == []
+            # 2 of the 4 texts are single-part for half... every multipart part reached the SMSC.
+            assert h.sim.counters.submits_ok >= 10_000
+
+
+async def test_receipts_before_their_submit_sm_resp_are_all_matched(tmp_path: Path) -> None:
+    with trio.fail_after(120):
+        async with running_gateway(tmp_path, sim_config=_sim(receipt_before_response_rate=1.0)) as h:
+            async with h.client() as client:
+                ids = await submit_all(client, 2_000)
+                await _check_all_final(h, client, ids)
+            assert h.running.engine.counters["receipts_early"] > 0
+
+
+async def test_failed_receipts_carry_their_reason(tmp_path: Path) -> None:
+    sim = _sim(receipt_mix=(ReceiptOutcome(stat="UNDELIV", err=11),))
+    with trio.fail_after(60):
+        async with running_gateway(tmp_path, sim_config=sim) as h, h.client() as client:
+            ids = await submit_all(client, 50, per_request=50)
+            finals, _ = await collect_final_events(client, set(ids))
+            assert {e.kind for e in finals.values()} == {"failed"}
+            assert {e.reason for e in finals.values()} == {"undeliverable:011"}
+            (status,) = await client.status(message_id=ids[0])
+            assert (status.state, status.reason) == ("undeliverable", "undeliverable:011")
+
+
+async def test_same_client_ref_twice_returns_the_same_ids_and_sends_once(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with running_gateway(tmp_path, sim_config=_sim()) as h, h.client() as client:
+            req = SubmitRequest(
+                to=("447700900001", "447700900002"),
+                text="Order 123 shipped",
+                message_class=MessageClass.NOTIFICATION,
+                sender="ACME",
+                client_ref="order-123",
+            )
+            first = await client.submit(req)
+            again = await client.submit(req)
+            assert not first.duplicate
+            assert again.duplicate
+            assert [m.message_id for m in again.messages] == [m.message_id for m in first.messages]
+            ids = [m.message_id for m in first.messages]
+            await collect_final_events(client, set(ids))
+            assert h.sim.counters.submits_ok == 2
+            by_ref = await client.status(client_ref="order-123")
+            assert sorted(s.message_id for s in by_ref) == sorted(ids)
+
+
+async def test_scheduled_message_waits_for_its_time_and_can_be_cancelled(tmp_path: Path) -> None:
+    # A virtual wall clock: the schedule is an hour ahead, and the test moves time instead of sleeping.
+    now_ms = [1_800_000_000_000]
+    with trio.fail_after(60):
+        async with (
+            running_gateway(tmp_path, sim_config=_sim(), wall_ms=lambda: now_ms[0]) as h,
+            h.client() as client,
+        ):
+            later = now_ms[0] / 1000 + 3600
+            keep = await client.submit(
+                SubmitRequest(("447700900010",), "See you at 9", MessageClass.MARKETING, "ACME", schedule_at=later)
+            )
+            drop = await client.submit(
+                SubmitRequest(("447700900011",), "Old offer", MessageClass.MARKETING, "ACME", schedule_at=later)
+            )
+            assert keep.messages[0].state == "scheduled"
+            for _ in range(20):  # a few scheduler rounds: nothing may go out before its time
+                h.running.engine.wake()
+                await trio.sleep(0.01)
+            assert h.sim.counters.submits == 0
+            cancelled = await client.cancel(message_id=drop.messages[0].message_id)
+            assert cancelled.cancelled == (drop.messages[0].message_id,)
+            now_ms[0] += 3_600_000
+            h.running.engine.wake()
+            keep_id = keep.messages[0].message_id
+            finals, _ = await collect_final_events(client, {keep_id})
+            assert finals[keep_id].kind == "delivered"
+            assert h.sim.counters.submits == 1
+            try:
+                await client.cancel(message_id=keep_id)
+            except NotCancellable:
+                pass
+            else:
+                raise AssertionError("a delivered message was cancelled")
+            (dropped,) = await client.status(message_id=drop.messages[0].message_id)
+            assert dropped.state == "cancelled"
+
+
+async def test_subscriber_that_disconnects_resumes_from_its_cursor(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with running_gateway(tmp_path, sim_config=_sim()) as h:
+            async with h.client() as client:
+                ids = await submit_all(client, 200, per_request=50)
+                sub = await client.subscribe(after=0, window=1000)
+                got = []
+                async for event in sub:
+                    got.append(event)
+                    if len(got) == 150:
+                        await sub.ack(event.seq)
+                        break
+            # Away for a while: more happens meanwhile.
+            async with h.client() as client:
+                more = await submit_all(client, 100, per_request=50, tag=" (2)")
+            already = {e.message_id for e in got if e.kind == "delivered"}
+            async with h.client() as client:
+                _, seen = await collect_final_events(client, set(ids + more) - already, after=None)
+            assert seen[0].seq == got[-1].seq + 1  # resumed right after the acknowledged cursor
+            assert not already & {e.message_id for e in seen if e.kind == "delivered"}  # nothing twice
