@@ -243,6 +243,7 @@ class Bind:
         )
         link = Link(stream, session)
         self._link = link
+        self._unacked = 0  # what the last link brought and was never acked, the SMSC will redeliver
         try:
             with link.scope:
                 async with trio.open_nursery() as nursery:
@@ -448,10 +449,10 @@ class Bind:
             await self._inbound.send(item)
 
     def _ack(self, link: Link, resp: P.Pdu) -> None:
-        self._unacked -= 1
-        self._inbound_room.set()
         if link.closed:
             return
+        self._unacked -= 1
+        self._inbound_room.set()
         try:
             link.session.send_response(resp)
         except ProtocolError:

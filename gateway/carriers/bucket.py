@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Refill arithmetic in floats can leave 0.9999999 of a token where exactly one is due; without the slack, a
+# waiter would sleep until "now + 1e-17" (which is now) and spin.
+_SLACK = 1e-9
+
 
 class TokenBucket:
     """`rate` tokens a second, at most `burst` saved up. A rate of 0 means unlimited."""
@@ -25,7 +29,7 @@ class TokenBucket:
         if self.unlimited:
             return 1 << 30
         self._refill(now)
-        return int(self._tokens)
+        return int(self._tokens + _SLACK)
 
     def take(self, n: int, now: float) -> None:
         if not self.unlimited:
@@ -37,7 +41,7 @@ class TokenBucket:
         if self.unlimited:
             return now
         self._refill(now)
-        if self._tokens >= 1:
+        if self._tokens + _SLACK >= 1:
             return now
         return now + (1 - self._tokens) / self.rate
 

@@ -108,7 +108,7 @@ def _run(args: argparse.Namespace, client: BlockingClient) -> int:
         for ev in client.events(timeout=None if args.follow else args.timeout):
             detail = ev.reason or ev.text or ""
             who = ev.to if ev.kind != "mo" else f"{ev.sender} -> {ev.to}"
-            _out(args, asdict(ev), f"#{ev.seq}  {ev.kind:<9} {ev.message_id or '-'}  {who}  {detail}")
+            _out(args, ev._asdict(), f"#{ev.seq}  {ev.kind:<9} {ev.message_id or '-'}  {who}  {detail}")
             last = ev.seq
             if args.ack:
                 client.ack(ev.seq)

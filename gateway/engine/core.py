@@ -137,6 +137,7 @@ class Engine:
             )
         # Messages handed to a dispatcher and not yet dispatched: the scheduler must not hand them twice.
         self._pending: set[int] = set()
+        self._cursor = b""  # the scheduler's place in the due index
         self._wake = trio.Event()
         self._new_events = trio.Event()
         self._seen_seq = store.last_seq()
@@ -177,13 +178,13 @@ class Engine:
         pool = self.pools.get(carrier)
         return pool is not None and any(b.is_bound and b.mode.transmits for b in pool.binds)
 
-    def _carrier_for(self, msg: Message) -> str | None:
+    def _carrier_for(self, msg: Message, transmitting: set[str]) -> str | None:
         """The carrier to send on now: the one already fixed for the message (its parts share a
         concatenation reference), else the first carrier of its route with a bound transmitter."""
         if msg.carrier:
-            return msg.carrier if self._can_transmit(msg.carrier) else None
+            return msg.carrier if msg.carrier in transmitting else None
         for carrier in self.routes.carriers_for(msg.recipient):
-            if self._can_transmit(carrier):
+            if carrier in transmitting:
                 return carrier
         return None
 
@@ -195,45 +196,60 @@ class Engine:
             wait = self.settings.scheduler_poll_seconds
             if next_due is not None and next_due > now_ms:
                 wait = min(wait, (next_due - now_ms) / 1000)
-            with trio.move_on_after(wait):
+            with trio.move_on_after(wait) as timer:
                 await self._wake.wait()
+            if timer.cancelled_caught:
+                # The periodic pass starts over: it finds what became due behind the cursor (a message
+                # whose carrier had no bound transmitter, a resend keeping its original due time).
+                self._cursor = b""
             self._wake = trio.Event()
 
     async def _schedule_round(self) -> None:
-        """One pass over everything due now, in due order, by cursor (never the whole index at once)."""
-        after = b""
+        """Hand what is due to the dispatchers, in due order, streaming the index by cursor.
+
+        The cursor survives between rounds, so a wake-up costs only what was added since (new messages and
+        retries sort after it: their due time is now or later). It stops at the first message whose carrier
+        has no room, where the next round starts; the periodic pass and resends start over from the top.
+        """
         expired: list[Op] = []
+        transmitting = {c for c in self.pools if self._can_transmit(c)}
         while True:
             now_ms = self._wall_ms()
-            entries = self.store.due(now_ms, after=after, limit=self.settings.dispatch_batch)
+            entries = self.store.due(now_ms, after=self._cursor, limit=self.settings.dispatch_batch)
             if not entries:
                 break
-            after = entries[-1].key
             for entry in entries:
-                if entry.message_id in self._pending:
-                    continue
-                msg = self.store.get(entry.message_id)
-                if msg is None:
-                    continue
-                if msg.expires_ms and msg.expires_ms <= now_ms:
-                    expired.append(Advance(msg.id, None, Event(Ev.EXPIRE)))
-                    continue
-                self._hand_over(msg)
-            await trio.lowlevel.checkpoint()
+                if entry.message_id not in self._pending:
+                    if not any(self._ready[c].statistics().current_buffer_used < self.settings.ready_queue_size
+                               for c in transmitting):
+                        break  # every carrier is saturated: resume here when a dispatcher frees room
+                    msg = self.store.get(entry.message_id)
+                    if msg is not None:
+                        if msg.expires_ms and msg.expires_ms <= now_ms:
+                            expired.append(Advance(msg.id, None, Event(Ev.EXPIRE)))
+                        elif not self._hand_over(msg, transmitting):
+                            break
+                self._cursor = entry.key
+            else:
+                await trio.lowlevel.checkpoint()
+                continue
+            break
         if expired:
             await self._apply(expired)
 
-    def _hand_over(self, msg: Message) -> None:
-        carrier = self._carrier_for(msg)
+    def _hand_over(self, msg: Message, transmitting: set[str]) -> bool:
+        """Queue `msg` for its carrier's dispatcher; False when that carrier has no room right now."""
+        carrier = self._carrier_for(msg, transmitting)
         if carrier is None:
             if not msg.carrier and not self.routes.carriers_for(msg.recipient):
                 log.warning("no_route", message_id=msg.id)
-            return  # stays due; tried again when a bind comes up
+            return True  # nowhere to send it now: it stays due, and the next wrap-around sees it again
         try:
             self._ready[carrier].send_nowait(msg)
         except trio.WouldBlock:
-            return  # that carrier is saturated: the message stays due for the next round
+            return False
         self._pending.add(msg.id)
+        return True
 
     async def _dispatcher(self, carrier: str) -> None:
         ready = self._ready_rx[carrier]
@@ -295,8 +311,7 @@ class Engine:
             ops.append(Advance(msg.id, None, Event(Ev.FAIL, "carrier_rejected:ESME_RINVMSGLEN")))
             return []
         concat = shape.parts > 1 and encoding.split is not SplitMethod.PAYLOAD
-        ops.append(Prepare(msg.id, carrier, shape.parts, concat=concat))
-        ops.append(Advance(msg.id, None, Event(Ev.DISPATCH, bind=carrier)))
+        ops.append(Prepare(msg.id, carrier, shape.parts, concat=concat, dispatch_bind=carrier))
         return list(range(shape.parts))
 
     # --- correlation --------------------------------------------------------------------------------
@@ -339,7 +354,10 @@ class Engine:
         for op, result in zip(ops, results, strict=True):
             if isinstance(result, GatewayError):
                 log.error("outcome_not_applied", op=repr(op), error=str(result))
-        if any(isinstance(op, Advance) and op.event.kind in (Ev.RESEND, Ev.SUBMIT_RETRY) for op in ops):
+        kinds = {op.event.kind for op in ops if isinstance(op, Advance)}
+        if Ev.RESEND in kinds:
+            self._cursor = b""  # a resend keeps its first due time, behind the cursor
+        if kinds & {Ev.RESEND, Ev.SUBMIT_RETRY}:
             self.wake()
 
     async def _inbound_loop(self) -> None:

@@ -37,6 +37,7 @@ from gateway.smpp.framing import Framer
 from gateway.smpp.session import (
     Event,
     LinkDead,
+    Outstanding,
     PduReceived,
     RequestExpired,
     ResponseReceived,
@@ -196,7 +197,7 @@ class Simulator:
                     await self._reader(conn)
         finally:
             self._forget(conn)
-            session.close()
+            self._requeue(conn, session.close())
             await trio.aclose_forcefully(stream)
 
     async def _reader(self, conn: _Conn) -> None:
@@ -335,6 +336,20 @@ class Simulator:
             self.counters.mo_acked += 1
         if kind is not None:
             self._drain(conn)
+
+    def _requeue(self, conn: _Conn, lost: list[Outstanding]) -> None:
+        """deliver_sm that got no answer go out again on the next receiver bind, as an SMSC retries them."""
+        unanswered = sorted(
+            (req for req in lost if req.context in (_RECEIPT, _MO)), key=lambda req: req.sequence_number
+        )
+        if not unanswered or not conn.system_id:
+            return
+        queue = self._pending.setdefault(conn.system_id, deque())
+        for req in reversed(unanswered):
+            assert isinstance(req.pdu, P.DeliverSm)
+            queue.appendleft((req.pdu, req.context))
+        for other in self._receivers.get(conn.system_id, []):
+            self._drain(other)
 
     def _forget(self, conn: _Conn) -> None:
         self._conns.discard(conn)

@@ -71,6 +71,9 @@ class Prepare:
     carrier: str
     parts: int
     concat: bool = False
+    # Non-empty: also dispatch every part on this bind (queued -> submitting) in the same record write,
+    # what Advance(DISPATCH) would do, at half the cost on the engine's hot path.
+    dispatch_bind: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,8 +67,9 @@ class EventKind(IntEnum):
     MO = 4
 
 
-@dataclass(frozen=True, slots=True)
-class LogEvent:
+class LogEvent(NamedTuple):
+    """One event log entry. A NamedTuple: every event is unpacked once per subscriber that reads it."""
+
     seq: int
     at_ms: int
     kind: EventKind
@@ -106,6 +107,7 @@ class EarlyReceipt:
 
 _MESSAGE_INDEX = {name: i for i, name in enumerate(Message._fields)}
 _STATES = {int(s): s for s in State}
+_EVENT_KINDS = {int(k): k for k in EventKind}
 
 
 def evolve(msg: Message, **changes: Any) -> Message:
@@ -188,7 +190,8 @@ def pack_event_fields(
 
 def unpack_event(data: bytes) -> LogEvent:
     f = _unpack(data, "event")
-    return LogEvent(f[1], f[2], EventKind(f[3]), *f[4:13])
+    f[3] = _EVENT_KINDS[f[3]]
+    return LogEvent._make(f[1:13])
 
 
 def pack_batch(b: BatchCounters) -> bytes:

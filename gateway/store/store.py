@@ -346,6 +346,8 @@ class Store:
         # The due time (and so the due-index key) stays as it was: see lifecycle._apply.
         due = s0.due_ms or tx.now
         first = Segment(State.QUEUED, "", "", "", 0, s0.attempts, s0.possible_duplicate, tx.now, due)
+        if op.dispatch_bind:
+            first, _ = advance(first, Event(Ev.DISPATCH, bind=op.dispatch_bind), tx.now)
         new = records.evolve(msg, carrier=op.carrier, concat_ref=ref, segments=(first,) * op.parts)
         self._save(tx, msg, new)
         return PrepareResult(msg.id, ref)

@@ -266,8 +266,8 @@ class _Connection:
     async def answer_error(self, ident: int | None, error: UpstreamError) -> None:
         await self._out_send.send(_Out(encode_frame(error_frame(ident, error)), True))
 
-    async def push_event(self, event: Event) -> None:
-        await self._out_send.send(_Out(encode_frame(event_frame(event)), False))
+    async def push_events(self, events: Sequence[Event]) -> None:
+        await self._out_send.send(_Out(b"".join([encode_frame(event_frame(e)) for e in events]), False))
 
     async def _writer(self, connection_scope: trio.CancelScope) -> None:
         try:
@@ -337,11 +337,23 @@ class _Subscription:
             if not events:
                 await backend.wait_events(account, self.cursor)
                 continue
-            for event in events:
+            i = 0
+            while i < len(events):
+                # As many events as the window has room for go out as one write: one frame per event, but
+                # not one wake-up and one syscall per event.
                 await self._window.acquire()
-                self._unacked.append(event.seq)
-                self.cursor = event.seq
-                await self._connection.push_event(event)
+                chunk = [events[i]]
+                i += 1
+                while i < len(events):
+                    try:
+                        self._window.acquire_nowait()
+                    except trio.WouldBlock:
+                        break
+                    chunk.append(events[i])
+                    i += 1
+                self._unacked.extend(e.seq for e in chunk)
+                self.cursor = chunk[-1].seq
+                await self._connection.push_events(chunk)
 
     def acked(self, seq: int) -> None:
         while self._unacked and self._unacked[0] <= seq:

@@ -376,3 +376,18 @@ def test_event_cursor_is_durable_and_never_moves_back(tmp_path: Path) -> None:
     assert store.cursor("acme") == 41
     assert store.cursor("other") == 0
     store.close()
+
+
+def test_prepare_with_dispatch_equals_prepare_then_dispatch(open_store: StoreFactory) -> None:
+    store = open_store()
+    a, b = accepted(ok(store, [submit("+1", "+2")])[0]).message_ids
+    ok(store, [Prepare(a, "carA", 2, concat=True), Advance(a, None, Event(Ev.DISPATCH, bind="carA"))])
+    ok(store, [Prepare(b, "carA", 2, concat=True, dispatch_bind="carA")])
+    one, two = store.get(a), store.get(b)
+    assert one is not None
+    assert two is not None
+    assert [s.state for s in two.segments] == [State.SUBMITTING, State.SUBMITTING]
+    assert [s._replace(updated_ms=0) for s in one.segments] == [s._replace(updated_ms=0) for s in two.segments]
+    assert store.count(b"inflight") == 4
+    assert store.count(b"due") == 0
+    assert store.check() == []

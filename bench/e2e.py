@@ -1,0 +1,221 @@
+# ruff: noqa: RUF001 - the UCS-2 sample text is Chinese, with its own full-width punctuation
+"""End-to-end throughput: upstream client -> gateway (own process, fsync on) -> simulator (own process,
+receipts on) -> receipts back to the client as events.
+
+    .venv/bin/python bench/e2e.py [--messages 20000] [--binds 1] [--window 100]
+
+For each of three texts (GSM-7 160 chars = 1 part, GSM-7 300 chars = 2 parts, 100 Chinese characters =
+UCS-2 2 parts) it starts a fresh simulator and gateway, pushes N messages from the client library in
+requests of --per-request recipients with --concurrency requests in flight, and measures from the first
+submit until every message's final receipt event has reached the client. Prints one JSON object as its
+last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from gateway.upstream import MessageClass, SubmitRequest, UpstreamClient, open_unix_client
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXTS = {
+    "gsm7_1part": ("Your appointment at Riverside Clinic is confirmed for Tuesday 14 May at 10:30. Reply C to cancel "
+                   "or call 020 7946 0000. Please arrive 10 minutes early. Thank you!!")[:160],
+    "gsm7_2part": ("Big weekend sale at Acme Stores: 30% off all garden furniture, 20% off barbecues and free delivery "
+                   "on orders over 50 pounds. Visit your nearest store or shop online before Sunday midnight. Use "
+                   "code SUMMER at checkout. Terms apply; while stocks last. Reply STOP to opt out of offers...")[:300],
+    "ucs2_2part": ("您好，您的订单已发货，预计三天内送达。如有任何问题，请联系客服热线，我们将竭诚为您服务。"
+                   "感谢您选择我们的产品，祝您生活愉快，万事如意！欢迎再次光临本店，期待您的下次惠顾。谢谢")[:100],
+}
+SECRET = "bench-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def write_config(tmp: Path, sim_port: int, binds: int, window: int) -> Path:
+    (tmp / "acct.secret").write_text(SECRET)
+    (tmp / "sim.secret").write_text("simpw")
+    bind_blocks = "\n".join(
+        f"""
+[[carriers.binds]]
+name = "trx{i}"
+host = "127.0.0.1"
+port = {sim_port}
+system_id = "gw"
+password_file = "{tmp}/sim.secret"
+mode = "transceiver"
+window = {window}
+"""
+        for i in range(binds)
+    )
+    cfg = tmp / "gateway.toml"
+    cfg.write_text(f"""
+[server]
+socket_path = "{tmp}/gw.sock"
+log_level = "warning"
+
+[store]
+path = "{tmp}/store"
+sync = true
+map_size_bytes = 4294967296
+
+[[accounts]]
+name = "bench"
+secret_file = "{tmp}/acct.secret"
+
+[[carriers]]
+name = "sim"
+response_ids = {{ base = "hex", fold_case = true }}
+receipt_ids = {{ base = "hex", fold_case = true }}
+{bind_blocks}
+
+[[routes]]
+prefix = ""
+carriers = ["sim"]
+""")
+    return cfg
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def wait_for_socket(path: Path, proc: subprocess.Popen[bytes]) -> None:
+    with trio.fail_after(30):
+        while not path.exists():
+            if proc.poll() is not None:
+                raise RuntimeError("the gateway exited at start")
+            await trio.sleep(0.05)
+
+
+async def push(client: UpstreamClient, text: str, n: int, per_request: int, concurrency: int) -> list[float]:
+    """Submit n messages; returns each request's accept latency (seconds)."""
+    latencies: list[float] = []
+    limiter = trio.CapacityLimiter(concurrency)
+
+    async def one(start: int) -> None:
+        async with limiter:
+            to = tuple(f"4477{n_:08d}" for n_ in range(start, min(start + per_request, n)))
+            t0 = time.perf_counter()
+            result = await client.submit(SubmitRequest(to, text, MessageClass.NOTIFICATION, "ACME"))
+            latencies.append(time.perf_counter() - t0)
+            assert len(result.messages) == len(to)
+
+    async with trio.open_nursery() as nursery:
+        for start in range(0, n, per_request):
+            nursery.start_soon(one, start)
+    return latencies
+
+
+async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix=f"e2e-{label}-") as tmpdir:
+        tmp = Path(tmpdir)
+        sim_port = free_port()
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "sim", "--port", str(sim_port), "--account", "gw:simpw",
+             "--id-format", "hex", "--window", "1000"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        config = write_config(tmp, sim_port, args.binds, args.window)
+        gw = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", "-c", str(config)],
+            stdout=subprocess.DEVNULL, stderr=open(tmp / "gateway.log", "wb"),  # noqa: SIM115
+        )  # fmt: skip
+        try:
+            await wait_for_socket(tmp / "gw.sock", gw)
+            await trio.sleep(0.5)  # binds up
+            async with open_unix_client(tmp / "gw.sock", account="bench", secret=SECRET) as client:
+                sub = await client.subscribe(after=None, window=10_000)
+                cpu0 = cpu_seconds(gw.pid)
+                t0 = time.perf_counter()
+                finals = 0
+                segments = 0
+                latencies: list[float] = []
+                async with trio.open_nursery() as nursery:
+
+                    async def pusher() -> None:
+                        latencies.extend(await push(client, text, args.messages, args.per_request, args.concurrency))
+
+                    nursery.start_soon(pusher)
+                    with trio.fail_after(args.timeout):
+                        async for event in sub:
+                            if event.kind in ("delivered", "failed"):
+                                finals += 1
+                                if finals % 1000 == 0 or finals == args.messages:
+                                    await sub.ack(event.seq)
+                                if finals == args.messages:
+                                    break
+                elapsed = time.perf_counter() - t0
+                cpu = cpu_seconds(gw.pid) - cpu0
+                (status,) = await client.status(message_id=event.message_id)
+                segments = status.segments * args.messages
+            return {
+                "messages": args.messages,
+                "msgs_per_s": round(args.messages / elapsed, 1),
+                "segments_per_s": round(segments / elapsed, 1),
+                "accept_p50_ms": round(statistics.median(latencies) * 1000, 2),
+                "accept_p99_ms": round(statistics.quantiles(latencies, n=100)[98] * 1000, 2),
+                "recipients_per_request": args.per_request,
+                "gateway_cpu_s": round(cpu, 2),
+                "gateway_rss_mb": round(rss_mb(gw.pid), 1),
+                "receipts_matched": finals,
+                "elapsed_s": round(elapsed, 2),
+            }
+        finally:
+            gw.terminate()
+            sim.terminate()
+            gw.wait(30)
+            sim.wait(30)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    out: dict[str, Any] = {}
+    for label, text in TEXTS.items():
+        if args.only and label not in args.only:
+            continue
+        out[label] = await run_one(label, text, args)
+        print(label, json.dumps(out[label]), file=sys.stderr, flush=True)
+    out["loadavg_1m"] = os.getloadavg()[0]
+    out["config"] = {"binds": args.binds, "window": args.window, "fsync": True, "concurrency": args.concurrency}
+    print(json.dumps(out))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=20_000)
+    ap.add_argument("--per-request", type=int, default=100)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--binds", type=int, default=1)
+    ap.add_argument("--window", type=int, default=100)
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--only", nargs="*")
+    trio.run(main_async, ap.parse_args())
+
+
+if __name__ == "__main__":
+    main()
