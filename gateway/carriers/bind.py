@@ -230,7 +230,9 @@ class Bind:
             self._lost(str(err))
             return
         except (OSError, trio.TooSlowError, ssl.SSLError, trio.BrokenResourceError) as err:
-            self._lost(f"connect failed: {err!r}")
+            # trio wraps TLS failures in BrokenResourceError; the cause says what is wrong (certificate).
+            cause = f" ({err.__cause__!r})" if err.__cause__ is not None else ""
+            self._lost(f"connect failed: {err!r}{cause}")
             return
         session = Session(
             Role.ESME,
@@ -270,7 +272,13 @@ class Bind:
         if cfg.tls_cert_file:
             ctx.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file)
         tls = trio.SSLStream(tcp, ctx, server_hostname=cfg.tls_server_name or cfg.host)
-        await tls.do_handshake()
+        handshaken = False
+        try:
+            await tls.do_handshake()
+            handshaken = True
+        finally:
+            if not handshaken:  # refused certificate, timeout or cancel: do not leak the TCP socket
+                await trio.aclose_forcefully(tcp)
         return tls
 
     async def _bind(self, link: Link, password: str) -> None:

@@ -13,9 +13,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-# gateway.smpp first: gateway.errors -> gateway.smpp.constants runs gateway/smpp/__init__, which imports
-# the codec, which imports gateway.errors; entering through gateway.smpp avoids that import cycle.
-import gateway.smpp  # noqa: F401
 from gateway.errors import ConfigError
 from gateway.smpp.constants import INTERFACE_VERSION_34
 

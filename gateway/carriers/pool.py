@@ -31,6 +31,7 @@ class CarrierPool:
         pool makes bounded ones and exposes their receiving ends as `self.results` / `self.inbound`."""
         self.config = config
         self.jobs, jobs_out = trio.open_memory_channel[SubmitJob](config.job_queue_size)
+        self._jobs_out = jobs_out
         self.results: trio.MemoryReceiveChannel[SubmitOutcome] | None = None
         self.inbound: trio.MemoryReceiveChannel[Inbound] | None = None
         if results is None:
@@ -72,6 +73,15 @@ class CarrierPool:
 
     async def wait_stopped(self) -> None:
         await self._done.wait()
+
+    def take_unsent(self) -> list[SubmitJob]:
+        """Jobs still in the channel, which no bind ever took (after `stop()`: hand them to another route)."""
+        out = []
+        while True:
+            try:
+                out.append(self._jobs_out.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return out
 
     async def wait_bound(self) -> None:
         """Until every bind is bound once (tests and start-up checks)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mo-interval", type=float, metavar="SECONDS", help="send a periodic MO")
     parser.add_argument("--window", type=int, help="deliver_sm outstanding per connection")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--tls-cert", type=Path, help="serve TLS with this PEM certificate")
+    parser.add_argument("--tls-key", type=Path, help="private key for --tls-cert (PEM)")
     parser.add_argument("--stats-interval", type=float, default=0.0, metavar="SECONDS", help="print counters")
     parser.add_argument("--stats-json", type=Path, help="write counters as JSON here (periodically and at exit)")
 
@@ -88,8 +91,12 @@ def run(args: argparse.Namespace) -> int:
         print(err, file=sys.stderr)
         return 2
     sim = Simulator(config)
+    ssl_context = None
+    if args.tls_cert is not None:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
     try:
-        trio.run(_serve, sim, host, port, args.stats_interval, args.stats_json)
+        trio.run(_serve, sim, host, port, ssl_context, args.stats_interval, args.stats_json)
     except KeyboardInterrupt:
         pass
     finally:
@@ -97,9 +104,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(sim: Simulator, host: str, port: int, interval: float, json_path: Path | None) -> None:
+async def _serve(
+    sim: Simulator,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    interval: float,
+    json_path: Path | None,
+) -> None:
     async with trio.open_nursery() as nursery:
-        bound = await nursery.start(sim.serve, host, port)
+        bound = await nursery.start(sim.serve, host, port, ssl_context)
         print(f"simulator listening on {host}:{bound}", flush=True)
         if interval > 0:
             while True:

@@ -8,9 +8,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-# gateway.smpp first: gateway.errors -> gateway.smpp.constants runs gateway/smpp/__init__, which imports
-# the codec, which imports gateway.errors; entering through gateway.smpp avoids that import cycle.
-import gateway.smpp  # noqa: F401
 from gateway.errors import ConfigError
 from gateway.smpp.constants import CommandStatus, MessageState
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+import ssl
 import time
 from bisect import bisect
 from collections import deque
@@ -105,11 +106,23 @@ class Simulator:
     # --- public -------------------------------------------------------------------------------------
 
     async def serve(
-        self, host: str = "127.0.0.1", port: int = 0, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Listen and serve until cancelled; `await nursery.start(sim.serve, host, 0)` gives the bound port."""
-        listeners = await trio.open_tcp_listeners(port, host=host)
-        self.port = listeners[0].socket.getsockname()[1]
+        """Listen and serve until cancelled; `await nursery.start(sim.serve, host, 0)` gives the bound port.
+
+        With `ssl_context` (a server context holding the certificate), connections are TLS, as some
+        carriers require; SMPP itself is unchanged over it.
+        """
+        tcp = await trio.open_tcp_listeners(port, host=host)
+        self.port = tcp[0].socket.getsockname()[1]
+        listeners: list[trio.abc.Listener[Any]] = list(tcp)
+        if ssl_context is not None:
+            listeners = [trio.SSLListener(t, ssl_context, https_compatible=False) for t in tcp]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._scheduler)
             if self.config.mo_interval_seconds > 0:
@@ -175,7 +188,7 @@ class Simulator:
 
     # --- connections --------------------------------------------------------------------------------
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, stream: trio.abc.Stream) -> None:
         cfg = self.config
         session = Session(
             Role.SMSC,
