@@ -103,37 +103,65 @@ class GatewayConfig:
 
 
 def load_config(path: Path) -> GatewayConfig:
-    """Read and check the whole configuration; every problem is reported at once (ConfigError)."""
+    """Read and check the whole configuration; every problem is reported at once (ConfigError): types and
+    unknown keys, references between sections, and secrets that cannot be read."""
     path = path.resolve()
     raw = load_toml(path)
     file = str(path)
     problems: Problems = []
     cfg = build_into(GatewayConfig, raw, file=file, key="", problems=problems)
+    _check_references(raw, file, problems)  # on the raw tables, so they are reported even beside type errors
     if cfg is not None:
-        _check_references(cfg, file, problems)
+        cfg = _resolve_paths(cfg, path.parent.parent if path.parent.name == "conf" else path.parent)
+        _check_secrets(cfg, file, problems)
     if problems or cfg is None:
         raise ConfigError(problems)
-    return _resolve_paths(cfg, path.parent.parent if path.parent.name == "conf" else path.parent)
+    return cfg
 
 
-def _check_references(cfg: GatewayConfig, file: str, problems: Problems) -> None:
-    names = [c.name for c in cfg.carriers]
-    for dup in {n for n in names if names.count(n) > 1}:
+def _tables(raw: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = raw.get(key, [])
+    return [t for t in value if isinstance(t, dict)] if isinstance(value, list) else []
+
+
+def _check_references(raw: dict[str, Any], file: str, problems: Problems) -> None:
+    names = [c.get("name") for c in _tables(raw, "carriers")]
+    for dup in sorted({str(n) for n in names if names.count(n) > 1}):
         problems.append((file, "carriers", f"carrier {dup!r} is defined twice"))
-    for i, c in enumerate(cfg.carriers):
-        if not c.binds:
+    for i, c in enumerate(_tables(raw, "carriers")):
+        if not c.get("binds"):
             problems.append((file, f"carriers[{i}].binds", "a carrier needs at least one bind"))
-    for i, route in enumerate(cfg.routes):
-        for carrier in route.carriers:
+    for i, route in enumerate(_tables(raw, "routes")):
+        carriers = route.get("carriers", [])
+        for carrier in carriers if isinstance(carriers, list) else []:
             if carrier not in names:
                 problems.append((file, f"routes[{i}].carriers", f"unknown carrier {carrier!r}"))
-        if route.prefix and not route.prefix.isdigit():
+        prefix = route.get("prefix", "")
+        if isinstance(prefix, str) and prefix and not prefix.isdigit():
             problems.append((file, f"routes[{i}].prefix", "must be digits (\"\" for every number)"))
-    if not cfg.accounts:
+    accounts = _tables(raw, "accounts")
+    if not accounts:
         problems.append((file, "accounts", "at least one upstream account is needed"))
-    for i, account in enumerate(cfg.accounts):
-        if not account.secret_env and not account.secret_file:
+    for i, account in enumerate(accounts):
+        if not account.get("secret_env") and not account.get("secret_file"):
             problems.append((file, f"accounts[{i}]", "needs secret_env or secret_file (never the secret itself)"))
+
+
+def _check_secrets(cfg: GatewayConfig, file: str, problems: Problems) -> None:
+    """Every account secret and bind password must be readable now, not at the first bind or hello."""
+    for i, a in enumerate(cfg.accounts):
+        key = f"accounts[{i}].secret_env" if a.secret_env else f"accounts[{i}].secret_file"
+        try:
+            read_secret(env=a.secret_env, file=Path(a.secret_file) if a.secret_file else None, what=a.name)
+        except ConfigError as err:
+            problems.extend((file, key, f"{where}: {reason}") for where, _, reason in err.problems)
+    for i, c in enumerate(cfg.carriers):
+        for j, b in enumerate(c.binds):
+            key = f"carriers[{i}].binds[{j}].password_{'env' if b.password_env else 'file'}"
+            try:
+                b.resolve_password()
+            except ConfigError as err:
+                problems.extend((file, key, f"{where}: {reason}") for where, _, reason in err.problems)
 
 
 def _resolve_paths(cfg: GatewayConfig, base: Path) -> GatewayConfig:
@@ -359,9 +387,8 @@ async def main_async(cfg: GatewayConfig) -> None:
 
 def serve_command(config_path: str) -> int:
     try:
-        cfg = load_config(Path(config_path))
+        cfg = load_config(Path(config_path))  # secrets too: nothing starts with one unreadable
         setup_logging(cfg.server)
-        credentials(cfg)  # secrets are checked before anything starts
     except ConfigError as err:
         print(f"gateway: {err}", file=sys.stderr)
         return 2

@@ -31,7 +31,7 @@ from gateway.engine.settings import CarrierSettings, EngineSettings
 from gateway.errors import GatewayError, MessageTooLong, SegmentingError
 from gateway.lifecycle import DUE_STATES, Ev, Event, State
 from gateway.routing import RouteTable, normalise
-from gateway.segmenting import MoMessage, MoPart, Reassembler, SplitMethod, mo_part, preview, segment
+from gateway.segmenting import MoMessage, MoPart, Plan, Preview, Reassembler, SplitMethod, mo_part, preview, segment
 from gateway.smpp import pdu as P
 from gateway.smpp.receipt import ReceiptError, parse_receipt
 from gateway.store import (
@@ -269,9 +269,13 @@ class Engine:
         encoding = self._encodings[carrier]
         ops: list[Op] = []
         spans: list[tuple[Message, int, int, list[int]]] = []
+        # A bulk send is one text to many numbers: shape it once per batch. Single-part plans carry no
+        # concatenation reference, so they are shared too.
+        shapes: dict[str, Preview | None] = {}
+        singles: dict[str, Plan] = {}
         for msg in batch:
             start = len(ops)
-            todo = self._plan_ops(carrier, msg, ops)
+            todo = self._plan_ops(carrier, msg, ops, shapes)
             spans.append((msg, start, len(ops), todo))
         results = await self._apply(ops)
         jobs: list[SubmitJob] = []
@@ -283,7 +287,10 @@ class Engine:
             prepared = mine[0]
             if isinstance(prepared, PrepareResult):
                 ref = prepared.concat_ref
-            parts = segment(msg.text, encoding, ref=_ref_for(ref, encoding.ref_bits) if ref else None)
+            if ref:
+                parts = segment(msg.text, encoding, ref=_ref_for(ref, encoding.ref_bits))
+            else:
+                parts = singles.get(msg.text) or singles.setdefault(msg.text, segment(msg.text, encoding))
             want = self.carriers[carrier].receipts
             for i in todo:
                 pdu = plan.submit_sm(msg, parts[i], want_receipt=want)
@@ -291,7 +298,7 @@ class Engine:
                 jobs.append(SubmitJob(pdu, plan.SegmentRef(msg.id, i, msg.message_class, attempts)))
         return jobs
 
-    def _plan_ops(self, carrier: str, msg: Message, ops: list[Op]) -> list[int]:
+    def _plan_ops(self, carrier: str, msg: Message, ops: list[Op], shapes: dict[str, Preview | None]) -> list[int]:
         """Append the ops that move `msg` to "submitting" on `carrier`; returns the segments to send."""
         if msg.carrier:
             # Prepared before (a resend or a retry): only its due segments go again, same reference.
@@ -301,11 +308,15 @@ class Engine:
                     ops.append(Advance(msg.id, i, Event(Ev.SCHEDULE)))
                 ops.append(Advance(msg.id, i, Event(Ev.DISPATCH, bind=carrier)))
             return todo
+        if msg.text in shapes:
+            shape = shapes[msg.text]
+        else:
+            try:
+                shape = preview(msg.text, self._encodings[carrier])
+            except SegmentingError:
+                shape = None
+            shapes[msg.text] = shape
         encoding = self._encodings[carrier]
-        try:
-            shape = preview(msg.text, encoding)
-        except SegmentingError:
-            shape = None
         if shape is None or shape.too_long:
             # Accepted under another carrier's limits; this carrier cannot take it.
             ops.append(Advance(msg.id, None, Event(Ev.FAIL, "carrier_rejected:ESME_RINVMSGLEN")))
@@ -532,12 +543,29 @@ def _mo_part(item: Inbound) -> MoPart:
     return mo_part(pdu.source_addr, pdu.destination_addr, short, pdu.data_coding, pdu.esm_class, pdu.tlvs)
 
 
+# docs/protocol.md names the states an app sees; the reason code says why a message failed.
+_PUBLIC_STATES = {
+    State.ACCEPTED: "accepted",
+    State.DEFERRED: "scheduled",
+    State.QUEUED: "queued",
+    State.SUBMITTING: "queued",
+    State.SUBMITTED: "submitted",
+    State.UNKNOWN: "unknown",
+    State.DELIVERED: "delivered",
+    State.UNDELIVERABLE: "failed",
+    State.EXPIRED: "expired",
+    State.REJECTED: "failed",
+    State.FAILED: "failed",
+    State.CANCELLED: "cancelled",
+}
+
+
 def _status(m: Message) -> MessageStatus:
     updated = max((s.updated_ms for s in m.segments), default=m.created_ms)
     return MessageStatus(
         message_id=str(m.id),
         to=m.recipient,
-        state=m.state.name.lower(),
+        state=_PUBLIC_STATES[m.state],
         segments=len(m.segments),
         reason=m.reason or None,
         carrier=m.carrier or None,

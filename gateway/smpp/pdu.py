@@ -11,7 +11,7 @@ carry typed values (see `tlv.py`), unknown tags their raw bytes, and both are re
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from gateway.smpp.constants import CommandId
@@ -414,3 +414,30 @@ RESPONSE_FOR: dict[CommandId, type[Pdu]] = {
     CommandId.CANCEL_SM: CancelSmResp,
     CommandId.REPLACE_SM: ReplaceSmResp,
 }
+
+
+def _fast_init(cls: type[Pdu]) -> None:
+    """Replace the dataclass __init__ with one that writes the slots through their member descriptors.
+
+    A frozen dataclass sets every field through object.__setattr__; for a 20-field submit_sm that is most of
+    the cost of building one. The generated __init__ has the same keyword-only signature and defaults (all
+    immutable), so behaviour and equality are unchanged; it runs for every PDU the gateway builds.
+    """
+    names = [f.name for f in fields(cls)]
+    scope: dict[str, Any] = {}
+    params = []
+    body = []
+    for name in names:
+        scope[f"_d_{name}"] = cls.__dataclass_fields__[name].default
+        scope[f"_s_{name}"] = getattr(cls, name).__set__
+        params.append(f"{name}=_d_{name}")
+        body.append(f"    _s_{name}(self, {name})")
+    src = f"def __init__(self, *, {', '.join(params)}):\n" + "\n".join(body or ["    pass"])
+    exec(src, scope)
+    init = scope["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[method-assign]
+
+
+for _cls in PDU_CLASSES:
+    _fast_init(_cls)

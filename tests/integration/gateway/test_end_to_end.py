@@ -100,7 +100,7 @@ async def test_failed_receipts_carry_their_reason(tmp_path: Path) -> None:
             assert {e.kind for e in finals.values()} == {"failed"}
             assert {e.reason for e in finals.values()} == {"undeliverable:011"}
             (status,) = await client.status(message_id=ids[0])
-            assert (status.state, status.reason) == ("undeliverable", "undeliverable:011")
+            assert (status.state, status.reason) == ("failed", "undeliverable:011")
 
 
 async def test_same_client_ref_twice_returns_the_same_ids_and_sends_once(tmp_path: Path) -> None:
