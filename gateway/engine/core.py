@@ -261,7 +261,11 @@ class Engine:
                 self._pending.difference_update(m.id for m in batch)
             jobs_tx = self.pools[carrier].jobs
             for job in jobs:
-                await jobs_tx.send(job)
+                # send() yields on every call; only wait when the pool's queue is really full.
+                try:
+                    jobs_tx.send_nowait(job)
+                except trio.WouldBlock:
+                    await jobs_tx.send(job)
             self.wake()
 
     async def _dispatch(self, carrier: str, batch: list[Message]) -> list[SubmitJob]:

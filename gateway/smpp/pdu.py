@@ -441,3 +441,6 @@ def _fast_init(cls: type[Pdu]) -> None:
 
 for _cls in PDU_CLASSES:
     _fast_init(_cls)
+    # IntEnum members hash through a Python-level Enum.__hash__; the session looks command ids up in
+    # frozensets for every PDU, so the class attribute is the plain int (== the member, same hash as int).
+    type.__setattr__(_cls, "command_id", int(_cls.command_id))
