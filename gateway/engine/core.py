@@ -128,6 +128,7 @@ class Engine:
         self._inbound = inbound
         self._wall_ms = wall_ms
         self._encodings = {name: c.encoding.route_encoding() for name, c in carriers.items()}
+        self._id_formats = {name: c.id_formats for name, c in carriers.items()}
         self._accept_encoding = next(iter(self._encodings.values()), None)
         self._ready: dict[str, trio.MemorySendChannel[Message]] = {}
         self._ready_rx: dict[str, trio.MemoryReceiveChannel[Message]] = {}
@@ -218,11 +219,13 @@ class Engine:
             entries = self.store.due(now_ms, after=self._cursor, limit=self.settings.dispatch_batch)
             if not entries:
                 break
+            size = self.settings.ready_queue_size
+            room = sum(size - self._ready[c].statistics().current_buffer_used for c in transmitting)
             for entry in entries:
                 if entry.message_id not in self._pending:
-                    if not any(self._ready[c].statistics().current_buffer_used < self.settings.ready_queue_size
-                               for c in transmitting):
+                    if room <= 0:
                         break  # every carrier is saturated: resume here when a dispatcher frees room
+                    room -= 1
                     msg = self.store.get(entry.message_id)
                     if msg is not None:
                         if msg.expires_ms and msg.expires_ms <= now_ms:
@@ -357,7 +360,7 @@ class Engine:
                         o,
                         ref,
                         now_ms=now_ms,
-                        ids=self.carriers[o.carrier].id_formats,
+                        ids=self._id_formats[o.carrier],
                         recovery=self.store.cfg.recovery_for(ref.message_class),
                         max_attempts=s.retry_max_attempts,
                         backoff_min_seconds=s.retry_backoff_min_seconds,
@@ -369,10 +372,11 @@ class Engine:
         for op, result in zip(ops, results, strict=True):
             if isinstance(result, GatewayError):
                 log.error("outcome_not_applied", op=repr(op), error=str(result))
-        kinds = {op.event.kind for op in ops if isinstance(op, Advance)}
-        if Ev.RESEND in kinds:
+        kinds = [op.event.kind for op in ops if isinstance(op, Advance)]
+        if any(k is Ev.RESEND for k in kinds):
             self._cursor = b""  # a resend keeps its first due time, behind the cursor
-        if kinds & {Ev.RESEND, Ev.SUBMIT_RETRY}:
+            self.wake()
+        elif any(k is Ev.SUBMIT_RETRY for k in kinds):
             self.wake()
 
     async def _inbound_loop(self) -> None:
@@ -411,9 +415,9 @@ class Engine:
             self.counters["receipts_unparseable"] += 1
             log.error("receipt_unparseable", carrier=item.carrier, text=item.message[:200], error=str(err))
             return
-        settings = self.carriers.get(item.carrier)
-        if settings is not None:
-            ops.append(plan.receipt_op(receipt, item.carrier, settings.id_formats))
+        ids = self._id_formats.get(item.carrier)
+        if ids is not None:
+            ops.append(plan.receipt_op(receipt, item.carrier, ids))
 
     def _mo_ops(self, mo: MoMessage, carrier: str, ops: list[Op]) -> None:
         account = self._mo_accounts.get(mo.destination, self._default_account)
@@ -513,19 +517,27 @@ class Engine:
         return PreviewResult(str(p.encoding), p.parts, chars, p.chars_left, p.units_per_part)
 
     async def read_events(self, account: str, after_seq: int, limit: int) -> Sequence[UpstreamEvent]:
-        out: list[UpstreamEvent] = []
+        return [_event(e) for e in self._account_events(account, after_seq, limit)]
+
+    def _account_events(self, account: str, after_seq: int, limit: int) -> list[LogEvent]:
+        """The account's next `limit` log entries after `after_seq` (the log is shared by all accounts)."""
+        out: list[LogEvent] = []
         while len(out) < limit:
             batch = self.store.events(after_seq, limit=max(limit, 256))
             if not batch:
                 break
-            out.extend(_event(e) for e in batch if e.account == account)
+            for e in batch:
+                if e.account == account:
+                    out.append(e)
+                    if len(out) == limit:
+                        return out
             after_seq = batch[-1].seq
-        return out[:limit]
+        return out
 
     async def wait_events(self, account: str, after_seq: int) -> None:
         while True:
             waiter = self._new_events
-            if self.store.last_seq() > after_seq and await self.read_events(account, after_seq, 1):
+            if self.store.last_seq() > after_seq and self._account_events(account, after_seq, 1):
                 return
             await waiter.wait()
 

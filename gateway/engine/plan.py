@@ -67,7 +67,7 @@ def outcome_event(
     return Event(Ev.LOST, "unknown_after_timeout")
 
 
-_RECEIPT_EVENTS = {
+_RECEIPT_EVENTS: dict[int, Ev] = {
     MessageState.DELIVERED: Ev.RECEIPT_DELIVERED,
     MessageState.EXPIRED: Ev.RECEIPT_EXPIRED,
     MessageState.UNDELIVERABLE: Ev.RECEIPT_UNDELIVERABLE,
@@ -82,7 +82,7 @@ _RECEIPT_EVENTS = {
 
 def receipt_op(receipt: Receipt, carrier: str, ids: CarrierIdFormats) -> ReceiptOp:
     """A parsed delivery receipt as a store operation, the id keyed as the carrier writes receipts."""
-    kind = _RECEIPT_EVENTS.get(receipt.state, Ev.RECEIPT_UNDELIVERABLE)
+    kind = _RECEIPT_EVENTS.get(int(receipt.state), Ev.RECEIPT_UNDELIVERABLE)  # int: C-level hash
     reason = undeliverable(receipt.err) if kind is Ev.RECEIPT_UNDELIVERABLE else ""
     return ReceiptOp(carrier, ids.receipt_key(receipt.message_id), kind, reason)
 

@@ -26,8 +26,10 @@ from gateway.smpp import pdu as P
 from gateway.smpp.constants import MAX_SEQUENCE, RESPONSE_BIT, CommandId
 from gateway.smpp.constants import CommandStatus as S
 from gateway.smpp.framing import DEFAULT_MAX_COMMAND_LENGTH, Framer
-from gateway.smpp.state import BINDS, RECV, SEND, Role, State, may_receive, may_send, next_state
+from gateway.smpp.state import ALLOWED, BINDS, RECV, SEND, TRANSITIONS, Role, State, next_state
 
+# Only binds, unbinds and their responses ever move the state (state.TRANSITIONS).
+_CHANGES_STATE = frozenset(int(key[3]) for key in TRANSITIONS)
 # Requests that do not take a window slot: the link must stay manageable when the window is full.
 _UNWINDOWED = frozenset({CommandId.ENQUIRE_LINK, CommandId.UNBIND}) | BINDS
 
@@ -126,7 +128,9 @@ class Session:
     def __init__(self, role: Role, config: SessionConfig | None = None, *, now: float = 0.0) -> None:
         self.role = role
         self.config = config or SessionConfig()
-        self.state = State.OPEN
+        self._state = State.OPEN
+        # ALLOWED[role, state] cached: looking up a (Role, State) key hashes two Enums in Python per PDU.
+        self._may_send, self._may_receive = ALLOWED[role, State.OPEN]
         self._framer = Framer(self.config.max_command_length)
         self._out: list[bytes] = []
         self._next_seq = 1
@@ -283,10 +287,21 @@ class Session:
     # --- internals ---
 
     def _check_send(self, cid: int) -> None:
-        if not may_send(self.role, self.state, cid):
+        if cid not in self._may_send:
             raise ProtocolError(f"{self.role.value} may not send {CommandId(cid).name} in {self.state.name}")
 
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @state.setter
+    def state(self, new: State) -> None:
+        self._state = new
+        self._may_send, self._may_receive = ALLOWED[self.role, new]
+
     def _transition(self, direction: str, cid: int, status: int) -> None:
+        if cid not in _CHANGES_STATE:
+            return
         new = next_state(self.role, self.state, direction, cid, status)
         if new is not self.state:
             self.state = new
@@ -321,7 +336,7 @@ class Session:
 
     def _on_request(self, pdu: P.Pdu, events: list[Event]) -> None:
         cid = pdu.command_id
-        if not may_receive(self.role, self.state, cid):
+        if cid not in self._may_receive:
             status = S.ESME_RALYBND if cid in BINDS and self.is_bound else S.ESME_RINVBNDSTS
             reason = f"{CommandId(cid).name} in {self.state.name}"
             self._answer_error(cid, pdu.sequence_number, status, reason)

@@ -121,14 +121,6 @@ for _role in Role:
 ON_SUCCESS_ONLY = BIND_RESPS | {C.UNBIND_RESP}
 
 
-def may_send(role: Role, state: State, command_id: int) -> bool:
-    return command_id in ALLOWED[role, state][0]
-
-
-def may_receive(role: Role, state: State, command_id: int) -> bool:
-    return command_id in ALLOWED[role, state][1]
-
-
 def next_state(role: Role, state: State, direction: str, command_id: int, status: int) -> State:
     new = TRANSITIONS.get((role, state, direction, command_id))
     if new is None or (command_id in ON_SUCCESS_ONLY and status != 0):
