@@ -119,3 +119,29 @@ def test_gsm_text_stays_gsm_and_never_splits_an_escape_pair(text: str, route: Ro
         if plan.encoding is Encoding.GSM7 and not route.packed:
             assert data[-1] != ESC
             assert len(data) - udh_len == part.units
+
+
+# BMP text with characters that join clusters (combining marks, ZWJ, jamo, CR LF) among Chinese: the
+# splitter must still fill each part up to the last grapheme boundary that fits.
+bmp_texts = st.lists(
+    st.sampled_from(["中", "文", "a", " ", "\u0301", "\u200d", "한", "\u1100", "\u1161", "\u11a8", "\r", "\n"])
+    | st.characters(max_codepoint=0xFFFF, exclude_categories=["Cs"]),
+    min_size=60,
+    max_size=400,
+).map("".join)
+
+
+@settings(max_examples=100)
+@given(text=bmp_texts)
+def test_ucs2_parts_end_at_the_last_grapheme_boundary_that_fits(text: str) -> None:
+    route = RouteEncoding(encodings=frozenset({Encoding.UCS2}), max_parts=255)
+    plan = segment(text, route, ref=1)
+    bounds = grapheme_boundaries(text)
+    start = 0
+    for part in plan.parts[:-1]:
+        end = start + len(part.text)
+        fitting = [b for b in bounds if start < b <= start + 67]
+        if start in bounds:  # after a cut forced inside an over-long cluster, clusters are read afresh
+            assert end == (max(fitting) if fitting else start + 67)
+        start = end
+    assert "".join(p.text for p in plan) == text

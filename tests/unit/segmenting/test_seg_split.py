@@ -118,6 +118,29 @@ def test_grapheme_cluster_moves_whole_to_the_next_part(cluster: str) -> None:
     assert plan[1].text.startswith(cluster)
 
 
+def test_a_combining_mark_away_from_the_cuts_leaves_every_part_full() -> None:
+    text = "中" * 30 + "e\u0301" + "中" * 200
+    plan = segment(text, GSM, ref=1)
+    assert [p.units for p in plan] == [67, 67, 67, 31]
+    assert "".join(p.text for p in plan) == text
+
+
+def test_a_combining_mark_right_after_a_cut_takes_its_base_along() -> None:
+    text = "中" * 66 + "e\u0301" + "中" * 100
+    plan = segment(text, GSM, ref=1)
+    assert plan[0].text == "中" * 66
+    assert plan[1].text.startswith("e\u0301")
+
+
+def test_hangul_syllables_are_cut_at_full_parts_but_conjoining_jamo_stay_together() -> None:
+    syllables = "한국어" * 50  # precomposed: a boundary between any two (UAX #29 GB6-GB8 join jamo only)
+    assert [p.units for p in segment(syllables, GSM, ref=1)] == [67, 67, 16]
+    jamo = "中" * 66 + "\u1100\u1161\u11a8" + "中" * 10  # one syllable written as L V T
+    plan = segment(jamo, GSM, ref=1)
+    assert plan[0].text == "中" * 66
+    assert plan[1].text.startswith("\u1100\u1161\u11a8")
+
+
 def test_a_cluster_longer_than_a_part_is_cut_between_code_points_only() -> None:
     family = "👨\u200d👩\u200d👧\u200d👦" * 10  # one cluster of 110 code units (ZWJ chain)
     plan = segment(family, GSM, ref=1)
