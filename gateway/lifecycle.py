@@ -73,6 +73,8 @@ POLICY_REASONS = frozenset(
 
 def is_reason(reason: str) -> bool:
     """True for a documented reason code (parameterised ones need a non-empty parameter)."""
+    if reason in _PLAIN_REASONS:  # the common case (every receipt's "delivered") in one probe
+        return True
     for known in REASONS:
         if known.endswith(":"):
             if reason.startswith(known) and len(reason) > len(known):
@@ -80,6 +82,9 @@ def is_reason(reason: str) -> bool:
         elif reason == known:
             return True
     return False
+
+
+_PLAIN_REASONS = frozenset(r for r in REASONS if not r.endswith(":"))
 
 
 def carrier_rejected(status_name: str) -> str:
@@ -275,38 +280,56 @@ class Billed:
 Effect = Ignored | Upgraded | Billed
 
 
+def _steps() -> dict[tuple[State, Ev], tuple[State | None, tuple[Effect, ...]]]:
+    """TRANSITIONS, IGNORED and UPGRADES folded into one lookup: (target, effects); target None for an
+    ignored pair. advance() runs on every submit_sm_resp and receipt, so one dict probe, not three."""
+    steps: dict[tuple[State, Ev], tuple[State | None, tuple[Effect, ...]]] = {}
+    for (state, kind), target in TRANSITIONS.items():
+        effects: tuple[Effect, ...] = ()
+        if (state, kind) in UPGRADES:
+            effects = (Upgraded(state),)
+        elif kind is Ev.SUBMIT_OK:
+            effects = (Billed(),)
+        steps[state, kind] = (target, effects)
+    for state, kind in IGNORED:  # IGNORED wins over TRANSITIONS, as it is checked first
+        steps[state, kind] = (None, (Ignored(kind),))
+    return steps
+
+
+_STEPS = _steps()
+
+
 def advance(record: Segment, event: Event, now_ms: int) -> tuple[Segment, tuple[Effect, ...]]:
     """Apply `event` to `record` at `now_ms`; raise InvalidTransition for a pair not in the table and
     InvalidReason for a final outcome whose reason is not in REASONS."""
-    key = (record.state, event.kind)
-    if key in IGNORED:
-        return record, (Ignored(event.kind),)
-    target = TRANSITIONS.get(key)
-    if target is None:
+    step = _STEPS.get((record.state, event.kind))
+    if step is None:
         raise InvalidTransition(record.state, event.kind)
-    new = _apply(record, target, event, now_ms)
-    effects: tuple[Effect, ...] = ()
-    if key in UPGRADES:
-        effects = (Upgraded(record.state),)
-    elif event.kind is Ev.SUBMIT_OK:
-        effects = (Billed(),)
-    return new, effects
+    target, effects = step
+    if target is None:
+        return record, effects
+    return _apply(record, target, event, now_ms), effects
+
+
+# Enum members as module globals: a global load is several times cheaper than Ev.X on an enum class.
+_DISPATCH, _SUBMIT_OK, _LOST, _RESEND = Ev.DISPATCH, Ev.SUBMIT_OK, Ev.LOST, Ev.RESEND
+_BACKOFF = (Ev.DEFER, Ev.SUBMIT_RETRY)
 
 
 def _apply(record: Segment, target: State, event: Event, now_ms: int) -> Segment:
     # Built field by field (not dataclasses.replace, which costs microseconds the store's hot path lacks).
     kind = event.kind
     reason = record.reason
-    if target.is_final:
+    if target in FINAL_STATES:
         reason = _final_reason(record, event)
-    elif kind is Ev.LOST:
+    elif kind is _LOST:
         reason = event.reason or "unknown_after_timeout"
-    carrier_id = event.carrier_id if kind is Ev.SUBMIT_OK else record.carrier_id
+    carrier_id = event.carrier_id if kind is _SUBMIT_OK else record.carrier_id
     bind, sequence, attempts = record.bind, record.sequence, record.attempts
-    if kind is Ev.DISPATCH:
+    if kind is _DISPATCH:
         bind, sequence, attempts = event.bind, event.sequence, attempts + 1
     due_ms = 0
-    if kind in (Ev.DEFER, Ev.SUBMIT_RETRY):
+    if kind in _BACKOFF:
         due_ms = event.until_ms
     elif target in DUE_STATES:
         # Keep the due time a waiting segment already has: its due-index key stays put, so a scheduler
@@ -314,7 +337,7 @@ def _apply(record: Segment, target: State, event: Event, now_ms: int) -> Segment
         due_ms = record.due_ms if record.state in DUE_STATES and record.due_ms else now_ms
     # At-least-once recovery: the carrier may already have it; the resend says so (SMPP 3.4 has no
     # standard flag, the engine maps it to the carrier's convention or a log line).
-    duplicate = record.possible_duplicate or kind is Ev.RESEND
+    duplicate = record.possible_duplicate or kind is _RESEND
     return Segment(target, reason, carrier_id, bind, sequence, attempts, duplicate, now_ms, due_ms)
 
 

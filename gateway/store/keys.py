@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 
 _U64 = struct.Struct(">Q")
 _U64U64 = struct.Struct(">QQ")
@@ -55,8 +56,8 @@ EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 COUNTER_BITS = 22
 
 
-def u64(n: int) -> bytes:
-    return _U64.pack(n)
+# The struct's own bound method: no Python frame per key (a receipt builds several).
+u64: Callable[[int], bytes] = _U64.pack
 
 
 def from_u64(b: bytes) -> int:
@@ -79,9 +80,8 @@ def from_u32(b: bytes) -> int:
     return int(_U32.unpack(b)[0])
 
 
-def time_key(ms: int, msg_id: int) -> bytes:
-    """due / finals key: time first so a cursor walks in time order."""
-    return _U64U64.pack(ms, msg_id)
+# due / finals key (ms, msg_id): time first so a cursor walks in time order.
+time_key: Callable[[int, int], bytes] = _U64U64.pack
 
 
 def split_time_key(key: bytes) -> tuple[int, int]:
@@ -89,8 +89,8 @@ def split_time_key(key: bytes) -> tuple[int, int]:
     return int(ms), int(msg_id)
 
 
-def seg_key(msg_id: int, seg: int) -> bytes:
-    return _U64U16.pack(msg_id, seg)
+# inflight key and carrier_ix value (msg_id, segment).
+seg_key: Callable[[int, int], bytes] = _U64U16.pack
 
 
 def split_seg_key(key: bytes) -> tuple[int, int]:

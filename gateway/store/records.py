@@ -132,19 +132,14 @@ def _pack(obj: Any) -> bytes:
 
 def _unpack(data: bytes, what: str) -> list[Any]:
     try:
-        obj = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
+        # raw=False and use_list=True are msgpack 1.x's defaults; spelling them out costs keyword parsing
+        # on every record read.
+        obj = msgpack.unpackb(data, strict_map_key=False)
     except (ValueError, msgpack.ExtraData) as err:
         raise CorruptRecord(f"{what}: not msgpack") from err
     if not isinstance(obj, list) or not obj or obj[0] != VERSION:
         raise CorruptRecord(f"{what}: unknown schema version")
     return obj
-
-
-def _seg_fields(s: Segment) -> list[Any]:
-    return [
-        int(s.state), s.reason, s.carrier_id, s.bind, s.sequence, s.attempts,
-        s.possible_duplicate, s.updated_ms, s.due_ms,
-    ]  # fmt: skip
 
 
 def _seg(f: list[Any]) -> Segment:
@@ -153,13 +148,7 @@ def _seg(f: list[Any]) -> Segment:
 
 
 def pack_message(m: Message) -> bytes:
-    return _pack(
-        [
-            VERSION, m.id, m.account, m.batch, m.message_class, m.sender, m.recipient, m.text,
-            m.receipt, m.client_ref, m.created_ms, m.expires_ms, [_seg_fields(s) for s in m.segments],
-            m.carrier, m.concat_ref, m.final_ms, m.reported,
-        ]
-    )  # fmt: skip
+    return _pack(message_fields(m))
 
 
 def unpack_message(data: bytes) -> Message:
@@ -167,6 +156,53 @@ def unpack_message(data: bytes) -> Message:
     segs = tuple(_seg(s) for s in f[12])
     f[12] = segs
     return Message._make(f[1:17])
+
+
+# The message record as the store's write path handles it: the stored msgpack array itself, version 1,
+# `[VERSION, *Message fields]` with each segment an array of Segment's fields (its state as the int).
+# The writer changes one or two fields per receipt or submit_sm_resp; editing the array in place and
+# packing it again skips building a Message, its Segments and the pack-time copies (half the op's cost).
+MessageFields = list[Any]
+F_ID = 1
+F_ACCOUNT = 2
+F_BATCH = 3
+F_SENDER = 5
+F_RECIPIENT = 6
+F_CLIENT_REF = 9
+F_SEGMENTS = 12
+F_CARRIER = 13
+F_CONCAT_REF = 14
+F_FINAL_MS = 15
+F_REPORTED = 16
+# Segment array positions (Segment's field order).
+S_STATE = 0
+S_REASON = 1
+S_CARRIER_ID = 2
+S_DUE_MS = 8
+
+
+def message_fields(m: Message) -> MessageFields:
+    """`m` as its stored array (msgpack packs the IntEnum states as their ints)."""
+    f = [VERSION, *m]
+    f[F_SEGMENTS] = [list(s) for s in m.segments]
+    return f
+
+
+def unpack_message_fields(data: bytes) -> MessageFields:
+    """The stored array of a message record, version checked; segments stay arrays with int states."""
+    f = _unpack(data, "message")
+    if len(f) != 17:
+        raise CorruptRecord("message: wrong number of fields")
+    return f
+
+
+def pack_message_fields(f: MessageFields) -> bytes:
+    return _pack(f)
+
+
+def segment_of(s: list[Any]) -> Segment:
+    """One stored segment array as a Segment (for lifecycle.advance)."""
+    return Segment(_STATES[s[0]], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8])
 
 
 def pack_event(e: LogEvent) -> bytes:
@@ -181,10 +217,11 @@ def pack_event_fields(
     client_ref: str = "", number: str = "", address: str = "", reason: str = "", text: str = "",
     carrier: str = "",
 ) -> bytes:  # fmt: skip
-    """LogEvent's fields packed without building the object (the per-receipt hot path)."""
+    """LogEvent's fields packed without building the object (the per-receipt hot path). msgpack packs
+    the IntEnum kind as its int (int subclasses are ints to it unless strict_types)."""
     return _pack(
-        [VERSION, seq, at_ms, int(kind), account, message_id, batch, client_ref, number, address, reason,
-         text, carrier]
+        [VERSION, seq, at_ms, kind, account, message_id, batch, client_ref, number, address, reason, text,
+         carrier]
     )  # fmt: skip
 
 

@@ -2,7 +2,9 @@
 
 Every write goes through `apply(ops)`: one write transaction for the whole list, begun and committed on the
 calling thread (the writer's `trio.to_thread.run_sync`). All index upkeep happens in `_save()`, which diffs
-the old and new message record, so indexes cannot drift from records. Reads are short read transactions.
+the old and new message record, so indexes cannot drift from records. The write path handles a record as
+its stored msgpack array (records.MessageFields), edits the fields an op changes and packs it again; the
+Message type is for readers. Reads are short read transactions.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import lmdb
 from gateway.errors import GatewayError, StoreError, StoreFull, WireError
 from gateway.lifecycle import (
     DUE_STATES,
+    FINAL_STATES,
     Billed,
     Ev,
     Event,
@@ -55,9 +58,34 @@ from gateway.store.ops import (
     Sweep,
     SweepResult,
 )
-from gateway.store.records import REPORTED_SUBMITTED, BatchCounters, EventKind, LogEvent, Message
+from gateway.store.records import (
+    F_ACCOUNT,
+    F_BATCH,
+    F_CARRIER,
+    F_CLIENT_REF,
+    F_CONCAT_REF,
+    F_FINAL_MS,
+    F_ID,
+    F_RECIPIENT,
+    F_REPORTED,
+    F_SEGMENTS,
+    F_SENDER,
+    REPORTED_SUBMITTED,
+    S_CARRIER_ID,
+    S_DUE_MS,
+    S_REASON,
+    S_STATE,
+    VERSION,
+    BatchCounters,
+    EventKind,
+    LogEvent,
+    Message,
+    MessageFields,
+)
 
 Clock = Callable[[], int]
+# A message's segments as stored arrays (records.MessageFields[F_SEGMENTS]).
+_Segs = list[list[Any]]
 DAY_MS = 86_400_000
 
 
@@ -116,6 +144,11 @@ class _Tx:
         self.now = now
         self.seq = seq
         self.batches: dict[str, _BatchDelta] = {}
+        # The hot paths call the transaction directly with these handles (no wrapper, no dict probe).
+        self.messages = dbs[b"messages"]
+        self.carrier_ix = dbs[b"carrier_ix"]
+        self.events = dbs[b"events"]
+        self.inflight = dbs[b"inflight"]
 
     def batch(self, batch_id: str) -> _BatchDelta:
         delta = self.batches.get(batch_id)
@@ -155,6 +188,22 @@ class Store:
         with self._env.begin() as txn:
             self._ids = keys.IdClock(self._last_key_int(txn, b"messages"))
             self._seq = self._last_key_int(txn, b"events")
+            # False only while the early-receipt table is known to be empty: then a submit_sm_resp skips
+            # looking there. Set before any early receipt is written (so an aborted write leaves it set,
+            # the safe side) and recomputed at the end of each write transaction while set. Exact
+            # because this process's writer is the only writer (ARCHITECTURE.md, Concurrency).
+            self._early_possible = self._has_early(txn)
+        self._handlers: dict[type, Callable[[_Tx, Any], Result]] = {
+            Submit: self._submit,
+            Advance: self._advance,
+            Receipt: self._receipt,
+            Prepare: self._prepare,
+            Mo: self._mo,
+            SetOptOut: self._set_optout,
+            SetBlacklist: self._set_blacklist,
+            SetCursor: self._set_cursor,
+            Sweep: self._sweep,
+        }
 
     @classmethod
     def open(cls, cfg: StoreConfig, clock: Clock = wall_ms) -> Store:
@@ -165,6 +214,9 @@ class Store:
 
     def close(self) -> None:
         self._env.close()
+
+    def _has_early(self, txn: lmdb.Transaction) -> bool:
+        return bool(txn.stat(self._dbs[b"early"])["entries"])
 
     def _last_key_int(self, txn: lmdb.Transaction, db: bytes) -> int:
         cur = txn.cursor(db=self._dbs[db])
@@ -214,36 +266,34 @@ class Store:
                 tx = _Tx(txn, self._dbs, now, self._seq)
                 results = [self._one(tx, op) for op in ops]
                 self._flush_batches(tx)
+                early = self._early_possible and self._has_early(txn)
         except Exception:
             self._ids._last = last_id  # nothing was committed: hand the same ids out again
             raise
         self._seq = tx.seq
+        self._early_possible = early
         return results
 
     def _one(self, tx: _Tx, op: Op) -> Result | GatewayError:
         try:
-            if isinstance(op, Submit):
-                return self._submit(tx, op)
-            if isinstance(op, Advance):
-                return self._advance(tx, op)
-            if isinstance(op, Receipt):
-                return self._receipt(tx, op)
-            if isinstance(op, Prepare):
-                return self._prepare(tx, op)
-            if isinstance(op, Mo):
-                seq = self._log(tx, EventKind.MO, op.account, number=op.source, address=op.destination,
-                                text=op.text, carrier=op.carrier)
-                return Done(seq)
-            if isinstance(op, SetOptOut):
-                return self._set(tx, b"optout", keys.text_pair(op.scope, op.number), op.opted_out)
-            if isinstance(op, SetBlacklist):
-                return self._set(tx, b"blacklist", op.number.encode(), op.listed)
-            if isinstance(op, SetCursor):
-                return self._set_cursor(tx, op)
-            return self._sweep(tx, op)
+            handler = self._handlers.get(type(op))
+            if handler is None:  # a subclass of an op type
+                handler = next(h for t, h in self._handlers.items() if isinstance(op, t))
+            return handler(tx, op)
         except (InvalidTransition, InvalidReason, InvalidField, UnknownMessage, WrongState) as err:
             # Raised before this op wrote anything (every op computes first, then writes).
             return err
+
+    def _mo(self, tx: _Tx, op: Mo) -> Done:
+        seq = self._log(tx, EventKind.MO, op.account, number=op.source, address=op.destination, text=op.text,
+                        carrier=op.carrier)  # fmt: skip
+        return Done(seq)
+
+    def _set_optout(self, tx: _Tx, op: SetOptOut) -> Done:
+        return self._set(tx, b"optout", keys.text_pair(op.scope, op.number), op.opted_out)
+
+    def _set_blacklist(self, tx: _Tx, op: SetBlacklist) -> Done:
+        return self._set(tx, b"blacklist", op.number.encode(), op.listed)
 
     def _set_cursor(self, tx: _Tx, op: SetCursor) -> Done:
         _check_lengths(op.account)
@@ -290,20 +340,23 @@ class Store:
     def _accept_one(self, tx: _Tx, op: Submit, r: Recipient) -> Outcome:
         reason = r.reject or self._stored_policy(tx, op, r.number)
         due = max(r.defer_until_ms, op.schedule_ms)
+        now = tx.now
         if reason:
-            seg = Segment(State.REJECTED, reason, updated_ms=tx.now)
-        elif due > tx.now:
-            seg = Segment(State.DEFERRED, updated_ms=tx.now, due_ms=due)
+            state, due = State.REJECTED, 0
+        elif due > now:
+            state = State.DEFERRED
         else:
-            seg = Segment(State.ACCEPTED, updated_ms=tx.now, due_ms=tx.now)
-        msg = Message(
-            self._ids.next(tx.now), op.account, op.batch, op.message_class, op.sender, r.number, op.text,
-            op.receipt, op.client_ref, tx.now, op.expires_ms, (seg,),
-        )  # fmt: skip
+            state, due = State.ACCEPTED, now
+        # The stored array of Message(..., segments=(Segment(state, reason, updated_ms=now, due_ms=due),)).
+        f: MessageFields = [
+            VERSION, self._ids.next(now), op.account, op.batch, op.message_class, op.sender, r.number, op.text,
+            op.receipt, op.client_ref, now, op.expires_ms, [[state, reason, "", "", 0, 0, False, now, due]],
+            "", 0, 0, 0,
+        ]  # fmt: skip
         if not reason:
             tx.batch(op.batch).valid += 1
-        self._save(tx, None, msg)
-        return Outcome(msg.id, seg.state, reason)
+        self._save(tx, f, None, None)
+        return Outcome(f[F_ID], state, reason)
 
     def _stored_policy(self, tx: _Tx, op: Submit, number: str) -> str:
         """Checks that read stored state, in the same transaction as the accept (ARCHITECTURE.md step 2)."""
@@ -328,29 +381,33 @@ class Store:
 
     # --- segment events -----------------------------------------------------------------------------
 
-    def _load(self, tx: _Tx, msg_id: int) -> Message:
-        raw = tx.get(b"messages", keys.u64(msg_id))
+    def _load(self, tx: _Tx, msg_id: int) -> MessageFields:
+        # A write transaction is begun with buffers=False: values are bytes, not memoryviews.
+        raw: bytes | None = tx.txn.get(keys.u64(msg_id), db=tx.messages)  # type: ignore[assignment]
         if raw is None:
             raise UnknownMessage(f"no message {msg_id}")
-        return records.unpack_message(raw)
+        return records.unpack_message_fields(raw)
 
     def _prepare(self, tx: _Tx, op: Prepare) -> PrepareResult:
         _check_lengths(op.carrier)
-        msg = self._load(tx, op.message_id)
-        if any(s.state not in DUE_STATES for s in msg.segments) or op.parts < 1:
-            raise WrongState(f"message {msg.id} is {msg.state.name}: cannot prepare {op.parts} parts")
-        ref = msg.concat_ref
+        f = self._load(tx, op.message_id)
+        old = f[F_SEGMENTS]
+        if any(s[S_STATE] not in DUE_STATES for s in old) or op.parts < 1:
+            state = _state_of(old)
+            raise WrongState(f"message {f[F_ID]} is {state.name}: cannot prepare {op.parts} parts")
+        ref = f[F_CONCAT_REF]
         if op.concat and op.parts > 1 and not ref:
-            ref = self._next_concat_ref(tx, msg.recipient)
-        s0 = msg.segments[0]
+            ref = self._next_concat_ref(tx, f[F_RECIPIENT])
+        s0 = records.segment_of(old[0])
         # The due time (and so the due-index key) stays as it was: see lifecycle._apply.
         due = s0.due_ms or tx.now
         first = Segment(State.QUEUED, "", "", "", 0, s0.attempts, s0.possible_duplicate, tx.now, due)
         if op.dispatch_bind:
             first, _ = advance(first, Event(Ev.DISPATCH, bind=op.dispatch_bind), tx.now)
-        new = records.evolve(msg, carrier=op.carrier, concat_ref=ref, segments=(first,) * op.parts)
-        self._save(tx, msg, new)
-        return PrepareResult(msg.id, ref)
+        f[F_CARRIER] = op.carrier
+        f[F_CONCAT_REF] = ref
+        self._save(tx, f, [list(first) for _ in range(op.parts)], old)
+        return PrepareResult(f[F_ID], ref)
 
     def _next_concat_ref(self, tx: _Tx, destination: str) -> int:
         # TS 23.040 9.2.3.24.1: the reference must differ between concatenated messages that can be in
@@ -361,47 +418,53 @@ class Store:
         return ref
 
     def _advance(self, tx: _Tx, op: Advance) -> AdvanceResult:
-        _check_lengths(op.event.carrier_id)
-        msg = self._load(tx, op.message_id)
-        if op.segment is not None and not 0 <= op.segment < len(msg.segments):
-            raise UnknownMessage(f"message {msg.id} has no segment {op.segment}")
-        if op.segment is None:
-            targets = [i for i, s in enumerate(msg.segments) if not s.state.is_final]
+        event = op.event
+        _check_lengths(event.carrier_id)
+        f = self._load(tx, op.message_id)
+        old = f[F_SEGMENTS]
+        seg = op.segment
+        if seg is None:
+            targets: Sequence[int] = [i for i, s in enumerate(old) if s[S_STATE] not in FINAL_STATES]
+        elif 0 <= seg < len(old):
+            targets = (seg,)
         else:
-            targets = [op.segment]
-        segs, ignored = self._step(tx, msg, list(msg.segments), targets, op.event)
+            raise UnknownMessage(f"message {f[F_ID]} has no segment {seg}")
+        segs = old.copy()
+        ignored = self._step(tx, f[F_BATCH], segs, targets, event)
         early = False
-        if op.event.kind is Ev.SUBMIT_OK and not ignored and op.segment is not None:
-            early = self._index_carrier_id(tx, msg, segs, op.segment, op.event.carrier_id)
-        state = self._update(tx, msg, segs)
-        return AdvanceResult(msg.id, state, ignored, early)
+        if event.kind is _SUBMIT_OK and not ignored and seg is not None:
+            early = self._index_carrier_id(tx, f, segs, seg, event.carrier_id)
+        state = self._update(tx, f, segs)
+        return AdvanceResult(f[F_ID], state, ignored, early)
 
-    def _step(
-        self, tx: _Tx, msg: Message, segs: list[Segment], targets: Sequence[int], event: Event
-    ) -> tuple[list[Segment], bool]:
+    def _step(self, tx: _Tx, batch: str, segs: _Segs, targets: Sequence[int], event: Event) -> bool:
+        """Advance `segs[i]` (stored arrays, replaced, never edited) for each target; True if ignored."""
         ignored = False
         billed = 0
         for i in targets:
-            segs[i], effects = advance(segs[i], event, tx.now)
+            seg, effects = advance(records.segment_of(segs[i]), event, tx.now)
+            segs[i] = list(seg)
             for effect in effects:
                 if isinstance(effect, Billed):
                     billed += 1
                 elif isinstance(effect, Ignored):
                     ignored = True
         if billed:  # only once every target advanced: an InvalidTransition above leaves no trace
-            tx.batch(msg.batch).billed += billed
-        return segs, ignored
+            tx.batch(batch).billed += billed
+        return ignored
 
-    def _index_carrier_id(self, tx: _Tx, msg: Message, segs: list[Segment], seg: int, carrier_id: str) -> bool:
+    def _index_carrier_id(self, tx: _Tx, f: MessageFields, segs: _Segs, seg: int, carrier_id: str) -> bool:
         """Index the carrier's id for this segment; apply a receipt that was waiting for it."""
-        key = keys.text_pair(msg.carrier, carrier_id)
-        tx.put(b"carrier_ix", key, keys.seg_key(msg.id, seg))
+        key = keys.text_pair(f[F_CARRIER], carrier_id)
+        tx.txn.put(key, keys.seg_key(f[F_ID], seg), db=tx.carrier_ix)
+        if not self._early_possible:
+            return False
         raw = tx.get(b"early", key)
         if raw is None:
             return False
         tx.delete(b"early", key)
         early = records.unpack_early(raw)
-        self._step(tx, msg, segs, (seg,), Event(early.kind, early.reason))
+        self._step(tx, f[F_BATCH], segs, (seg,), Event(early.kind, early.reason))
         return True
 
     def _receipt(self, tx: _Tx, op: Receipt) -> ReceiptResult:
@@ -412,96 +475,123 @@ class Store:
         if op.reason and not is_reason(op.reason):
             raise InvalidReason(op.kind, op.reason)
         key = keys.text_pair(op.carrier, op.carrier_id)
-        where = tx.get(b"carrier_ix", key)
+        where: bytes | None = tx.txn.get(key, db=tx.carrier_ix)  # type: ignore[assignment]
         if where is None:
+            self._early_possible = True  # before the write: see __init__
             tx.put(b"early", key, records.pack_early(records.EarlyReceipt(op.kind, op.reason, tx.now)))
             return ReceiptResult(matched=False, early=True)
         msg_id, seg = keys.split_seg_key(where)
-        msg = self._load(tx, msg_id)
-        segs, ignored = self._step(tx, msg, list(msg.segments), (seg,), Event(op.kind, op.reason))
-        self._update(tx, msg, segs)
-        return ReceiptResult(True, msg_id, seg, segs[seg].state, ignored=ignored)
+        f = self._load(tx, msg_id)
+        segs = f[F_SEGMENTS].copy()
+        ignored = self._step(tx, f[F_BATCH], segs, (seg,), Event(op.kind, op.reason))
+        if not ignored:  # an ignored receipt left the segment as it was: nothing to write
+            self._update(tx, f, segs)
+        return ReceiptResult(True, msg_id, seg, _STATES[segs[seg][S_STATE]], ignored=ignored)
 
     # --- the one place indexes change ---------------------------------------------------------------
+    #
+    # Records are handled as their stored arrays (records.MessageFields): a receipt edits three fields
+    # and packs the array again, without building a Message and its Segments just to take them apart.
 
-    def _update(self, tx: _Tx, old: Message, segs: list[Segment]) -> State:
-        """Store `old` with new segments; one Message is built (this is the per-receipt hot path)."""
-        state = message_state([s.state for s in segs])
-        reported, final_ms = self._report(tx, old, segs, state, old.state)
-        self._write(tx, old, records.evolve(old, segments=tuple(segs), reported=reported, final_ms=final_ms))
+    def _update(self, tx: _Tx, f: MessageFields, segs: _Segs) -> State:
+        """Store the message `f` (as loaded) with new segments `segs` (the per-receipt hot path)."""
+        return self._save(tx, f, segs, f[F_SEGMENTS])
+
+    def _save(self, tx: _Tx, f: MessageFields, segs: _Segs | None, old: _Segs | None) -> State:
+        """Report, reindex and write message `f`: its segments become `segs` (None: keep f's own);
+        `old` is the segments as stored before this op (None: a new message). Returns the new state."""
+        if segs is None:
+            segs = f[F_SEGMENTS]
+        state = _state_of(segs)
+        old_state = None if old is None else _state_of(old)
+        old_final_ms = f[F_FINAL_MS]
+        if state is not old_state:
+            self._report(tx, f, segs, state, old, old_state)
+        f[F_SEGMENTS] = segs
+        self._write(tx, f, old, old_final_ms)
         return state
 
-    def _save(self, tx: _Tx, old: Message | None, new: Message) -> None:
-        state = new.state
-        reported, final_ms = self._report(tx, new, list(new.segments), state, old.state if old else None)
-        if (reported, final_ms) != (new.reported, new.final_ms):
-            new = records.evolve(new, reported=reported, final_ms=final_ms)
-        self._write(tx, old, new)
-
-    def _write(self, tx: _Tx, old: Message | None, new: Message) -> None:
-        self._reindex_due(tx, old, new)
-        self._reindex_inflight(tx, old, new)
+    def _write(self, tx: _Tx, f: MessageFields, old: _Segs | None, old_final_ms: int) -> None:
+        msg_id = f[F_ID]
+        segs = f[F_SEGMENTS]
+        before, after = _due_of_fields(old), _due_of_fields(segs)
+        if before != after:
+            self._reindex_due(tx, msg_id, before, after)
+        self._reindex_inflight(tx, msg_id, old, segs)
         if old is None:
-            tx.put(b"recipient", keys.recipient_key(new.recipient, new.id))
-        if new.final_ms and (old is None or not old.final_ms):
-            tx.put(b"finals", keys.time_key(new.final_ms, new.id))
-        tx.put(b"messages", keys.u64(new.id), records.pack_message(new), append=old is None)
+            tx.put(b"recipient", keys.recipient_key(f[F_RECIPIENT], msg_id))
+        if f[F_FINAL_MS] and not old_final_ms:
+            tx.put(b"finals", keys.time_key(f[F_FINAL_MS], msg_id))
+        tx.txn.put(keys.u64(msg_id), records.pack_message_fields(f), db=tx.messages, append=old is None)
 
-    def _reindex_due(self, tx: _Tx, old: Message | None, new: Message) -> None:
-        before, after = _due_of(old), _due_of(new)
+    def _reindex_due(self, tx: _Tx, msg_id: int, before: int, after: int) -> None:
         if before == after:
             return
         if before:
-            tx.delete(b"due", keys.time_key(before, new.id))
+            tx.delete(b"due", keys.time_key(before, msg_id))
         if after:
-            tx.put(b"due", keys.time_key(after, new.id))
+            tx.put(b"due", keys.time_key(after, msg_id))
 
-    def _reindex_inflight(self, tx: _Tx, old: Message | None, new: Message) -> None:
-        was = _inflight_of(old)
-        now = _inflight_of(new)
-        for seg in was - now:
-            tx.delete(b"inflight", keys.seg_key(new.id, seg))
-        for seg in now - was:
-            tx.put(b"inflight", keys.seg_key(new.id, seg))
+    def _reindex_inflight(self, tx: _Tx, msg_id: int, old: _Segs | None, new: _Segs) -> None:
+        if old is not None and len(old) == len(new):  # every op but a split: compare segment by segment
+            for i in range(len(new)):
+                was, now = old[i][S_STATE] == _SUBMITTING, new[i][S_STATE] == _SUBMITTING
+                if was is now:
+                    continue
+                if was:
+                    tx.txn.delete(keys.seg_key(msg_id, i), db=tx.inflight)
+                else:
+                    tx.txn.put(keys.seg_key(msg_id, i), b"", db=tx.inflight)
+            return
+        before = _inflight_of_fields(old)
+        after = _inflight_of_fields(new)
+        for seg in before - after:
+            tx.delete(b"inflight", keys.seg_key(msg_id, seg))
+        for seg in after - before:
+            tx.put(b"inflight", keys.seg_key(msg_id, seg))
 
     def _report(
-        self, tx: _Tx, msg: Message, segs: list[Segment], state: State, old_state: State | None
-    ) -> tuple[int, int]:
-        """Log the events upstream apps care about and keep batch counters, in this transaction.
-        Returns the message's new (reported, final_ms)."""
-        reported, final_ms = msg.reported, msg.final_ms
-        if state is old_state:
-            return reported, final_ms
-        delta = tx.batch(msg.batch)
+        self, tx: _Tx, f: MessageFields, segs: _Segs, state: State, old: _Segs | None,
+        old_state: State | None,
+    ) -> None:  # fmt: skip
+        """The message moved from `old_state` to `state`: log the events upstream apps care about, keep
+        batch counters (in this transaction) and set f's reported bits and final time."""
+        delta = tx.batch(f[F_BATCH])
+        final = state in FINAL_STATES
         # A receipt that raced ahead of its submit_sm_resp takes the message from "submitting" straight to
         # final in one transaction; a carrier still accepted it, and the app hears so before the outcome.
-        accepted = state is State.SUBMITTED or (state.is_final and any(s.carrier_id for s in segs))
-        if accepted and not reported & REPORTED_SUBMITTED:
+        if not f[F_REPORTED] & REPORTED_SUBMITTED and (
+            state is _SUBMITTED or (final and any(s[S_CARRIER_ID] for s in segs))
+        ):
             delta.submitted += 1
-            self._log_message(tx, msg, EventKind.SUBMITTED, "")
-            reported |= REPORTED_SUBMITTED
-        if not state.is_final:
-            return reported, final_ms
+            self._log_message(tx, f, EventKind.SUBMITTED, "")
+            f[F_REPORTED] |= REPORTED_SUBMITTED
+        if not final:
+            return
         reason = _reason_of(segs, state)
-        if old_state is not None and old_state.is_final:  # a documented upgrade to delivered
-            delta.fail(msg.reason, -1)
+        if old is not None and old_state is not None and old_state in FINAL_STATES:  # an upgrade to delivered
+            delta.fail(_reason_of(old, old_state), -1)
         if state is State.DELIVERED:
             delta.delivered += 1
-            self._log_message(tx, msg, EventKind.DELIVERED, reason)
+            self._log_message(tx, f, EventKind.DELIVERED, reason)
         else:
             delta.fail(reason)
-            self._log_message(tx, msg, EventKind.FAILED, reason)
-        return reported, final_ms or tx.now
+            self._log_message(tx, f, EventKind.FAILED, reason)
+        f[F_FINAL_MS] = f[F_FINAL_MS] or tx.now
 
-    def _log_message(self, tx: _Tx, msg: Message, kind: EventKind, reason: str) -> None:
-        self._log(tx, kind, msg.account, msg.id, msg.batch, msg.client_ref, msg.recipient, msg.sender, reason,
-                  carrier=msg.carrier)
+    def _log_message(self, tx: _Tx, f: MessageFields, kind: EventKind, reason: str) -> None:
+        seq = tx.seq = tx.seq + 1
+        packed = records.pack_event_fields(
+            seq, tx.now, kind, f[F_ACCOUNT], f[F_ID], f[F_BATCH], f[F_CLIENT_REF], f[F_RECIPIENT], f[F_SENDER],
+            reason, "", f[F_CARRIER],
+        )  # fmt: skip
+        tx.txn.put(keys.u64(seq), packed, db=tx.events, append=True)
 
     def _log(self, tx: _Tx, kind: EventKind, *args: Any, **kwargs: Any) -> int:
         """Append to the event log; `args` / `kwargs` are LogEvent's fields after `kind`."""
         tx.seq += 1
         packed = records.pack_event_fields(tx.seq, tx.now, kind, *args, **kwargs)
-        tx.put(b"events", keys.u64(tx.seq), packed, append=True)
+        tx.txn.put(keys.u64(tx.seq), packed, db=tx.events, append=True)
         return tx.seq
 
     def _flush_batches(self, tx: _Tx) -> None:
@@ -758,12 +848,48 @@ MAX_KEY_PART_BYTES = 200
 
 def _check_lengths(*parts: str) -> None:
     for part in parts:
-        if len(part.encode()) > MAX_KEY_PART_BYTES:
+        # UTF-8 takes at most 4 bytes a character: most parts need no encode to pass.
+        if len(part) * 4 > MAX_KEY_PART_BYTES and len(part.encode()) > MAX_KEY_PART_BYTES:
             raise InvalidField(f"{part[:20]!r}... is longer than {MAX_KEY_PART_BYTES} bytes")
 
 
-def _reason_of(segs: list[Segment], state: State) -> str:
-    return next(s.reason for s in segs if s.state is state)
+_SUBMIT_OK = Ev.SUBMIT_OK
+_SUBMITTED = State.SUBMITTED
+_SUBMITTING = State.SUBMITTING
+_STATES = {int(s): s for s in State}
+
+
+def _reason_of(segs: _Segs, state: State) -> str:
+    """The reason of the first segment in `state` (the message's state, so there is one)."""
+    for s in segs:
+        if s[S_STATE] == state:
+            reason: str = s[S_REASON]
+            return reason
+    raise ValueError(f"no segment in state {state.name}")
+
+
+def _state_of(segs: _Segs) -> State:
+    """message_state of stored segments; one segment (most messages) names the message by itself."""
+    if len(segs) == 1:
+        return _STATES[segs[0][S_STATE]]
+    return message_state([s[S_STATE] for s in segs])
+
+
+def _due_of_fields(segs: _Segs | None) -> int:
+    """The due-index time of a stored segment list (0: not waiting); as _due_of."""
+    if segs is None:
+        return 0
+    if len(segs) == 1:
+        s = segs[0]
+        return s[S_DUE_MS] if s[S_STATE] in DUE_STATES else 0
+    dues = [s[S_DUE_MS] for s in segs if s[S_STATE] in DUE_STATES]
+    return min(dues) if dues else 0
+
+
+def _inflight_of_fields(segs: _Segs | None) -> set[int]:
+    if segs is None:
+        return set()
+    return {i for i, s in enumerate(segs) if s[S_STATE] == _SUBMITTING}
 
 
 def _due_of(msg: Message | None) -> int:
