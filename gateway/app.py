@@ -22,7 +22,7 @@ import structlog
 import trio
 
 from gateway.carriers.config import BindConfig, CarrierConfig
-from gateway.carriers.jobs import Inbound, SubmitOutcome
+from gateway.carriers.jobs import Inbound, OutcomeKind, SubmitOutcome
 from gateway.carriers.pool import CarrierPool
 from gateway.config import Problems, build_into, load_toml, read_secret
 from gateway.engine import AccountSettings, CarrierSettings, EncodingSettings, Engine, EngineSettings
@@ -346,6 +346,13 @@ class Gateway:
         with trio.move_on_after(grace + 2):
             for pool in pools.values():
                 await pool.wait_stopped()
+        # Jobs no bind ever took are "submitting" in the store but never left: they go back as NOT_SENT, so
+        # they are queued again rather than settled as "unknown" by the next start's recovery.
+        for name, pool in pools.items():
+            for job in pool.take_unsent():
+                outcome = SubmitOutcome(context=job.context, kind=OutcomeKind.NOT_SENT, carrier=name, bind="",
+                                        reason="gateway stopping")  # fmt: skip
+                await results.send(outcome)
         # What the binds handed back (responses, "not sent", "unknown", receipts) must reach the store:
         # closing the channels lets the engine drain them to the end and commit. A segment still in flight
         # after the grace period stays "submitting" in the store, and recovery settles it at the next start.

@@ -90,12 +90,16 @@ T = TypeVar("T")
 
 
 async def drain(channel: trio.MemoryReceiveChannel[T], limit: int) -> list[T]:
-    """Wait for one item, then take whatever else is already there, up to `limit`: one batch per commit."""
+    """Wait for one item, then take whatever else is already there, up to `limit`: one batch per commit.
+
+    A channel closed behind the buffered items ends the *next* call: what this one took is returned and
+    committed, never dropped with the EndOfChannel.
+    """
     items = [await channel.receive()]
     while len(items) < limit:
         try:
             items.append(channel.receive_nowait())
-        except trio.WouldBlock:
+        except (trio.WouldBlock, trio.EndOfChannel):
             break
     return items
 
