@@ -124,7 +124,7 @@ def _specs(draw: st.DrawFn) -> Spec:
         # Text is user content: anything, including things that look like keys.
         text=draw(
             st.none()
-            | st.text(st.characters(exclude_characters="\x00"), max_size=40)
+            | st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
             | st.sampled_from(["stat:DELIVRD", "id:1 err:9", " leading blank"])
         ),
         order=draw(st.permutations(list(range(7)))),
