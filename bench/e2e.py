@@ -8,7 +8,12 @@ For each of three texts (GSM-7 160 chars = 1 part, GSM-7 300 chars = 2 parts, 10
 UCS-2 2 parts) it starts a fresh simulator and gateway, pushes N messages from the client library in
 requests of --per-request recipients with --concurrency requests in flight, and measures from the first
 submit until every message's final receipt event has reached the client. Prints one JSON object as its
-last line.
+last line. `gateway_cpu_s` is the gateway's two processes together (`gateway_main_cpu_s`: the event loop;
+`store_writer_cpu_s`: its store writer process).
+
+Environment: E2E_PYSPY=path/to/py-spy records GIL samples (raw format) of the gateway's event loop, or of
+the simulator with E2E_PROFILE=sim, into $TMPDIR/e2e-<text>.prof; E2E_NOSYNC=1 turns fsync off (only to
+see what fsync costs: the figures the issue asks for are with fsync on).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -66,6 +72,7 @@ window = {window}
         for i in range(binds)
     )
     cfg = tmp / "gateway.toml"
+    sync = "false" if os.environ.get("E2E_NOSYNC") else "true"
     cfg.write_text(f"""
 [server]
 socket_path = "{tmp}/gw.sock"
@@ -73,7 +80,7 @@ log_level = "warning"
 
 [store]
 path = "{tmp}/store"
-sync = true
+sync = {sync}
 map_size_bytes = 4294967296
 
 [[accounts]]
@@ -96,6 +103,17 @@ carriers = ["sim"]
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
 
 
 def rss_mb(pid: int) -> float:
@@ -149,9 +167,22 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
         try:
             await wait_for_socket(tmp / "gw.sock", gw)
             await trio.sleep(0.5)  # binds up
+            profiler = None
+            if os.environ.get("E2E_PYSPY"):  # E2E_PYSPY=path/to/py-spy: GIL samples of the gateway, raw format
+                target = sim.pid if os.environ.get("E2E_PROFILE") == "sim" else gw.pid
+                profiler = subprocess.Popen(
+                    [os.environ["E2E_PYSPY"], "record", "--gil", "-f", "raw", "-r", "250", "--pid", str(target),
+                     "-o", f"{tempfile.gettempdir()}/e2e-{label}.prof"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                await trio.sleep(0.5)
             async with open_unix_client(tmp / "gw.sock", account="bench", secret=SECRET) as client:
                 sub = await client.subscribe(after=None, window=10_000)
+                workers = children(gw.pid)  # the store's writer process
                 cpu0 = cpu_seconds(gw.pid)
+                worker_cpu0 = sum(cpu_seconds(p) for p in workers)
+                sim_cpu0 = cpu_seconds(sim.pid)
+                own_cpu0 = time.process_time()
                 t0 = time.perf_counter()
                 finals = 0
                 segments = 0
@@ -172,8 +203,14 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                                     break
                 elapsed = time.perf_counter() - t0
                 cpu = cpu_seconds(gw.pid) - cpu0
+                worker_cpu = sum(cpu_seconds(p) for p in workers) - worker_cpu0
+                sim_cpu = cpu_seconds(sim.pid) - sim_cpu0
+                own_cpu = time.process_time() - own_cpu0
                 (status,) = await client.status(message_id=event.message_id)
                 segments = status.segments * args.messages
+                if profiler is not None:
+                    profiler.send_signal(signal.SIGINT)
+                    profiler.wait(30)
             return {
                 "messages": args.messages,
                 "msgs_per_s": round(args.messages / elapsed, 1),
@@ -181,8 +218,12 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                 "accept_p50_ms": round(statistics.median(latencies) * 1000, 2),
                 "accept_p99_ms": round(statistics.quantiles(latencies, n=100)[98] * 1000, 2),
                 "recipients_per_request": args.per_request,
-                "gateway_cpu_s": round(cpu, 2),
-                "gateway_rss_mb": round(rss_mb(gw.pid), 1),
+                "gateway_cpu_s": round(cpu + worker_cpu, 2),
+                "gateway_rss_mb": round(rss_mb(gw.pid) + sum(rss_mb(p) for p in workers), 1),
+                "gateway_main_cpu_s": round(cpu, 2),
+                "store_writer_cpu_s": round(worker_cpu, 2),
+                "simulator_cpu_s": round(sim_cpu, 2),
+                "client_cpu_s": round(own_cpu, 2),
                 "receipts_matched": finals,
                 "elapsed_s": round(elapsed, 2),
             }

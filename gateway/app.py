@@ -33,6 +33,8 @@ from gateway.sim.config import SimConfig
 from gateway.sim.server import Simulator
 from gateway.smpp.msgid import IdFormat
 from gateway.store import Store, StoreConfig, Writer
+from gateway.store.remote import WriterProcess
+from gateway.store.store import wall_ms as store_wall_ms
 from gateway.upstream import Credentials, ServerConfig, serve_tcp, serve_unix
 
 log = structlog.get_logger(__name__)
@@ -260,18 +262,31 @@ class Gateway:
     async def run(self, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.cfg
         creds = credentials(cfg)
-        store = await trio.to_thread.run_sync(_open_store, cfg, self._wall_ms)
-        log.info("store_opened", path=cfg.store.path, last_event=store.last_seq())
+        await trio.to_thread.run_sync(_make_dirs, cfg)
+        process = None
+        if cfg.store.writer_process:
+            # The worker opens the store for writing and runs recovery before this process reads it.
+            process = await WriterProcess.start(cfg.store, (self._wall_ms or store_wall_ms)())
+            log.info("store_writer_started", pid=process.pid, resent=process.recovery.resent,
+                     unknown=process.recovery.unknown)  # fmt: skip
         try:
-            async with trio.open_nursery() as root:
-                writer = Writer(store)
-                await root.start(writer.run)
-                sims = await self._start_simulators(root)
-                await self._serve(root, store, writer, creds, sims, task_status)
-                root.cancel_scope.cancel()  # simulators
+            store = await trio.to_thread.run_sync(_open_store, cfg, self._wall_ms, process is None)
+            if process is not None:
+                store.observe_seq(process.last_seq)
+            log.info("store_opened", path=cfg.store.path, last_event=store.last_seq())
+            try:
+                async with trio.open_nursery() as root:
+                    writer = Writer(store, process=process)
+                    await root.start(writer.run)
+                    sims = await self._start_simulators(root)
+                    await self._serve(root, store, writer, creds, sims, task_status)
+                    root.cancel_scope.cancel()  # simulators
+            finally:
+                store.close()
+                log.info("store_closed")
         finally:
-            store.close()
-            log.info("store_closed")
+            if process is not None:
+                await process.aclose()
             self.stopped.set()
 
     async def _start_simulators(self, root: trio.Nursery) -> dict[str, Simulator]:
@@ -362,11 +377,16 @@ class Gateway:
             await engine.drained()
 
 
-def _open_store(cfg: GatewayConfig, wall_ms: Callable[[], int] | None) -> Store:
+def _make_dirs(cfg: GatewayConfig) -> None:
     Path(cfg.store.path).mkdir(parents=True, exist_ok=True)
     Path(cfg.server.socket_path).parent.mkdir(parents=True, exist_ok=True)
-    # Opening runs recovery of what a crash left in flight.
-    return Store.open(cfg.store, wall_ms) if wall_ms else Store.open(cfg.store)
+
+
+def _open_store(cfg: GatewayConfig, wall_ms: Callable[[], int] | None, recover: bool) -> Store:
+    """The gateway's store handle: it writes and recovers too without a writer process (`recover`);
+    with one, the worker has recovered already and this handle only reads."""
+    clock = wall_ms or store_wall_ms
+    return Store.open(cfg.store, clock) if recover else Store(cfg.store, clock)
 
 
 async def _serve_tcp(

@@ -67,7 +67,7 @@ class BindConfig:
     throttle_backoff_min_seconds: float = 0.5
     throttle_backoff_max_seconds: float = 30.0
     # deliver_sm/data_sm handed to the engine and not yet acknowledged; reading stops at this bound.
-    max_unacked_inbound: int = 100
+    max_unacked_inbound: int = 1000
     stop_grace_seconds: float = 5.0
 
     def resolve_password(self) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from gateway.fastinit import fast_init
 from gateway.smpp import pdu as P
 from gateway.smpp.constants import Tag
 
@@ -52,6 +53,11 @@ class SubmitOutcome:
     def sent(self) -> bool:
         """Whether the PDU may have reached the SMSC (everything but NOT_SENT)."""
         return self.kind is not OutcomeKind.NOT_SENT
+
+
+# One of each per segment sent.
+fast_init(SubmitJob)
+fast_init(SubmitOutcome)
 
 
 class Inbound:

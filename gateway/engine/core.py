@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 import trio
@@ -37,7 +37,6 @@ from gateway.smpp.receipt import ReceiptError, parse_receipt
 from gateway.store import (
     Advance,
     AdvanceResult,
-    LogEvent,
     Message,
     Mo,
     Op,
@@ -51,9 +50,25 @@ from gateway.store import (
     Submit,
     Writer,
 )
+from gateway.store.records import (
+    E_ACCOUNT,
+    E_ADDRESS,
+    E_AT_MS,
+    E_BATCH,
+    E_CARRIER,
+    E_CLIENT_REF,
+    E_KIND,
+    E_MESSAGE_ID,
+    E_NUMBER,
+    E_REASON,
+    E_SEQ,
+    E_TEXT,
+    EventFields,
+)
 from gateway.store.records import EventKind as StoredKind
 from gateway.upstream import (
     CancelResult,
+    EncodedEvent,
     MessageQuery,
     MessageStatus,
     NotCancellable,
@@ -64,8 +79,8 @@ from gateway.upstream import (
     SubmitResult,
     SubmittedMessage,
 )
-from gateway.upstream import Event as UpstreamEvent
 from gateway.upstream import EventKind as UpstreamKind
+from gateway.upstream.frames import encode_frame
 
 log = structlog.get_logger(__name__)
 
@@ -157,7 +172,8 @@ class Engine:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._scheduler)
             for name in self.pools:
-                nursery.start_soon(self._dispatcher, name)
+                for _ in range(self.settings.dispatch_concurrency):
+                    nursery.start_soon(self._dispatcher, name)
             nursery.start_soon(self._results_loop)
             nursery.start_soon(self._inbound_loop)
             nursery.start_soon(self._housekeeping)
@@ -225,12 +241,15 @@ class Engine:
                 break
             size = self.settings.ready_queue_size
             room = sum(size - self._ready[c].statistics().current_buffer_used for c in transmitting)
+            # Every message this pass can take, read in one transaction.
+            wanted = [e.message_id for e in entries if e.message_id not in self._pending][: max(room, 0)]
+            found = dict(zip(wanted, self.store.get_many(wanted), strict=True))
             for entry in entries:
                 if entry.message_id not in self._pending:
                     if room <= 0:
                         break  # every carrier is saturated: resume here when a dispatcher frees room
                     room -= 1
-                    msg = self.store.get(entry.message_id)
+                    msg = found[entry.message_id]
                     if msg is not None:
                         if msg.expires_ms and msg.expires_ms <= now_ms:
                             expired.append(Advance(msg.id, None, Event(Ev.EXPIRE)))
@@ -520,28 +539,29 @@ class Engine:
         chars = max(0, p.units_per_part * p.parts - p.chars_left)
         return PreviewResult(str(p.encoding), p.parts, chars, p.chars_left, p.units_per_part)
 
-    async def read_events(self, account: str, after_seq: int, limit: int) -> Sequence[UpstreamEvent]:
-        return [_event(e) for e in self._account_events(account, after_seq, limit)]
+    async def read_events(self, account: str, after_seq: int, limit: int) -> Sequence[EncodedEvent]:
+        # Straight from the stored arrays to frames: a subscriber reads every event, two per message.
+        return [EncodedEvent(f[E_SEQ], _event_frame(f)) for f in self._account_rows(account, after_seq, limit)]
 
-    def _account_events(self, account: str, after_seq: int, limit: int) -> list[LogEvent]:
+    def _account_rows(self, account: str, after_seq: int, limit: int) -> list[EventFields]:
         """The account's next `limit` log entries after `after_seq` (the log is shared by all accounts)."""
-        out: list[LogEvent] = []
+        out: list[EventFields] = []
         while len(out) < limit:
-            batch = self.store.events(after_seq, limit=max(limit, 256))
+            batch = self.store.event_rows(after_seq, limit=max(limit, 256))
             if not batch:
                 break
-            for e in batch:
-                if e.account == account:
-                    out.append(e)
+            for f in batch:
+                if f[E_ACCOUNT] == account:
+                    out.append(f)
                     if len(out) == limit:
                         return out
-            after_seq = batch[-1].seq
+            after_seq = batch[-1][E_SEQ]
         return out
 
     async def wait_events(self, account: str, after_seq: int) -> None:
         while True:
             waiter = self._new_events
-            if self.store.last_seq() > after_seq and self._account_events(account, after_seq, 1):
+            if self.store.last_seq() > after_seq and self._account_rows(account, after_seq, 1):
                 return
             await waiter.wait()
 
@@ -596,18 +616,31 @@ def _status(m: Message) -> MessageStatus:
     )
 
 
-def _event(e: LogEvent) -> UpstreamEvent:
-    is_mo = e.kind is StoredKind.MO
-    return UpstreamEvent(
-        seq=e.seq,
-        kind=_KINDS[e.kind],
-        at=e.at_ms / 1000,
-        message_id=None if is_mo else str(e.message_id),
-        to=e.address if is_mo else e.number,
-        sender=e.number if is_mo else e.address,
-        text=e.text or None,
-        reason=e.reason or None,
-        carrier=e.carrier or None,
-        client_ref=e.client_ref or None,
-        batch_id=e.batch or None,
-    )
+_KIND_NAMES = {int(k): str(v) for k, v in _KINDS.items()}
+_MO = int(StoredKind.MO)
+
+
+def _event_frame(f: EventFields) -> bytes:
+    """A stored event (records.EventFields) as its upstream frame: exactly
+    what a client decodes as the stored event (tests check), without building objects on the way."""
+    kind = f[E_KIND]
+    frame: dict[str, Any] = {"type": "event", "seq": f[E_SEQ], "kind": _KIND_NAMES[kind], "at": f[E_AT_MS] / 1000}
+    if kind == _MO:
+        frame["to"] = f[E_ADDRESS]
+        frame["sender"] = f[E_NUMBER]
+    else:
+        frame["message_id"] = str(f[E_MESSAGE_ID])
+        frame["to"] = f[E_NUMBER]
+        frame["sender"] = f[E_ADDRESS]
+    for name, i in _OPTIONAL_EVENT_FIELDS:
+        if f[i]:
+            frame[name] = f[i]
+    return encode_frame(frame)
+
+
+_OPTIONAL_EVENT_FIELDS = (
+    ("text", E_TEXT), ("reason", E_REASON), ("carrier", E_CARRIER), ("client_ref", E_CLIENT_REF),
+    ("batch_id", E_BATCH),
+)  # fmt: skip
+
+

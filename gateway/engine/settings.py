@@ -65,6 +65,8 @@ class EngineSettings:
     retry_backoff_max_seconds: float = 600.0
     # Messages per dispatch transaction and outcomes / inbound PDUs per correlation transaction.
     dispatch_batch: int = 256
+    # Dispatch transactions in flight per carrier: while one batch commits, the next is prepared.
+    dispatch_concurrency: int = 4
     correlate_batch: int = 1024
     # Messages handed to one carrier's dispatcher and not yet dispatched (the scheduler's lookahead).
     ready_queue_size: int = 2048

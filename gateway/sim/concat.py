@@ -26,9 +26,11 @@ class PartInfo:
     seq: int
 
 
+_UDHI = int(EsmClass.UDHI)
+
 def part_info(pdu: P.SubmitSm) -> PartInfo | None:
     """The concatenation header of a submit, or None for a single message."""
-    if pdu.esm_class & EsmClass.UDHI:
+    if pdu.esm_class & _UDHI:
         return _from_udh(pdu.short_message)
     ref = pdu.tlv(Tag.SAR_MSG_REF_NUM)
     if isinstance(ref, int):

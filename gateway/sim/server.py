@@ -48,6 +48,12 @@ from gateway.smpp.session import (
 )
 from gateway.smpp.state import BINDS, Role, State
 
+# Plain ints: Flag arithmetic and enum hashing run Python code in enum.py, on the simulator's hot path.
+_UDHI = int(EsmClass.UDHI)
+_DELIVERY_RECEIPT = int(EsmClass.DELIVERY_RECEIPT)
+_T_RECEIPTED_MESSAGE_ID = int(Tag.RECEIPTED_MESSAGE_ID)
+_T_MESSAGE_STATE = int(Tag.MESSAGE_STATE)
+_T_NETWORK_ERROR_CODE = int(Tag.NETWORK_ERROR_CODE)
 log = structlog.get_logger(__name__)
 
 _RECEIPT = "receipt"
@@ -322,7 +328,7 @@ class Simulator:
             session.send_response(P.SubmitSmResp(sequence_number=seq, command_status=self.config.error_status))
             return
         msg_id = self._new_id()
-        if pdu.esm_class & EsmClass.UDHI or pdu.tlvs:
+        if pdu.esm_class & _UDHI or pdu.tlvs:
             self.concat.feed(conn.system_id, pdu)
         counters.submits_ok += 1
         receipt = self._receipt_for(pdu, msg_id)
@@ -387,7 +393,7 @@ class Simulator:
             return None
         date = self._date_now()
         sm = pdu.short_message
-        if pdu.esm_class & EsmClass.UDHI and sm:
+        if pdu.esm_class & _UDHI and sm:
             sm = sm[1 + sm[0] :]
         delivered = b"001" if outcome.stat == "DELIVRD" else b"000"
         text = b"id:%s sub:001 dlvrd:%s submit date:%s done date:%s stat:%s err:%03d Text:%s" % (
@@ -406,12 +412,12 @@ class Simulator:
             dest_addr_ton=pdu.source_addr_ton,
             dest_addr_npi=pdu.source_addr_npi,
             destination_addr=pdu.source_addr,
-            esm_class=EsmClass.DELIVERY_RECEIPT,
+            esm_class=_DELIVERY_RECEIPT,
             short_message=text,
             tlvs=(
-                (Tag.RECEIPTED_MESSAGE_ID, msg_id),
-                (Tag.MESSAGE_STATE, int(outcome.message_state)),
-                (Tag.NETWORK_ERROR_CODE, bytes((_NETWORK_GSM, (outcome.err >> 8) & 0xFF, outcome.err & 0xFF))),
+                (_T_RECEIPTED_MESSAGE_ID, msg_id),
+                (_T_MESSAGE_STATE, int(outcome.message_state)),
+                (_T_NETWORK_ERROR_CODE, bytes((_NETWORK_GSM, (outcome.err >> 8) & 0xFF, outcome.err & 0xFF))),
             ),
         )
 

@@ -45,6 +45,9 @@ class StoreConfig:
     recovery: dict[str, Recovery] = field(default_factory=_default_recovery)
     # Rows per retention / recovery transaction, so the writer is never held for long.
     sweep_batch: int = 500
+    # Run the write transactions in a child process (gateway/store/worker.py), on another core than the
+    # event loop; false: in a thread of the gateway process (tests with a store of their own do).
+    writer_process: bool = True
 
     def recovery_for(self, message_class: str) -> Recovery:
         return self.recovery.get(message_class, Recovery.AT_LEAST_ONCE)

@@ -3,9 +3,9 @@ them in one write transaction (one group commit)."""
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
+from gateway.fastinit import fast_init
 from gateway.lifecycle import Ev, Event, State
 
 
@@ -184,26 +184,7 @@ Op = Submit | Prepare | Advance | Receipt | Mo | SetOptOut | SetBlacklist | SetC
 Result = SubmitResult | PrepareResult | AdvanceResult | ReceiptResult | SweepResult | Done
 
 
-def _fast_init(cls: type) -> None:
-    """Replace a frozen dataclass's __init__ with one that writes the slots through their member
-    descriptors (same signature and defaults, all immutable). A frozen dataclass sets each field through
-    object.__setattr__, which is most of the cost of the one result the writer builds per operation."""
-    scope: dict[str, Any] = {}
-    params, body = [], []
-    for f in fields(cls):
-        scope[f"_s_{f.name}"] = getattr(cls, f.name).__set__
-        if f.default is MISSING:
-            params.append(f.name)
-        else:
-            scope[f"_d_{f.name}"] = f.default
-            params.append(f"{f.name}=_d_{f.name}")
-        body.append(f"    _s_{f.name}(self, {f.name})")
-    exec(f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body), scope)
-    init = scope["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    cls.__init__ = init  # type: ignore[misc]
-
-
-# The results built once per operation on the writer's hot path.
-for _cls in (Outcome, PrepareResult, AdvanceResult, ReceiptResult, Done):
-    _fast_init(_cls)
+# The results built once per operation on the writer's hot path, and the operations the engine builds per
+# message or segment (built again by the writer process as it decodes them).
+for _cls in (Outcome, PrepareResult, AdvanceResult, ReceiptResult, Done, Recipient, Prepare, Advance, Receipt):
+    fast_init(_cls)

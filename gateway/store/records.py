@@ -231,6 +231,30 @@ def unpack_event(data: bytes) -> LogEvent:
     return LogEvent._make(f[1:13])
 
 
+# The stored event array, `[VERSION, *LogEvent fields]` with the kind as its int: readers that turn events
+# straight into something else (the upstream frames) skip building a LogEvent.
+EventFields = list[Any]
+E_SEQ = 1
+E_AT_MS = 2
+E_KIND = 3
+E_ACCOUNT = 4
+E_MESSAGE_ID = 5
+E_BATCH = 6
+E_CLIENT_REF = 7
+E_NUMBER = 8
+E_ADDRESS = 9
+E_REASON = 10
+E_TEXT = 11
+E_CARRIER = 12
+
+
+def unpack_event_fields(data: bytes) -> EventFields:
+    f = _unpack(data, "event")
+    if len(f) != 13:
+        raise CorruptRecord("event: wrong number of fields")
+    return f
+
+
 def pack_batch(b: BatchCounters) -> bytes:
     return _pack([VERSION, b.targeted, b.valid, b.submitted, b.delivered, dict(b.failed), b.billed])
 

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import lmdb
@@ -173,6 +174,8 @@ class Store:
     def __init__(self, cfg: StoreConfig, clock: Clock = wall_ms) -> None:
         self.cfg = cfg
         self._clock = clock
+        # What the recovery at open (Store.open) did, for the log.
+        self.last_recovery = RecoveryReport(0, 0)
         # set_mapsize needs no live transaction in this process: reads and growth take this lock.
         self._lock = threading.Lock()
         self._env = lmdb.open(
@@ -209,7 +212,7 @@ class Store:
     def open(cls, cfg: StoreConfig, clock: Clock = wall_ms) -> Store:
         """Open and recover: segments left in "submitting" are resent or marked unknown (see Recovery)."""
         store = cls(cfg, clock)
-        store.recover()
+        store.last_recovery = store.recover()
         return store
 
     def close(self) -> None:
@@ -224,23 +227,26 @@ class Store:
 
     # --- writing ------------------------------------------------------------------------------------
 
-    def apply(self, ops: Sequence[Op]) -> list[Result | GatewayError]:
+    def apply(self, ops: Sequence[Op], now_ms: int | None = None) -> list[Result | GatewayError]:
         """Run `ops` in one write transaction. An op that fails on its own (unknown id, invalid
         transition) gets its error as its result; the others commit. A full map grows when configured,
-        otherwise new submits are refused with StoreFull and the rest is retried without them."""
+        otherwise new submits are refused with StoreFull and the rest is retried without them.
+        `now_ms` is the transaction's time (default: the store's clock; the writer process gets the
+        gateway's)."""
+        now = self._clock() if now_ms is None else now_ms
         try:
-            return self._apply_growing(ops)
+            return self._apply_growing(ops, now)
         except StoreFull as full:
             if not any(isinstance(op, Submit) for op in ops):
                 raise
             rest = [op for op in ops if not isinstance(op, Submit)]
-            done = iter(self._apply_growing(rest)) if rest else iter(())
+            done = iter(self._apply_growing(rest, now)) if rest else iter(())
             return [full if isinstance(op, Submit) else next(done) for op in ops]
 
-    def _apply_growing(self, ops: Sequence[Op]) -> list[Result | GatewayError]:
+    def _apply_growing(self, ops: Sequence[Op], now: int) -> list[Result | GatewayError]:
         while True:
             try:
-                return self._apply_once(ops)
+                return self._apply_once(ops, now)
             except lmdb.MapFullError as err:
                 if not (self.cfg.map_grow and self._grow()):
                     raise StoreFull("store map is full") from err
@@ -258,9 +264,8 @@ class Store:
                 return False
         return True
 
-    def _apply_once(self, ops: Sequence[Op]) -> list[Result | GatewayError]:
+    def _apply_once(self, ops: Sequence[Op], now: int) -> list[Result | GatewayError]:
         last_id = self._ids._last
-        now = self._clock()
         try:
             with self._env.begin(write=True) as txn:
                 tx = _Tx(txn, self._dbs, now, self._seq)
@@ -707,12 +712,25 @@ class Store:
     # --- reading ------------------------------------------------------------------------------------
 
     def _read(self) -> lmdb.Transaction:
-        return self._env.begin(buffers=False)
+        """A read transaction (callers hold self._lock). When the writer process grew the map, LMDB
+        refuses new transactions here until this process adopts the new size."""
+        try:
+            return self._env.begin(buffers=False)
+        except lmdb.MapResizedError:
+            self._env.set_mapsize(0)
+            return self._env.begin(buffers=False)
 
     def get(self, msg_id: int) -> Message | None:
         with self._lock, self._read() as txn:
             raw = txn.get(keys.u64(msg_id), db=self._dbs[b"messages"])
         return records.unpack_message(_b(raw)) if raw is not None else None
+
+    def get_many(self, msg_ids: Sequence[int]) -> list[Message | None]:
+        """`get` of each id, in one read transaction (the scheduler reads a batch at a time)."""
+        with self._lock, self._read() as txn:
+            db = self._dbs[b"messages"]
+            raw = [txn.get(keys.u64(i), db=db) for i in msg_ids]
+        return [records.unpack_message(_b(r)) if r is not None else None for r in raw]
 
     def due(self, now_ms: int, after: bytes = b"", limit: int = 1000) -> list[DueEntry]:
         """Messages due by `now_ms`, in due order, after the cursor key `after` (streamed, never whole)."""
@@ -746,8 +764,25 @@ class Store:
                 found = cur.next()
         return out
 
+    def event_rows(self, after_seq: int, limit: int = 1000) -> list[records.EventFields]:
+        """`events()` as stored arrays (records.EventFields), for readers that convert them in bulk."""
+        with self._lock, self._read() as txn:
+            cur = txn.cursor(db=self._dbs[b"events"])
+            if not cur.set_range(keys.u64(after_seq + 1)):
+                return []
+            raw = list(islice(cur.iternext(keys=False, values=True), limit))
+        return [records.unpack_event_fields(_b(v)) for v in raw]
+
     def last_seq(self) -> int:
         return self._seq
+
+    def now_ms(self) -> int:
+        """The store's clock (the time of the next write transaction)."""
+        return self._clock()
+
+    def observe_seq(self, seq: int) -> None:
+        """The writer process committed events up to `seq` (a reader store learns it from the reply)."""
+        self._seq = max(self._seq, seq)
 
     def cursor(self, account: str) -> int:
         """The last event sequence the account acknowledged (0: never)."""

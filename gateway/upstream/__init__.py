@@ -32,6 +32,7 @@ from gateway.upstream.errors import (
 from gateway.upstream.schema import (
     PROTOCOL_VERSION,
     CancelResult,
+    EncodedEvent,
     Event,
     EventKind,
     MessageClass,
@@ -53,6 +54,7 @@ __all__ = [
     "CancelResult",
     "ConnectionLost",
     "Credentials",
+    "EncodedEvent",
     "ErrorCode",
     "Event",
     "EventKind",

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from gateway.upstream.schema import (
     CancelResult,
+    EncodedEvent,
     Event,
     MessageQuery,
     MessageStatus,
@@ -44,8 +45,9 @@ class UpstreamBackend(Protocol):
         """Encoding and part count the text would take; `NotEncodable` / `MessageTooLong` if it can't go."""
         ...
 
-    async def read_events(self, account: str, after_seq: int, limit: int) -> Sequence[Event]:
-        """Up to `limit` of the account's events with seq > after_seq, in increasing seq order."""
+    async def read_events(self, account: str, after_seq: int, limit: int) -> Sequence[Event | EncodedEvent]:
+        """Up to `limit` of the account's events with seq > after_seq, in increasing seq order (as `Event`s,
+        or already encoded as frames)."""
         ...
 
     async def wait_events(self, account: str, after_seq: int) -> None:

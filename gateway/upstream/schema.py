@@ -195,6 +195,14 @@ class Event(NamedTuple):
     batch_id: str | None = None
 
 
+class EncodedEvent(NamedTuple):
+    """An event a backend has already encoded as a whole frame (prefix included): the server pushes the
+    bytes as they are. For backends that read events in bulk and can skip building an `Event`."""
+
+    seq: int
+    frame: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class HelloResult:
     version: int

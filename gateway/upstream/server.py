@@ -40,6 +40,7 @@ from gateway.upstream.schema import (
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
     Ack,
+    EncodedEvent,
     Envelope,
     Event,
     Hello,
@@ -266,8 +267,9 @@ class _Connection:
     async def answer_error(self, ident: int | None, error: UpstreamError) -> None:
         await self._out_send.send(_Out(encode_frame(error_frame(ident, error)), True))
 
-    async def push_events(self, events: Sequence[Event]) -> None:
-        await self._out_send.send(_Out(b"".join([encode_frame(event_frame(e)) for e in events]), False))
+    async def push_events(self, events: Sequence[Event | EncodedEvent]) -> None:
+        data = b"".join([e.frame if isinstance(e, EncodedEvent) else encode_frame(event_frame(e)) for e in events])
+        await self._out_send.send(_Out(data, False))
 
     async def _writer(self, connection_scope: trio.CancelScope) -> None:
         try:
@@ -333,7 +335,8 @@ class _Subscription:
     async def _push_forever(self, account: str) -> None:
         backend = self._connection.backend
         while True:
-            events: Sequence[Event] = await backend.read_events(account, self.cursor, self._connection.event_batch)
+            batch = self._connection.event_batch
+            events: Sequence[Event | EncodedEvent] = await backend.read_events(account, self.cursor, batch)
             if not events:
                 await backend.wait_events(account, self.cursor)
                 continue

@@ -1,0 +1,256 @@
+"""Store operations, results and errors as msgpack, for the writer process (`gateway/store/worker.py`).
+
+No LMDB and no trio here (only the error types of store.py). A group crosses as one frame each way:
+
+    request   [now_ms, [op, ...]]                    ops as [tag, *fields]
+    reply     [last_seq, [result, ...]]              results as [tag, *fields]; a per-op error as
+                                                     [ERROR, kind, *args]
+              [last_seq, None, kind, message]        the whole group failed (StoreFull, a bug)
+
+Tags are positions in OP_TYPES / RESULT_TYPES: add new types at the end. Fields go in dataclass field
+order; nested values (recipients, the frequency cap, lifecycle events) are arrays of their fields, enums
+their ints. Decoding rebuilds the same objects, so the writer's callers cannot tell the two writers apart.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from operator import attrgetter
+from typing import Any
+
+import msgpack
+
+from gateway.errors import GatewayError, StoreError, StoreFull
+from gateway.lifecycle import Ev, Event, InvalidReason, InvalidTransition, State
+from gateway.store.config import Recovery, StoreConfig
+from gateway.store.ops import (
+    Advance,
+    AdvanceResult,
+    Done,
+    FrequencyCap,
+    Mo,
+    Op,
+    Outcome,
+    Prepare,
+    PrepareResult,
+    Receipt,
+    ReceiptResult,
+    Recipient,
+    Result,
+    SetBlacklist,
+    SetCursor,
+    SetOptOut,
+    Submit,
+    SubmitResult,
+    Sweep,
+    SweepResult,
+)
+from gateway.store.store import InvalidField, UnknownMessage, WrongState
+
+OP_TYPES: tuple[type, ...] = (Submit, Prepare, Advance, Receipt, Mo, SetOptOut, SetBlacklist, SetCursor, Sweep)
+RESULT_TYPES: tuple[type, ...] = (SubmitResult, PrepareResult, AdvanceResult, ReceiptResult, SweepResult, Done)
+ERROR = 99
+
+_STATES = {int(s): s for s in State}
+_EVS = {int(e): e for e in Ev}
+
+
+class WireFormatError(GatewayError):
+    """A frame between the gateway and its writer process that neither side could have sent (a bug)."""
+
+
+def _getter(cls: type) -> Callable[[Any], tuple[Any, ...]]:
+    names = [f.name for f in fields(cls)]
+    if len(names) == 1:
+        one = attrgetter(names[0])
+        return lambda obj: (one(obj),)
+    return attrgetter(*names)
+
+
+_OP_TAGS = {cls: tag for tag, cls in enumerate(OP_TYPES)}
+_OP_FIELDS = {cls: _getter(cls) for cls in OP_TYPES}
+_RESULT_TAGS = {cls: tag for tag, cls in enumerate(RESULT_TYPES)}
+_RESULT_FIELDS = {cls: _getter(cls) for cls in RESULT_TYPES}
+_SUBMIT, _PREPARE, _ADVANCE, _RECEIPT = 0, 1, 2, 3
+_SUBMIT_RESULT, _ADVANCE_RESULT, _RECEIPT_RESULT = 0, 2, 3
+
+
+# --- framing and the opening frame ---------------------------------------------------------------------
+
+LENGTH = struct.Struct(">I")
+
+
+def config_fields(cfg: StoreConfig) -> dict[str, Any]:
+    """StoreConfig as the worker's first frame carries it."""
+    return {
+        "path": cfg.path,
+        "map_size_bytes": cfg.map_size_bytes,
+        "map_grow": cfg.map_grow,
+        "sync": cfg.sync,
+        "retention_days": cfg.retention_days,
+        "recovery": {k: v.value for k, v in cfg.recovery.items()},
+        "sweep_batch": cfg.sweep_batch,
+    }
+
+
+def config_from_fields(f: dict[str, Any]) -> StoreConfig:
+    return StoreConfig(
+        path=f["path"],
+        map_size_bytes=f["map_size_bytes"],
+        map_grow=f["map_grow"],
+        sync=f["sync"],
+        retention_days=f["retention_days"],
+        recovery={k: Recovery(v) for k, v in f["recovery"].items()},
+        sweep_batch=f["sweep_batch"],
+    )
+
+
+def frame(body: bytes) -> bytes:
+    """A frame on the gateway <-> worker socket: a 4-byte big-endian length, then the body."""
+    return LENGTH.pack(len(body)) + body
+
+
+# --- operations -------------------------------------------------------------------------------------
+
+
+def _op_fields(op: Op) -> list[Any]:
+    cls = type(op)
+    tag = _OP_TAGS[cls]
+    if tag == _ADVANCE:  # the hot one first: an Event is a NamedTuple, msgpack packs it as an array
+        return [tag, op.message_id, op.segment, op.event]  # type: ignore[union-attr]
+    values = [tag, *_OP_FIELDS[cls](op)]
+    if tag == _SUBMIT:
+        assert isinstance(op, Submit)
+        values[5] = [(r.number, r.reject, r.defer_until_ms) for r in op.recipients]
+        cap = op.frequency_cap
+        values[12] = None if cap is None else (cap.limit, cap.window_seconds)
+    return values
+
+
+def pack_request(now_ms: int, ops: Sequence[Op]) -> bytes:
+    return msgpack.packb([now_ms, [_op_fields(op) for op in ops]])  # type: ignore[no-any-return]
+
+
+def _op(f: list[Any]) -> Op:
+    tag = f[0]
+    if type(tag) is not int or not 0 <= tag < len(OP_TYPES):
+        raise ValueError(f"unknown operation tag {tag!r}")
+    if tag == _ADVANCE:
+        ev = f[3]
+        ev[0] = _EVS[ev[0]]
+        return Advance(f[1], f[2], Event._make(ev))
+    if tag == _RECEIPT:
+        return Receipt(f[1], f[2], _EVS[f[3]], f[4])
+    if tag == _SUBMIT:
+        recipients = tuple(Recipient(n, r, d) for n, r, d in f[5])
+        cap = None if f[12] is None else FrequencyCap(*f[12])
+        return Submit(f[1], f[2], f[3], f[4], recipients, f[6], f[7], f[8], f[9], f[10], f[11], cap)
+    cls: type[Op] = OP_TYPES[tag]
+    return cls(*f[1:])
+
+
+def unpack_request(data: bytes) -> tuple[int, list[Op]]:
+    try:
+        now_ms, raw = msgpack.unpackb(data)
+        return now_ms, [_op(f) for f in raw]
+    except (ValueError, TypeError, KeyError, IndexError, msgpack.ExtraData) as err:
+        raise WireFormatError(f"bad request frame: {err!r}") from err
+
+
+# --- results ----------------------------------------------------------------------------------------
+
+
+def _error_fields(err: GatewayError) -> list[Any]:
+    if isinstance(err, InvalidTransition):
+        return [ERROR, "InvalidTransition", int(err.state), int(err.event)]
+    if isinstance(err, InvalidReason):
+        return [ERROR, "InvalidReason", int(err.event), err.reason]
+    return [ERROR, type(err).__name__, str(err)]
+
+
+def _result_fields(result: Result | GatewayError) -> list[Any]:
+    cls = type(result)
+    tag = _RESULT_TAGS.get(cls)
+    if tag is None:
+        assert isinstance(result, GatewayError), result
+        return _error_fields(result)
+    values = [tag, *_RESULT_FIELDS[cls](result)]
+    if tag == _SUBMIT_RESULT:
+        assert isinstance(result, SubmitResult)
+        values[1] = [(o.message_id, o.state, o.reason) for o in result.outcomes]
+    return values
+
+
+def pack_reply(last_seq: int, results: Sequence[Result | GatewayError]) -> bytes:
+    return msgpack.packb([last_seq, [_result_fields(r) for r in results]])  # type: ignore[no-any-return]
+
+
+def pack_failure(last_seq: int, err: BaseException) -> bytes:
+    """The whole group failed: nothing of it was committed."""
+    kind = "StoreFull" if isinstance(err, StoreFull) else "StoreError" if isinstance(err, StoreError) else "Crash"
+    return msgpack.packb([last_seq, None, kind, str(err) or repr(err)])  # type: ignore[no-any-return]
+
+
+def _error(f: list[Any]) -> GatewayError:
+    kind = f[1]
+    if kind == "InvalidTransition":
+        return InvalidTransition(_STATES[f[2]], _EVS[f[3]])
+    if kind == "InvalidReason":
+        return InvalidReason(_EVS[f[2]], f[3])
+    cls = _ERRORS.get(kind)
+    if cls is None:
+        return StoreError(f"{kind}: {f[2]}")
+    return cls(f[2])
+
+
+def _result(f: list[Any]) -> Result | GatewayError:
+    tag = f[0]
+    if type(tag) is not int or not (0 <= tag < len(RESULT_TYPES) or tag == ERROR):
+        raise ValueError(f"unknown result tag {tag!r}")
+    if tag == _ADVANCE_RESULT:
+        return AdvanceResult(f[1], _STATES[f[2]], f[3], f[4])
+    if tag == _RECEIPT_RESULT:
+        state = f[4]
+        return ReceiptResult(f[1], f[2], f[3], None if state is None else _STATES[state], f[5], f[6])
+    if tag == _SUBMIT_RESULT:
+        return SubmitResult(tuple(Outcome(i, _STATES[s], r) for i, s, r in f[1]), f[2])
+    if tag == ERROR:
+        return _error(f)
+    cls: type[Result] = RESULT_TYPES[tag]
+    return cls(*f[1:])
+
+
+class GroupFailed(StoreError):
+    """The writer process refused a whole group (a store error such as a full disk)."""
+
+
+class WorkerCrashed(GatewayError):
+    """The writer process hit a bug: the gateway must stop rather than guess what was committed."""
+
+
+def unpack_reply(data: bytes) -> tuple[int, list[Result | GatewayError] | GatewayError]:
+    """(last event seq, the group's results), or the error that refused the whole group (StoreFull,
+    GroupFailed, or WorkerCrashed for a bug in the worker). Raises WireFormatError for nonsense."""
+    try:
+        reply = msgpack.unpackb(data)
+        seq, raw = reply[0], reply[1]
+        if raw is not None:
+            return seq, [_result(f) for f in raw]
+        kind, message = reply[2], reply[3]
+    except (ValueError, TypeError, KeyError, IndexError, msgpack.ExtraData) as err:
+        raise WireFormatError(f"bad reply frame: {err!r}") from err
+    if kind == "StoreFull":
+        return seq, StoreFull(message)
+    if kind == "StoreError":
+        return seq, GroupFailed(message)
+    return seq, WorkerCrashed(f"store writer process failed: {message}")
+
+
+_ERRORS: dict[str, Callable[[str], GatewayError]] = {
+    "UnknownMessage": UnknownMessage,
+    "InvalidField": InvalidField,
+    "WrongState": WrongState,
+    "StoreFull": StoreFull,
+}

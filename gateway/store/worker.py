@@ -1,0 +1,113 @@
+"""The store's writer process: `python -m gateway.store.worker FD PARENT_PID`, started by `WriterProcess`.
+
+It owns every write transaction of one store, so the Python work of a group commit (unpacking and
+packing records, keeping indexes) runs on another core than the gateway's event loop. The gateway keeps
+its own read-only handle on the same LMDB environment (LMDB is built for one writer process and many
+readers). On the socket `FD`, frames are a 4-byte big-endian length and a msgpack body:
+
+    gateway -> worker   the StoreConfig fields and now_ms (first frame)
+    worker -> gateway   [last_seq, resent, unknown] once recovery is done, or [None, error message]
+    gateway -> worker   a group (wire.pack_request);   worker -> gateway   its results (wire.pack_reply)
+
+End of file on the socket is a clean stop. The worker dies with the gateway (PR_SET_PDEATHSIG): when the
+gateway is SIGKILLed, a group the worker had not committed was never acknowledged to anyone, and one it had
+committed is on disk; recovery at the next start handles both.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import sys
+import traceback
+
+import msgpack
+
+from gateway.errors import GatewayError
+from gateway.store import wire
+from gateway.store.store import Store
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if k == 0:
+            return None
+        got += k
+    return bytes(buf)
+
+
+def _recv_frame(sock: socket.socket) -> bytes | None:
+    head = _recv_exact(sock, 4)
+    if head is None:
+        return None
+    return _recv_exact(sock, wire.LENGTH.unpack(head)[0])
+
+
+def _die_with_parent(parent: int) -> None:
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the gateway died before the line above took effect
+        os._exit(1)
+
+
+def serve(sock: socket.socket) -> int:
+    first = _recv_frame(sock)
+    if first is None:
+        return 0
+    opening = msgpack.unpackb(first)
+    now_ms = opening.pop("now_ms")
+    try:
+        store = Store.open(wire.config_from_fields(opening), lambda: now_ms)
+    except Exception as err:  # reported to the gateway, which refuses to start with the message
+        sock.sendall(wire.frame(msgpack.packb([None, f"{type(err).__name__}: {err}"])))
+        return 1
+    try:
+        report = store.last_recovery
+        sock.sendall(wire.frame(msgpack.packb([store.last_seq(), report.resent, report.unknown])))
+        while (data := _recv_frame(sock)) is not None:
+            sock.sendall(wire.frame(_commit(store, data)))
+    finally:
+        store.close()
+    return 0
+
+
+def _commit(store: Store, data: bytes) -> bytes:
+    try:
+        now_ms, ops = wire.unpack_request(data)
+        results = store.apply(ops, now_ms)
+    except GatewayError as err:  # StoreFull with nothing else to commit, StoreError, a bad frame
+        if isinstance(err, wire.WireFormatError):
+            traceback.print_exc()
+        return wire.pack_failure(store.last_seq(), err)
+    except Exception as err:
+        traceback.print_exc()
+        return wire.pack_failure(store.last_seq(), err)
+    return wire.pack_reply(store.last_seq(), results)
+
+
+def main() -> int:
+    fd, parent = int(sys.argv[1]), int(sys.argv[2])
+    _die_with_parent(parent)
+    # Ctrl-C reaches the whole process group and a service manager's SIGTERM often the whole cgroup: the
+    # gateway's graceful stop still needs this process for its last commits, and ends it by closing the
+    # socket (or, if the gateway dies, by PR_SET_PDEATHSIG).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with socket.socket(fileno=fd) as sock:
+        try:
+            return serve(sock)
+        except (BrokenPipeError, ConnectionResetError):
+            return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
