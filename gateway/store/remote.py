@@ -4,9 +4,9 @@
     store = Store(cfg, clock)                             # this process reads; it never writes
     writer = Writer(store, process=process)
 
-One group is in flight at a time (the Writer's group commit is sequential anyway); the next group fills
-while the worker commits. A worker that exits or answers nonsense raises WorkerCrashed: the gateway stops
-rather than guess what was committed.
+`send` and `receive` are separate so the Writer can keep a few groups in flight (writer.PIPELINE_DEPTH):
+the worker answers them in the order they were sent. A worker that exits or answers nonsense raises
+WorkerCrashed: the gateway stops rather than guess what was committed.
 """
 
 from __future__ import annotations
@@ -67,11 +67,6 @@ class WriterProcess:
                 await self.aclose()
             raise
         return self
-
-    async def apply(self, ops: Sequence[Op], now_ms: int) -> list[Result | GatewayError]:
-        """Commit `ops` in one transaction in the worker (send, then receive)."""
-        await self.send(ops, now_ms)
-        return await self.receive()
 
     async def send(self, ops: Sequence[Op], now_ms: int) -> None:
         """Send one group; its answer comes from `receive()`, answers in the order groups were sent.

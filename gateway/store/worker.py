@@ -25,7 +25,7 @@ import traceback
 
 import msgpack
 
-from gateway.errors import GatewayError
+from gateway.errors import StoreError
 from gateway.store import wire
 from gateway.store.store import Store
 
@@ -84,12 +84,9 @@ def _commit(store: Store, data: bytes) -> bytes:
     try:
         now_ms, ops = wire.unpack_request(data)
         results = store.apply(ops, now_ms)
-    except GatewayError as err:  # StoreFull with nothing else to commit, StoreError, a bad frame
-        if isinstance(err, wire.WireFormatError):
+    except Exception as err:  # StoreFull with nothing else to commit, another StoreError, a bug
+        if not isinstance(err, StoreError):  # a bug (a bad frame included): its traceback goes to the log
             traceback.print_exc()
-        return wire.pack_failure(store.last_seq(), err)
-    except Exception as err:
-        traceback.print_exc()
         return wire.pack_failure(store.last_seq(), err)
     return wire.pack_reply(store.last_seq(), results)
 
