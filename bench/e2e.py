@@ -11,9 +11,10 @@ submit until every message's final receipt event has reached the client. Prints 
 last line. `gateway_cpu_s` is the gateway's two processes together (`gateway_main_cpu_s`: the event loop;
 `store_writer_cpu_s`: its store writer process).
 
-Environment: E2E_PYSPY=path/to/py-spy records GIL samples (raw format) of the gateway's event loop, or of
-the simulator with E2E_PROFILE=sim, into $TMPDIR/e2e-<text>.prof; E2E_NOSYNC=1 turns fsync off (only to
-see what fsync costs: the figures the issue asks for are with fsync on).
+Environment: E2E_PYSPY=path/to/py-spy records GIL samples (raw format) of the gateway's event loop (of
+the simulator with E2E_PROFILE=sim, of the store writer process with E2E_PROFILE=writer) into
+$TMPDIR/e2e-<text>.prof; E2E_NOSYNC=1 turns fsync off (only to see what fsync costs: the figures the issue
+asks for are with fsync on).
 """
 
 from __future__ import annotations
@@ -105,6 +106,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def run_wait_seconds(pid: int) -> float:
+    """Time the process's threads spent runnable but waiting for a core (schedstat's run_delay)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
 def children(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -169,7 +181,8 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
             await trio.sleep(0.5)  # binds up
             profiler = None
             if os.environ.get("E2E_PYSPY"):  # E2E_PYSPY=path/to/py-spy: GIL samples of the gateway, raw format
-                target = sim.pid if os.environ.get("E2E_PROFILE") == "sim" else gw.pid
+                which = os.environ.get("E2E_PROFILE")
+                target = sim.pid if which == "sim" else children(gw.pid)[0] if which == "writer" else gw.pid
                 profiler = subprocess.Popen(
                     [os.environ["E2E_PYSPY"], "record", "--gil", "-f", "raw", "-r", "250", "--pid", str(target),
                      "-o", f"{tempfile.gettempdir()}/e2e-{label}.prof"],
@@ -182,6 +195,7 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                 cpu0 = cpu_seconds(gw.pid)
                 worker_cpu0 = sum(cpu_seconds(p) for p in workers)
                 sim_cpu0 = cpu_seconds(sim.pid)
+                waits0 = [run_wait_seconds(p) for p in (gw.pid, *workers, sim.pid)]
                 own_cpu0 = time.process_time()
                 t0 = time.perf_counter()
                 finals = 0
@@ -205,6 +219,7 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                 cpu = cpu_seconds(gw.pid) - cpu0
                 worker_cpu = sum(cpu_seconds(p) for p in workers) - worker_cpu0
                 sim_cpu = cpu_seconds(sim.pid) - sim_cpu0
+                waits = [run_wait_seconds(p) - w for p, w in zip((gw.pid, *workers, sim.pid), waits0, strict=True)]
                 own_cpu = time.process_time() - own_cpu0
                 (status,) = await client.status(message_id=event.message_id)
                 segments = status.segments * args.messages
@@ -224,6 +239,8 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                 "store_writer_cpu_s": round(worker_cpu, 2),
                 "simulator_cpu_s": round(sim_cpu, 2),
                 "client_cpu_s": round(own_cpu, 2),
+                # Runnable but waiting for a core: the event loop, the writer process, the simulator.
+                "run_wait_s": [round(w, 2) for w in waits],
                 "receipts_matched": finals,
                 "elapsed_s": round(elapsed, 2),
             }

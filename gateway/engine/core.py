@@ -31,9 +31,20 @@ from gateway.engine.settings import CarrierSettings, EngineSettings
 from gateway.errors import GatewayError, MessageTooLong, SegmentingError
 from gateway.lifecycle import DUE_STATES, Ev, Event, State
 from gateway.routing import RouteTable, normalise
-from gateway.segmenting import MoMessage, MoPart, Plan, Preview, Reassembler, SplitMethod, mo_part, preview, segment
+from gateway.segmenting import (
+    MoMessage,
+    MoPart,
+    Plan,
+    Preview,
+    Reassembler,
+    SplitMethod,
+    mo_part,
+    preview,
+    rereference,
+    segment,
+)
 from gateway.smpp import pdu as P
-from gateway.smpp.receipt import ReceiptError, parse_receipt
+from gateway.smpp.receipt import ReceiptError, parse_receipt_status
 from gateway.store import (
     Advance,
     AdvanceResult,
@@ -299,10 +310,9 @@ class Engine:
         encoding = self._encodings[carrier]
         ops: list[Op] = []
         spans: list[tuple[Message, int, int, list[int]]] = []
-        # A bulk send is one text to many numbers: shape it once per batch. Single-part plans carry no
-        # concatenation reference, so they are shared too.
+        # A bulk send is one text to many numbers: shape and segment it once per batch.
         shapes: dict[str, Preview | None] = {}
-        singles: dict[str, Plan] = {}
+        texts: dict[str, Plan] = {}
         for msg in batch:
             start = len(ops)
             todo = self._plan_ops(carrier, msg, ops, shapes)
@@ -317,10 +327,12 @@ class Engine:
             prepared = mine[0]
             if isinstance(prepared, PrepareResult):
                 ref = prepared.concat_ref
+            # Segmented once per text (ref 1 as a placeholder); each long message gets its own reference.
+            parts = texts.get(msg.text) or texts.setdefault(msg.text, segment(msg.text, encoding, ref=1))
             if ref:
-                parts = segment(msg.text, encoding, ref=_ref_for(ref, encoding.ref_bits))
-            else:
-                parts = singles.get(msg.text) or singles.setdefault(msg.text, segment(msg.text, encoding))
+                parts = rereference(parts, _ref_for(ref, encoding.ref_bits))
+            elif len(parts) > 1:  # as segment() without a reference: a UDH split needs one
+                raise ValueError(f"message {msg.id} has {len(parts)} parts and no concatenation reference")
             want = self.carriers[carrier].receipts
             for i in todo:
                 pdu = plan.submit_sm(msg, parts[i], want_receipt=want)
@@ -432,7 +444,7 @@ class Engine:
 
     def _receipt_ops(self, item: Inbound, ops: list[Op]) -> None:
         try:
-            receipt = parse_receipt(item.message, item.pdu.tlvs)
+            receipt = parse_receipt_status(item.message, item.pdu.tlvs)
         except ReceiptError as err:
             # Acknowledged (the SMSC would resend it forever) but never silent: logged with its text.
             self.counters["receipts_unparseable"] += 1

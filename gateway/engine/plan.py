@@ -12,7 +12,7 @@ from gateway.segmenting import Part
 from gateway.smpp import pdu as P
 from gateway.smpp.constants import TEMPORARY_STATUSES, MessageState, Npi, Ton, status_name
 from gateway.smpp.msgid import CarrierIdFormats
-from gateway.smpp.receipt import Receipt
+from gateway.smpp.receipt import Receipt, ReceiptStatus
 from gateway.store import Message, Recovery
 from gateway.store import Receipt as ReceiptOp
 
@@ -80,7 +80,7 @@ _RECEIPT_EVENTS: dict[int, Ev] = {
 }
 
 
-def receipt_op(receipt: Receipt, carrier: str, ids: CarrierIdFormats) -> ReceiptOp:
+def receipt_op(receipt: Receipt | ReceiptStatus, carrier: str, ids: CarrierIdFormats) -> ReceiptOp:
     """A parsed delivery receipt as a store operation, the id keyed as the carrier writes receipts."""
     kind = _RECEIPT_EVENTS.get(int(receipt.state), Ev.RECEIPT_UNDELIVERABLE)  # int: C-level hash
     reason = undeliverable(receipt.err) if kind is Ev.RECEIPT_UNDELIVERABLE else ""

@@ -2,7 +2,8 @@
 
 Outbound: `segment(text, route, ref=...)` picks the encoding that needs the fewest parts (GSM 7-bit with
 optional national shift tables, ASCII, Latin-1, UCS-2) and splits it (UDH 8/16-bit, SAR, message_payload);
-`preview` tells an operator the same without building parts; `segment_bytes` passes 8-bit data through.
+`preview` tells an operator the same without building parts; `rereference` restamps a
+segmented text with another concatenation reference; `segment_bytes` passes 8-bit data through.
 Inbound: `decode_text` by data_coding, `mo_part` from deliver_sm fields, `Reassembler` for long MOs.
 References: `RefAllocator` per destination.
 """
@@ -13,7 +14,7 @@ from gateway.segmenting.gsm import gsm_codec, pack_septets, unpack_septets
 from gateway.segmenting.reassembly import MoMessage, MoPart, Reassembler, mo_part
 from gateway.segmenting.refs import RefAllocator
 from gateway.segmenting.route import DefaultAlphabet, Encoding, RouteEncoding, SplitMethod
-from gateway.segmenting.split import Part, Plan, Preview, preview, segment, segment_bytes
+from gateway.segmenting.split import Part, Plan, Preview, preview, rereference, segment, segment_bytes
 from gateway.segmenting.tables import NationalLanguage
 from gateway.segmenting.translit import Replacement, transliterate
 from gateway.segmenting.udh import Concat, Udh, UdhError, parse_udh
@@ -45,6 +46,7 @@ __all__ = [
     "pack_septets",
     "parse_udh",
     "preview",
+    "rereference",
     "segment",
     "segment_bytes",
     "transliterate",

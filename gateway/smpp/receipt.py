@@ -22,11 +22,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from gateway.errors import DecodeError
 from gateway.smpp.constants import CommandStatus, MessageState, Tag
 
-__all__ = ["Receipt", "ReceiptError", "parse_receipt", "stat_to_state"]
+__all__ = ["Receipt", "ReceiptError", "ReceiptStatus", "parse_receipt", "parse_receipt_status", "stat_to_state"]
 
 TlvValue = int | str | bytes
 
@@ -35,6 +36,14 @@ class ReceiptError(DecodeError):
     """A delivery receipt that names no message id at all (neither TLV nor text): it cannot be matched."""
 
     command_status = CommandStatus.ESME_RINVOPTPARAMVAL
+
+
+class ReceiptStatus(NamedTuple):
+    """The fields of a receipt that decide what happened to which message (see parse_receipt_status)."""
+
+    message_id: str
+    state: MessageState
+    err: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,19 +161,11 @@ def parse_receipt(short_message: bytes, tlvs: Sequence[tuple[int, TlvValue]] = (
     tlv_id, tlv_state, network_error, payload = _read_tlvs(tlvs)
     # SMPP 3.4 5.3.2.32: when short_message is empty the text may travel in message_payload instead.
     fields = _read_text(short_message or payload or b"")
-    text_id = fields[_ID] or None
-    message_id = tlv_id or text_id
-    if not message_id:
-        raise ReceiptError("delivery receipt without a message id (no receipted_message_id, no id: field)")
-    stat = fields[_STAT] or ""
-    if tlv_state is not None:
-        state = _state_from_int(tlv_state)
-    else:
-        state = stat_to_state(stat) if stat else MessageState.UNKNOWN
+    message_id, state = _id_and_state(tlv_id, tlv_state, fields)
     return Receipt(
         message_id=message_id,
         state=state,
-        stat=stat,
+        stat=fields[_STAT] or "",
         err=fields[_ERR] or "",
         network_error=network_error,
         sub=_count(fields[_SUB]),
@@ -172,8 +173,30 @@ def parse_receipt(short_message: bytes, tlvs: Sequence[tuple[int, TlvValue]] = (
         submit_date=_date(fields[_SUBMIT_DATE]),
         done_date=_date(fields[_DONE_DATE]),
         text=fields[_TEXT] or "",
-        text_id=text_id,
+        text_id=fields[_ID] or None,
     )
+
+
+def parse_receipt_status(short_message: bytes, tlvs: Sequence[tuple[int, TlvValue]] = ()) -> ReceiptStatus:
+    """What matching a receipt to its message needs, as parse_receipt reads it: (message_id, state, err).
+
+    The gateway's hot path takes this: it skips the dates, counts and the Receipt that parse_receipt also
+    builds, about two thirds of its cost. Raises ReceiptError as parse_receipt does.
+    """
+    tlv_id, tlv_state, _, payload = _read_tlvs(tlvs)
+    fields = _read_text(short_message or payload or b"")
+    message_id, state = _id_and_state(tlv_id, tlv_state, fields)
+    return ReceiptStatus(message_id, state, fields[_ERR] or "")
+
+
+def _id_and_state(tlv_id: str | None, tlv_state: int | None, fields: list[str | None]) -> tuple[str, MessageState]:
+    message_id = tlv_id or fields[_ID]
+    if not message_id:
+        raise ReceiptError("delivery receipt without a message id (no receipted_message_id, no id: field)")
+    if tlv_state is not None:
+        return message_id, _state_from_int(tlv_state)
+    stat = fields[_STAT]
+    return message_id, stat_to_state(stat) if stat else MessageState.UNKNOWN
 
 
 def _read_tlvs(

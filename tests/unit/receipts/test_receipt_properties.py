@@ -9,11 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.smpp.constants import MessageState, Tag
-from gateway.smpp.receipt import ReceiptError, parse_receipt, stat_to_state
+from gateway.smpp.receipt import ReceiptError, parse_receipt, parse_receipt_status, stat_to_state
 
-_TLV_VALUES = st.one_of(
-    st.integers(min_value=-(2**40), max_value=2**40), st.text(max_size=70), st.binary(max_size=8)
-)
+_TLV_VALUES = st.one_of(st.integers(min_value=-(2**40), max_value=2**40), st.text(max_size=70), st.binary(max_size=8))
 _TLVS = st.lists(
     st.tuples(
         st.sampled_from([*map(int, Tag), 0x0000, 0x1400, 0xFFFF]),
@@ -53,15 +51,29 @@ _RECEIPTISH = st.lists(st.one_of(_FRAGMENTS, st.binary(max_size=6)), max_size=25
 
 
 @given(data=st.one_of(st.binary(max_size=300), _RECEIPTISH), tlvs=_TLVS)
-def test_any_input_gives_a_receipt_or_receipt_error(
-    data: bytes, tlvs: list[tuple[int, int | str | bytes]]
-) -> None:
+def test_any_input_gives_a_receipt_or_receipt_error(data: bytes, tlvs: list[tuple[int, int | str | bytes]]) -> None:
     try:
         r = parse_receipt(data, tlvs)
     except ReceiptError:  # the one error a receipt may raise: no message id anywhere
         return
     assert r.message_id
     assert isinstance(r.state, MessageState)
+
+
+@given(data=st.one_of(st.binary(max_size=300), _RECEIPTISH), tlvs=_TLVS)
+def test_the_engines_short_parse_reads_id_state_and_err_as_the_full_one(
+    data: bytes, tlvs: list[tuple[int, int | str | bytes]]
+) -> None:
+    # The gateway matches receipts with parse_receipt_status; it must never read a receipt differently.
+    try:
+        full = parse_receipt(data, tlvs)
+    except ReceiptError:
+        try:
+            parse_receipt_status(data, tlvs)
+        except ReceiptError:
+            return
+        raise AssertionError("parse_receipt_status accepted what parse_receipt refused") from None
+    assert parse_receipt_status(data, tlvs) == (full.message_id, full.state, full.err)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +128,7 @@ def _specs(draw: st.DrawFn) -> Spec:
         done_date=done,
         seconds=seconds,
         stat=draw(
-            st.one_of(
-                st.sampled_from(_STAT_WORDS), st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=5, max_size=8)
-            )
+            st.one_of(st.sampled_from(_STAT_WORDS), st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=5, max_size=8))
         ),
         err=draw(st.text("0123456789ABCDEFX_", max_size=12)),
         # Text is user content: anything, including things that look like keys.
@@ -172,9 +182,7 @@ def test_appendix_b_order_and_any_other_layout_read_alike(spec: Spec) -> None:
     assert parse_receipt(written) == parse_receipt(b" " + written)
 
 
-@given(
-    spec=_specs(), tlv_id=st.text(_ID_ALPHABET, min_size=1, max_size=64), state=st.sampled_from(MessageState)
-)
+@given(spec=_specs(), tlv_id=st.text(_ID_ALPHABET, min_size=1, max_size=64), state=st.sampled_from(MessageState))
 def test_tlvs_win_over_the_text(spec: Spec, tlv_id: str, state: MessageState) -> None:
     r = parse_receipt(_write(spec), [(Tag.MESSAGE_STATE, int(state)), (Tag.RECEIPTED_MESSAGE_ID, tlv_id)])
     assert (r.message_id, r.text_id, r.state, r.stat) == (tlv_id, spec.message_id, state, spec.stat)

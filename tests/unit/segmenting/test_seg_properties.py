@@ -11,6 +11,7 @@ from gateway.segmenting import (
     RouteEncoding,
     SplitMethod,
     parse_udh,
+    rereference,
     segment,
     transliterate,
 )
@@ -145,3 +146,17 @@ def test_ucs2_parts_end_at_the_last_grapheme_boundary_that_fits(text: str) -> No
             assert end == (max(fitting) if fitting else start + 67)
         start = end
     assert "".join(p.text for p in plan) == text
+
+
+@settings(max_examples=200)
+@given(text=texts, route=routes, refs=st.tuples(st.integers(0, 255), st.integers(0, 255)), wide=st.booleans())
+def test_rereference_equals_segmenting_with_that_reference(
+    text: str, route: RouteEncoding, refs: tuple[int, int], wide: bool
+) -> None:
+    # The engine segments a bulk text once and restamps each recipient's reference: every part, UDH, SAR
+    # TLV and shift IE must come out exactly as a fresh segment() with that reference builds them.
+    first, second = refs
+    if wide and route.split is not SplitMethod.UDH8:
+        first, second = first * 257, second * 257  # 16-bit references, both octets set
+    once = segment(text, route, ref=first)
+    assert rereference(once, second) == segment(text, route, ref=second)

@@ -15,6 +15,7 @@ from gateway.segmenting import (
     decode_text,
     parse_udh,
     preview,
+    rereference,
     segment,
     segment_bytes,
     unpack_septets,
@@ -276,3 +277,20 @@ def test_route_rejects_contradictory_settings() -> None:
         RouteEncoding(default_alphabet=DefaultAlphabet.ASCII)
     with pytest.raises(ValueError, match="max_parts"):
         RouteEncoding(max_parts=0)
+
+
+def test_rereference_stamps_the_reference_where_a_receiver_reads_it() -> None:
+    udh8 = rereference(segment("a" * 200, GSM, ref=1), 200)
+    assert [parse_udh(p.short_message)[0].concat.ref for p in udh8] == [200, 200]  # type: ignore[union-attr]
+    udh16 = rereference(segment("a" * 200, UDH16, ref=1), 0xBEEF)
+    assert [parse_udh(p.short_message)[0].concat.ref for p in udh16] == [0xBEEF, 0xBEEF]  # type: ignore[union-attr]
+    sar = rereference(segment("a" * 200, SAR, ref=1), 0xBEEF)
+    assert [dict(p.tlvs)[0x020C] for p in sar] == [0xBEEF, 0xBEEF]
+    single = segment("a" * 20, GSM)
+    assert rereference(single, 7) is single  # one part carries no reference
+
+
+@pytest.mark.parametrize(("route", "ref"), [(GSM, 256), (GSM, -1), (UDH16, 0x10000), (SAR, 0x10000)])
+def test_rereference_refuses_a_reference_the_route_cannot_carry(route: RouteEncoding, ref: int) -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        rereference(segment("a" * 200, route, ref=1), ref)
