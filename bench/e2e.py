@@ -7,9 +7,10 @@ receipts on) -> receipts back to the client as events.
 For each of three texts (GSM-7 160 chars = 1 part, GSM-7 300 chars = 2 parts, 100 Chinese characters =
 UCS-2 2 parts) it starts a fresh simulator and gateway, pushes N messages from the client library in
 requests of --per-request recipients with --concurrency requests in flight, and measures from the first
-submit until every message's final receipt event has reached the client. Prints one JSON object as its
-last line. `gateway_cpu_s` is the gateway's two processes together (`gateway_main_cpu_s`: the event loop;
-`store_writer_cpu_s`: its store writer process).
+submit until every message's final receipt event has reached the client (the client subscribes to
+final events only, as a platform showing delivery reports does; --all-events adds the "submitted" ones).
+Prints one JSON object as its last line. `gateway_cpu_s` is the gateway's two processes together
+(`gateway_main_cpu_s`: the event loop; `store_writer_cpu_s`: its store writer process).
 
 Environment: E2E_PYSPY=path/to/py-spy records GIL samples (raw format) of the gateway's event loop (of
 the simulator with E2E_PROFILE=sim, of the store writer process with E2E_PROFILE=writer) into
@@ -190,7 +191,10 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                 )  # fmt: skip
                 await trio.sleep(0.5)
             async with open_unix_client(tmp / "gw.sock", account="bench", secret=SECRET) as client:
-                sub = await client.subscribe(after=None, window=10_000)
+                # What a platform showing delivery reports needs: the final outcome of each message (the
+                # "submitted" events too with --all-events).
+                kinds = None if args.all_events else ("delivered", "failed")
+                sub = await client.subscribe(after=None, window=10_000, kinds=kinds)
                 workers = children(gw.pid)  # the store's writer process
                 cpu0 = cpu_seconds(gw.pid)
                 worker_cpu0 = sum(cpu_seconds(p) for p in workers)
@@ -259,7 +263,8 @@ async def main_async(args: argparse.Namespace) -> None:
         out[label] = await run_one(label, text, args)
         print(label, json.dumps(out[label]), file=sys.stderr, flush=True)
     out["loadavg_1m"] = os.getloadavg()[0]
-    out["config"] = {"binds": args.binds, "window": args.window, "fsync": True, "concurrency": args.concurrency}
+    out["config"] = {"binds": args.binds, "window": args.window, "fsync": True, "concurrency": args.concurrency,
+                     "events": "all" if args.all_events else "final"}
     print(json.dumps(out))
 
 
@@ -272,6 +277,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=100)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--all-events", action="store_true", help="subscribe to every event, not only final ones")
     trio.run(main_async, ap.parse_args())
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from gateway.app import GatewayConfig, load_config
 from gateway.config import read_secret
 from gateway.errors import ConfigError
-from gateway.upstream import BlockingClient, MessageClass, SubmitRequest, UpstreamError
+from gateway.upstream import BlockingClient, EventKind, MessageClass, SubmitRequest, UpstreamError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--follow", action="store_true", help="keep waiting for new events")
     events.add_argument("--timeout", type=float, default=2.0, help="without --follow: stop after this idle time")
     events.add_argument("--ack", action="store_true", help="acknowledge what was printed (moves the cursor)")
+    events.add_argument(
+        "--kind", action="append", choices=[str(k) for k in EventKind], dest="kinds",
+        help="only events of this kind (repeat for several; default: all)",
+    )  # fmt: skip
     preview = cmds.add_parser("preview", help="encoding and part count of a text")
     preview.add_argument("text")
     return p
@@ -103,7 +107,7 @@ def _run(args: argparse.Namespace, client: BlockingClient) -> int:
             _out(args, asdict(s), f"{s.message_id}  {s.to}  {s.state}  {s.reason or ''}  parts={s.segments}")
         return 0
     if args.command == "events":
-        sub = client.subscribe(after=args.after)
+        sub = client.subscribe(after=args.after, kinds=args.kinds)
         last = sub.after
         for ev in client.events(timeout=None if args.follow else args.timeout):
             detail = ev.reason or ev.text or ""

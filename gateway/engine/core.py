@@ -551,29 +551,38 @@ class Engine:
         chars = max(0, p.units_per_part * p.parts - p.chars_left)
         return PreviewResult(str(p.encoding), p.parts, chars, p.chars_left, p.units_per_part)
 
-    async def read_events(self, account: str, after_seq: int, limit: int) -> Sequence[EncodedEvent]:
+    async def read_events(
+        self, account: str, after_seq: int, limit: int, kinds: frozenset[UpstreamKind] | None = None
+    ) -> Sequence[EncodedEvent]:
         # Straight from the stored arrays to frames: a subscriber reads every event, two per message.
-        return [EncodedEvent(f[E_SEQ], _event_frame(f)) for f in self._account_rows(account, after_seq, limit)]
+        rows = self._account_rows(account, after_seq, limit, kinds)
+        return [EncodedEvent(f[E_SEQ], _event_frame(f)) for f in rows]
 
-    def _account_rows(self, account: str, after_seq: int, limit: int) -> list[EventFields]:
-        """The account's next `limit` log entries after `after_seq` (the log is shared by all accounts)."""
+    def _account_rows(
+        self, account: str, after_seq: int, limit: int, kinds: frozenset[UpstreamKind] | None = None
+    ) -> list[EventFields]:
+        """The account's next `limit` log entries (of `kinds`) after `after_seq` (the log is shared by all
+        accounts)."""
+        wanted = None if kinds is None else frozenset(_STORED_KINDS[k] for k in kinds)
         out: list[EventFields] = []
         while len(out) < limit:
             batch = self.store.event_rows(after_seq, limit=max(limit, 256))
             if not batch:
                 break
             for f in batch:
-                if f[E_ACCOUNT] == account:
+                if f[E_ACCOUNT] == account and (wanted is None or f[E_KIND] in wanted):
                     out.append(f)
                     if len(out) == limit:
                         return out
             after_seq = batch[-1][E_SEQ]
         return out
 
-    async def wait_events(self, account: str, after_seq: int) -> None:
+    async def wait_events(
+        self, account: str, after_seq: int, kinds: frozenset[UpstreamKind] | None = None
+    ) -> None:
         while True:
             waiter = self._new_events
-            if self.store.last_seq() > after_seq and self._account_rows(account, after_seq, 1):
+            if self.store.last_seq() > after_seq and self._account_rows(account, after_seq, 1, kinds):
                 return
             await waiter.wait()
 
@@ -629,6 +638,7 @@ def _status(m: Message) -> MessageStatus:
 
 
 _KIND_NAMES = {int(k): str(v) for k, v in _KINDS.items()}
+_STORED_KINDS = {v: int(k) for k, v in _KINDS.items()}
 _MO = int(StoredKind.MO)
 
 

@@ -15,6 +15,7 @@ from gateway.upstream.schema import (
     CancelResult,
     EncodedEvent,
     Event,
+    EventKind,
     MessageQuery,
     MessageStatus,
     PreviewRequest,
@@ -45,13 +46,16 @@ class UpstreamBackend(Protocol):
         """Encoding and part count the text would take; `NotEncodable` / `MessageTooLong` if it can't go."""
         ...
 
-    async def read_events(self, account: str, after_seq: int, limit: int) -> Sequence[Event | EncodedEvent]:
+    async def read_events(
+        self, account: str, after_seq: int, limit: int, kinds: frozenset[EventKind] | None = None
+    ) -> Sequence[Event | EncodedEvent]:
         """Up to `limit` of the account's events with seq > after_seq, in increasing seq order (as `Event`s,
-        or already encoded as frames)."""
+        or already encoded as frames); only those of `kinds` when given."""
         ...
 
-    async def wait_events(self, account: str, after_seq: int) -> None:
-        """Return once the account has an event with seq > after_seq (at once if it has one already)."""
+    async def wait_events(self, account: str, after_seq: int, kinds: frozenset[EventKind] | None = None) -> None:
+        """Return once the account has an event (of `kinds`, when given) with seq > after_seq (at once if it
+        has one already)."""
         ...
 
     async def ack_events(self, account: str, seq: int) -> None:

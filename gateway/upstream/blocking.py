@@ -10,7 +10,7 @@ import os
 import socket
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 
 from gateway.upstream.errors import ConnectionLost, UpstreamError
@@ -21,6 +21,7 @@ from gateway.upstream.schema import (
     Body,
     CancelResult,
     Event,
+    EventKind,
     Hello,
     HelloResult,
     MessageQuery,
@@ -113,8 +114,11 @@ class BlockingClient:
     def ack(self, seq: int) -> None:
         self.call(Op.ACK, Ack(seq))
 
-    def subscribe(self, after: int | None = None, window: int = 1000) -> SubscribeResult:
-        return subscribe_result_from_wire(self.call(Op.SUBSCRIBE, Subscribe(after, window)))
+    def subscribe(
+        self, after: int | None = None, window: int = 1000, kinds: Sequence[EventKind | str] | None = None
+    ) -> SubscribeResult:
+        wanted = None if kinds is None else tuple(EventKind(k) for k in kinds)
+        return subscribe_result_from_wire(self.call(Op.SUBSCRIBE, Subscribe(after, window, wanted)))
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
         """Events after `subscribe`, as they come; stops when none arrives within `timeout` seconds."""

@@ -10,7 +10,7 @@ they are pipelined on one connection. An error frame raises its `UpstreamError` 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import structlog
@@ -24,6 +24,7 @@ from gateway.upstream.schema import (
     Body,
     CancelResult,
     Event,
+    EventKind,
     Hello,
     HelloResult,
     MessageQuery,
@@ -127,13 +128,17 @@ class UpstreamClient:
     async def ack(self, seq: int) -> None:
         await self.call(Op.ACK, Ack(seq))
 
-    async def subscribe(self, after: int | None = None, window: int = 1000) -> Subscription:
-        """Start the event stream after `after` (None: after this account's acknowledged cursor)."""
+    async def subscribe(
+        self, after: int | None = None, window: int = 1000, kinds: Sequence[EventKind | str] | None = None
+    ) -> Subscription:
+        """Start the event stream after `after` (None: after this account's acknowledged cursor); only events
+        of `kinds` when given (say ("delivered", "failed") for final outcomes only)."""
         if self._subscription is not None:
             raise RuntimeError("this connection is already subscribed")
         # Ready before the request goes out: events may follow the answer in the same read.
         self._subscription = Subscription(self, window)
-        granted = subscribe_result_from_wire(await self.call(Op.SUBSCRIBE, Subscribe(after, window)))
+        wanted = None if kinds is None else tuple(EventKind(k) for k in kinds)
+        granted = subscribe_result_from_wire(await self.call(Op.SUBSCRIBE, Subscribe(after, window, wanted)))
         self._subscription.after = granted.after
         self._subscription.window = granted.window
         return self._subscription

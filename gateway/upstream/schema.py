@@ -107,6 +107,8 @@ class PreviewRequest:
 class Subscribe:
     after: int | None = None
     window: int | None = None
+    # Only these kinds of event (None: every kind). The others are skipped, as if already acknowledged.
+    kinds: tuple[EventKind, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,8 +398,21 @@ def _parse_preview(body: Mapping[str, Any]) -> PreviewRequest:
 
 
 def _parse_subscribe(body: Mapping[str, Any]) -> Subscribe:
-    _only_keys(body, _ENVELOPE_KEYS | {"after", "window"})
-    return Subscribe(_int(body, "after", 0, MAX_SEQ), _int(body, "window", 1, MAX_SEQ))
+    _only_keys(body, _ENVELOPE_KEYS | {"after", "window", "kinds"})
+    return Subscribe(_int(body, "after", 0, MAX_SEQ), _int(body, "window", 1, MAX_SEQ), _event_kinds(body))
+
+
+def _event_kinds(body: Mapping[str, Any]) -> tuple[EventKind, ...] | None:
+    names = _get(body, "kinds", list, False)
+    if names is None:
+        return None
+    known = ", ".join(EventKind)
+    if not names or not all(isinstance(name, str) for name in names):
+        raise InvalidRequest(f"kinds must be a non-empty list of event kinds ({known})", field="kinds")
+    try:
+        return tuple(dict.fromkeys(EventKind(name) for name in names))
+    except ValueError:
+        raise InvalidRequest(f"kinds: unknown event kind; the kinds are {known}", field="kinds") from None
 
 
 def _parse_ack(body: Mapping[str, Any]) -> Ack:
@@ -464,8 +479,9 @@ def result_map(result: Result) -> dict[str, Any]:
     """The wire map of a result (docs/protocol.md lists each op's result keys)."""
     if isinstance(result, SubmitResult):
         return {
-            "messages": [_compact({name: getattr(m, name) for name in SubmittedMessage.__slots__})
-                         for m in result.messages],
+            "messages": [
+                _compact({name: getattr(m, name) for name in SubmittedMessage.__slots__}) for m in result.messages
+            ],
             "duplicate": result.duplicate,
         }
     if isinstance(result, tuple):

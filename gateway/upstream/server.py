@@ -43,6 +43,7 @@ from gateway.upstream.schema import (
     EncodedEvent,
     Envelope,
     Event,
+    EventKind,
     Hello,
     HelloResult,
     MessageQuery,
@@ -249,7 +250,8 @@ class _Connection:
             await self.answer_error(envelope.id, InvalidRequest("already subscribed", field="op"))
             return
         window = min(request.window or self._config.default_event_window, self._config.max_event_window)
-        self._subscription = _Subscription(self, window)
+        kinds = None if request.kinds is None else frozenset(request.kinds)
+        self._subscription = _Subscription(self, window, kinds)
         work.start_soon(self._subscription.run, envelope.id, request.after)
 
     # --- writing ------------------------------------------------------------------------------------
@@ -311,8 +313,9 @@ class _Connection:
 class _Subscription:
     """Pushes the account's events after a cursor, never more than `window` unacknowledged."""
 
-    def __init__(self, connection: _Connection, window: int) -> None:
+    def __init__(self, connection: _Connection, window: int, kinds: frozenset[EventKind] | None = None) -> None:
         self._connection = connection
+        self._kinds = kinds
         self._window = trio.Semaphore(window)
         self._window_size = window
         self._unacked: deque[int] = deque()
@@ -336,9 +339,9 @@ class _Subscription:
         backend = self._connection.backend
         while True:
             batch = self._connection.event_batch
-            events: Sequence[Event | EncodedEvent] = await backend.read_events(account, self.cursor, batch)
+            events: Sequence[Event | EncodedEvent] = await backend.read_events(account, self.cursor, batch, self._kinds)
             if not events:
-                await backend.wait_events(account, self.cursor)
+                await backend.wait_events(account, self.cursor, self._kinds)
                 continue
             i = 0
             while i < len(events):

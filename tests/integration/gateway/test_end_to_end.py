@@ -188,6 +188,24 @@ async def test_subscriber_that_disconnects_resumes_from_its_cursor(tmp_path: Pat
             assert not already & {e.message_id for e in seen if e.kind == "delivered"}  # nothing twice
 
 
+async def test_subscriber_for_final_outcomes_gets_one_event_per_message_and_resumes(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with running_gateway(tmp_path, sim_config=_sim()) as h:
+            async with h.client() as client:
+                ids = await submit_all(client, 100, per_request=50)
+                sub = await client.subscribe(after=0, kinds=("delivered", "failed"))
+                first = [await sub.__anext__() for _ in range(60)]
+                await sub.ack(first[-1].seq)
+            async with h.client() as client:
+                sub = await client.subscribe(kinds=("delivered", "failed"))  # from the acknowledged cursor
+                rest = [await sub.__anext__() for _ in range(40)]
+    events = first + rest
+    # No "submitted" events, none twice, every message once, in log order across the reconnect.
+    assert {e.kind for e in events} == {"delivered"}
+    assert sorted(str(e.message_id) for e in events) == sorted(ids)
+    assert [e.seq for e in events] == sorted(e.seq for e in events)
+
+
 async def test_graceful_stop_queues_again_what_never_left_the_gateway(tmp_path: Path) -> None:
     # The carrier throttles hard: the bind holds a window of 100 and the other 200 dispatched submits wait
     # in the carrier pool's queue when the stop comes.

@@ -124,18 +124,20 @@ class MemoryBackend:
         self._check_encodable(account, request.text)
         return _parts("ucs2", len(request.text.encode("utf-16-le")) // 2, 70, 67)
 
-    async def read_events(self, account: str, after_seq: int, limit: int) -> Sequence[Event]:
+    async def read_events(
+        self, account: str, after_seq: int, limit: int, kinds: frozenset[EventKind] | None = None
+    ) -> Sequence[Event]:
         await trio.lowlevel.checkpoint()
-        log = self.logs.get(account, AccountLog())
-        start = bisect.bisect_right(log.seqs, after_seq)
-        return log.events[start : start + limit]
+        return self._after(account, after_seq, kinds)[:limit]
 
-    async def wait_events(self, account: str, after_seq: int) -> None:
-        while True:
-            log = self.logs.get(account)
-            if log is not None and log.seqs and log.seqs[-1] > after_seq:
-                return
+    async def wait_events(self, account: str, after_seq: int, kinds: frozenset[EventKind] | None = None) -> None:
+        while not self._after(account, after_seq, kinds):
             await self._changed.wait()
+
+    def _after(self, account: str, after_seq: int, kinds: frozenset[EventKind] | None) -> list[Event]:
+        log = self.logs.get(account, AccountLog())
+        events = log.events[bisect.bisect_right(log.seqs, after_seq) :]
+        return events if kinds is None else [e for e in events if e.kind in kinds]
 
     async def ack_events(self, account: str, seq: int) -> None:
         await trio.lowlevel.checkpoint()

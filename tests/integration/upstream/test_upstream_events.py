@@ -121,3 +121,35 @@ async def test_second_subscribe_on_one_connection_is_refused() -> None:
             replies = {r["id"]: r for r in [await conn.receive(), await conn.receive()] if r is not None}
     assert replies[1] == {"type": "result", "id": 1, "result": {"after": 0, "window": 1000}}
     assert (replies[2]["type"], replies[2]["code"]) == ("error", "invalid_request")
+
+
+async def test_subscriber_asking_for_some_kinds_gets_only_those_in_order() -> None:
+    # A platform that shows only final outcomes asks for delivered and failed: the rest never crosses the wire.
+    backend = MemoryBackend()
+    backend.emit(ACCOUNT, EventKind.SUBMITTED, "m1")
+    first = backend.emit(ACCOUNT, EventKind.DELIVERED, "m1").seq
+    backend.emit(ACCOUNT, EventKind.MO, to="+15550000", sender="+15550009", text="hi")
+    with trio.fail_after(10):
+        async with tcp_server(backend) as address, connected(address) as client:
+            subscription = await client.subscribe(after=0, kinds=("delivered", EventKind.FAILED))
+            got = [await subscription.__anext__()]
+            backend.emit(ACCOUNT, EventKind.SUBMITTED, "m2")  # live events of other kinds wake nobody up
+            failed = backend.emit(ACCOUNT, EventKind.FAILED, "m2", reason="UNDELIV").seq
+            got.append(await subscription.__anext__())
+            await subscription.ack(failed)
+    assert [(e.seq, e.kind) for e in got] == [(first, EventKind.DELIVERED), (failed, EventKind.FAILED)]
+    assert backend.logs[ACCOUNT].cursor == failed
+
+
+@pytest.mark.parametrize("kinds", [["nope"], [], "delivered", [1], ["delivered", None]])
+async def test_subscribe_with_bad_kinds_gets_invalid_request(kinds: object) -> None:
+    with trio.fail_after(10):
+        async with tcp_server(MemoryBackend()) as address, RawConnection.open(address) as conn:
+            await conn.hello()
+            await conn.send({"op": "subscribe", "id": 1, "kinds": kinds})
+            reply = await conn.receive()
+            await conn.send({"op": "ping", "id": 2})  # and the connection still serves
+            pong = await conn.receive()
+    assert reply is not None
+    assert (reply["type"], reply["code"], reply.get("field")) == ("error", "invalid_request", "kinds")
+    assert pong == {"type": "result", "id": 2, "result": {}}
