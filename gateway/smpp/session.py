@@ -176,7 +176,14 @@ class Session:
         self._out.append(codec.encode(pdu, seq))
         deadline = now + (self.config.response_timeout_seconds if timeout is None else timeout)
         self._outstanding[seq] = Outstanding(seq, cid, deadline, context, pdu)
-        heapq.heappush(self._deadlines, (deadline, seq))
+        heap = self._deadlines
+        heapq.heappush(heap, (deadline, seq))
+        if len(heap) > 2 * len(self._outstanding) + 64:
+            # Answered requests leave their entry behind until it comes due (the response timeout, 30 s
+            # later by default): at thousands of submits a second the heap would hold a hundred thousand
+            # dead entries. Rebuilt from what is outstanding, amortised over as many sends as it drops.
+            self._deadlines = [(req.deadline, s) for s, req in self._outstanding.items()]
+            heapq.heapify(self._deadlines)
         if windowed:
             self._windowed += 1
         self.sent_requests += 1

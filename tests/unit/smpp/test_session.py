@@ -170,6 +170,30 @@ def test_expired_requests_come_back_as_events_and_late_response_is_unexpected() 
     assert isinstance(late, UnexpectedResponse)
 
 
+def test_answered_requests_do_not_pile_up_and_unanswered_ones_still_expire() -> None:
+    # Thousands of submits a second, each answered at once, all inside one response timeout: the session's
+    # deadline bookkeeping must stay the size of what is in flight (it held every answered entry until its
+    # deadline, 30 s of traffic), and the few never answered must still expire, in order, on time.
+    pair = Pair(SessionConfig(window=10, response_timeout_seconds=30, enquire_link_interval_seconds=0))
+    pair.bind()
+    unanswered = []
+    for i in range(5000):
+        now = i / 1000  # 5 s of traffic at 1,000/s
+        seq = pair.esme.send_request(_submit(i), now, context=i)
+        if i % 1000 == 0:
+            unanswered.append(seq)
+            continue
+        pair.smsc.receive_data(pair.esme.data_to_send(), now)
+        pair.smsc.send_response(P.SubmitSmResp(sequence_number=seq, message_id=str(i)))
+        pair.esme.receive_data(pair.smsc.data_to_send(), now)
+    assert pair.esme.in_flight == 5
+    assert len(pair.esme._deadlines) <= 2 * 5 + 64 + 1
+    assert pair.esme.next_deadline() == 30.0
+    expired = pair.esme.tick(34.5)
+    assert [e.request.context for e in expired if isinstance(e, RequestExpired)] == [0, 1000, 2000, 3000, 4000]
+    assert pair.esme.in_flight == 0
+
+
 def test_idle_link_sends_enquire_link_and_silent_peer_is_dead() -> None:
     pair = Pair(SessionConfig(enquire_link_interval_seconds=30, response_timeout_seconds=10))
     pair.bind()
