@@ -17,9 +17,7 @@ import math
 import random
 import ssl
 import time
-from bisect import bisect
 from collections import deque
-from itertools import accumulate
 from typing import Any
 
 import structlog
@@ -29,10 +27,11 @@ from gateway.carriers.bucket import TokenBucket
 from gateway.carriers.link import Link, LinkLost
 from gateway.errors import ProtocolError
 from gateway.sim.concat import ConcatChecker
-from gateway.sim.config import IdFormat, ReceiptOutcome, SimConfig
+from gateway.sim.config import IdFormat, SimConfig
 from gateway.sim.counters import Counters
+from gateway.sim.receipts import Receipts
 from gateway.smpp import pdu as P
-from gateway.smpp.constants import CommandId, EsmClass, Tag
+from gateway.smpp.constants import CommandId, EsmClass
 from gateway.smpp.constants import CommandStatus as S
 from gateway.smpp.framing import Framer
 from gateway.smpp.session import (
@@ -48,18 +47,14 @@ from gateway.smpp.session import (
 )
 from gateway.smpp.state import BINDS, Role, State
 
-# Plain ints: Flag arithmetic and enum hashing run Python code in enum.py, on the simulator's hot path.
+# Plain ints: Flag arithmetic, enum attribute lookups and enum hashing run Python code in enum.py, on the
+# simulator's hot path.
 _UDHI = int(EsmClass.UDHI)
-_DELIVERY_RECEIPT = int(EsmClass.DELIVERY_RECEIPT)
-_T_RECEIPTED_MESSAGE_ID = int(Tag.RECEIPTED_MESSAGE_ID)
-_T_MESSAGE_STATE = int(Tag.MESSAGE_STATE)
-_T_NETWORK_ERROR_CODE = int(Tag.NETWORK_ERROR_CODE)
+_SUBMIT_SM = int(CommandId.SUBMIT_SM)
 log = structlog.get_logger(__name__)
 
 _RECEIPT = "receipt"
 _MO = "mo"
-# SMPP 3.4 5.3.2.31: network_error_code's first octet is the network type; 3 = GSM.
-_NETWORK_GSM = 3
 _BIND_RESP: dict[int, type[P.BindTransmitterResp | P.BindReceiverResp | P.BindTransceiverResp]] = {
     CommandId.BIND_TRANSMITTER: P.BindTransmitterResp,
     CommandId.BIND_RECEIVER: P.BindReceiverResp,
@@ -96,8 +91,7 @@ class Simulator:
         self._rng = random.Random(cfg.seed)
         self._next_id = cfg.id_start if cfg.id_start is not None else int(time.time()) * 1000
         self._id_hex = cfg.id_format is IdFormat.HEX
-        self._mix = cfg.receipt_mix
-        self._mix_cum = list(accumulate(o.weight for o in cfg.receipt_mix))
+        self._receipts = Receipts(cfg.receipt_mix, self._rng)
         self._conns: set[_Conn] = set()
         self._receivers: dict[str, list[_Conn]] = {}
         self._rr = 0
@@ -107,7 +101,9 @@ class Simulator:
         self._wake = trio.Event()
         self._sleep_until = math.inf
         self._mo_ref = 0
-        self._date = (0, "")
+        # trio's clock when the PDUs being handled were read: one reading per read, however many PDUs it
+        # brought, serves every deadline and token bucket they touch.
+        self._now = 0.0
 
     # --- public -------------------------------------------------------------------------------------
 
@@ -161,6 +157,7 @@ class Simulator:
         cfg = self.config
         sid = system_id if system_id is not None else cfg.credentials[0][0]
         parts = _mo_parts(text, self._next_mo_ref())
+        now = trio.current_time()
         for dc, body in parts:
             pdu = P.DeliverSm(
                 source_addr_ton=1,
@@ -171,7 +168,7 @@ class Simulator:
                 data_coding=dc,
                 short_message=body,
             )
-            self._deliver(sid, pdu, _MO)
+            self._deliver(sid, pdu, _MO, now)
         return len(parts)
 
     def drop_all(self) -> None:
@@ -212,7 +209,7 @@ class Simulator:
             with link.scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(link.writer)
-                    nursery.start_soon(link.ticker, lambda events: self._on_events(conn, events))
+                    nursery.start_soon(link.ticker, lambda evs: self._on_events(conn, evs, trio.current_time()))
                     await self._reader(conn)
         finally:
             self._forget(conn)
@@ -227,7 +224,9 @@ class Simulator:
             while True:
                 data = await link.receive()
                 if framer is None:
-                    await self._on_events(conn, session.receive_data(data, trio.current_time()))
+                    # One clock reading per read, however many PDUs it brought.
+                    now = trio.current_time()
+                    await self._on_events(conn, session.receive_data(data, now), now)
                 elif not await self._feed_counting(conn, framer, data):
                     return
                 link.kick()
@@ -244,10 +243,12 @@ class Simulator:
                 log.info("sim_dropping_connection", system_id=conn.system_id)
                 conn.link.fail("dropped by fault injection")
                 return False
-            await self._on_events(conn, conn.link.session.receive_data(frame, trio.current_time()))
+            now = trio.current_time()
+            await self._on_events(conn, conn.link.session.receive_data(frame, now), now)
         return True
 
-    async def _on_events(self, conn: _Conn, events: list[Event]) -> None:
+    async def _on_events(self, conn: _Conn, events: list[Event], now: float) -> None:
+        self._now = now
         for event in events:
             if isinstance(event, PduReceived):
                 self._on_request(conn, event.pdu)
@@ -265,7 +266,7 @@ class Simulator:
 
     def _on_request(self, conn: _Conn, pdu: P.Pdu) -> None:
         cid = pdu.command_id
-        if cid == CommandId.SUBMIT_SM:
+        if cid == _SUBMIT_SM:
             assert isinstance(pdu, P.SubmitSm)
             self._on_submit(conn, pdu)
         elif cid in BINDS:
@@ -307,45 +308,45 @@ class Simulator:
         conn.receives = pdu.command_id in _RX_BINDS
         if conn.receives:
             self._receivers.setdefault(conn.system_id, []).append(conn)
-            self._drain(conn)
+            self._drain(conn, self._now)
         log.info("sim_bound", system_id=pdu.system_id, mode=type(pdu).__name__)
 
     def _on_submit(self, conn: _Conn, pdu: P.SubmitSm) -> None:
+        now = self._now
         counters = self.counters
         counters.submits += 1
         session = conn.link.session
         seq = pdu.sequence_number
         bucket = conn.bucket
         if bucket is not None:
-            now = trio.current_time()
             if bucket.available(now) < 1:
                 counters.throttled += 1
                 session.send_response(P.SubmitSmResp(sequence_number=seq, command_status=S.ESME_RTHROTTLED))
                 return
             bucket.take(1, now)
-        if self.config.error_rate and self._rng.random() < self.config.error_rate:
+        cfg = self.config
+        if cfg.error_rate and self._rng.random() < cfg.error_rate:
             counters.errors_injected += 1
-            session.send_response(P.SubmitSmResp(sequence_number=seq, command_status=self.config.error_status))
+            session.send_response(P.SubmitSmResp(sequence_number=seq, command_status=cfg.error_status))
             return
         msg_id = self._new_id()
         if pdu.esm_class & _UDHI or pdu.tlvs:
             self.concat.feed(conn.system_id, pdu)
         counters.submits_ok += 1
-        receipt = self._receipt_for(pdu, msg_id)
+        receipt = self._receipts.build(pdu, msg_id)
         resp = P.SubmitSmResp(sequence_number=seq, message_id=msg_id)
         if receipt is None:
             session.send_response(resp)
             return
-        cfg = self.config
         if cfg.receipt_before_response_rate and self._rng.random() < cfg.receipt_before_response_rate:
-            self._deliver(conn.system_id, receipt, _RECEIPT)
+            self._deliver(conn.system_id, receipt, _RECEIPT, now)
             session.send_response(resp)
             return
         session.send_response(resp)
         if cfg.receipt_delay_seconds <= 0:
-            self._deliver(conn.system_id, receipt, _RECEIPT)
+            self._deliver(conn.system_id, receipt, _RECEIPT, now)
         else:
-            self._schedule(trio.current_time() + cfg.receipt_delay_seconds, conn.system_id, receipt)
+            self._schedule(now + cfg.receipt_delay_seconds, conn.system_id, receipt)
 
     def _on_response(self, conn: _Conn, kind: Any, pdu: P.Pdu) -> None:
         if kind == _RECEIPT:
@@ -353,8 +354,8 @@ class Simulator:
                 self.counters.receipts_acked += 1
         elif kind == _MO and pdu.command_status == 0:
             self.counters.mo_acked += 1
-        if kind is not None:
-            self._drain(conn)
+        if kind is not None and self._pending.get(conn.system_id):
+            self._drain(conn, self._now)
 
     def _requeue(self, conn: _Conn, lost: list[Outstanding]) -> None:
         """deliver_sm that got no answer go out again on the next receiver bind, as an SMSC retries them."""
@@ -367,8 +368,9 @@ class Simulator:
         for req in reversed(unanswered):
             assert isinstance(req.pdu, P.DeliverSm)
             queue.appendleft((req.pdu, req.context))
+        now = trio.current_time()
         for other in self._receivers.get(conn.system_id, []):
-            self._drain(other)
+            self._drain(other, now)
 
     def _forget(self, conn: _Conn) -> None:
         self._conns.discard(conn)
@@ -383,57 +385,6 @@ class Simulator:
         self._next_id = n + 1
         return f"{n:x}" if self._id_hex else str(n)
 
-    def _receipt_for(self, pdu: P.SubmitSm, msg_id: str) -> P.DeliverSm | None:
-        """SMPP 3.4 Appendix B receipt text plus the 5.3.2 TLVs, or None when none was asked for."""
-        wants = pdu.registered_delivery & 0x03  # 5.2.17 bits 1-0: 01 always, 10 on failure only
-        if not wants:
-            return None
-        outcome = self._choose()
-        if wants == 2 and outcome.stat == "DELIVRD":
-            return None
-        date = self._date_now()
-        sm = pdu.short_message
-        if pdu.esm_class & _UDHI and sm:
-            sm = sm[1 + sm[0] :]
-        delivered = b"001" if outcome.stat == "DELIVRD" else b"000"
-        text = b"id:%s sub:001 dlvrd:%s submit date:%s done date:%s stat:%s err:%03d Text:%s" % (
-            msg_id.encode(),
-            delivered,
-            date,
-            date,
-            outcome.stat.encode(),
-            outcome.err % 1000,
-            sm[:20],
-        )
-        return P.DeliverSm(
-            source_addr_ton=pdu.dest_addr_ton,
-            source_addr_npi=pdu.dest_addr_npi,
-            source_addr=pdu.destination_addr,
-            dest_addr_ton=pdu.source_addr_ton,
-            dest_addr_npi=pdu.source_addr_npi,
-            destination_addr=pdu.source_addr,
-            esm_class=_DELIVERY_RECEIPT,
-            short_message=text,
-            tlvs=(
-                (_T_RECEIPTED_MESSAGE_ID, msg_id),
-                (_T_MESSAGE_STATE, int(outcome.message_state)),
-                (_T_NETWORK_ERROR_CODE, bytes((_NETWORK_GSM, (outcome.err >> 8) & 0xFF, outcome.err & 0xFF))),
-            ),
-        )
-
-    def _choose(self) -> ReceiptOutcome:
-        if len(self._mix) == 1:
-            return self._mix[0]
-        pick = self._rng.random() * self._mix_cum[-1]
-        return self._mix[min(bisect(self._mix_cum, pick), len(self._mix) - 1)]
-
-    def _date_now(self) -> bytes:
-        # Appendix B dates are YYMMDDhhmm; one strftime per second at most.
-        second = int(time.time())
-        if self._date[0] != second:
-            self._date = (second, time.strftime("%y%m%d%H%M", time.gmtime(second)))
-        return self._date[1].encode()
-
     def _schedule(self, due: float, system_id: str, pdu: P.DeliverSm) -> None:
         self._heap_seq += 1
         heapq.heappush(self._heap, (due, self._heap_seq, system_id, pdu))
@@ -446,21 +397,21 @@ class Simulator:
             now = trio.current_time()
             while heap and heap[0][0] <= now:
                 _, _, system_id, pdu = heapq.heappop(heap)
-                self._deliver(system_id, pdu, _RECEIPT)
+                self._deliver(system_id, pdu, _RECEIPT, now)
             self._sleep_until = heap[0][0] if heap else math.inf
             with trio.move_on_at(self._sleep_until):
                 await self._wake.wait()
             self._wake = trio.Event()
 
-    def _deliver(self, system_id: str, pdu: P.DeliverSm, kind: str) -> None:
+    def _deliver(self, system_id: str, pdu: P.DeliverSm, kind: str, now: float) -> None:
         conns = self._receivers.get(system_id)
         if conns:
-            self._rr += 1
+            rr = self._rr = self._rr + 1
             n = len(conns)
             for i in range(n):
-                conn = conns[(self._rr + i) % n]
+                conn = conns[(rr + i) % n]
                 if conn.link.session.window_free > 0 and not conn.link.closed:
-                    self._send_deliver(conn, pdu, kind)
+                    self._send_deliver(conn, pdu, kind, now)
                     return
         queue = self._pending.setdefault(system_id, deque())
         if len(queue) >= self.config.max_pending_receipts:
@@ -468,10 +419,10 @@ class Simulator:
             return
         queue.append((pdu, kind))
 
-    def _send_deliver(self, conn: _Conn, pdu: P.DeliverSm, kind: str) -> None:
-        session = conn.link.session
+    def _send_deliver(self, conn: _Conn, pdu: P.DeliverSm, kind: str, now: float) -> None:
+        link = conn.link
         try:
-            session.send_request(pdu, trio.current_time(), context=kind)
+            link.session.send_request(pdu, now, context=kind)
         except ProtocolError:  # the bind is going away; keep the PDU for another
             self._pending.setdefault(conn.system_id, deque()).appendleft((pdu, kind))
             return
@@ -479,15 +430,15 @@ class Simulator:
             self.counters.receipts_sent += 1
         else:
             self.counters.mo_sent += 1
-        conn.link.deadline_hint(trio.current_time() + self.config.response_timeout_seconds)
-        conn.link.kick()
+        link.deadline_hint(now + self.config.response_timeout_seconds)
+        link.kick()
 
-    def _drain(self, conn: _Conn) -> None:
+    def _drain(self, conn: _Conn, now: float) -> None:
         queue = self._pending.get(conn.system_id)
         session = conn.link.session
         while queue and session.window_free > 0 and not conn.link.closed:
             pdu, kind = queue.popleft()
-            self._send_deliver(conn, pdu, kind)
+            self._send_deliver(conn, pdu, kind, now)
 
     def _next_mo_ref(self) -> int:
         self._mo_ref = (self._mo_ref + 1) & 0xFF

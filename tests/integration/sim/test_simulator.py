@@ -6,8 +6,9 @@ independent peer.
 
 from __future__ import annotations
 
+import random
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +23,8 @@ from gateway.cli import build_parser, main
 from gateway.errors import ConfigError
 from gateway.sim import IdFormat, ReceiptOutcome, SimConfig, Simulator
 from gateway.sim.cli import build_config
+from gateway.sim.concat import ConcatChecker
+from gateway.sim.receipts import Receipts
 from gateway.smpp import pdu as P
 from gateway.smpp.constants import EsmClass, MessageState, Tag
 from gateway.smpp.session import Event, PduReceived, ResponseReceived, Session
@@ -290,3 +293,44 @@ def test_counters_dump_as_json() -> None:
 def test_gateway_sim_exits_2_on_a_bad_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sim", "--receipt-mix", "BOGUS:1", "--port", "0"]) == 2
     assert "receipt_mix" in capsys.readouterr().err
+
+
+def test_receipt_dates_follow_the_clock_minute_by_minute() -> None:
+    # The prepared receipt text is cached per UTC minute (Appendix B dates are YYMMDDhhmm): a receipt built
+    # later must still carry the date of when it was built.
+    now = [1_700_000_000.0]  # 2023-11-14 22:13:20 UTC
+    receipts = Receipts(SIM_CONFIG.receipt_mix, random.Random(1), clock=lambda: now[0])
+    pdu = submit(1)
+
+    def dates() -> tuple[bytes, bytes]:
+        built = receipts.build(pdu, "1a")
+        assert built is not None
+        match = re.search(rb"submit date:(\d{10}) done date:(\d{10})", built.short_message)
+        assert match is not None
+        return match.group(1), match.group(2)
+
+    assert dates() == (b"2311142213", b"2311142213")
+    now[0] += 39.9  # 22:13:59.9, same minute
+    assert dates() == (b"2311142213", b"2311142213")
+    now[0] += 0.1  # 22:14:00
+    assert dates() == (b"2311142214", b"2311142214")
+    now[0] += 86_400 * 40  # forty days on
+    assert dates() == (b"2312242214", b"2312242214")
+    now[0] -= 3_600  # the wall clock stepped back an hour
+    assert dates() == (b"2312242114", b"2312242114")
+
+
+@pytest.mark.parametrize(
+    ("udh", "complete"),
+    [
+        (lambda seq: bytes((5, 0, 3, 9, 2, seq)), 1),  # 8-bit reference (3GPP TS 23.040 9.2.3.24.1)
+        (lambda seq: bytes((6, 8, 4, 1, 9, 2, seq)), 1),  # 16-bit reference (9.2.3.24.8)
+        (lambda seq: bytes((8, 0x24, 1, 0, 0, 3, 9, 2, seq)), 1),  # another element before it
+        (lambda seq: bytes((5, 0, 3, 9, 2, 1)), 0),  # the same part twice: inconsistent
+    ],
+)
+def test_concatenation_headers_are_read_in_every_udh_layout(udh: Callable[[int], bytes], complete: int) -> None:
+    checker = ConcatChecker()
+    for seq in (1, 2):
+        checker.feed(SYSTEM_ID, submit(0, esm_class=EsmClass.UDHI, short_message=udh(seq) + b"part"))
+    assert (checker.complete, checker.inconsistent, checker.incomplete) == (complete, 1 - complete, 0)
