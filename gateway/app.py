@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 import trio
 
+from gateway import gctune
 from gateway.carriers.config import BindConfig, CarrierConfig
 from gateway.carriers.jobs import Inbound, OutcomeKind, SubmitOutcome
 from gateway.carriers.pool import CarrierPool
@@ -419,5 +420,6 @@ def serve_command(config_path: str) -> int:
     except ConfigError as err:
         print(f"gateway: {err}", file=sys.stderr)
         return 2
+    gctune.tune()
     trio.run(main_async, cfg)
     return 0

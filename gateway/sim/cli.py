@@ -11,6 +11,7 @@ from typing import Any
 
 import trio
 
+from gateway import gctune
 from gateway.errors import ConfigError
 from gateway.sim.config import SimConfig, from_mapping, load_toml
 from gateway.sim.server import Simulator
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         print(err, file=sys.stderr)
         return 2
     sim = Simulator(config)
+    gctune.tune()
     ssl_context = None
     if args.tls_cert is not None:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

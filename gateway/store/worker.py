@@ -25,6 +25,7 @@ import traceback
 
 import msgpack
 
+from gateway import gctune
 from gateway.errors import StoreError
 from gateway.store import wire
 from gateway.store.store import Store
@@ -99,6 +100,7 @@ def main() -> int:
     # socket (or, if the gateway dies, by PR_SET_PDEATHSIG).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    gctune.tune()
     with socket.socket(fileno=fd) as sock:
         try:
             return serve(sock)
