@@ -20,7 +20,9 @@ import heapq
 import math
 import random
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import structlog
@@ -142,6 +144,8 @@ class Bind:
         self._window_free = trio.Event()
         self._unacked = 0
         self._inbound_room = trio.Event()
+        self._ack_link: Link | None = None
+        self._ack_on_link: Callable[[P.DeliverSm | P.DataSm, int], None] | None = None
         self._bound = trio.Event()
         self._receive_scope: trio.CancelScope | None = None
         # Status snapshot fields.
@@ -450,19 +454,23 @@ class Bind:
             return
         await self._inbound_bound()
         self._unacked += 1
-        item = Inbound(pdu, self.carrier, self.name, lambda resp: self._ack(link, resp))
+        answer = self._ack_on_link
+        if answer is None or self._ack_link is not link:  # one bound method per link, not a closure per PDU
+            answer = self._ack_on_link = partial(self._ack, link)
+            self._ack_link = link
+        item = Inbound(pdu, self.carrier, self.name, answer)
         try:
             self._inbound.send_nowait(item)
         except trio.WouldBlock:
             await self._inbound.send(item)
 
-    def _ack(self, link: Link, resp: P.Pdu) -> None:
+    def _ack(self, link: Link, request: P.DeliverSm | P.DataSm, status: int) -> None:
         if link.closed:
             return
         self._unacked -= 1
         self._inbound_room.set()
         try:
-            link.session.send_response(resp)
+            link.session.acknowledge(request, status)
         except ProtocolError:
             return  # the link closed meanwhile; the SMSC redelivers what it got no answer for
         link.kick()

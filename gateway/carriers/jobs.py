@@ -66,7 +66,11 @@ class Inbound:
     __slots__ = ("_acked", "_answer", "bind", "carrier", "pdu")
 
     def __init__(
-        self, pdu: P.DeliverSm | P.DataSm, carrier: str, bind: str, answer: Callable[[P.Pdu], None]
+        self,
+        pdu: P.DeliverSm | P.DataSm,
+        carrier: str,
+        bind: str,
+        answer: Callable[[P.DeliverSm | P.DataSm, int], None],
     ) -> None:
         self.pdu = pdu
         self.carrier = carrier
@@ -96,11 +100,7 @@ class Inbound:
         if self._acked:
             return
         self._acked = True
-        seq = self.pdu.sequence_number
-        if isinstance(self.pdu, P.DataSm):
-            self._answer(P.DataSmResp(sequence_number=seq, command_status=status))
-        else:
-            self._answer(P.DeliverSmResp(sequence_number=seq, command_status=status))
+        self._answer(self.pdu, status)  # the bind writes its deliver_sm_resp / data_sm_resp
 
     def __repr__(self) -> str:
         return f"Inbound({type(self.pdu).__name__} seq={self.pdu.sequence_number} bind={self.bind})"

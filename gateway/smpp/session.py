@@ -23,7 +23,7 @@ from typing import Any
 from gateway.errors import DecodeError, FrameError, ProtocolError, WindowFull
 from gateway.smpp import codec
 from gateway.smpp import pdu as P
-from gateway.smpp.constants import MAX_SEQUENCE, RESPONSE_BIT, CommandId
+from gateway.smpp.constants import HEADER_SIZE, MAX_SEQUENCE, RESPONSE_BIT, CommandId
 from gateway.smpp.constants import CommandStatus as S
 from gateway.smpp.framing import DEFAULT_MAX_COMMAND_LENGTH, Framer
 from gateway.smpp.state import ALLOWED, BINDS, RECV, SEND, TRANSITIONS, Role, State, next_state
@@ -198,6 +198,19 @@ class Session:
         self._check_send(cid)
         self._out.append(codec.encode(pdu))
         self._transition(SEND, cid, pdu.command_status)
+
+    def acknowledge(self, request: P.DeliverSm | P.DataSm, status: int = 0) -> None:
+        """Queue the deliver_sm_resp / data_sm_resp for `request` with `status`: SMPP 3.4 4.6.2 / 4.7.2, an
+        empty message_id and no TLVs (no body at all with an error status, as the codec writes it). The
+        same octets as send_response(DeliverSmResp(...)), without building the PDU: a gateway answers one
+        per receipt."""
+        cid = request.command_id | RESPONSE_BIT
+        self._check_send(cid)
+        seq = request.sequence_number
+        if status:
+            self._out.append(codec.pack_header(HEADER_SIZE, cid, status, seq))
+        else:
+            self._out.append(codec.pack_header(HEADER_SIZE + 1, cid, 0, seq) + b"\x00")
 
     def data_to_send(self) -> bytes:
         """Everything queued since the last call, as one buffer for one write."""

@@ -194,6 +194,28 @@ def test_answered_requests_do_not_pile_up_and_unanswered_ones_still_expire() -> 
     assert pair.esme.in_flight == 0
 
 
+@pytest.mark.parametrize("status", [0, CommandStatus.ESME_RX_T_APPN, CommandStatus.ESME_RSYSERR])
+def test_acknowledge_writes_the_same_octets_as_the_response_pdu(status: int) -> None:
+    # The gateway answers each receipt with acknowledge(); the SMSC must read exactly the response it would
+    # get from send_response(DeliverSmResp(...)) / (DataSmResp(...)).
+    pair = Pair()
+    pair.bind()
+    deliver = P.DeliverSm(source_addr="447700900001", destination_addr="ACME", short_message=b"id:1 stat:DELIVRD")
+    data = P.DataSm(source_addr="447700900001", destination_addr="ACME")
+    for request, response in ((deliver, P.DeliverSmResp), (data, P.DataSmResp)):
+        pair.smsc.send_request(request, 0.0)
+        (received,) = pair.to_esme()
+        assert isinstance(received, PduReceived)
+        assert isinstance(received.pdu, P.DeliverSm | P.DataSm)
+        pair.esme.acknowledge(received.pdu, status)
+        wire = pair.esme.data_to_send()
+        expected = codec.encode(response(sequence_number=received.pdu.sequence_number, command_status=status))
+        assert wire == expected
+        (answered,) = pair.smsc.receive_data(wire, 0.0)
+        assert isinstance(answered, ResponseReceived)
+        assert answered.pdu.command_status == status
+
+
 def test_idle_link_sends_enquire_link_and_silent_peer_is_dead() -> None:
     pair = Pair(SessionConfig(enquire_link_interval_seconds=30, response_timeout_seconds=10))
     pair.bind()
