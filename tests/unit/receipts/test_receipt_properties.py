@@ -180,6 +180,14 @@ def test_appendix_b_order_and_any_other_layout_read_alike(spec: Spec) -> None:
     canonical = replace(spec, order=list(range(7)), upper_keys=[False] * 8, date_key=" ", separator=" ")
     written = _write(canonical)
     assert parse_receipt(written) == parse_receipt(b" " + written)
+    # The engine's short parse reads the octets up to text: on its own fast path; it must agree too, with
+    # the message text in any encoding after it (here the start of a UCS-2 message, not UTF-8).
+    full = parse_receipt(written)
+    status = (full.message_id, full.state, full.err)
+    assert parse_receipt_status(written) == parse_receipt_status(b" " + written) == status
+    if canonical.text is not None:
+        ucs2 = written[: written.rindex(b"text:") + 5] + "您好订单".encode("utf-16-be")
+        assert parse_receipt_status(ucs2) == status
 
 
 @given(spec=_specs(), tlv_id=st.text(_ID_ALPHABET, min_size=1, max_size=64), state=st.sampled_from(MessageState))
