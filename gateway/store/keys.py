@@ -93,14 +93,14 @@ def split_time_key(key: bytes) -> tuple[int, int]:
 seg_key: Callable[[int, int], bytes] = _U64U16.pack
 
 
-def split_seg_key(key: bytes) -> tuple[int, int]:
-    msg_id, seg = _U64U16.unpack(key)
-    return int(msg_id), int(seg)
+# Its inverse, the struct's own method too: a receipt splits the carrier_ix value it found.
+split_seg_key: Callable[[bytes], tuple[int, int]] = _U64U16.unpack
 
 
 def text_pair(a: str, b: str) -> bytes:
     """`a \\0 b`: the NUL cannot occur in an account, carrier name or number, so prefixes do not collide."""
-    return a.encode() + b"\0" + b.encode()
+    # One encode of the joined text: UTF-8 of a concatenation is the concatenation of the UTF-8s.
+    return f"{a}\0{b}".encode()
 
 
 def recipient_key(number: str, msg_id: int) -> bytes:

@@ -3,8 +3,9 @@
 Every write goes through `apply(ops)`: one write transaction for the whole list, begun and committed on the
 calling thread (the writer's `trio.to_thread.run_sync`). All index upkeep happens in `_save()`, which diffs
 the old and new message record, so indexes cannot drift from records. The write path handles a record as
-its stored msgpack array (records.MessageFields), edits the fields an op changes and packs it again; the
-Message type is for readers. Reads are short read transactions.
+its stored msgpack array (records.MessageFields) and edits the fields an op changes; a transaction unpacks
+each record it touches once and packs it once, before commit (`_Tx.records`). The Message type is for
+readers. Reads are short read transactions.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cmp_to_key
 from itertools import islice
 from typing import Any
 
@@ -136,20 +138,41 @@ class _BatchDelta:
         self.failed[reason] = self.failed.get(reason, 0) + n
 
 
+# The sub-databases the hot paths pass to the transaction directly (no wrapper, no dict probe), in _Tx's
+# attribute order.
+_HOT_DBS = (b"messages", b"carrier_ix", b"events", b"inflight", b"due", b"finals", b"recipient", b"concat")
+
+
 class _Tx:
     """One write transaction's working state; batch counters are summed and written once at the end."""
 
-    def __init__(self, txn: lmdb.Transaction, dbs: dict[bytes, lmdb._Database], now: int, seq: int) -> None:
+    __slots__ = (
+        "batches", "carrier_ix", "concat", "db", "dirty", "due", "events", "finals", "inflight", "messages",
+        "now", "recipient", "records", "seq", "txn",
+    )  # fmt: skip
+
+    def __init__(
+        self, txn: lmdb.Transaction, dbs: dict[bytes, lmdb._Database], hot: tuple[lmdb._Database, ...], now: int,
+        seq: int,
+    ) -> None:  # fmt: skip
         self.txn = txn
         self.db = dbs
         self.now = now
         self.seq = seq
         self.batches: dict[str, _BatchDelta] = {}
-        # The hot paths call the transaction directly with these handles (no wrapper, no dict probe).
-        self.messages = dbs[b"messages"]
-        self.carrier_ix = dbs[b"carrier_ix"]
-        self.events = dbs[b"events"]
-        self.inflight = dbs[b"inflight"]
+        # `hot` is the handles of _HOT_DBS, looked up once per store.
+        (
+            self.messages, self.carrier_ix, self.events, self.inflight, self.due, self.finals, self.recipient,
+            self.concat,
+        ) = hot  # fmt: skip
+        # Message records as this transaction left them (records.MessageFields), by id: every record an op
+        # loaded or saved. Several ops of a group often touch one message (the parts of a split message, a
+        # submit_sm_resp and its receipt), so a record is unpacked once and packed once per group.
+        # Ops edit copies and save them here only when they succeed (see Store._load).
+        self.records: dict[int, MessageFields] = {}
+        # Ids whose record changed, put by Store._flush_messages before commit; True for a message created
+        # in this transaction (its id is above every stored one: LMDB may append it).
+        self.dirty: dict[int, bool] = {}
 
     def batch(self, batch_id: str) -> _BatchDelta:
         delta = self.batches.get(batch_id)
@@ -188,6 +211,7 @@ class Store:
             readahead=False,
         )
         self._dbs = {name: self._env.open_db(name) for name in keys.DB_NAMES}
+        self._hot_dbs = tuple(self._dbs[name] for name in _HOT_DBS)
         with self._env.begin() as txn:
             self._ids = keys.IdClock(self._last_key_int(txn, b"messages"))
             self._seq = self._last_key_int(txn, b"events")
@@ -268,8 +292,10 @@ class Store:
         last_id = self._ids._last
         try:
             with self._env.begin(write=True) as txn:
-                tx = _Tx(txn, self._dbs, now, self._seq)
+                tx = _Tx(txn, self._dbs, self._hot_dbs, now, self._seq)
                 results = [self._one(tx, op) for op in ops]
+                if tx.dirty:
+                    self._flush_messages(tx)
                 self._flush_batches(tx)
                 early = self._early_possible and self._has_early(txn)
         except Exception:
@@ -286,7 +312,8 @@ class Store:
                 handler = next(h for t, h in self._handlers.items() if isinstance(op, t))
             return handler(tx, op)
         except (InvalidTransition, InvalidReason, InvalidField, UnknownMessage, WrongState) as err:
-            # Raised before this op wrote anything (every op computes first, then writes).
+            # Raised before this op wrote anything (every op computes first, then writes); the record it
+            # loaded is its own copy, so not even an edit made before the raise stays (see _load).
             return err
 
     def _mo(self, tx: _Tx, op: Mo) -> Done:
@@ -336,9 +363,12 @@ class Store:
     def _replay(self, tx: _Tx, ids: tuple[int, ...]) -> SubmitResult:
         outcomes = []
         for msg_id in ids:
-            raw = tx.get(b"messages", keys.u64(msg_id))
-            msg = records.unpack_message(raw) if raw else None
-            state, reason = (msg.state, msg.reason) if msg else (State.FAILED, "purged")
+            f = self._cached(tx, msg_id)
+            if f is None:
+                state, reason = State.FAILED, "purged"
+            else:  # Message.state and Message.reason, from the stored array
+                state = _state_of(f[F_SEGMENTS])
+                reason = _reason_of(f[F_SEGMENTS], state)
             outcomes.append(Outcome(msg_id, state, reason))
         return SubmitResult(tuple(outcomes), duplicate=True)
 
@@ -386,15 +416,29 @@ class Store:
 
     # --- segment events -----------------------------------------------------------------------------
 
+    def _cached(self, tx: _Tx, msg_id: int) -> MessageFields | None:
+        """Message `msg_id` as this transaction sees it, its earlier ops' edits included (None: no such
+        message). The transaction's own array: read it, never edit it."""
+        f = tx.records.get(msg_id)
+        if f is None:
+            # A write transaction is begun with buffers=False: values are bytes, not memoryviews.
+            raw: bytes | None = tx.txn.get(keys.u64(msg_id), db=tx.messages)  # type: ignore[assignment]
+            if raw is None:
+                return None
+            f = tx.records[msg_id] = records.unpack_message_fields(raw)
+        return f
+
     def _load(self, tx: _Tx, msg_id: int) -> MessageFields:
-        # A write transaction is begun with buffers=False: values are bytes, not memoryviews.
-        raw: bytes | None = tx.txn.get(keys.u64(msg_id), db=tx.messages)  # type: ignore[assignment]
-        if raw is None:
+        """Message `msg_id` for an op to edit: a copy, so an op that fails after editing it leaves the
+        transaction's record as it was (segment arrays are shared: ops replace them, never edit them)."""
+        f = self._cached(tx, msg_id)
+        if f is None:
             raise UnknownMessage(f"no message {msg_id}")
-        return records.unpack_message_fields(raw)
+        return f.copy()
 
     def _prepare(self, tx: _Tx, op: Prepare) -> PrepareResult:
-        _check_lengths(op.carrier)
+        if len(op.carrier) > _SHORT_PART:
+            _check_lengths(op.carrier)
         f = self._load(tx, op.message_id)
         old = f[F_SEGMENTS]
         if any(s[S_STATE] not in DUE_STATES for s in old) or op.parts < 1:
@@ -406,9 +450,9 @@ class Store:
         s0 = records.segment_of(old[0])
         # The due time (and so the due-index key) stays as it was: see lifecycle._apply.
         due = s0.due_ms or tx.now
-        first = Segment(State.QUEUED, "", "", "", 0, s0.attempts, s0.possible_duplicate, tx.now, due)
+        first = Segment(_QUEUED, "", "", "", 0, s0.attempts, s0.possible_duplicate, tx.now, due)
         if op.dispatch_bind:
-            first, _ = advance(first, Event(Ev.DISPATCH, bind=op.dispatch_bind), tx.now)
+            first, _ = advance(first, Event(_DISPATCH, "", "", op.dispatch_bind), tx.now)
         f[F_CARRIER] = op.carrier
         f[F_CONCAT_REF] = ref
         self._save(tx, f, [list(first) for _ in range(op.parts)], old)
@@ -417,14 +461,16 @@ class Store:
     def _next_concat_ref(self, tx: _Tx, destination: str) -> int:
         # TS 23.040 9.2.3.24.1: the reference must differ between concatenated messages that can be in
         # flight to the same destination at once; a per-destination counter (1..65535) guarantees it.
-        raw = tx.get(b"concat", destination.encode())
+        key = destination.encode()
+        raw: bytes | None = tx.txn.get(key, db=tx.concat)  # type: ignore[assignment]
         ref = keys.from_u16(raw) % 0xFFFF + 1 if raw else 1
-        tx.put(b"concat", destination.encode(), keys.u16(ref))
+        tx.txn.put(key, keys.u16(ref), db=tx.concat)
         return ref
 
     def _advance(self, tx: _Tx, op: Advance) -> AdvanceResult:
         event = op.event
-        _check_lengths(event.carrier_id)
+        if len(event.carrier_id) > _SHORT_PART:
+            _check_lengths(event.carrier_id)
         f = self._load(tx, op.message_id)
         old = f[F_SEGMENTS]
         seg = op.segment
@@ -473,7 +519,8 @@ class Store:
         return True
 
     def _receipt(self, tx: _Tx, op: Receipt) -> ReceiptResult:
-        _check_lengths(op.carrier, op.carrier_id)
+        if len(op.carrier) + len(op.carrier_id) > _SHORT_PART:
+            _check_lengths(op.carrier, op.carrier_id)
         # Validate now: an early receipt is applied later, inside another op that has already written.
         if op.kind not in _RECEIPT_KINDS:
             raise InvalidTransition(State.SUBMITTED, op.kind)
@@ -488,7 +535,8 @@ class Store:
         msg_id, seg = keys.split_seg_key(where)
         f = self._load(tx, msg_id)
         segs = f[F_SEGMENTS].copy()
-        ignored = self._step(tx, f[F_BATCH], segs, (seg,), Event(op.kind, op.reason))
+        event = Event(op.kind, op.reason) if op.reason else _RECEIPT_EVENTS[op.kind]
+        ignored = self._step(tx, f[F_BATCH], segs, (seg,), event)
         if not ignored:  # an ignored receipt left the segment as it was: nothing to write
             self._update(tx, f, segs)
         return ReceiptResult(True, msg_id, seg, _STATES[segs[seg][S_STATE]], ignored=ignored)
@@ -496,7 +544,8 @@ class Store:
     # --- the one place indexes change ---------------------------------------------------------------
     #
     # Records are handled as their stored arrays (records.MessageFields): a receipt edits three fields
-    # and packs the array again, without building a Message and its Segments just to take them apart.
+    # of the transaction's copy, without building a Message and its Segments just to take them apart.
+    # Indexes change op by op; the record itself is packed and put once, by _flush_messages.
 
     def _update(self, tx: _Tx, f: MessageFields, segs: _Segs) -> State:
         """Store the message `f` (as loaded) with new segments `segs` (the per-receipt hot path)."""
@@ -504,7 +553,7 @@ class Store:
 
     def _save(self, tx: _Tx, f: MessageFields, segs: _Segs | None, old: _Segs | None) -> State:
         """Report, reindex and write message `f`: its segments become `segs` (None: keep f's own);
-        `old` is the segments as stored before this op (None: a new message). Returns the new state."""
+        `old` is the segments as this op found them (None: a new message). Returns the new state."""
         if segs is None:
             segs = f[F_SEGMENTS]
         state = _state_of(segs)
@@ -519,41 +568,74 @@ class Store:
     def _write(self, tx: _Tx, f: MessageFields, old: _Segs | None, old_final_ms: int) -> None:
         msg_id = f[F_ID]
         segs = f[F_SEGMENTS]
-        before, after = _due_of_fields(old), _due_of_fields(segs)
-        if before != after:
-            self._reindex_due(tx, msg_id, before, after)
-        self._reindex_inflight(tx, msg_id, old, segs)
+        if old is not None and len(old) == len(segs):
+            self._reindex_segments(tx, msg_id, old, segs)
+        else:  # a new message, or a split
+            self._reindex_due(tx, msg_id, _due_of_fields(old), _due_of_fields(segs))
+            self._reindex_inflight(tx, msg_id, old, segs)
         if old is None:
-            tx.put(b"recipient", keys.recipient_key(f[F_RECIPIENT], msg_id))
+            tx.txn.put(keys.recipient_key(f[F_RECIPIENT], msg_id), b"", db=tx.recipient)
         if f[F_FINAL_MS] and not old_final_ms:
-            tx.put(b"finals", keys.time_key(f[F_FINAL_MS], msg_id))
-        tx.txn.put(keys.u64(msg_id), records.pack_message_fields(f), db=tx.messages, append=old is None)
+            tx.txn.put(keys.time_key(f[F_FINAL_MS], msg_id), b"", db=tx.finals)
+        # The record itself is put once per transaction, by _flush_messages.
+        tx.records[msg_id] = f
+        if msg_id not in tx.dirty:
+            tx.dirty[msg_id] = old is None
+
+    def _flush_messages(self, tx: _Tx) -> None:
+        """Put every record the transaction changed, in id order: stored ones, then the new ones, whose ids
+        are above every stored id (keys.IdClock), appended."""
+        u64, pack, recs, dirty = keys.u64, records.pack_message_fields, tx.records, tx.dirty
+        ids = sorted(dirty)
+        stored = [(u64(i), pack(recs[i])) for i in ids if not dirty[i]]
+        new = [(u64(i), pack(recs[i])) for i in ids if dirty[i]]
+        cur = tx.txn.cursor(db=tx.messages)
+        if stored:
+            cur.putmulti(stored)
+        # An append below the last key is skipped without an error (MDB_KEYEXIST): check none was.
+        if new and cur.putmulti(new, append=True)[1] != len(new):
+            raise StoreError("a new message id is not above the stored ones")
+
+    def _reindex_segments(self, tx: _Tx, msg_id: int, old: _Segs, new: _Segs) -> None:
+        """Due and inflight upkeep when no segment was added (every op but a split): only the segments an
+        op replaced can move either index (ops replace segment arrays, never edit them)."""
+        due_may_move = False
+        for i, s in enumerate(new):
+            was = old[i]
+            if was is s:
+                continue
+            before, now = was[S_STATE], s[S_STATE]
+            # The due key is the earliest due time of the waiting segments: only a waiting one moves it.
+            if before in DUE_STATES or now in DUE_STATES:
+                due_may_move = True
+            if before == _SUBMITTING:
+                if now != _SUBMITTING:
+                    tx.txn.delete(keys.seg_key(msg_id, i), db=tx.inflight)
+            elif now == _SUBMITTING:
+                tx.txn.put(keys.seg_key(msg_id, i), b"", db=tx.inflight)
+        if due_may_move:
+            self._reindex_due(tx, msg_id, _due_of_fields(old), _due_of_fields(new))
 
     def _reindex_due(self, tx: _Tx, msg_id: int, before: int, after: int) -> None:
         if before == after:
             return
         if before:
-            tx.delete(b"due", keys.time_key(before, msg_id))
+            tx.txn.delete(keys.time_key(before, msg_id), db=tx.due)
         if after:
-            tx.put(b"due", keys.time_key(after, msg_id))
+            tx.txn.put(keys.time_key(after, msg_id), b"", db=tx.due)
 
     def _reindex_inflight(self, tx: _Tx, msg_id: int, old: _Segs | None, new: _Segs) -> None:
-        if old is not None and len(old) == len(new):  # every op but a split: compare segment by segment
-            for i in range(len(new)):
-                was, now = old[i][S_STATE] == _SUBMITTING, new[i][S_STATE] == _SUBMITTING
-                if was is now:
-                    continue
-                if was:
-                    tx.txn.delete(keys.seg_key(msg_id, i), db=tx.inflight)
-                else:
-                    tx.txn.put(keys.seg_key(msg_id, i), b"", db=tx.inflight)
-            return
-        before = _inflight_of_fields(old)
-        after = _inflight_of_fields(new)
-        for seg in before - after:
-            tx.delete(b"inflight", keys.seg_key(msg_id, seg))
-        for seg in after - before:
-            tx.put(b"inflight", keys.seg_key(msg_id, seg))
+        """Inflight upkeep for a new message or a split: segment i is indexed while it is submitting."""
+        was = _inflight_of_fields(old)
+        for i, s in enumerate(new):
+            if s[S_STATE] != _SUBMITTING:
+                continue
+            if i in was:
+                was.discard(i)
+            else:
+                tx.txn.put(keys.seg_key(msg_id, i), b"", db=tx.inflight)
+        for i in was:  # submitting before, not now
+            tx.txn.delete(keys.seg_key(msg_id, i), db=tx.inflight)
 
     def _report(
         self, tx: _Tx, f: MessageFields, segs: _Segs, state: State, old: _Segs | None,
@@ -576,7 +658,7 @@ class Store:
         reason = _reason_of(segs, state)
         if old is not None and old_state is not None and old_state in FINAL_STATES:  # an upgrade to delivered
             delta.fail(_reason_of(old, old_state), -1)
-        if state is State.DELIVERED:
+        if state is _DELIVERED:
             delta.delivered += 1
             self._log_message(tx, f, EventKind.DELIVERED, reason)
         else:
@@ -659,17 +741,19 @@ class Store:
         return SweepResult(purged, events, other, more)
 
     def _purge_message(self, tx: _Tx, msg_id: int) -> None:
-        raw = tx.get(b"messages", keys.u64(msg_id))
-        if raw is None:
+        f = self._cached(tx, msg_id)
+        if f is None:
             return
-        msg = records.unpack_message(raw)
-        for seg in msg.segments:
-            if seg.carrier_id:
-                key = keys.text_pair(msg.carrier, seg.carrier_id)
+        for seg in f[F_SEGMENTS]:
+            if seg[S_CARRIER_ID]:
+                key = keys.text_pair(f[F_CARRIER], seg[S_CARRIER_ID])
                 where = tx.get(b"carrier_ix", key)
                 if where is not None and keys.split_seg_key(where)[0] == msg_id:
                     tx.delete(b"carrier_ix", key)
-        tx.delete(b"recipient", keys.recipient_key(msg.recipient, msg_id))
+        tx.delete(b"recipient", keys.recipient_key(f[F_RECIPIENT], msg_id))
+        # Gone from the transaction's view too: a later op on it finds no message, and nothing puts it back.
+        del tx.records[msg_id]
+        tx.dirty.pop(msg_id, None)
         tx.delete(b"messages", keys.u64(msg_id))
 
     def _trim_events(self, tx: _Tx, cutoff: int, limit: int) -> int:
@@ -881,6 +965,11 @@ _RECEIPT_KINDS = frozenset(
 MAX_KEY_PART_BYTES = 200
 
 
+# Parts of at most this many characters pass _check_lengths without a look (4 UTF-8 bytes a character at
+# most): the hot ops test the length inline and call it only for longer ones.
+_SHORT_PART = MAX_KEY_PART_BYTES // 4
+
+
 def _check_lengths(*parts: str) -> None:
     for part in parts:
         # UTF-8 takes at most 4 bytes a character: most parts need no encode to pass.
@@ -889,7 +978,12 @@ def _check_lengths(*parts: str) -> None:
 
 
 _SUBMIT_OK = Ev.SUBMIT_OK
+_DISPATCH = Ev.DISPATCH
+# A receipt without a reason (most of them) needs no Event built: Event is an immutable NamedTuple.
+_RECEIPT_EVENTS = {kind: Event(kind) for kind in _RECEIPT_KINDS}
+_QUEUED = State.QUEUED
 _SUBMITTED = State.SUBMITTED
+_DELIVERED = State.DELIVERED
 _SUBMITTING = State.SUBMITTING
 _STATES = {int(s): s for s in State}
 
@@ -903,22 +997,42 @@ def _reason_of(segs: _Segs, state: State) -> str:
     raise ValueError(f"no segment in state {state.name}")
 
 
+def _state_ranks() -> dict[int, int]:
+    """Each state's rank in the order message_state picks by: a message is in the state of its lowest
+    ranked segment. Derived from message_state itself, so the two cannot disagree."""
+
+    def first(a: State, b: State) -> int:
+        return -1 if message_state([a, b]) is a else 1
+
+    return {int(s): rank for rank, s in enumerate(sorted(State, key=cmp_to_key(first)))}
+
+
+_RANKS = _state_ranks()
+_BY_RANK = sorted(State, key=lambda s: _RANKS[s])
+
+
 def _state_of(segs: _Segs) -> State:
     """message_state of stored segments; one segment (most messages) names the message by itself."""
     if len(segs) == 1:
         return _STATES[segs[0][S_STATE]]
-    return message_state([s[S_STATE] for s in segs])
+    ranks = _RANKS
+    best = 99
+    for s in segs:
+        rank = ranks[s[S_STATE]]
+        if rank < best:
+            best = rank
+    return _BY_RANK[best]
 
 
 def _due_of_fields(segs: _Segs | None) -> int:
     """The due-index time of a stored segment list (0: not waiting); as _due_of."""
     if segs is None:
         return 0
-    if len(segs) == 1:
-        s = segs[0]
-        return s[S_DUE_MS] if s[S_STATE] in DUE_STATES else 0
-    dues = [s[S_DUE_MS] for s in segs if s[S_STATE] in DUE_STATES]
-    return min(dues) if dues else 0
+    due = -1
+    for s in segs:
+        if s[S_STATE] in DUE_STATES and (due < 0 or s[S_DUE_MS] < due):
+            due = s[S_DUE_MS]
+    return due if due > 0 else 0
 
 
 def _inflight_of_fields(segs: _Segs | None) -> set[int]:

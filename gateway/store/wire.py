@@ -7,6 +7,10 @@ No LMDB and no trio here (only the error types of store.py). A group crosses as 
                                                      [ERROR, kind, *args]
               [last_seq, None, kind, message]        the whole group failed (StoreFull, a bug)
 
+The two results of every segment's round trip have a short form for their usual value: an
+AdvanceResult that was neither ignored nor applied an early receipt is [tag, message_id, state], a
+matched ReceiptResult with a state that was not ignored [tag, message_id, segment, state].
+
 Tags are positions in OP_TYPES / RESULT_TYPES: add new types at the end. Fields go in dataclass field
 order; nested values (recipients, the frequency cap, lifecycle events) are arrays of their fields, enums
 their ints. Decoding rebuilds the same objects, so the writer's callers cannot tell the two writers apart.
@@ -55,6 +59,8 @@ ERROR = 99
 
 _STATES = {int(s): s for s in State}
 _EVS = {int(e): e for e in Ev}
+_EVENT_FIELDS = len(Event._fields)
+_new_tuple = tuple.__new__
 
 
 class WireFormatError(GatewayError):
@@ -139,8 +145,10 @@ def _op(f: list[Any]) -> Op:
         raise ValueError(f"unknown operation tag {tag!r}")
     if tag == _ADVANCE:
         ev = f[3]
+        if len(ev) != _EVENT_FIELDS:
+            raise ValueError(f"an event has {_EVENT_FIELDS} fields, not {len(ev)}")
         ev[0] = _EVS[ev[0]]
-        return Advance(f[1], f[2], Event._make(ev))
+        return Advance(f[1], f[2], _new_tuple(Event, ev))  # Event._make without its own length check
     if tag == _RECEIPT:
         return Receipt(f[1], f[2], _EVS[f[3]], f[4])
     if tag == _SUBMIT:
@@ -170,7 +178,17 @@ def _error_fields(err: GatewayError) -> list[Any]:
     return [ERROR, type(err).__name__, str(err)]
 
 
+def _short_receipt(r: ReceiptResult) -> bool:
+    return r.matched and r.state is not None and not (r.ignored or r.early)
+
+
 def _result_fields(result: Result | GatewayError) -> list[Any]:
+    if type(result) is AdvanceResult:  # the hot ones first, in their short form when they can
+        if result.ignored or result.early_receipt_applied:
+            return [_ADVANCE_RESULT, result.message_id, result.state, result.ignored, result.early_receipt_applied]
+        return [_ADVANCE_RESULT, result.message_id, result.state]
+    if type(result) is ReceiptResult and _short_receipt(result):
+        return [_RECEIPT_RESULT, result.message_id, result.segment, result.state]
     cls = type(result)
     tag = _RESULT_TAGS.get(cls)
     if tag is None:
@@ -210,8 +228,12 @@ def _result(f: list[Any]) -> Result | GatewayError:
     if type(tag) is not int or not (0 <= tag < len(RESULT_TYPES) or tag == ERROR):
         raise ValueError(f"unknown result tag {tag!r}")
     if tag == _ADVANCE_RESULT:
+        if len(f) == 3:
+            return AdvanceResult(f[1], _STATES[f[2]])
         return AdvanceResult(f[1], _STATES[f[2]], f[3], f[4])
     if tag == _RECEIPT_RESULT:
+        if len(f) == 4:
+            return ReceiptResult(True, f[1], f[2], _STATES[f[3]])
         state = f[4]
         return ReceiptResult(f[1], f[2], f[3], None if state is None else _STATES[state], f[5], f[6])
     if tag == _SUBMIT_RESULT:

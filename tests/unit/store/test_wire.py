@@ -86,8 +86,13 @@ RESULTS: list[Result] = [
     PrepareResult(42, 65535),
     AdvanceResult(42, State.SUBMITTED, ignored=True, early_receipt_applied=True),
     AdvanceResult(43, State.QUEUED),
+    AdvanceResult(44, State.SUBMITTED, early_receipt_applied=True),
+    AdvanceResult(45, State.SUBMITTED, ignored=True),
     ReceiptResult(matched=False, early=True),
     ReceiptResult(True, 42, 2, State.DELIVERED, ignored=True),
+    ReceiptResult(True, 42, 1, State.SUBMITTED),
+    ReceiptResult(True, 46, 0, State.DELIVERED, early=True),
+    ReceiptResult(True, 47, 0),
     SweepResult(10, 20, 3, True),
     Done(),
     Done(17),
@@ -129,7 +134,7 @@ def test_decoded_events_and_states_are_enum_members() -> None:
 
     results = wire.unpack_reply(wire.pack_reply(1, RESULTS))[1]
     assert isinstance(results, list)
-    submit, advanced, receipt_result = results[0], results[3], results[6]
+    submit, advanced, receipt_result = results[0], results[3], results[8]
     assert isinstance(submit, SubmitResult)
     assert [o.state for o in submit.outcomes] == [State.ACCEPTED, State.REJECTED, State.DEFERRED]
     assert all(type(o.state) is State for o in submit.outcomes)
@@ -253,6 +258,8 @@ BAD_REQUESTS = [
     msgpack.packb([NOW, [[8]]]),  # Sweep without its limit
     msgpack.packb([NOW, [[8, 1, 2]]]),  # Sweep with a field too many
     msgpack.packb([NOW, [[2, 42, 0, [999]]]]),  # Advance with an event kind that does not exist
+    msgpack.packb([NOW, [[2, 42, 0, [4, "", "cid"]]]]),  # Advance with an event cut short
+    msgpack.packb([NOW, [[2, 42, 0, [4, "", "cid", "", 0, 0, 0]]]]),  # ... or one field too long
     msgpack.packb([NOW, [[3, "carA", "cid", 999, ""]]]),  # Receipt likewise
     msgpack.packb([NOW, [[0, "acme"]]]),  # Submit cut short
 ]
@@ -274,6 +281,10 @@ BAD_REPLIES = [
     msgpack.packb([1, None, "StoreFull"]),  # ... or its message
     msgpack.packb([1, [[len(wire.RESULT_TYPES)]]]),
     msgpack.packb([1, [[2, 42, 999, False, False]]]),  # AdvanceResult with a state that does not exist
+    msgpack.packb([1, [[2, 42, 999]]]),  # ... likewise in its short form
+    msgpack.packb([1, [[2, 42, 5, False]]]),  # neither the short nor the full form
+    msgpack.packb([1, [[3, 42, 0, 999]]]),  # a short ReceiptResult with a state that does not exist
+    msgpack.packb([1, [[3, True, 42, 0]]]),  # neither the short nor the full form
     msgpack.packb([1, [[0, [[1, 999, ""]], False]]]),  # an Outcome likewise
     msgpack.packb([1, [[wire.ERROR, "InvalidTransition", 999, 1]]]),
     msgpack.packb([1, [[wire.ERROR, "UnknownMessage"]]]),  # an error without its message
@@ -305,3 +316,11 @@ def test_per_op_error_of_a_kind_this_side_does_not_know_is_a_store_error_naming_
     (back,) = results
     assert type(back) is StoreError
     assert str(back) == "NewerError: what happened"
+
+
+def test_usual_segment_results_cross_in_their_short_form() -> None:
+    # Every segment's submit_sm_resp and receipt cross once each: their usual outcome leaves its defaults out.
+    reply = msgpack.unpackb(
+        wire.pack_reply(0, [AdvanceResult(42, State.SUBMITTED), ReceiptResult(True, 42, 1, State.DELIVERED)])
+    )
+    assert reply == [0, [[2, 42, int(State.SUBMITTED)], [3, 42, 1, int(State.DELIVERED)]]]
