@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import DecodeError, FrameError, ProtocolError, WindowFull
+from gateway.fastinit import fast_init
 from gateway.smpp import codec
 from gateway.smpp import pdu as P
 from gateway.smpp.constants import HEADER_SIZE, MAX_SEQUENCE, RESPONSE_BIT, CommandId
@@ -119,6 +120,11 @@ class LinkDead(Event):
     """Our enquire_link got no answer in time, or the stream is beyond repair."""
 
     reason: str
+
+
+# One of these per PDU received: built through the slots (gateway/fastinit.py).
+fast_init(PduReceived)
+fast_init(ResponseReceived)
 
 
 # --- the session ------------------------------------------------------------------------------------
