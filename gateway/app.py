@@ -345,6 +345,7 @@ class Gateway:
                     log.info("shutdown_started")
                     front.cancel_scope.cancel()  # 1. stop accepting
                 await self._drain(pools, results_tx, inbound_tx, engine)  # 2-3. binds drain and unbind
+                log.info("engine_counters", **engine.counters)  # receipts early / ignored / unparseable, MO
                 core.cancel_scope.cancel()
         await writer.aclose()  # 4. commit the writer's tail
         log.info("shutdown_complete")

@@ -297,7 +297,7 @@ class Store:
         try:
             with self._env.begin(write=True) as txn:
                 tx = _Tx(txn, self._dbs, self._hot_dbs, now, self._seq)
-                results = [self._one(tx, op) for op in ops]
+                results = self._run_ops(tx, ops)
                 if tx.dirty:
                     self._flush_messages(tx)
                 self._flush_batches(tx)
@@ -308,6 +308,24 @@ class Store:
         self._seq = tx.seq
         self._early_possible = early
         return results
+
+    def _run_ops(self, tx: _Tx, ops: Sequence[Op]) -> list[Result | GatewayError]:
+        """Each op's result, in the order of `ops`; receipts are applied after the group's other ops.
+
+        A receipt often shares a group with its own submit_sm_resp: SMSCs (and our simulator) send both at
+        once, and the engine's two correlation tasks queue them in either order. Applied last, it matches
+        its segment at once instead of taking the early-receipt path (stored, then found and applied by the
+        response), and the message's "submitted" event comes before its "delivered" one.
+        """
+        later = [i for i, op in enumerate(ops) if type(op) is Receipt]
+        if not later:
+            return [self._one(tx, op) for op in ops]
+        results: list[Result | GatewayError | None] = [
+            None if type(op) is Receipt else self._one(tx, op) for op in ops
+        ]
+        for i in later:
+            results[i] = self._one(tx, ops[i])
+        return results  # type: ignore[return-value]  # every slot filled
 
     def _one(self, tx: _Tx, op: Op) -> Result | GatewayError:
         try:

@@ -50,13 +50,10 @@ def test_early_receipts_after_the_table_emptied_are_still_found(open_store: Stor
     (plain,) = ok(store, [Advance(second, 0, Event(Ev.SUBMIT_OK, carrier_id="B"))])
     assert isinstance(plain, AdvanceResult)
     assert not plain.early_receipt_applied
-    (_, late) = ok(
-        store,
-        [
-            Receipt("carA", "C", Ev.RECEIPT_UNDELIVERABLE, "undeliverable:001"),
-            Advance(third, 0, Event(Ev.SUBMIT_OK, carrier_id="C")),
-        ],
-    )
+    (early,) = ok(store, [Receipt("carA", "C", Ev.RECEIPT_UNDELIVERABLE, "undeliverable:001")])
+    assert isinstance(early, ReceiptResult)
+    assert early.early
+    (late,) = ok(store, [Advance(third, 0, Event(Ev.SUBMIT_OK, carrier_id="C"))])
     assert isinstance(late, AdvanceResult)
     assert (late.early_receipt_applied, late.state) == (True, State.UNDELIVERABLE)
     msg = store.get(third)
@@ -111,4 +108,23 @@ def test_every_part_of_a_split_message_is_tracked_until_its_receipt(open_store: 
     counters = store.batch("b")
     assert counters is not None
     assert (counters.submitted, counters.delivered, counters.billed) == (1, 1, 3)
+    assert store.check() == []
+
+
+def test_a_receipt_queued_before_its_response_in_one_group_matches_at_once(open_store: StoreFactory) -> None:
+    # The engine's two correlation tasks queue a response and its receipt in either order; in one group the
+    # receipt is applied after the response: matched, not parked as early, "submitted" logged first.
+    store = open_store()
+    (msg_id,) = only_id(store, "+1")
+    dispatch(store, msg_id)
+    receipt, response = ok(
+        store, [Receipt("carA", "D", Ev.RECEIPT_DELIVERED), Advance(msg_id, 0, Event(Ev.SUBMIT_OK, carrier_id="D"))]
+    )
+    assert isinstance(receipt, ReceiptResult)
+    assert (receipt.matched, receipt.early, receipt.state) == (True, False, State.DELIVERED)
+    assert isinstance(response, AdvanceResult)
+    assert not response.early_receipt_applied
+    assert store.count(b"early") == 0
+    kinds = [e.kind for e in store.events(0) if e.message_id == msg_id]
+    assert kinds == [EventKind.SUBMITTED, EventKind.DELIVERED]
     assert store.check() == []

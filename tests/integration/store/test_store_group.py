@@ -182,9 +182,9 @@ def test_a_sweep_purges_a_record_an_earlier_op_of_its_group_changed(
     clock.ms += 31 * DAY_MS
     # A late DELIVRD upgrades the message (its final time stays), the sweep then purges it: nothing may
     # write the record back, and a later op of the group finds no message.
-    late = Receipt("carA", "c1", Ev.RECEIPT_DELIVERED)
+    late = Advance(msg_id, 0, Event(Ev.RECEIPT_DELIVERED))
     upgraded, swept, after = store.apply([late, Sweep(100), submit_ok(msg_id, 0)])
-    assert isinstance(upgraded, ReceiptResult)
+    assert isinstance(upgraded, AdvanceResult)
     assert upgraded.state is State.DELIVERED
     assert isinstance(swept, SweepResult)
     assert swept.messages == 1
