@@ -23,6 +23,7 @@ _OPTION_FIELDS = {
     "receipt_delay": "receipt_delay_seconds",
     "receipt_mix": "receipt_mix",
     "receipt_before_response_rate": "receipt_before_response_rate",
+    "response_delay": "response_delay_seconds",
     "throttle_tps": "throttle_tps",
     "error_rate": "error_rate",
     "error_status": "error_status",
@@ -45,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--receipt-delay", type=float, metavar="SECONDS")
     parser.add_argument("--receipt-mix", metavar="STAT[/ERR]:WEIGHT,...", help="e.g. DELIVRD:0.9,UNDELIV/1:0.1")
     parser.add_argument("--receipt-before-response-rate", type=float, metavar="SHARE")
+    parser.add_argument("--response-delay", type=float, metavar="SECONDS", help="hold each submit_sm_resp")
     parser.add_argument("--throttle-tps", type=float)
     parser.add_argument("--error-rate", type=float, metavar="SHARE")
     parser.add_argument("--error-status", type=lambda v: int(v, 0), help="command_status to inject (0x08)")

@@ -55,6 +55,9 @@ class SimConfig:
     receipt_mix: tuple[ReceiptOutcome, ...] = (ReceiptOutcome(),)
     # Share of receipts sent before the submit_sm_resp (SMSCs do this under load; the engine must cope).
     receipt_before_response_rate: float = 0.0
+    # Hold every successful submit_sm_resp this long (a slow SMSC). With receipt_before_response_rate, the
+    # receipt then reaches the ESME well before the response it must be matched to.
+    response_delay_seconds: float = 0.0
     # Above this many submit_sm a second (per bind), answer ESME_RTHROTTLED; 0 disables.
     throttle_tps: float = 0.0
     error_rate: float = 0.0

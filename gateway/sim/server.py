@@ -97,6 +97,8 @@ class Simulator:
         self._rr = 0
         self._pending: dict[str, deque[tuple[P.DeliverSm, str]]] = {}
         self._heap: list[tuple[float, int, str, P.DeliverSm]] = []
+        # submit_sm_resp held back by response_delay_seconds, by due time.
+        self._held: list[tuple[float, int, _Conn, P.SubmitSmResp]] = []
         self._heap_seq = 0
         self._wake = trio.Event()
         self._sleep_until = math.inf
@@ -336,13 +338,13 @@ class Simulator:
         receipt = self._receipts.build(pdu, msg_id)
         resp = P.SubmitSmResp(sequence_number=seq, message_id=msg_id)
         if receipt is None:
-            session.send_response(resp)
+            self._respond(conn, resp, now)
             return
         if cfg.receipt_before_response_rate and self._rng.random() < cfg.receipt_before_response_rate:
             self._deliver(conn.system_id, receipt, _RECEIPT, now)
-            session.send_response(resp)
+            self._respond(conn, resp, now)
             return
-        session.send_response(resp)
+        self._respond(conn, resp, now)
         if cfg.receipt_delay_seconds <= 0:
             self._deliver(conn.system_id, receipt, _RECEIPT, now)
         else:
@@ -385,6 +387,16 @@ class Simulator:
         self._next_id = n + 1
         return f"{n:x}" if self._id_hex else str(n)
 
+    def _respond(self, conn: _Conn, resp: P.SubmitSmResp, now: float) -> None:
+        delay = self.config.response_delay_seconds
+        if delay <= 0:
+            conn.link.session.send_response(resp)
+            return
+        self._heap_seq += 1
+        heapq.heappush(self._held, (now + delay, self._heap_seq, conn, resp))
+        if now + delay < self._sleep_until:
+            self._wake.set()
+
     def _schedule(self, due: float, system_id: str, pdu: P.DeliverSm) -> None:
         self._heap_seq += 1
         heapq.heappush(self._heap, (due, self._heap_seq, system_id, pdu))
@@ -398,7 +410,17 @@ class Simulator:
             while heap and heap[0][0] <= now:
                 _, _, system_id, pdu = heapq.heappop(heap)
                 self._deliver(system_id, pdu, _RECEIPT, now)
-            self._sleep_until = heap[0][0] if heap else math.inf
+            held = self._held
+            while held and held[0][0] <= now:
+                _, _, conn, resp = heapq.heappop(held)
+                if conn.link.closed:
+                    continue  # the connection it belonged to is gone: the ESME's request times out
+                try:
+                    conn.link.session.send_response(resp)
+                except ProtocolError:
+                    continue  # unbound meanwhile
+                conn.link.kick()
+            self._sleep_until = min(heap[0][0] if heap else math.inf, held[0][0] if held else math.inf)
             with trio.move_on_at(self._sleep_until):
                 await self._wake.wait()
             self._wake = trio.Event()

@@ -87,7 +87,9 @@ async def test_ten_thousand_mixed_messages_all_reach_delivered(tmp_path: Path) -
 
 async def test_receipts_before_their_submit_sm_resp_are_all_matched(tmp_path: Path) -> None:
     with trio.fail_after(120):
-        async with running_gateway(tmp_path, sim_config=_sim(receipt_before_response_rate=1.0)) as h:
+        # Each receipt goes out 50 ms before its submit_sm_resp: in another read, another store group.
+        sim = _sim(receipt_before_response_rate=1.0, response_delay_seconds=0.05)
+        async with running_gateway(tmp_path, sim_config=sim) as h:
             async with h.client() as client:
                 ids = await submit_all(client, 2_000)
                 await _check_all_final(h, client, ids)

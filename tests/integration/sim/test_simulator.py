@@ -139,6 +139,24 @@ async def test_receipt_can_come_before_the_submit_response() -> None:
             assert first.pdu.tlv(Tag.RECEIPTED_MESSAGE_ID) == second.pdu.message_id
 
 
+async def test_responses_wait_for_the_configured_delay_and_receipts_can_go_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(60):
+        sim_config = replace(SIM_CONFIG, receipt_before_response_rate=1.0, response_delay_seconds=5)
+        async with running_sim(sim_config) as sim, raw_esme(sim) as esme:
+            start = trio.current_time()
+            await esme.send(submit(1))
+            (receipt,) = await esme.collect(1)
+            assert isinstance(receipt, PduReceived)
+            assert trio.current_time() - start < 1
+            (response,) = await esme.collect(1)
+            assert isinstance(response, ResponseReceived)
+            assert isinstance(response.pdu, P.SubmitSmResp)
+            assert 5 <= trio.current_time() - start < 6
+            assert receipt.pdu.tlv(Tag.RECEIPTED_MESSAGE_ID) == response.pdu.message_id
+
+
 async def test_receipts_wait_for_the_configured_delay(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(60):
         sim_config = replace(SIM_CONFIG, receipt_delay_seconds=10)
