@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import structlog
 import trio
 
-from gateway.carriers.jobs import Inbound, SubmitJob, SubmitOutcome
+from gateway.carriers.jobs import Inbound, OutcomeKind, SubmitJob, SubmitOutcome
 from gateway.carriers.pool import CarrierPool
 from gateway.engine import plan
 from gateway.engine.settings import CarrierSettings, EngineSettings
@@ -385,24 +385,23 @@ class Engine:
         s = self.settings
         now_ms = self._wall_ms()
         ops: list[Op] = []
+        formats = self._id_formats
         for o in outcomes:
             ref: plan.SegmentRef = o.context
-            ops.append(
-                Advance(
-                    ref.message_id,
-                    ref.segment,
-                    plan.outcome_event(
-                        o,
-                        ref,
-                        now_ms=now_ms,
-                        ids=self._id_formats[o.carrier],
-                        recovery=self.store.cfg.recovery_for(ref.message_class),
-                        max_attempts=s.retry_max_attempts,
-                        backoff_min_seconds=s.retry_backoff_min_seconds,
-                        backoff_max_seconds=s.retry_backoff_max_seconds,
-                    ),
+            if o.kind is _ACCEPTED:  # nearly every outcome
+                event = plan.accepted_event(o, formats[o.carrier])
+            else:
+                event = plan.outcome_event(
+                    o,
+                    ref,
+                    now_ms=now_ms,
+                    ids=formats[o.carrier],
+                    recovery=self.store.cfg.recovery_for(ref.message_class),
+                    max_attempts=s.retry_max_attempts,
+                    backoff_min_seconds=s.retry_backoff_min_seconds,
+                    backoff_max_seconds=s.retry_backoff_max_seconds,
                 )
-            )
+            ops.append(Advance(ref.message_id, ref.segment, event))
         results = await self._apply(ops)
         for op, result in zip(ops, results, strict=True):
             if isinstance(result, GatewayError):
@@ -505,7 +504,7 @@ class Engine:
         self.wake()
         messages = []
         for to, outcome in zip(request.to, result.outcomes, strict=False):  # type: ignore[union-attr]
-            state = {State.REJECTED: "rejected", State.DEFERRED: "scheduled"}.get(outcome.state, "accepted")
+            state = _ACCEPT_STATES.get(outcome.state, "accepted")
             messages.append(SubmittedMessage(to, str(outcome.message_id), state, outcome.reason or None))
         return SubmitResult(tuple(messages), result.duplicate)  # type: ignore[union-attr]
 
@@ -591,6 +590,11 @@ class Engine:
 
     async def event_cursor(self, account: str) -> int:
         return self.store.cursor(account)
+
+
+# What a submit answers per recipient (docs/protocol.md, submit).
+_ACCEPT_STATES = {State.REJECTED: "rejected", State.DEFERRED: "scheduled"}
+_ACCEPTED = OutcomeKind.ACCEPTED
 
 
 def _ref_for(ref: int, bits: int) -> int:

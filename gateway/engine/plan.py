@@ -31,6 +31,15 @@ def backoff_ms(attempts: int, min_seconds: float, max_seconds: float) -> int:
     return int(min(max_seconds, min_seconds * 2 ** max(0, attempts - 1)) * 1000)
 
 
+def accepted_event(outcome: SubmitOutcome, ids: CarrierIdFormats) -> Event:
+    """outcome_event of an ACCEPTED outcome (the engine calls it directly for those, nearly all of them):
+    SUBMIT_OK with the carrier's message id as receipts will be matched against it."""
+    return Event(_SUBMIT_OK, "", ids.response_key(outcome.message_id), outcome.bind, outcome.sequence_number or 0)
+
+
+_SUBMIT_OK = Ev.SUBMIT_OK
+
+
 def outcome_event(
     outcome: SubmitOutcome,
     ref: SegmentRef,
@@ -45,12 +54,7 @@ def outcome_event(
     """The lifecycle event a submit_sm outcome means (ARCHITECTURE.md step 5)."""
     kind = outcome.kind
     if kind is OutcomeKind.ACCEPTED:
-        return Event(
-            Ev.SUBMIT_OK,
-            carrier_id=ids.response_key(outcome.message_id),
-            bind=outcome.bind,
-            sequence=outcome.sequence_number or 0,
-        )
+        return accepted_event(outcome, ids)
     if kind is OutcomeKind.REJECTED:
         if outcome.status in TEMPORARY_STATUSES:
             if ref.attempts >= max_attempts:
