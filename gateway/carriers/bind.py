@@ -501,14 +501,19 @@ class Bind:
                         if self._retry:
                             break  # refused jobs wait out the pause first: order is kept
                         try:
-                            job = jobs.receive_nowait() if sent else await self._receive_first(jobs)
+                            job: SubmitJob | None
+                            if sent:
+                                job = jobs.receive_nowait()
+                            else:
+                                job = await self._receive_first(jobs)
+                                now = trio.current_time()  # the wait may have been long: deadlines from now
                         except (trio.WouldBlock, trio.EndOfChannel):
                             break
                         if job is None:
                             continue  # a throttled job came back for a retry while we waited
                         self._order += 1
                         item = _InFlight(job, self._order, batch)
-                    if not self._send(link, item):
+                    if not self._send(link, item, now):
                         return
                     sent += 1
                 now = trio.current_time()
@@ -517,9 +522,10 @@ class Bind:
                 link.deadline_hint(now + timeout)
                 link.kick()
 
-    def _send(self, link: Link, item: _InFlight) -> bool:
+    def _send(self, link: Link, item: _InFlight, now: float) -> bool:
         try:
-            link.session.send_request(item.job.pdu, trio.current_time(), context=item)
+            # `now`: when the batch started (a response deadline a few milliseconds early at most).
+            link.session.send_request(item.job.pdu, now, context=item)
         except ProtocolError:
             # Unbound under us (the SMSC sent unbind): this one never left; the link is ending anyway.
             heapq.heappush(self._retry, (item.order, item))

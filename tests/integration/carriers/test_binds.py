@@ -51,6 +51,20 @@ async def test_bind_submit_receipt_unbind(autojump_clock: trio.testing.MockClock
             assert sim.stats()["unbinds"] == 1
 
 
+async def test_a_submit_after_a_long_idle_spell_gets_a_whole_response_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The sender waits for work for longer than the response timeout; the submit that ends the wait must
+    # be timed from when it is sent, not from when the wait began (it would expire before its answer).
+    with trio.fail_after(300):
+        async with running_sim() as sim:
+            assert sim.port is not None
+            async with running_pool(sim.port, response_timeout_seconds=10) as pool:
+                assert [o.kind for o in await submit_all(pool, [submit(1)])] == [OutcomeKind.ACCEPTED]
+                await trio.sleep(100)
+                assert [o.kind for o in await submit_all(pool, [submit(2)])] == [OutcomeKind.ACCEPTED]
+
+
 async def test_wrong_password_is_refused_with_rinvpaswd(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(30):
         async with running_sim() as sim:
