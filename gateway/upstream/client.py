@@ -49,6 +49,10 @@ log = structlog.get_logger(__name__)
 _OUTGOING_FRAMES = 1024
 _READ_BYTES = 64 * 1024
 _COALESCE_BYTES = 256 * 1024
+# A read carries hundreds of events. The subscription's iterator checks for cancellation on every event but
+# lets other tasks run only every this many events it takes from the queue (and whenever the queue is
+# empty): one trip through trio's scheduler per event cost more than reading the event.
+_EVENTS_PER_SCHEDULE_POINT = 64
 
 
 class _Call:
@@ -60,18 +64,38 @@ class _Call:
 
 
 class Subscription:
-    """Events pushed by the server after `after`; iterate, and `ack` what has been processed."""
+    """Events pushed by the server after `after`; iterate, and `ack` what has been processed.
+
+    Each step of the iteration checks for cancellation; it lets other tasks run when it has to wait for an
+    event and otherwise every `_EVENTS_PER_SCHEDULE_POINT` events."""
 
     def __init__(self, client: UpstreamClient, window: int) -> None:
         self._client = client
         self.after = 0
         self.window = window
         self._send, self._recv = trio.open_memory_channel[Event](window)
+        self._taken = 0
 
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> Event:
+        # As trio's receive does: a cancellation is seen before an event is taken, so none is lost.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            event = self._recv.receive_nowait()
+        except trio.WouldBlock:
+            event = await self._receive()
+        except trio.EndOfChannel:
+            raise self._client.closed_error() from None
+        else:
+            self._taken += 1
+            if self._taken >= _EVENTS_PER_SCHEDULE_POINT:
+                self._taken = 0
+                await trio.lowlevel.cancel_shielded_checkpoint()
+        return event
+
+    async def _receive(self) -> Event:
         try:
             return await self._recv.receive()
         except trio.EndOfChannel:
@@ -84,6 +108,14 @@ class Subscription:
     async def deliver(self, event: Event) -> None:
         # The server never has more than `window` events unacknowledged, so this never blocks for long.
         await self._send.send(event)
+
+    def offer(self, event: Event) -> bool:
+        """Queue an event without waiting (the reader's usual case); False when the queue is full."""
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            return False
+        return True
 
     def close(self) -> None:
         self._send.close()
@@ -188,16 +220,17 @@ class UpstreamClient:
             self._session.receive_data(data)
             try:
                 while (message := self._session.next_message()) is not None:
-                    await self._dispatch(message)
+                    if isinstance(message, Event):
+                        subscription = self._subscription
+                        if subscription is not None and not subscription.offer(message):
+                            await subscription.deliver(message)
+                    else:
+                        self._answer(message)
             except UpstreamError as err:
                 self._shut(err)
                 return
 
-    async def _dispatch(self, message: Reply | Event) -> None:
-        if isinstance(message, Event):
-            if self._subscription is not None:
-                await self._subscription.deliver(message)
-            return
+    def _answer(self, message: Reply) -> None:
         if message.fatal and message.error is not None:
             self._shut(message.error)
         call = self._pending.get(message.id) if message.id is not None else None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import msgpack
 
+from gateway.fastinit import fast_init
 from gateway.upstream.errors import BadFrame, FrameTooLarge, UpstreamError
 
 PREFIX = struct.Struct(">I")
@@ -32,6 +33,9 @@ class RawFrame:
     """One whole frame's payload, not yet unpacked."""
 
     payload: bytes
+
+
+fast_init(RawFrame)  # one per frame, on both sides
 
 
 @dataclass(frozen=True, slots=True)

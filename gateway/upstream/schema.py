@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple, TypeVar
 
+from gateway.fastinit import fast_init
 from gateway.upstream.errors import (
     BadFrame,
     InvalidNumber,
@@ -39,6 +40,8 @@ MAX_SEQ = 2**64 - 1
 # E.164 (ITU-T E.164 6.1) allows 15 digits; national and short-code forms are accepted up to 20 and left
 # to the router to normalise.
 _NUMBER = re.compile(r"\+?[0-9]{1,20}")
+# Recipients joined by commas (a comma is in no valid number): one match checks a whole list at once.
+_NUMBER_LIST = re.compile(r"\+?[0-9]{1,20}(?:,\+?[0-9]{1,20})*")
 # 3GPP TS 23.040 9.1.2.5: an alphanumeric TP-OA holds 11 GSM 7-bit characters; we take the portable subset.
 _ALPHA_SENDER = re.compile(r"[A-Za-z0-9 .\-_&]{1,11}")
 
@@ -143,6 +146,10 @@ class SubmittedMessage:
     reason: str | None = None
 
 
+# Built once per recipient: by the engine for each submit result, by the client for each one it reads.
+fast_init(SubmittedMessage)
+
+
 @dataclass(frozen=True, slots=True)
 class SubmitResult:
     """One message per recipient, in request order; `duplicate` when a client_ref was seen before."""
@@ -163,6 +170,9 @@ class MessageStatus:
     batch_id: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+
+
+fast_init(MessageStatus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +354,23 @@ def _parse_recipients(body: Mapping[str, Any]) -> tuple[str, ...]:
         return (check_number(value, "to"),)
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_RECIPIENTS:
         raise InvalidRequest(f"to must be a number or a list of 1 to {MAX_RECIPIENTS} numbers", field="to")
+    if _all_numbers(value):
+        return tuple(value)
+    return _checked_recipients(value)
+
+
+def _all_numbers(value: list[Any]) -> bool:
+    """Whether every item is a valid number, checked by one match over the items joined by commas; the
+    comma count tells that no item held a comma of its own. False sends the list to the item-by-item check
+    that names the first bad item."""
+    try:
+        joined = ",".join(value)
+    except TypeError:  # an item that is not a str
+        return False
+    return _NUMBER_LIST.fullmatch(joined) is not None and joined.count(",") == len(value) - 1
+
+
+def _checked_recipients(value: list[Any]) -> tuple[str, ...]:
     for index, item in enumerate(value):
         if not isinstance(item, str):
             raise InvalidRequest(f"to[{index}] must be str", field=f"to[{index}]")
@@ -478,9 +505,13 @@ def _status_map(status: MessageStatus) -> dict[str, Any]:
 def result_map(result: Result) -> dict[str, Any]:
     """The wire map of a result (docs/protocol.md lists each op's result keys)."""
     if isinstance(result, SubmitResult):
+        # One map per recipient, keys in field order; only `reason` is optional (the other fields are str).
         return {
             "messages": [
-                _compact({name: getattr(m, name) for name in SubmittedMessage.__slots__}) for m in result.messages
+                {"to": m.to, "message_id": m.message_id, "state": m.state}
+                if m.reason is None
+                else {"to": m.to, "message_id": m.message_id, "state": m.state, "reason": m.reason}
+                for m in result.messages
             ],
             "duplicate": result.duplicate,
         }
@@ -536,6 +567,31 @@ def _server_field(body: Mapping[str, Any], key: str, kind: type[T]) -> T:
 
 def submit_result_from_wire(result: object) -> SubmitResult:
     body = _wire(result, "submit result")
+    items = body.get("messages")
+    messages = _submitted_fast(items) if type(items) is list else None
+    if messages is None:
+        return _submit_result_checked(body)
+    return SubmitResult(messages, bool(body.get("duplicate", False)))
+
+
+def _submitted_fast(items: list[Any]) -> tuple[SubmittedMessage, ...] | None:
+    """The messages of a well-formed submit result (what the server sends: maps of str values), or None
+    for anything else, which `_submit_result_checked` then reads or refuses with the error it names."""
+    out = []
+    for m in items:
+        if type(m) is not dict:
+            return None
+        get = m.get
+        to, message_id, state, reason = get("to"), get("message_id"), get("state", "accepted"), get("reason")
+        if type(to) is not str or type(message_id) is not str or type(state) is not str:
+            return None
+        if reason is not None and type(reason) is not str:
+            return None
+        out.append(SubmittedMessage(to, message_id, state, reason))
+    return tuple(out)
+
+
+def _submit_result_checked(body: dict[str, Any]) -> SubmitResult:
     messages = tuple(
         SubmittedMessage(
             _server_field(m, "to", str),
@@ -615,7 +671,29 @@ def subscribe_result_from_wire(result: object) -> SubscribeResult:
     return SubscribeResult(_server_field(body, "after", int), _server_field(body, "window", int))
 
 
+_EVENT_KINDS = {str(kind): kind for kind in EventKind}
+_new_tuple = tuple.__new__
+
+
 def event_from_wire(frame: Mapping[str, Any]) -> Event:
+    """An event frame as an `Event`: one per event pushed, so the frames the server sends (exact types,
+    a float `at`) are read without per-field calls; any other frame takes `_event_checked`, which reads it
+    the same way or refuses it with the error it names."""
+    get = frame.get
+    seq, name, at = get("seq"), get("kind"), get("at")
+    kind = _EVENT_KINDS.get(name) if type(name) is str else None
+    if kind is not None and type(seq) is int and type(at) is float:
+        # Event's fields in order; the optional ones are str or absent.
+        values = (seq, kind, at, get("message_id"), get("to"), get("sender"), get("text"), get("reason"),
+                  get("carrier"), get("client_ref"), get("batch_id"))  # fmt: skip
+        for value in values[3:]:
+            if value is not None and type(value) is not str:
+                return _event_checked(frame)
+        return _new_tuple(Event, values)
+    return _event_checked(frame)
+
+
+def _event_checked(frame: Mapping[str, Any]) -> Event:
     try:
         kind = EventKind(_server_field(frame, "kind", str))
     except ValueError:
