@@ -1,12 +1,15 @@
 """The delivery receipt the simulator sends for an accepted submit_sm: SMPP 3.4 Appendix B text plus TLVs.
 
-Built once per submitted segment, so built from prepared parts: everything in a receipt except its id, its
-addresses and the first 20 octets of the message is fixed per outcome of the receipt mix, and Appendix B dates
-(YYMMDDhhmm) change once a minute, so each outcome's text between the id and `Text:` is formatted when the
-minute turns, not per PDU. What goes on the wire is the same as formatting every receipt from scratch.
+Built once per submitted segment, so built as octets, not as a PDU: a receipt deliver_sm differs from the next
+only in its addresses, its id and the first 20 octets of the message, so each outcome of the receipt mix keeps
+the body of its deliver_sm (SMPP 3.4 4.6.1, everything after the header) as one template with holes for those.
+Appendix B dates (YYMMDDhhmm) change once a minute, so the templates are rebuilt when the minute turns, not
+per PDU. What goes on the wire is what the codec writes for the DeliverSm with the same fields
+(tests/integration/sim/test_wire_equivalence.py compares them).
 
     receipts = Receipts(config.receipt_mix, rng)
-    deliver_sm = receipts.build(submit_sm, "5f3a")   # None when the submit asked for no receipt
+    body = receipts.build(submit_sm, b"5f3a")   # None when the submit asked for no receipt
+    session.send_encoded(CommandId.DELIVER_SM, body, now, context=...)
 """
 
 from __future__ import annotations
@@ -19,41 +22,71 @@ from itertools import accumulate
 
 from gateway.sim.config import ReceiptOutcome
 from gateway.smpp import pdu as P
+from gateway.smpp import tlv
 from gateway.smpp.constants import EsmClass, Tag
 
 # Plain ints: enum attribute lookups and IntFlag arithmetic run Python code in enum.py, once per receipt.
 _UDHI = int(EsmClass.UDHI)
-_DELIVERY_RECEIPT = int(EsmClass.DELIVERY_RECEIPT)
-_T_RECEIPTED_MESSAGE_ID = int(Tag.RECEIPTED_MESSAGE_ID)
-_T_MESSAGE_STATE = int(Tag.MESSAGE_STATE)
-_T_NETWORK_ERROR_CODE = int(Tag.NETWORK_ERROR_CODE)
 # SMPP 3.4 5.3.2.31: network_error_code's first octet is the network type; 3 = GSM.
 _NETWORK_GSM = 3
 # SMPP 3.4 Appendix B: the original message's first 20 characters follow `Text:`.
 _TEXT_OCTETS = 20
+# receipted_message_id is a C-Octet String TLV of at most 65 octets with its NUL (SMPP 3.4 5.3.2.12).
+MAX_ID_OCTETS = 64
+_ID = b"id:"
+
+# The deliver_sm body (SMPP 3.4 4.6.1) as a %-template. Its holes: source_addr_ton, source_addr_npi,
+# source_addr (the submit's destination), dest_addr_ton, dest_addr_npi, destination_addr (the submit's
+# source), sm_length, the id, the message's first octets, receipted_message_id's length and the id again.
+# The constant fields: service_type "", esm_class 0x04 (5.2.12: SMSC delivery receipt), protocol_id,
+# priority_flag, schedule_delivery_time "", validity_period "", registered_delivery, replace_if_present_flag,
+# data_coding, sm_default_msg_id all 0; then the TLVs receipted_message_id, message_state, network_error_code.
+_HEAD = b"\x00%c%c%s\x00%c%c%s\x00" + bytes((int(EsmClass.DELIVERY_RECEIPT),)) + bytes(8)
+_RECEIPTED_MESSAGE_ID = tlv.pack_tl(Tag.RECEIPTED_MESSAGE_ID, 0)[:2]
 
 
 class _Prepared:
-    """One receipt mix outcome, as the octets and TLVs every receipt with that outcome shares."""
+    """One receipt mix outcome: its deliver_sm template (see _HEAD), rebuilt when the minute turns."""
 
-    __slots__ = ("delivered", "error_tlv", "head", "middle", "state_tlv", "tail")
+    __slots__ = ("delivered", "fixed_sm", "head", "tail", "template", "tlvs")
 
     def __init__(self, outcome: ReceiptOutcome) -> None:
         self.delivered = outcome.stat == "DELIVRD"
         # Between "id:..." and the message's first octets; the dates go in when the minute turns.
         self.head = b" sub:001 dlvrd:%s submit date:" % (b"001" if self.delivered else b"000")
         self.tail = b" stat:%s err:%03d Text:" % (outcome.stat.encode(), outcome.err % 1000)
-        self.middle = b""
-        self.state_tlv: tuple[int, int] = (_T_MESSAGE_STATE, int(outcome.message_state))
         err = outcome.err
-        self.error_tlv: tuple[int, bytes] = (
-            _T_NETWORK_ERROR_CODE,
-            bytes((_NETWORK_GSM, (err >> 8) & 0xFF, err & 0xFF)),
+        # message_state and network_error_code, after receipted_message_id: the same for every receipt.
+        self.tlvs = tlv.encode_tlvs(
+            (
+                (Tag.MESSAGE_STATE, int(outcome.message_state)),
+                (Tag.NETWORK_ERROR_CODE, bytes((_NETWORK_GSM, (err >> 8) & 0xFF, err & 0xFF))),
+            )
+        )
+        self.template = b""
+        # Octets of short_message that are neither the id nor the message's first octets.
+        self.fixed_sm = 0
+
+    def set_dates(self, date: bytes) -> None:
+        middle = b"".join((self.head, date, b" done date:", date, self.tail))
+        self.fixed_sm = len(_ID) + len(middle)
+        self.template = b"".join(
+            (
+                _HEAD,
+                b"%c",  # sm_length
+                _ID,
+                b"%s",  # the id
+                middle.replace(b"%", b"%%"),
+                b"%s",  # the message's first octets
+                _RECEIPTED_MESSAGE_ID,
+                b"\x00%c%s\x00",  # length (high octet 0: at most 65), the id and its NUL
+                self.tlvs.replace(b"%", b"%%"),
+            )
         )
 
 
 class Receipts:
-    """Chooses each receipt's outcome from the mix (drawing from `rng`) and builds its deliver_sm."""
+    """Chooses each receipt's outcome from the mix (drawing from `rng`) and builds its deliver_sm body."""
 
     def __init__(
         self,
@@ -66,11 +99,12 @@ class Receipts:
         self._cum = list(accumulate(o.weight for o in mix))
         self._rng = rng
         self._clock = clock
-        # The UTC minute [start, end) whose dates the prepared middles hold; empty until the first receipt.
+        # The UTC minute [start, end) whose dates the prepared templates hold; empty until the first receipt.
         self._minute = (0.0, 0.0)
 
-    def build(self, pdu: P.SubmitSm, msg_id: str) -> P.DeliverSm | None:
-        """SMPP 3.4 Appendix B receipt text plus the 5.3.2 TLVs, or None when none was asked for."""
+    def build(self, pdu: P.SubmitSm, msg_id: bytes) -> bytes | None:
+        """The deliver_sm body (after the header) of the receipt for `pdu`, or None when none was asked for:
+        SMPP 3.4 Appendix B text plus the 5.3.2 TLVs. `msg_id` has at most MAX_ID_OCTETS ASCII octets."""
         wants = pdu.registered_delivery & 0x03  # 5.2.17 bits 1-0: 01 always, 10 on failure only
         if not wants:
             return None
@@ -87,16 +121,20 @@ class Receipts:
             text = sm[skip : skip + _TEXT_OCTETS]
         else:
             text = sm[:_TEXT_OCTETS]
-        return P.DeliverSm(
-            source_addr_ton=pdu.dest_addr_ton,
-            source_addr_npi=pdu.dest_addr_npi,
-            source_addr=pdu.destination_addr,
-            dest_addr_ton=pdu.source_addr_ton,
-            dest_addr_npi=pdu.source_addr_npi,
-            destination_addr=pdu.source_addr,
-            esm_class=_DELIVERY_RECEIPT,
-            short_message=b"".join((b"id:", msg_id.encode(), prep.middle, text)),
-            tlvs=((_T_RECEIPTED_MESSAGE_ID, msg_id), prep.state_tlv, prep.error_tlv),
+        n = len(msg_id)
+        # Addresses came off the wire as ASCII of at most 20 characters (the codec checked), so they fit.
+        return prep.template % (
+            pdu.dest_addr_ton,
+            pdu.dest_addr_npi,
+            pdu.destination_addr.encode(),
+            pdu.source_addr_ton,
+            pdu.source_addr_npi,
+            pdu.source_addr.encode(),
+            prep.fixed_sm + n + len(text),
+            msg_id,
+            text,
+            n + 1,
+            msg_id,
         )
 
     def _choose(self) -> _Prepared:
@@ -110,4 +148,4 @@ class Receipts:
         self._minute = (start, start + 60)
         date = time.strftime("%y%m%d%H%M", time.gmtime(second)).encode()
         for prep in self._prepared:
-            prep.middle = b"".join((prep.head, date, b" done date:", date, prep.tail))
+            prep.set_dates(date)

@@ -25,13 +25,14 @@ import trio
 
 from gateway.carriers.bucket import TokenBucket
 from gateway.carriers.link import Link, LinkLost
-from gateway.errors import ProtocolError
+from gateway.errors import EncodeError, ProtocolError
 from gateway.sim.concat import ConcatChecker
 from gateway.sim.config import IdFormat, SimConfig
 from gateway.sim.counters import Counters
-from gateway.sim.receipts import Receipts
+from gateway.sim.receipts import MAX_ID_OCTETS, Receipts
+from gateway.smpp import codec
 from gateway.smpp import pdu as P
-from gateway.smpp.constants import CommandId, EsmClass
+from gateway.smpp.constants import HEADER_SIZE, CommandId, EsmClass
 from gateway.smpp.constants import CommandStatus as S
 from gateway.smpp.framing import Framer
 from gateway.smpp.session import (
@@ -51,10 +52,16 @@ from gateway.smpp.state import BINDS, Role, State
 # simulator's hot path.
 _UDHI = int(EsmClass.UDHI)
 _SUBMIT_SM = int(CommandId.SUBMIT_SM)
+_SUBMIT_SM_RESP = CommandId.SUBMIT_SM_RESP
+_DELIVER_SM = CommandId.DELIVER_SM
 log = structlog.get_logger(__name__)
 
 _RECEIPT = "receipt"
 _MO = "mo"
+# A deliver_sm waiting to go out or for its response: (_RECEIPT or _MO, its body after the header). Built as
+# octets (receipts.py), sent with Session.send_encoded, and it is the request's context on the session, so an
+# unanswered one can go out again after a reconnect (_requeue).
+_Delivery = tuple[str, bytes]
 _BIND_RESP: dict[int, type[P.BindTransmitterResp | P.BindReceiverResp | P.BindTransceiverResp]] = {
     CommandId.BIND_TRANSMITTER: P.BindTransmitterResp,
     CommandId.BIND_RECEIVER: P.BindReceiverResp,
@@ -95,10 +102,10 @@ class Simulator:
         self._conns: set[_Conn] = set()
         self._receivers: dict[str, list[_Conn]] = {}
         self._rr = 0
-        self._pending: dict[str, deque[tuple[P.DeliverSm, str]]] = {}
-        self._heap: list[tuple[float, int, str, P.DeliverSm]] = []
-        # submit_sm_resp held back by response_delay_seconds, by due time.
-        self._held: list[tuple[float, int, _Conn, P.SubmitSmResp]] = []
+        self._pending: dict[str, deque[_Delivery]] = {}
+        self._heap: list[tuple[float, int, str, _Delivery]] = []
+        # submit_sm_resp held back by response_delay_seconds, by due time: its sequence number and body.
+        self._held: list[tuple[float, int, _Conn, int, bytes]] = []
         self._heap_seq = 0
         self._wake = trio.Event()
         self._sleep_until = math.inf
@@ -170,7 +177,7 @@ class Simulator:
                 data_coding=dc,
                 short_message=body,
             )
-            self._deliver(sid, pdu, _MO, now)
+            self._deliver(sid, (_MO, codec.encode(pdu, 0)[HEADER_SIZE:]), now)
         return len(parts)
 
     def drop_all(self) -> None:
@@ -331,45 +338,51 @@ class Simulator:
             counters.errors_injected += 1
             session.send_response(P.SubmitSmResp(sequence_number=seq, command_status=cfg.error_status))
             return
-        msg_id = self._new_id()
+        msg_id = self._new_id_octets()
         if pdu.esm_class & _UDHI or pdu.tlvs:
             self.concat.feed(conn.system_id, pdu)
         counters.submits_ok += 1
-        receipt = self._receipts.build(pdu, msg_id)
-        resp = P.SubmitSmResp(sequence_number=seq, message_id=msg_id)
-        if receipt is None:
-            self._respond(conn, resp, now)
+        if len(msg_id) > MAX_ID_OCTETS:
+            raise EncodeError(f"message_id {msg_id!r} longer than {MAX_ID_OCTETS}", command_status=S.ESME_RINVMSGID)
+        body = self._receipts.build(pdu, msg_id)
+        # SMPP 3.4 4.4.2: submit_sm_resp's body is message_id, a C-Octet String.
+        resp = msg_id + b"\x00"
+        if body is None:
+            self._respond(conn, seq, resp, now)
             return
+        receipt = (_RECEIPT, body)
         if cfg.receipt_before_response_rate and self._rng.random() < cfg.receipt_before_response_rate:
-            self._deliver(conn.system_id, receipt, _RECEIPT, now)
-            self._respond(conn, resp, now)
+            self._deliver(conn.system_id, receipt, now)
+            self._respond(conn, seq, resp, now)
             return
-        self._respond(conn, resp, now)
+        self._respond(conn, seq, resp, now)
         if cfg.receipt_delay_seconds <= 0:
-            self._deliver(conn.system_id, receipt, _RECEIPT, now)
+            self._deliver(conn.system_id, receipt, now)
         else:
             self._schedule(now + cfg.receipt_delay_seconds, conn.system_id, receipt)
 
-    def _on_response(self, conn: _Conn, kind: Any, pdu: P.Pdu) -> None:
+    def _on_response(self, conn: _Conn, context: Any, pdu: P.Pdu) -> None:
+        if context is None:
+            return  # our unbind
+        kind = context[0]
         if kind == _RECEIPT:
             if pdu.command_status == 0:
                 self.counters.receipts_acked += 1
         elif kind == _MO and pdu.command_status == 0:
             self.counters.mo_acked += 1
-        if kind is not None and self._pending.get(conn.system_id):
+        if self._pending.get(conn.system_id):
             self._drain(conn, self._now)
 
     def _requeue(self, conn: _Conn, lost: list[Outstanding]) -> None:
         """deliver_sm that got no answer go out again on the next receiver bind, as an SMSC retries them."""
         unanswered = sorted(
-            (req for req in lost if req.context in (_RECEIPT, _MO)), key=lambda req: req.sequence_number
+            (req for req in lost if isinstance(req.context, tuple)), key=lambda req: req.sequence_number
         )
         if not unanswered or not conn.system_id:
             return
         queue = self._pending.setdefault(conn.system_id, deque())
         for req in reversed(unanswered):
-            assert isinstance(req.pdu, P.DeliverSm)
-            queue.appendleft((req.pdu, req.context))
+            queue.appendleft(req.context)
         now = trio.current_time()
         for other in self._receivers.get(conn.system_id, []):
             self._drain(other, now)
@@ -383,23 +396,28 @@ class Simulator:
     # --- receipts and MO ----------------------------------------------------------------------------
 
     def _new_id(self) -> str:
+        return self._new_id_octets().decode()
+
+    def _new_id_octets(self) -> bytes:
+        """The next message_id as ASCII octets: submit_sm_resp and receipts are written without the codec."""
         n = self._next_id
         self._next_id = n + 1
-        return f"{n:x}" if self._id_hex else str(n)
+        return b"%x" % n if self._id_hex else b"%d" % n
 
-    def _respond(self, conn: _Conn, resp: P.SubmitSmResp, now: float) -> None:
+    def _respond(self, conn: _Conn, seq: int, body: bytes, now: float) -> None:
+        """Send (or hold for response_delay_seconds) the submit_sm_resp with `body` for request `seq`."""
         delay = self.config.response_delay_seconds
         if delay <= 0:
-            conn.link.session.send_response(resp)
+            conn.link.session.send_encoded(_SUBMIT_SM_RESP, body, now, sequence_number=seq)
             return
         self._heap_seq += 1
-        heapq.heappush(self._held, (now + delay, self._heap_seq, conn, resp))
+        heapq.heappush(self._held, (now + delay, self._heap_seq, conn, seq, body))
         if now + delay < self._sleep_until:
             self._wake.set()
 
-    def _schedule(self, due: float, system_id: str, pdu: P.DeliverSm) -> None:
+    def _schedule(self, due: float, system_id: str, delivery: _Delivery) -> None:
         self._heap_seq += 1
-        heapq.heappush(self._heap, (due, self._heap_seq, system_id, pdu))
+        heapq.heappush(self._heap, (due, self._heap_seq, system_id, delivery))
         if due < self._sleep_until:
             self._wake.set()
 
@@ -408,15 +426,15 @@ class Simulator:
         while True:
             now = trio.current_time()
             while heap and heap[0][0] <= now:
-                _, _, system_id, pdu = heapq.heappop(heap)
-                self._deliver(system_id, pdu, _RECEIPT, now)
+                _, _, system_id, delivery = heapq.heappop(heap)
+                self._deliver(system_id, delivery, now)
             held = self._held
             while held and held[0][0] <= now:
-                _, _, conn, resp = heapq.heappop(held)
+                _, _, conn, seq, body = heapq.heappop(held)
                 if conn.link.closed:
                     continue  # the connection it belonged to is gone: the ESME's request times out
                 try:
-                    conn.link.session.send_response(resp)
+                    conn.link.session.send_encoded(_SUBMIT_SM_RESP, body, now, sequence_number=seq)
                 except ProtocolError:
                     continue  # unbound meanwhile
                 conn.link.kick()
@@ -425,7 +443,7 @@ class Simulator:
                 await self._wake.wait()
             self._wake = trio.Event()
 
-    def _deliver(self, system_id: str, pdu: P.DeliverSm, kind: str, now: float) -> None:
+    def _deliver(self, system_id: str, delivery: _Delivery, now: float) -> None:
         conns = self._receivers.get(system_id)
         if conns:
             rr = self._rr = self._rr + 1
@@ -433,22 +451,22 @@ class Simulator:
             for i in range(n):
                 conn = conns[(rr + i) % n]
                 if conn.link.session.window_free > 0 and not conn.link.closed:
-                    self._send_deliver(conn, pdu, kind, now)
+                    self._send_deliver(conn, delivery, now)
                     return
         queue = self._pending.setdefault(system_id, deque())
         if len(queue) >= self.config.max_pending_receipts:
             self.counters.receipts_discarded += 1
             return
-        queue.append((pdu, kind))
+        queue.append(delivery)
 
-    def _send_deliver(self, conn: _Conn, pdu: P.DeliverSm, kind: str, now: float) -> None:
+    def _send_deliver(self, conn: _Conn, delivery: _Delivery, now: float) -> None:
         link = conn.link
         try:
-            link.session.send_request(pdu, now, context=kind)
+            link.session.send_encoded(_DELIVER_SM, delivery[1], now, context=delivery)
         except ProtocolError:  # the bind is going away; keep the PDU for another
-            self._pending.setdefault(conn.system_id, deque()).appendleft((pdu, kind))
+            self._pending.setdefault(conn.system_id, deque()).appendleft(delivery)
             return
-        if kind == _RECEIPT:
+        if delivery[0] == _RECEIPT:
             self.counters.receipts_sent += 1
         else:
             self.counters.mo_sent += 1
@@ -459,8 +477,7 @@ class Simulator:
         queue = self._pending.get(conn.system_id)
         session = conn.link.session
         while queue and session.window_free > 0 and not conn.link.closed:
-            pdu, kind = queue.popleft()
-            self._send_deliver(conn, pdu, kind, now)
+            self._send_deliver(conn, queue.popleft(), now)
 
     def _next_mo_ref(self) -> int:
         self._mo_ref = (self._mo_ref + 1) & 0xFF

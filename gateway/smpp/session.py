@@ -52,7 +52,8 @@ class Outstanding:
     command_id: CommandId
     deadline: float
     context: Any
-    pdu: P.Pdu
+    # None for a request queued with `Session.send_encoded` without its PDU.
+    pdu: P.Pdu | None
 
 
 # --- events -----------------------------------------------------------------------------------------
@@ -181,6 +182,46 @@ class Session:
         seq = self._allocate_seq()
         self._out.append(codec.encode(pdu, seq))
         deadline = now + (self.config.response_timeout_seconds if timeout is None else timeout)
+        self._track(seq, cid, deadline, context, pdu, windowed)
+        return seq
+
+    def send_encoded(
+        self,
+        command_id: CommandId,
+        body: bytes,
+        now: float,
+        *,
+        sequence_number: int = 0,
+        context: Any = None,
+        pdu: P.Pdu | None = None,
+    ) -> int:
+        """Queue a PDU the caller encoded itself, with command_status 0; returns its sequence number.
+
+        `body` is the PDU's octets after the 16-octet header, which this writes. A request gets the next
+        sequence number and is tracked exactly as `send_request` tracks it (window, deadline, state), its
+        `Outstanding.pdu` being `pdu` (None when the caller keeps what it needs in `context`); a response
+        goes out under `sequence_number`, the request's, as `send_response` sends it. For a peer that sends
+        thousands of PDUs that differ in a few fields (the simulator's receipts): the same octets as
+        `send_request`/`send_response` with the PDU that encodes to `body`, which the caller answers for.
+        """
+        if command_id & RESPONSE_BIT:
+            self._check_send(command_id)
+            self._out += (codec.pack_header(HEADER_SIZE + len(body), command_id, 0, sequence_number), body)
+            self._transition(SEND, command_id, 0)
+            return sequence_number
+        self._check_send(command_id)
+        windowed = command_id not in _UNWINDOWED
+        if windowed and self._windowed >= self.config.window:
+            raise WindowFull(f"window of {self.config.window} is full")
+        seq = self._allocate_seq()
+        self._out += (codec.pack_header(HEADER_SIZE + len(body), command_id, 0, seq), body)
+        self._track(seq, command_id, now + self.config.response_timeout_seconds, context, pdu, windowed)
+        return seq
+
+    def _track(
+        self, seq: int, cid: CommandId, deadline: float, context: Any, pdu: P.Pdu | None, windowed: bool
+    ) -> None:
+        """Record a request just queued: outstanding until its response or its deadline."""
         self._outstanding[seq] = Outstanding(seq, cid, deadline, context, pdu)
         heap = self._deadlines
         heapq.heappush(heap, (deadline, seq))
@@ -194,7 +235,6 @@ class Session:
             self._windowed += 1
         self.sent_requests += 1
         self._transition(SEND, cid, 0)
-        return seq
 
     def send_response(self, pdu: P.Pdu) -> None:
         """Queue a response (its sequence_number is the request's). Raises ProtocolError."""

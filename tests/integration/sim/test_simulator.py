@@ -321,9 +321,9 @@ def test_receipt_dates_follow_the_clock_minute_by_minute() -> None:
     pdu = submit(1)
 
     def dates() -> tuple[bytes, bytes]:
-        built = receipts.build(pdu, "1a")
+        built = receipts.build(pdu, b"1a")
         assert built is not None
-        match = re.search(rb"submit date:(\d{10}) done date:(\d{10})", built.short_message)
+        match = re.search(rb"submit date:(\d{10}) done date:(\d{10})", built)
         assert match is not None
         return match.group(1), match.group(2)
 

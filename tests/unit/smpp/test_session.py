@@ -216,6 +216,39 @@ def test_acknowledge_writes_the_same_octets_as_the_response_pdu(status: int) -> 
         assert answered.pdu.command_status == status
 
 
+def test_send_encoded_writes_and_tracks_what_send_request_and_send_response_do() -> None:
+    # The simulator writes its receipts and submit_sm_resp as octets: the peer must read the same bytes, and
+    # the sender must track the request (window, deadline, context, expiry) as send_request would.
+    deliver = P.DeliverSm(source_addr="447700900001", destination_addr="ACME", short_message=b"id:1 stat:DELIVRD")
+    body = codec.encode(deliver)[16:]
+    config = SessionConfig(window=2, enquire_link_interval_seconds=0)
+    by_pdu, by_octets = Pair(config), Pair(config)
+    for pair in (by_pdu, by_octets):
+        pair.bind()
+    first = by_pdu.smsc.send_request(deliver, 5.0, context="r1")
+    assert by_octets.smsc.send_encoded(CommandId.DELIVER_SM, body, 5.0, context="r1", pdu=deliver) == first
+    assert by_octets.smsc.send_encoded(CommandId.DELIVER_SM, body, 5.0, context="r2") == first + 1
+    by_pdu.smsc.send_request(deliver, 5.0, context="r2")
+    assert by_octets.smsc.data_to_send() == by_pdu.smsc.data_to_send()
+    with pytest.raises(WindowFull):
+        by_octets.smsc.send_encoded(CommandId.DELIVER_SM, body, 5.0)
+    assert [(r.sequence_number, r.command_id, r.deadline, r.context) for r in by_octets.smsc.outstanding()] == [
+        (r.sequence_number, r.command_id, r.deadline, r.context) for r in by_pdu.smsc.outstanding()
+    ]
+    assert [r.pdu for r in by_octets.smsc.outstanding()] == [deliver, None]
+    assert by_octets.smsc.next_deadline() == by_pdu.smsc.next_deadline() == 35.0
+    (expired, _) = by_octets.smsc.tick(35.0)
+    assert isinstance(expired, RequestExpired)
+    assert expired.request.context == "r1"
+    # A response: the request's sequence number, the state rules of send_response.
+    by_octets.smsc.send_encoded(CommandId.SUBMIT_SM_RESP, b"5f3a\x00", 0.0, sequence_number=7)
+    assert by_octets.smsc.data_to_send() == codec.encode(P.SubmitSmResp(sequence_number=7, message_id="5f3a"))
+    with pytest.raises(ProtocolError):
+        Session(Role.SMSC).send_encoded(CommandId.DELIVER_SM, body, 0.0)
+    with pytest.raises(ProtocolError):
+        Session(Role.SMSC).send_encoded(CommandId.SUBMIT_SM_RESP, b"\x00", 0.0, sequence_number=1)
+
+
 def test_idle_link_sends_enquire_link_and_silent_peer_is_dead() -> None:
     pair = Pair(SessionConfig(enquire_link_interval_seconds=30, response_timeout_seconds=10))
     pair.bind()
