@@ -171,6 +171,8 @@ class Engine:
         self._cursor = b""  # the scheduler's place in the due index
         self._wake = trio.Event()
         self._new_events = trio.Event()
+        # Where an event query (account, kinds, after seq) may resume scanning: see _account_rows.
+        self._scanned: dict[tuple[str, frozenset[UpstreamKind] | None, int], int] = {}
         self._seen_seq = store.last_seq()
         self._reassembler = Reassembler(settings.mo_reassembly_timeout_seconds)
         self._results_done = trio.Event()
@@ -563,6 +565,12 @@ class Engine:
         """The account's next `limit` log entries (of `kinds`) after `after_seq` (the log is shared by all
         accounts)."""
         wanted = None if kinds is None else frozenset(_STORED_KINDS[k] for k in kinds)
+        # The log only grows: entries known not to match after a cursor need no second look. Without
+        # this, a subscriber for final events rescans every "submitted" event ahead of the next final one
+        # at each commit, for each wait and read.
+        scanned = self._scanned
+        key = (account, kinds, after_seq)
+        after_seq = scanned.get(key, after_seq)
         out: list[EventFields] = []
         while len(out) < limit:
             batch = self.store.event_rows(after_seq, limit=max(limit, 256))
@@ -574,6 +582,11 @@ class Engine:
                     if len(out) == limit:
                         return out
             after_seq = batch[-1][E_SEQ]
+        if len(scanned) >= _SCANNED_ENTRIES:
+            scanned.clear()
+        # Nothing for this query matches up to `after_seq` beyond what `out` holds: the next query starts
+        # after its last entry (or after the same cursor, if none) and can skip to here.
+        scanned[(account, kinds, out[-1][E_SEQ]) if out else key] = after_seq
         return out
 
     async def wait_events(
@@ -642,6 +655,8 @@ def _status(m: Message) -> MessageStatus:
 
 
 _KIND_NAMES = {int(k): str(v) for k, v in _KINDS.items()}
+# Subscriptions' scan positions kept (a few per subscriber are live at a time; the rest are stale).
+_SCANNED_ENTRIES = 1024
 _STORED_KINDS = {v: int(k) for k, v in _KINDS.items()}
 _MO = int(StoredKind.MO)
 
