@@ -27,6 +27,7 @@ import trio
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from gateway import gctune
 from gateway.lifecycle import Ev, Event
 from gateway.store import (
     Advance,
@@ -170,6 +171,8 @@ def main() -> None:
     if args.quick:
         args.messages, args.recover_count = 20_000, 100_000
     root = tempfile.mkdtemp(prefix="bench-store-", dir=args.dir)
+    # The collector as the gateway's writer process runs it (gateway/gctune.py).
+    gctune.tune()
     try:
         result: dict[str, float | int | str] = {}
         result.update(bench_writes(os.path.join(root, "w"), args.messages, args.callers, args.per_submit))
