@@ -10,7 +10,9 @@ requests of --per-request recipients with --concurrency requests in flight, and 
 submit until every message's final receipt event has reached the client (the client subscribes to
 final events only, as a platform showing delivery reports does; --all-events adds the "submitted" ones).
 Prints one JSON object as its last line. `gateway_cpu_s` is the gateway's two processes together
-(`gateway_main_cpu_s`: the event loop; `store_writer_cpu_s`: its store writer process).
+(`gateway_main_cpu_s`: the event loop; `store_writer_cpu_s`: its store writer process). `run_wait_s`: time
+the event loop, the writer process and the simulator were runnable but waiting for a core; `host_steal_s`:
+CPU time the hypervisor gave to other guests meanwhile.
 
 Environment: E2E_PYSPY=path/to/py-spy records GIL samples (raw format) of the gateway's event loop (of
 the simulator with E2E_PROFILE=sim, of the store writer process with E2E_PROFILE=writer) into
@@ -107,6 +109,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave to others while this VM wanted it, summed over its cores (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
 def run_wait_seconds(pid: int) -> float:
     """Time the process's threads spent runnable but waiting for a core (schedstat's run_delay)."""
     total = 0
@@ -200,6 +208,7 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                 worker_cpu0 = sum(cpu_seconds(p) for p in workers)
                 sim_cpu0 = cpu_seconds(sim.pid)
                 waits0 = [run_wait_seconds(p) for p in (gw.pid, *workers, sim.pid)]
+                steal0 = steal_seconds()
                 own_cpu0 = time.process_time()
                 t0 = time.perf_counter()
                 finals = 0
@@ -224,6 +233,7 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                 worker_cpu = sum(cpu_seconds(p) for p in workers) - worker_cpu0
                 sim_cpu = cpu_seconds(sim.pid) - sim_cpu0
                 waits = [run_wait_seconds(p) - w for p, w in zip((gw.pid, *workers, sim.pid), waits0, strict=True)]
+                steal = steal_seconds() - steal0
                 own_cpu = time.process_time() - own_cpu0
                 (status,) = await client.status(message_id=event.message_id)
                 segments = status.segments * args.messages
@@ -245,6 +255,8 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                 "client_cpu_s": round(own_cpu, 2),
                 # Runnable but waiting for a core: the event loop, the writer process, the simulator.
                 "run_wait_s": [round(w, 2) for w in waits],
+                # The host's share: CPU this VM wanted and did not get (a busy neighbour).
+                "host_steal_s": round(steal, 2),
                 "receipts_matched": finals,
                 "elapsed_s": round(elapsed, 2),
             }
