@@ -62,6 +62,8 @@ _BIND_IDS = frozenset({CommandId.BIND_TRANSMITTER, CommandId.BIND_RECEIVER, Comm
 _UNBIND_TIMEOUT_SECONDS = 2.0
 
 
+_SUBMIT_SM = CommandId.SUBMIT_SM
+
 class BindState:
     """Where a bind is, for status snapshots (plain strings, so a snapshot serialises as it is)."""
 
@@ -525,7 +527,12 @@ class Bind:
     def _send(self, link: Link, item: _InFlight, now: float) -> bool:
         try:
             # `now`: when the batch started (a response deadline a few milliseconds early at most).
-            link.session.send_request(item.job.pdu, now, context=item)
+            job = item.job
+            if job.wire:
+                link.session.send_encoded(_SUBMIT_SM, job.wire, now, context=item)
+            else:
+                assert job.pdu is not None
+                link.session.send_request(job.pdu, now, context=item)
         except ProtocolError:
             # Unbound under us (the SMSC sent unbind): this one never left; the link is ending anyway.
             heapq.heappush(self._retry, (item.order, item))

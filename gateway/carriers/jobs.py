@@ -26,8 +26,12 @@ from gateway.smpp.constants import Tag
 
 @dataclass(frozen=True, slots=True)
 class SubmitJob:
-    pdu: P.SubmitSm
+    """A submit_sm to send: `pdu`, or its body octets already encoded (`wire`, what follows the 16-octet
+    header; the engine writes them straight from a message part, and `pdu` is then None)."""
+
+    pdu: P.SubmitSm | None
     context: Any = None
+    wire: bytes = b""
 
 
 class OutcomeKind(Enum):

@@ -337,9 +337,13 @@ class Engine:
                 raise ValueError(f"message {msg.id} has {len(parts)} parts and no concatenation reference")
             want = self.carriers[carrier].receipts
             for i in todo:
-                pdu = plan.submit_sm(msg, parts[i], want_receipt=want)
                 attempts = msg.segments[i].attempts + 1 if i < len(msg.segments) else 1
-                jobs.append(SubmitJob(pdu, plan.SegmentRef(msg.id, i, msg.message_class, attempts)))
+                segment_ref = plan.SegmentRef(msg.id, i, msg.message_class, attempts)
+                wire = plan.submit_sm_body(msg, parts[i], want_receipt=want)
+                if wire is None:  # what the codec would refuse: the bind refuses the PDU as it always did
+                    jobs.append(SubmitJob(plan.submit_sm(msg, parts[i], want_receipt=want), segment_ref))
+                else:
+                    jobs.append(SubmitJob(None, segment_ref, wire))
         return jobs
 
     def _plan_ops(self, carrier: str, msg: Message, ops: list[Op], shapes: dict[str, Preview | None]) -> list[int]:

@@ -13,6 +13,7 @@ from gateway.smpp import pdu as P
 from gateway.smpp.constants import TEMPORARY_STATUSES, MessageState, Npi, Ton, status_name
 from gateway.smpp.msgid import CarrierIdFormats
 from gateway.smpp.receipt import Receipt, ReceiptStatus
+from gateway.smpp.tlv import encode_tlvs
 from gateway.store import Message, Recovery
 from gateway.store import Receipt as ReceiptOp
 
@@ -106,6 +107,36 @@ def source_address(sender: str) -> tuple[int, int, str]:
     if len(digits) > 8:
         return Ton.INTERNATIONAL, Npi.ISDN, digits
     return Ton.NETWORK_SPECIFIC, Npi.UNKNOWN, digits  # a short code
+
+
+def submit_sm_body(msg: Message, part: Part, *, want_receipt: bool) -> bytes | None:
+    """The octets after the header of `submit_sm(msg, part, want_receipt=...)`, as codec.encode writes them
+    (tested equal), without building the PDU: the engine sends one per segment. None for anything the
+    codec would refuse (an over-long or non-ASCII address, an over-long short_message): the caller builds the
+    PDU then, and the bind refuses it as it always did."""
+    ton, npi, source = source_address(msg.sender)
+    dest = msg.recipient
+    sm = part.short_message
+    if len(source) > _MAX_ADDR or len(dest) > _MAX_ADDR or len(sm) > _MAX_SM or not (source + dest).isascii():
+        return None
+    validity = smpp_absolute_time(msg.expires_ms).encode() if msg.expires_ms else b""
+    octet = _OCTET
+    return b"".join((
+        b"\x00", octet[ton], octet[npi], source.encode(), b"\x00",  # service_type "", source
+        _INTERNATIONAL_ISDN, dest.encode(), b"\x00",
+        # esm_class, protocol_id 0, priority_flag 0, schedule_delivery_time "", validity_period
+        octet[part.esm_class], b"\x00\x00\x00", validity, b"\x00",
+        # registered_delivery (5.2.17: 1 = receipt on final outcome), replace_if_present 0, data_coding,
+        # sm_default_msg_id 0, sm_length, short_message, TLVs
+        octet[1 if (want_receipt and msg.receipt) else 0], b"\x00", octet[part.data_coding], b"\x00",
+        octet[len(sm)], sm, encode_tlvs(part.tlvs) if part.tlvs else b"",
+    ))  # fmt: skip
+
+
+_OCTET = tuple(bytes((i,)) for i in range(256))
+_INTERNATIONAL_ISDN = bytes((Ton.INTERNATIONAL, Npi.ISDN))
+_MAX_ADDR = 20  # SMPP 3.4 5.2.8 / 5.2.10: C-Octet Strings of 21 octets with the NUL
+_MAX_SM = 254  # 5.2.22
 
 
 def submit_sm(msg: Message, part: Part, *, want_receipt: bool) -> P.SubmitSm:
