@@ -9,18 +9,24 @@ readers). On the socket `FD`, frames are a 4-byte big-endian length and a msgpac
     worker -> gateway   [last_seq, resent, unknown] once recovery is done, or [None, error message]
     gateway -> worker   a group (wire.pack_request);   worker -> gateway   its results (wire.pack_reply)
 
-End of file on the socket is a clean stop. The worker dies with the gateway (PR_SET_PDEATHSIG): when the
-gateway is SIGKILLed, a group the worker had not committed was never acknowledged to anyone, and one it had
-committed is on disk; recovery at the next start handles both.
+End of file on the socket is a clean stop. The worker dies with the gateway: a watcher thread waits on the
+gateway's pid (a pidfd, or by polling the parent pid where pidfds are missing) and ends this process when the
+gateway is gone. When the gateway is SIGKILLed, a group the worker had not committed was never acknowledged to
+anyone, and one it had committed is on disk; recovery at the next start handles both.
+
+Not PR_SET_PDEATHSIG: Linux fires it when the *thread* that forked the child exits, not the process, and trio
+forks from a worker thread that it retires after 10 idle seconds. The shipped config died 10 s after every
+start that way (tests/integration/store/test_writer_process.py keeps it from coming back).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
+import select
 import signal
 import socket
 import sys
+import threading
 import traceback
 
 import msgpack
@@ -30,7 +36,8 @@ from gateway.errors import StoreError
 from gateway.store import wire
 from gateway.store.store import Store
 
-_PR_SET_PDEATHSIG = 1
+# How often the watcher looks at the parent pid where it cannot wait on a pidfd.
+_POLL_SECONDS = 0.5
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
@@ -53,11 +60,25 @@ def _recv_frame(sock: socket.socket) -> bytes | None:
 
 
 def _die_with_parent(parent: int) -> None:
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the gateway died before the line above took effect
+    """End this process as soon as the gateway `parent` is gone, whatever thread of it started us."""
+    if os.getppid() != parent:  # the gateway died before we got here
         os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    try:
+        pidfd = os.pidfd_open(parent)
+    except (AttributeError, OSError):  # not Linux >= 5.3: poll the parent pid instead
+        pidfd = -1
+    if pidfd >= 0 and os.getppid() == parent:  # the pid was still our parent's when the pidfd was taken
+        select.select([pidfd], [], [])  # readable once that process has exited
+    else:
+        while os.getppid() == parent:
+            threading.Event().wait(_POLL_SECONDS)
+    # Nothing of the group in progress was acknowledged to anyone: leaving mid-transaction is safe (LMDB
+    # discards it), and the next gateway must not wait for us.
+    os._exit(1)
 
 
 def serve(sock: socket.socket) -> int:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -318,3 +320,72 @@ async def test_worker_starts_without_warnings(
         await process.aclose()
     assert process._process.returncode == 0
     assert "Warning" not in capfd.readouterr().err
+
+
+async def test_worker_outlives_the_thread_that_started_it(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # trio starts child processes from a worker thread and retires idle threads after 10 s; a child that
+    # died with that thread (PR_SET_PDEATHSIG) took the shipped gateway down 10 s after every start. The
+    # idle timeout is shortened (a private trio constant) so the thread retires within this test, though
+    # not before the worker is up: a thread gone before the child set PR_SET_PDEATHSIG never fired it.
+    monkeypatch.setattr(trio._core._thread_cache, "IDLE_TIMEOUT", 1.5)
+    with trio.fail_after(LIMIT_SECONDS):
+        async with started(config(tmp_path), clock) as (process, store):
+            writer = Writer(store, process=process)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(writer.run)
+                await trio.sleep(3.0)  # real time: the starting thread retires meanwhile
+                result = await writer.do(submit("+447700900007"))
+                assert isinstance(result, SubmitResult)
+                await writer.aclose()
+    assert process._process.returncode == 0
+
+
+_GATEWAY = """
+import sys, trio
+from gateway.store import StoreConfig
+from gateway.store.remote import WriterProcess
+
+async def main():
+    process = await WriterProcess.start(StoreConfig(path=sys.argv[1], sync=False), 0)
+    print(process.pid, flush=True)
+    await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """A process that has not exited (a zombie waiting for a reaper counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+async def test_worker_exits_when_its_gateway_is_killed(tmp_path: Path) -> None:
+    with trio.fail_after(LIMIT_SECONDS):
+        gateway = await trio.lowlevel.open_process(
+            [sys.executable, "-c", _GATEWAY, str(tmp_path / "db")], stdout=subprocess.PIPE
+        )
+        try:
+            assert gateway.stdout is not None
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = await gateway.stdout.receive_some(64)
+                assert chunk, "the gateway exited before starting its writer"
+                line += chunk
+            worker = int(line)
+            assert _alive(worker)
+        finally:
+            gateway.kill()
+            await gateway.wait()
+        for _ in range(200):  # the watcher thread ends it as soon as the gateway is gone
+            if not _alive(worker):
+                break
+            await trio.sleep(0.05)
+        else:
+            raise AssertionError("the writer outlived its gateway by 10 s")
