@@ -2,18 +2,25 @@
 
     gateway serve -c conf/gateway.toml
 
-Start order: store (recovery) -> writer -> built-in simulators -> carrier pools -> engine -> upstream
+Start order: checks (state directories private, the store's lock, every socket can be created: all problems
+at once) -> store (recovery) -> writer -> built-in simulators -> carrier pools -> engine -> upstream
 listeners. Shutdown (SIGTERM / SIGINT) runs the other way as a sequence: stop accepting, let the binds
-drain their windows and unbind, commit what they answered, close the writer, close the store.
+drain their windows and unbind, commit what they answered, close the writer, close the store, release the
+lock. SIGHUP re-reads the config: a bad one is refused and the running one stays; a good one changes what
+can change live (the log level and format) and names the keys that need a restart.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import logging
 import os
 import signal
+import socket
+import stat
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,15 +32,16 @@ from gateway import gctune
 from gateway.carriers.config import BindConfig, CarrierConfig
 from gateway.carriers.jobs import Inbound, OutcomeKind, SubmitOutcome
 from gateway.carriers.pool import CarrierPool
-from gateway.config import Problems, build_into, load_toml, read_secret
+from gateway.config import Problems, build_into, changed_keys, choices, limits, load_toml, read_secret
 from gateway.engine import AccountSettings, CarrierSettings, EncodingSettings, Engine, EngineSettings
 from gateway.engine.settings import RouteSettings
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.routing import Route, RouteTable
 from gateway.sim.config import SimConfig
 from gateway.sim.server import Simulator
 from gateway.smpp.msgid import IdFormat
 from gateway.store import Store, StoreConfig, Writer
+from gateway.store.lock import StoreInUse, StoreLock, lock_store
 from gateway.store.remote import WriterProcess
 from gateway.store.store import wall_ms as store_wall_ms
 from gateway.upstream import Credentials, ServerConfig, serve_tcp, serve_unix
@@ -43,17 +51,19 @@ log = structlog.get_logger(__name__)
 
 # --- configuration ----------------------------------------------------------------------------------
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
 
 @dataclass(frozen=True, slots=True)
 class ServerSection:
     socket_path: str = "var/gateway.sock"
     # Loopback TCP listener for the upstream protocol; None: Unix socket only.
-    tcp_port: int | None = None
+    tcp_port: int | None = field(default=None, metadata=limits(1, 65535))
     tcp_host: str = "127.0.0.1"
-    log_level: str = "info"
-    log_format: str = "console"  # or "json"
+    log_level: str = field(default="info", metadata=choices(*LOG_LEVELS))
+    log_format: str = field(default="console", metadata=choices("console", "json"))
     # How long binds may take to drain their windows and unbind on shutdown.
-    shutdown_grace_seconds: float = 10.0
+    shutdown_grace_seconds: float = field(default=10.0, metadata=limits(0.0, 3600.0))
     upstream: ServerConfig = field(default_factory=ServerConfig)
 
 
@@ -67,9 +77,9 @@ class CarrierSection:
     response_ids: IdFormat = field(default_factory=IdFormat)
     receipt_ids: IdFormat = field(default_factory=IdFormat)
     receipts: bool = True
-    job_queue_size: int = 1000
-    results_queue_size: int = 1000
-    inbound_queue_size: int = 1000
+    job_queue_size: int = field(default=1000, metadata=limits(1, None))
+    results_queue_size: int = field(default=1000, metadata=limits(1, None))
+    inbound_queue_size: int = field(default=1000, metadata=limits(1, None))
 
     def carrier_config(self) -> CarrierConfig:
         return CarrierConfig(
@@ -89,7 +99,7 @@ class SimulatorSection:
     """A built-in SMSC simulator the gateway starts in-process (the embedded defaults use two)."""
 
     name: str
-    port: int
+    port: int = field(metadata=limits(1, 65535))
     host: str = "127.0.0.1"
     settings: SimConfig = field(default_factory=SimConfig)
 
@@ -214,22 +224,77 @@ def credentials(cfg: GatewayConfig) -> Credentials:
     )
 
 
+class _LiveLogging:
+    """The level and format a reload may change. Loggers are cached at first use, with the processors they
+    were configured with; these two processors read the current choice at every event instead. (No hot
+    path logs per message, so filtering in a processor costs nothing that matters.)"""
+
+    _LEVELS = {name.lower(): number for name, number in logging.getLevelNamesMapping().items()}
+
+    def __init__(self) -> None:
+        self.level = logging.INFO
+        self.renderer: Any = structlog.processors.JSONRenderer()
+
+    def set(self, server: ServerSection) -> None:
+        self.level = self._LEVELS.get(server.log_level, logging.INFO)
+        if server.log_format == "json":
+            self.renderer = structlog.processors.JSONRenderer()
+        else:
+            self.renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+
+    def filter(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if self._LEVELS.get(method, logging.INFO) < self.level:
+            raise structlog.DropEvent
+        return event
+
+    def render(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+        return self.renderer(logger, method, event)
+
+
+_logging = _LiveLogging()
+
+
 def setup_logging(server: ServerSection) -> None:
-    level = logging.getLevelNamesMapping().get(server.log_level.upper(), logging.INFO)
-    renderer: Any = structlog.processors.JSONRenderer()
-    if server.log_format != "json":
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    _logging.set(server)
     structlog.configure(
         processors=[
+            _logging.filter,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
+            _logging.render,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+# What a reload applies to the running process; every other changed key waits for a restart.
+LIVE_KEYS = frozenset({"server.log_level", "server.log_format"})
+
+
+def reload_config(path: Path, active: GatewayConfig) -> GatewayConfig:
+    """SIGHUP: the config file again. Refused (logged with every problem) when it is not valid, and the
+    running config stays; otherwise the live keys are applied and the returned config is the running one
+    with them. Keys that differ from the running config and need a restart are named each time."""
+    try:
+        new = load_config(path)
+    except ConfigError as err:
+        problems = [f"{file}: {key}: {reason}" for file, key, reason in err.problems]
+        log.error("config_reload_refused", path=str(path), problems=problems)
+        return active
+    changed = changed_keys(active, new)
+    applied = [key for key in changed if key in LIVE_KEYS]
+    running = dataclasses.replace(
+        active,
+        server=dataclasses.replace(active.server, log_level=new.server.log_level, log_format=new.server.log_format),
+    )
+    setup_logging(running.server)
+    restart = [key for key in changed if key not in LIVE_KEYS]
+    # A warning when something waits for a restart: the operator has to act on it.
+    (log.warning if restart else log.info)("config_reloaded", path=str(path), applied=applied, restart_needed=restart)
+    return running
 
 
 # --- the process ------------------------------------------------------------------------------------
@@ -246,11 +311,23 @@ class Running:
     pools: dict[str, CarrierPool]
 
 
+class CannotStart(GatewayError):
+    """What stops the gateway before it serves (the store is another gateway's, a port is taken, a directory
+    is not writable): one line per problem, `file: key: reason` where a config key is the cause."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("cannot start:\n  " + "\n  ".join(problems))
+
+
 class Gateway:
-    def __init__(self, cfg: GatewayConfig, *, wall_ms: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self, cfg: GatewayConfig, *, wall_ms: Callable[[], int] | None = None, source: str = "config"
+    ) -> None:
         """`wall_ms` replaces the wall clock (milliseconds since the epoch) for schedules, validity and the
-        store's timestamps; tests pass a virtual one."""
+        store's timestamps; tests pass a virtual one. `source` names the config file in CannotStart."""
         self.cfg = cfg
+        self.source = source
         self._wall_ms = wall_ms
         self._stop = trio.Event()
         self.stopped = trio.Event()  # set once the store is closed
@@ -260,10 +337,24 @@ class Gateway:
         """Begin the graceful shutdown sequence (what SIGTERM does)."""
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     async def run(self, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
+        """Raises CannotStart, before anything has started, with every reason it cannot."""
+        lock: StoreLock | None = None
+        try:
+            lock = await trio.to_thread.run_sync(prepare, self.cfg, self.source)
+            await self._run_locked(task_status)
+        finally:
+            if lock is not None:
+                lock.release()  # after the writer process has exited: the next gateway may open the store
+            self.stopped.set()
+
+    async def _run_locked(self, task_status: trio.TaskStatus[Running]) -> None:
         cfg = self.cfg
         creds = credentials(cfg)
-        await trio.to_thread.run_sync(_make_dirs, cfg)
         process = None
         if cfg.store.writer_process:
             # The worker opens the store for writing and runs recovery before this process reads it.
@@ -288,13 +379,16 @@ class Gateway:
         finally:
             if process is not None:
                 await process.aclose()
-            self.stopped.set()
 
     async def _start_simulators(self, root: trio.Nursery) -> dict[str, Simulator]:
         sims: dict[str, Simulator] = {}
-        for section in self.cfg.simulators:
+        for i, section in enumerate(self.cfg.simulators):
             sim = Simulator(section.settings)
-            await root.start(sim.serve, section.host, section.port)
+            try:
+                await root.start(sim.serve, section.host, section.port)
+            except OSError as err:  # taken since prepare() checked
+                reason = _listen_problem(section.host, section.port, err)
+                raise CannotStart([f"{self.source}: simulators[{i}].port: {reason}"]) from err
             sims[section.name] = sim
         return sims
 
@@ -332,12 +426,7 @@ class Gateway:
             async with trio.open_nursery() as core:
                 await core.start(engine.run)
                 async with trio.open_nursery() as front:
-                    path = await front.start(serve_unix, cfg.server.socket_path, engine, creds, cfg.server.upstream)
-                    tcp = None
-                    if cfg.server.tcp_port is not None:
-                        tcp = await front.start(
-                            _serve_tcp, engine, creds, cfg.server.upstream, cfg.server.tcp_host, cfg.server.tcp_port
-                        )
+                    path, tcp = await self._listen(front, engine, creds)
                     self.running = Running(path, tcp, sims, engine, pools)
                     log.info("gateway_ready", socket=path, tcp=tcp, carriers=list(pools))
                     task_status.started(self.running)
@@ -349,6 +438,26 @@ class Gateway:
                 core.cancel_scope.cancel()
         await writer.aclose()  # 4. commit the writer's tail
         log.info("shutdown_complete")
+
+    async def _listen(
+        self, front: trio.Nursery, engine: Engine, creds: Credentials
+    ) -> tuple[str, tuple[str, int] | None]:
+        server = self.cfg.server
+        try:
+            path: str = await front.start(serve_unix, server.socket_path, engine, creds, server.upstream)
+        except OSError as err:
+            reason = f"{server.socket_path}: {err.strerror or err}"
+            raise CannotStart([f"{self.source}: server.socket_path: {reason}"]) from err
+        if server.tcp_port is None:
+            return path, None
+        try:
+            tcp: tuple[str, int] = await front.start(
+                _serve_tcp, engine, creds, server.upstream, server.tcp_host, server.tcp_port
+            )
+        except OSError as err:
+            reason = _listen_problem(server.tcp_host, server.tcp_port, err)
+            raise CannotStart([f"{self.source}: server.tcp_port: {reason}"]) from err
+        return path, tcp
 
     async def _drain(
         self,
@@ -379,9 +488,117 @@ class Gateway:
             await engine.drained()
 
 
-def _make_dirs(cfg: GatewayConfig) -> None:
-    Path(cfg.store.path).mkdir(parents=True, exist_ok=True)
-    Path(cfg.server.socket_path).parent.mkdir(parents=True, exist_ok=True)
+# --- before anything starts -------------------------------------------------------------------------
+
+
+def prepare(cfg: GatewayConfig, source: str) -> StoreLock:
+    """The state directories (created, private), the store's lock, and whether every socket can be created;
+    raises CannotStart with every problem at once. The lock comes before anything that touches the store
+    or the socket: a second gateway must change nothing of the first one's."""
+    store, sockets = Path(cfg.store.path), Path(cfg.server.socket_path).parent
+    problems = [
+        f"{source}: {key}: {reason}"
+        for key, directory in (("store.path", store), ("server.socket_path", sockets))
+        if (reason := _writable_dir(directory))
+    ]
+    lock = None
+    if not problems:
+        try:
+            lock = lock_store(store)
+        except StoreInUse as err:
+            problems.append(str(err))
+        else:
+            problems.extend(f"{source}: store.path: {reason}" for reason in _make_private(store, sockets))
+    problems.extend(_socket_problems(cfg, source))
+    if problems or lock is None:
+        if lock is not None:
+            lock.release()
+        raise CannotStart(problems)
+    return lock
+
+
+def _writable_dir(directory: Path) -> str | None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return f"{directory} is not a directory"
+    except OSError as err:
+        return f"cannot create {directory}: {err.strerror}"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"{directory} is not writable"
+    return None
+
+
+def _make_private(store: Path, sockets: Path) -> list[str]:
+    """Message texts live in the store: the gateway's user alone may read it. The process umask (077) covers
+    what is created from now on; this covers a store created before, and the state directory holding both
+    the store and the socket (`var/`), unless it is a shared one (sticky or writable by others, as /tmp)."""
+    targets = [(store, 0o700)] + [(f, 0o600) for f in store.iterdir() if stat.S_ISREG(f.lstat().st_mode)]
+    state = store.parent
+    info = state.stat()
+    if state == sockets and info.st_uid == os.getuid() and not info.st_mode & (stat.S_ISVTX | stat.S_IWOTH):
+        targets.append((state, 0o700))
+    problems = []
+    for path, mode in targets:
+        try:
+            if stat.S_IMODE(path.lstat().st_mode) & ~mode:
+                path.chmod(mode)
+        except OSError as err:
+            problems.append(f"cannot make {path} private ({mode:o}): {err.strerror}")
+    return problems
+
+
+def _socket_problems(cfg: GatewayConfig, source: str) -> list[str]:
+    """The upstream socket's path and every TCP port this config listens on, checked by trying them."""
+    problems = []
+    path = cfg.server.socket_path
+    if os.path.lexists(path):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            problems.append(f"{source}: server.socket_path: {path} exists and is not a socket")
+        elif _served(path):
+            problems.append(f"{source}: server.socket_path: {path} is in use (another process serves there)")
+    ports = [("server.tcp_port", cfg.server.tcp_host, cfg.server.tcp_port)]
+    ports += [(f"simulators[{i}].port", s.host, s.port) for i, s in enumerate(cfg.simulators)]
+    seen: dict[tuple[str, int], str] = {}
+    for key, host, port in ports:
+        if port is None:
+            continue
+        if (host, port) in seen:
+            problems.append(f"{source}: {key}: {host}:{port} is {seen[host, port]} too")
+        elif reason := _cannot_listen(host, port):
+            problems.append(f"{source}: {key}: {reason}")
+        seen.setdefault((host, port), key)
+    return problems
+
+
+def _served(path: str) -> bool:
+    """A socket file someone accepts on (a stale one from a dead gateway refuses the connection)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Bind as trio's listeners do (SO_REUSEADDR: a closed connection's TIME_WAIT does not count)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in infos:
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(address)
+    except OSError as err:
+        return _listen_problem(host, port, err)
+    return None
+
+
+def _listen_problem(host: str, port: int, err: OSError) -> str:
+    if err.errno == errno.EADDRINUSE:
+        return f"{host}:{port} is in use (another process listens there)"
+    return f"{host}:{port}: cannot listen: {err.strerror or err}"
 
 
 def _open_store(cfg: GatewayConfig, wall_ms: Callable[[], int] | None, recover: bool) -> Store:
@@ -403,18 +620,31 @@ async def _serve_tcp(
     await serve_tcp(backend, creds, config, host=host, port=port, task_status=task_status)
 
 
-async def main_async(cfg: GatewayConfig) -> None:
-    gateway = Gateway(cfg)
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+async def main_async(cfg: GatewayConfig, config_path: Path) -> None:
+    """The gateway until it has stopped. The signals are ours from before the start to the end of the
+    shutdown sequence: a SIGHUP at any moment reloads or is ignored, never kills."""
+    gateway = Gateway(cfg, source=str(config_path))
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
             await nursery.start(gateway.run)
-            async for signum in signals:
-                log.info("signal_received", signal=signal.Signals(signum).name)
-                gateway.shutdown()
-                break
+            nursery.start_soon(_handle_signals, signals, gateway, config_path)
+            await gateway.stopped.wait()
+            nursery.cancel_scope.cancel()
+
+
+async def _handle_signals(signals: AsyncIterator[int], gateway: Gateway, config_path: Path) -> None:
+    active = gateway.cfg
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        log.info("signal_received", signal=name)
+        if signum != signal.SIGHUP:
+            gateway.shutdown()
+        elif not gateway.stopping:
+            active = await trio.to_thread.run_sync(reload_config, config_path, active)
 
 
 def serve_command(config_path: str) -> int:
+    os.umask(0o077)  # the store, the state directory, the socket: the gateway's user alone (and its child)
     try:
         cfg = load_config(Path(config_path))  # secrets too: nothing starts with one unreadable
         setup_logging(cfg.server)
@@ -422,5 +652,32 @@ def serve_command(config_path: str) -> int:
         print(f"gateway: {err}", file=sys.stderr)
         return 2
     gctune.tune()
-    trio.run(main_async, cfg)
+    try:
+        trio.run(main_async, cfg, Path(config_path))
+    except (CannotStart, ExceptionGroup) as err:
+        refused = _cannot_start(err)
+        if refused is None:
+            raise
+        print(f"gateway: {refused}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _cannot_start(err: Exception) -> CannotStart | None:
+    """The CannotStart that ended the run, through the nurseries' exception groups; None for anything else."""
+    if isinstance(err, CannotStart):
+        return err
+    if not isinstance(err, ExceptionGroup):
+        return None
+    match, rest = err.split(CannotStart)
+    if match is None or rest is not None:
+        return None
+    problems: list[str] = []
+    pending: list[BaseException] = [match]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, BaseExceptionGroup):
+            pending.extend(item.exceptions)
+        elif isinstance(item, CannotStart):
+            problems.extend(item.problems)
+    return CannotStart(problems)

@@ -5,6 +5,16 @@ float, bool, enums (by value), tuples, nested dataclasses and tuples of them, `X
 required keys and wrong types are all collected as (file, key, reason) and raised together as one
 `ConfigError`, so an operator fixes a file in one pass instead of one error per restart.
 
+Values are checked as well as types. A float must be finite (TOML allows `nan` and `inf`; no setting means
+either). A field may declare its allowed values in its metadata, and the loader reports a value outside them
+with what is allowed:
+
+    tcp_port: int | None = field(default=None, metadata=limits(1, 65535))
+    log_format: str = field(default="console", metadata=choices("console", "json"))
+
+`limits` bounds a number (each item of a tuple); `choices` lists the strings allowed. Enums do the same for
+values the code branches on.
+
 Conventions (STYLE.md): durations end in `_seconds`, sizes in `_bytes`; secrets never live in TOML, only the
 name of the environment variable or file holding them (`*_env`, `*_file`).
 """
@@ -13,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import os
 import tomllib
 import types
@@ -27,6 +38,16 @@ T = TypeVar("T")
 Problems = list[tuple[str, str, str]]
 
 _MISSING = object()
+
+
+def limits(low: float | None = None, high: float | None = None) -> dict[str, Any]:
+    """Field metadata: the number (each item, for a tuple) lies in [low, high]; None leaves a side open."""
+    return {"limits": (low, high)}
+
+
+def choices(*allowed: str) -> dict[str, Any]:
+    """Field metadata: the string (each item, for a tuple) is one of `allowed`."""
+    return {"choices": allowed}
 
 
 def load_toml(path: Path) -> dict[str, Any]:
@@ -79,7 +100,7 @@ def _build(cls: type[Any], table: Any, file: str, prefix: str, problems: Problem
                 problems.append((file, key, "required key is missing"))
             continue
         value = _coerce(hints[f.name], table[f.name], file, key, problems)
-        if value is not _MISSING:
+        if value is not _MISSING and _allowed(f.metadata, value, file, key, problems):
             kwargs[f.name] = value
     for extra in sorted(set(table) - names):
         problems.append((file, _join(prefix, extra), f"unknown key (allowed: {', '.join(sorted(names))})"))
@@ -135,6 +156,9 @@ def _coerce(hint: Any, value: Any, file: str, key: str, problems: Problems) -> A
         return value
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                problems.append((file, key, f"must be a finite number, got {value!r}"))
+                return _MISSING
             return float(value)
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -147,6 +171,33 @@ def _coerce(hint: Any, value: Any, file: str, key: str, problems: Problems) -> A
     name = getattr(hint, "__name__", str(hint))
     problems.append((file, key, f"expected {name}, got {type(value).__name__} {value!r}"))
     return _MISSING
+
+
+def _allowed(metadata: Mapping[str, Any], value: Any, file: str, key: str, problems: Problems) -> bool:
+    """The field's declared limits and choices (see `limits`, `choices`); False after reporting a problem."""
+    items = value if isinstance(value, tuple) else (value,)
+    before = len(problems)
+    for i, item in enumerate(items):
+        where = f"{key}[{i}]" if isinstance(value, tuple) else key
+        if item is None:
+            continue
+        if "limits" in metadata:
+            reason = _outside(metadata["limits"], item)
+            if reason:
+                problems.append((file, where, reason))
+        if "choices" in metadata and item not in metadata["choices"]:
+            allowed = ", ".join(repr(c) for c in metadata["choices"])
+            problems.append((file, where, f"{item!r} is not one of {allowed}"))
+    return len(problems) == before
+
+
+def _outside(bounds: tuple[float | None, float | None], value: float) -> str | None:
+    low, high = bounds
+    if (low is None or value >= low) and (high is None or value <= high):
+        return None
+    if low is not None and high is not None:
+        return f"must be between {low!r} and {high!r}, got {value!r}"
+    return f"must be at least {low!r}, got {value!r}" if low is not None else f"must be at most {high!r}, got {value!r}"
 
 
 def read_secret(*, env: str | None, file: Path | None, what: str) -> str:
@@ -162,3 +213,38 @@ def read_secret(*, env: str | None, file: Path | None, what: str) -> str:
         except OSError as err:
             raise ConfigError([(str(file), "-", f"{what}: cannot read: {err.strerror}")]) from None
     return ""
+
+
+def changed_keys(old: Any, new: Any) -> list[str]:
+    """The keys (as `load_config` names them: `carriers[0].binds[1].port`) whose values differ between two
+    configs built by this module; a table present on one side only is named once, not key by key."""
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    _flatten(old, "", before)
+    _flatten(new, "", after)
+    changed: set[str] = set()
+    for key in before.keys() | after.keys():
+        if before.get(key, _MISSING) != after.get(key, _MISSING):
+            other = after if key in before else before
+            changed.add(_first_absent_table(key, other))
+    return sorted(changed)
+
+
+def _flatten(value: Any, key: str, out: dict[str, Any]) -> None:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            _flatten(getattr(value, f.name), _join(key, f.name), out)
+    elif isinstance(value, tuple) and any(dataclasses.is_dataclass(v) for v in value):
+        for i, item in enumerate(value):
+            _flatten(item, f"{key}[{i}]", out)
+    else:
+        out[key] = value
+
+
+def _first_absent_table(key: str, other: Mapping[str, Any]) -> str:
+    """`carriers[2]` for `carriers[2].binds[0].port` when the other side has no `carriers[2]` at all."""
+    if key not in other:
+        for end, char in enumerate(key):
+            if char == "]" and not any(k.startswith(key[: end + 1]) for k in other):
+                return key[: end + 1]
+    return key

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gateway.config import limits
 from gateway.segmenting import DefaultAlphabet, Encoding, NationalLanguage, RouteEncoding, SplitMethod
 from gateway.smpp.msgid import CarrierIdFormats, IdFormat
 
@@ -16,7 +17,8 @@ class EncodingSettings:
     default_alphabet: DefaultAlphabet = DefaultAlphabet.GSM
     packed: bool = False
     split: SplitMethod = SplitMethod.UDH8
-    max_parts: int = 10
+    # SMPP 3.4 / 3GPP 23.040 concatenation counts parts in one octet.
+    max_parts: int = field(default=10, metadata=limits(1, 255))
     national: tuple[NationalLanguage, ...] = ()
     transliterate: bool = False
 
@@ -60,19 +62,19 @@ class EngineSettings:
     # A national number (leading 0) gets this country code; "" refuses national numbers.
     default_country_code: str = ""
     # Temporary carrier errors (SMPP 3.4 5.1.3: RSYSERR, RMSGQFUL after the bind's own retries, ...).
-    retry_max_attempts: int = 5
-    retry_backoff_min_seconds: float = 5.0
-    retry_backoff_max_seconds: float = 600.0
+    retry_max_attempts: int = field(default=5, metadata=limits(0, 1000))
+    retry_backoff_min_seconds: float = field(default=5.0, metadata=limits(0.0, 86400.0))
+    retry_backoff_max_seconds: float = field(default=600.0, metadata=limits(0.0, 86400.0))
     # Messages per dispatch transaction and outcomes / inbound PDUs per correlation transaction.
-    dispatch_batch: int = 256
+    dispatch_batch: int = field(default=256, metadata=limits(1, None))
     # Dispatch transactions in flight per carrier: while one batch commits, the next is prepared.
-    dispatch_concurrency: int = 4
-    correlate_batch: int = 1024
+    dispatch_concurrency: int = field(default=4, metadata=limits(1, 1000))
+    correlate_batch: int = field(default=1024, metadata=limits(1, None))
     # Messages handed to one carrier's dispatcher and not yet dispatched (the scheduler's lookahead).
-    ready_queue_size: int = 2048
+    ready_queue_size: int = field(default=2048, metadata=limits(1, None))
     # The scheduler rescans the due index at least this often (deferred and retried messages).
-    scheduler_poll_seconds: float = 1.0
+    scheduler_poll_seconds: float = field(default=1.0, metadata=limits(0.01, 3600.0))
     # Long MO messages whose parts do not all arrive in time are stored incomplete, never dropped.
-    mo_reassembly_timeout_seconds: float = 300.0
+    mo_reassembly_timeout_seconds: float = field(default=300.0, metadata=limits(0.0, 86400.0))
     # MO texts (case-insensitive, whole message) that opt the sender out of the account's messages.
     optout_keywords: tuple[str, ...] = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "TD")

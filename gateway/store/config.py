@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from gateway.config import limits
+
 
 class Recovery(Enum):
     """What a segment left in "submitting" by a crash becomes when the store reopens."""
@@ -30,21 +32,22 @@ def _default_recovery() -> dict[str, Recovery]:
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
     path: str
-    map_size_bytes: int = 1 << 30
+    map_size_bytes: int = field(default=1 << 30, metadata=limits(1 << 20, None))
     # Double the map (up to the disk) when it fills, instead of refusing new work.
     map_grow: bool = True
     # A group commit closes at this many operations ...
-    group_max: int = 2000
+    group_max: int = field(default=2000, metadata=limits(1, None))
     # ... or when callers stop adding to it, but never lingers longer than this (see writer.py).
-    group_wait_seconds: float = 0.002
+    group_wait_seconds: float = field(default=0.002, metadata=limits(0.0, 1.0))
     # Operations waiting for the writer; callers block (backpressure) when it is full.
-    queue_max: int = 10000
+    queue_max: int = field(default=10000, metadata=limits(1, None))
     # fsync at every commit. Off only for tests and throwaway benchmarks: acked work could be lost.
     sync: bool = True
-    retention_days: float = 30.0
+    # 0: a final message is removed at the next retention sweep.
+    retention_days: float = field(default=30.0, metadata=limits(0.0, 36500.0))
     recovery: dict[str, Recovery] = field(default_factory=_default_recovery)
     # Rows per retention / recovery transaction, so the writer is never held for long.
-    sweep_batch: int = 500
+    sweep_batch: int = field(default=500, metadata=limits(1, None))
     # Run the write transactions in a child process (gateway/store/worker.py), on another core than the
     # event loop; false: in a thread of the gateway process (tests with a store of their own do).
     writer_process: bool = True

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cmp_to_key
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import lmdb
@@ -205,6 +206,7 @@ class Store:
         self.last_recovery = RecoveryReport(0, 0)
         # set_mapsize needs no live transaction in this process: reads and growth take this lock.
         self._lock = threading.Lock()
+        Path(cfg.path).mkdir(mode=0o700, parents=True, exist_ok=True)  # LMDB would make it with the files' mode
         self._env = lmdb.open(
             cfg.path,
             map_size=cfg.map_size_bytes,
@@ -213,6 +215,7 @@ class Store:
             metasync=cfg.sync,
             # Recovery touches a few pages of a large map; readahead would pull the whole file into RSS.
             readahead=False,
+            mode=0o600,  # message texts: the gateway's user alone (LMDB's default makes them 0644)
         )
         self._dbs = {name: self._env.open_db(name) for name in keys.DB_NAMES}
         self._hot_dbs = tuple(self._dbs[name] for name in _HOT_DBS)

@@ -417,12 +417,24 @@ async def serve_unix(
     finally:
         os.umask(old_umask)
     os.chmod(path, config.unix_mode)
+    created = os.lstat(path)
     sock.listen(128)
     log.info("upstream_listening", transport="unix", path=path)
     try:
         await _serve_listeners([trio.SocketListener(sock)], backend, credentials, config, task_status, path)
     finally:
-        _remove_stale_socket(path)
+        _remove_own_socket(path, created)
+
+
+def _remove_own_socket(path: str, created: os.stat_result) -> None:
+    """Unlink the socket file this server created, and nothing else: another process may have replaced it
+    (a newer gateway on the same path must keep its socket when this one exits)."""
+    try:
+        now = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if (now.st_dev, now.st_ino) == (created.st_dev, created.st_ino):
+        os.unlink(path)
 
 
 def _remove_stale_socket(path: str) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from gateway.config import build, load_toml, read_secret
+from gateway.app import load_config
+from gateway.config import build, changed_keys, choices, limits, load_toml, read_secret
 from gateway.errors import ConfigError
 
 
@@ -82,3 +84,138 @@ def test_secrets_come_from_env_or_file(tmp_path: Path, monkeypatch: pytest.Monke
     assert read_secret(env=None, file=secret, what="password") == "from-file"
     with pytest.raises(ConfigError):
         read_secret(env="NOPE_NOT_SET", file=None, what="password")
+
+
+# --- values: limits, choices, finite floats -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    port: int | None = field(default=None, metadata=limits(1, 65535))
+    backlog: int = field(default=128, metadata=limits(1, None))
+    format: str = field(default="console", metadata=choices("console", "json"))
+    timeout_seconds: float = 1.0
+    ports: tuple[int, ...] = field(default=(), metadata=limits(1, 65535))
+
+
+def problems_of(table: dict[str, object]) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        build(Listener, table, file="l.toml", key="server")
+    return {key: reason for _, key, reason in info.value.problems}
+
+
+def test_numbers_outside_their_limits_are_reported_with_the_allowed_range() -> None:
+    found = problems_of({"port": 99999, "backlog": -1, "ports": [80, 0, 70000]})
+    assert found == {
+        "server.port": "must be between 1 and 65535, got 99999",
+        "server.backlog": "must be at least 1, got -1",
+        "server.ports[1]": "must be between 1 and 65535, got 0",
+        "server.ports[2]": "must be between 1 and 65535, got 70000",
+    }
+
+
+def test_values_inside_their_limits_and_none_build() -> None:
+    assert build(Listener, {"port": 65535, "backlog": 1, "ports": [1]}, file="l.toml") == Listener(
+        65535, 1, ports=(1,)
+    )
+    assert build(Listener, {}, file="l.toml").port is None
+
+
+def test_a_string_outside_its_choices_is_reported_with_every_choice() -> None:
+    assert problems_of({"format": "xml"}) == {"server.format": "'xml' is not one of 'console', 'json'"}
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_nan_and_infinity_are_refused_for_every_float(value: str) -> None:
+    """TOML has nan and inf literals; no duration, rate or share means either (a NaN deadline never fires)."""
+    table = tomllib.loads(f"timeout_seconds = {value}")
+    assert problems_of(table) == {"server.timeout_seconds": f"must be a finite number, got {float(value)!r}"}
+
+
+def gateway_toml(tmp_path: Path, server: str = "", store: str = "", engine: str = "", sim_port: int = 2775) -> Path:
+    """A valid gateway config with extra lines in its sections."""
+    (tmp_path / "app.secret").write_text("s\n")
+    (tmp_path / "sim.secret").write_text("s\n")
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        f"""
+[server]
+socket_path = "{tmp_path / "gw.sock"}"
+{server}
+[store]
+path = "{tmp_path / "store"}"
+{store}
+[engine]
+{engine}
+[[accounts]]
+name = "app"
+secret_file = "{tmp_path / "app.secret"}"
+
+[[simulators]]
+name = "sim"
+port = {sim_port}
+
+[[carriers]]
+name = "sim"
+[[carriers.binds]]
+name = "b"
+host = "127.0.0.1"
+port = 2775
+system_id = "gw"
+password_file = "{tmp_path / "sim.secret"}"
+
+[[routes]]
+prefix = ""
+carriers = ["sim"]
+"""
+    )
+    return path
+
+
+def test_the_gateway_config_refuses_impossible_values_all_at_once(tmp_path: Path) -> None:
+    path = gateway_toml(
+        tmp_path,
+        server='tcp_port = 99999\nlog_level = "verbose"\nlog_format = "xml"\nshutdown_grace_seconds = -1.0',
+        store="map_size_bytes = -5\nretention_days = -1.0\ngroup_max = 0\ngroup_wait_seconds = nan",
+        engine="retry_max_attempts = -1\nretry_backoff_max_seconds = inf\nscheduler_poll_seconds = 0.0\n"
+        "dispatch_batch = 0",
+        sim_port=70000,
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    found = {key: reason for _, key, reason in info.value.problems}
+    assert found == {
+        "server.tcp_port": "must be between 1 and 65535, got 99999",
+        "server.log_level": "'verbose' is not one of 'debug', 'info', 'warning', 'error', 'critical'",
+        "server.log_format": "'xml' is not one of 'console', 'json'",
+        "server.shutdown_grace_seconds": "must be between 0.0 and 3600.0, got -1.0",
+        "store.map_size_bytes": "must be at least 1048576, got -5",
+        "store.retention_days": "must be between 0.0 and 36500.0, got -1.0",
+        "store.group_max": "must be at least 1, got 0",
+        "store.group_wait_seconds": "must be a finite number, got nan",
+        "engine.retry_max_attempts": "must be between 0 and 1000, got -1",
+        "engine.retry_backoff_max_seconds": "must be a finite number, got inf",
+        "engine.scheduler_poll_seconds": "must be between 0.01 and 3600.0, got 0.0",
+        "engine.dispatch_batch": "must be at least 1, got 0",
+        "simulators[0].port": "must be between 1 and 65535, got 70000",
+    }
+    assert all(file == str(path) for file, _, _ in info.value.problems)
+
+
+def test_the_shipped_config_is_within_every_limit() -> None:
+    cfg = load_config(Path(__file__).resolve().parents[2] / "conf" / "gateway.toml")
+    assert cfg.server.tcp_port == 2776
+    assert cfg.server.log_level == "info"
+
+
+# --- what a reload changed ------------------------------------------------------------------------------
+
+
+def test_changed_keys_names_each_changed_value_and_a_new_table_once(tmp_path: Path) -> None:
+    old = load_config(gateway_toml(tmp_path, server='log_level = "info"'))
+    path = gateway_toml(tmp_path, server='log_level = "debug"', engine="retry_max_attempts = 7")
+    path.write_text(path.read_text() + '\n[[simulators]]\nname = "sim2"\nport = 2776\n')
+    new = load_config(path)
+    assert changed_keys(old, new) == ["engine.retry_max_attempts", "server.log_level", "simulators[1]"]
+    assert changed_keys(new, old) == ["engine.retry_max_attempts", "server.log_level", "simulators[1]"]
+    assert changed_keys(old, old) == []

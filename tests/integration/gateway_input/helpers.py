@@ -4,12 +4,15 @@ to send what a well-behaved client never would."""
 
 from __future__ import annotations
 
+import os
+import socket
 import struct
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import msgpack
 import trio
@@ -18,6 +21,7 @@ from gateway.app import Gateway, load_config
 from gateway.sim.config import SimConfig
 from gateway.sim.server import Simulator
 from gateway.smpp import pdu as P
+from gateway.upstream import UpstreamError, open_unix_client
 
 ROOT = Path(__file__).resolve().parents[3]
 ACCOUNT = "shop"
@@ -193,3 +197,119 @@ class RawConnection:
         (message,) = reply["result"]["messages"]
         assert message["state"] == "accepted", reply
         return reply
+
+
+# --- the daemon as an operator runs it ----------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the kernel's pick for port 0)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def gateway_command() -> list[str]:
+    """The `gateway` console script of this interpreter's environment (what bin/gateway execs)."""
+    script = Path(sys.executable).parent / "gateway"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+
+
+class Daemon:
+    """`gateway serve -c FILE` as a child process, its output in a log file; `stop()` kills it (by its pid)
+    if a test ends while it still runs, so no test leaves a gateway behind."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log_path = log
+        self.proc: trio.Process | None = None
+        self._log: TextIO | None = None
+
+    async def start(self) -> None:
+        self._log = self.log_path.open("w")
+        self.proc = await trio.lowlevel.open_process(
+            [*gateway_command(), "serve", "-c", str(self.config)],
+            cwd=self.config.parent,
+            stdout=self._log,
+            stderr=self._log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def send_signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    async def wait(self) -> int:
+        assert self.proc is not None
+        return await self.proc.wait()
+
+    async def stop(self) -> None:
+        """Kill it if it still runs, reap it, close its log."""
+        if self.proc is not None:
+            if self.running():
+                self.proc.kill()
+            await self.proc.wait()
+        if self._log is not None:
+            self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def assert_running(self) -> None:
+        assert self.running(), f"the gateway exited ({self.proc and self.proc.returncode}):\n{self.log()[-4000:]}"
+
+    async def wait_for_log(self, needle: str, count: int = 1) -> str:
+        """Until `needle` is in the log `count` times (the caller bounds the wait); the log."""
+        while (text := self.log()).count(needle) < count:
+            self.assert_running()
+            await trio.sleep(0.05)
+        return text
+
+    async def wait_until_serving(self, socket_path: Path, account: str, secret: str) -> None:
+        """Until a hello and a ping on the upstream socket succeed; fails at once if the daemon exited."""
+        self.assert_running()
+        while not await answers_ping(socket_path, account, secret):
+            self.assert_running()
+            await trio.sleep(0.05)
+
+
+async def answers_ping(socket_path: Path, account: str, secret: str) -> bool:
+    try:
+        async with open_unix_client(socket_path, account=account, secret=secret) as client:
+            await client.ping()
+    except (OSError, UpstreamError):
+        return False
+    return True
+
+
+@asynccontextmanager
+async def daemon(config: Path, log: Path) -> AsyncIterator[Daemon]:
+    process = Daemon(config, log)
+    await process.start()
+    try:
+        yield process
+    finally:
+        with trio.CancelScope(shield=True):
+            await process.stop()
+
+
+async def serve_to_exit(config: Path) -> tuple[int, str]:
+    """`gateway serve -c config` expected to refuse to start: its exit code and stderr (bounded)."""
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            [*gateway_command(), "serve", "-c", str(config)],
+            cwd=config.parent,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    return done.returncode, done.stderr.decode()

@@ -157,3 +157,50 @@ carriers = ["nowhere"]
             ("routes[0].carriers", "nowhere"),
         ],
     )
+
+
+async def test_values_outside_what_is_allowed_are_reported_with_what_is_allowed(tmp_path: Path) -> None:
+    """Each of these was once accepted: port 99999 listened on 34463, an unknown log level logged at info."""
+    config = tmp_path / "bad.toml"
+    (tmp_path / "shop.secret").write_text("s\n")
+    config.write_text(
+        f"""
+[server]
+tcp_port = 99999
+log_level = "verbose"
+log_format = "xml"
+
+[store]
+path = "store"
+retention_days = -1.0
+
+[engine]
+retry_max_attempts = -3
+scheduler_poll_seconds = nan
+
+[[accounts]]
+name = "shop"
+secret_file = "{tmp_path / "shop.secret"}"
+
+[[simulators]]
+name = "sim"
+port = 0
+"""
+    )
+    code, stderr = await serve(config)
+    assert code == 2
+    assert "Traceback" not in stderr
+    assert_reported(
+        stderr,
+        config,
+        [
+            ("server.tcp_port", "must be between 1 and 65535, got 99999"),
+            ("server.log_level", "'verbose' is not one of 'debug', 'info', 'warning', 'error', 'critical'"),
+            ("server.log_format", "'xml' is not one of 'console', 'json'"),
+            ("store.retention_days", "must be between 0.0 and 36500.0, got -1.0"),
+            ("engine.retry_max_attempts", "must be between 0 and 1000, got -3"),
+            ("engine.scheduler_poll_seconds", "must be a finite number, got nan"),
+            ("simulators[0].port", "must be between 1 and 65535, got 0"),
+        ],
+    )
+    assert not (tmp_path / "store").exists(), "nothing may start with a bad config"
