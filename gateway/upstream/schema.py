@@ -8,6 +8,7 @@ is the prose of this file: change both together.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from gateway.upstream.errors import (
     BadFrame,
     InvalidNumber,
     InvalidRequest,
+    NotAuthenticated,
     TextTooLong,
     UnknownOp,
     UpstreamError,
@@ -33,9 +35,18 @@ MAX_REF_CHARS = 64
 MAX_ACCOUNT_CHARS = 64
 MAX_SECRET_CHARS = 1024
 MAX_ALPHA_SENDER_CHARS = 11
+# Numeric ranges (docs/protocol.md, "Numeric ranges"): every number a client sends is checked here, so no
+# value reaches the engine or the store that their integer keys (big-endian u64) or arithmetic cannot take.
 MAX_VALIDITY_SECONDS = 30 * 86400
 MAX_ID = 2**63 - 1
-MAX_SEQ = 2**64 - 1
+# Event sequences and cursors: the store keys events by u64 and reads from `after + 1`; 2^63-1 leaves room
+# for that and is the largest value a signed 64-bit integer (Java, Go int64, SQL BIGINT) holds.
+MAX_SEQ = 2**63 - 1
+MAX_WINDOW = 2**32 - 1
+MAX_VERSION = 65_535
+# 9999-12-31T23:59:59Z, the last second ISO 8601 and most date libraries can write: as milliseconds
+# (2.5e14) it fits the store's u64 time keys with room to spare.
+MAX_SCHEDULE_AT = 253_402_300_799
 
 # E.164 (ITU-T E.164 6.1) allows 15 digits; national and short-code forms are accepted up to 20 and left
 # to the router to normalise.
@@ -144,6 +155,9 @@ class SubmittedMessage:
     # "accepted", "scheduled", or "rejected" with `reason` (a reason code such as opted_out, no_route).
     state: str = "accepted"
     reason: str | None = None
+    # The recipient as the gateway normalised it (E.164 without "+", as status and events name it), when
+    # it could: `to` is echoed as the client sent it.
+    number: str | None = None
 
 
 # Built once per recipient: by the engine for each submit result, by the client for each one it reads.
@@ -170,6 +184,10 @@ class MessageStatus:
     batch_id: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    # Sent (or possibly sent) twice to the carrier: at-least-once recovery resent it after a crash or lost link.
+    possible_duplicate: bool = False
+    # The carriers it left, in order, each with why: (carrier, reason code or "no_bind").
+    trail: tuple[tuple[str, str], ...] = ()
 
 
 fast_init(MessageStatus)
@@ -205,6 +223,8 @@ class Event(NamedTuple):
     carrier: str | None = None
     client_ref: str | None = None
     batch_id: str | None = None
+    # The message may have reached the carrier twice (docs/protocol.md, possible_duplicate).
+    possible_duplicate: bool = False
 
 
 class EncodedEvent(NamedTuple):
@@ -275,8 +295,29 @@ def _req_text(body: Mapping[str, Any], key: str, max_chars: int) -> str:
 def _int(body: Mapping[str, Any], key: str, low: int, high: int, required: bool = False) -> int | None:
     value = _get(body, key, int, required)
     if value is not None and not low <= value <= high:
-        raise InvalidRequest(f"{key} must be in {low}..{high}", field=key)
+        raise InvalidRequest(f"{key} must be an integer in {low}..{high}", field=key)
     return value
+
+
+def _req_int(body: Mapping[str, Any], key: str, low: int, high: int) -> int:
+    value = _int(body, key, low, high, True)
+    if value is None:
+        raise InvalidRequest(f"{key} is required", field=key)
+    return value
+
+
+def _seconds(body: Mapping[str, Any], key: str, low: int, high: int) -> float | None:
+    """An int or a finite float in low..high (NaN and the infinities are refused by name, not compared)."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if type(value) is bool or not isinstance(value, int | float):
+        raise InvalidRequest(f"{key} must be a number of seconds", field=key)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRequest(f"{key} must be a finite number in {low}..{high}, got {value}", field=key)
+    if not low <= value <= high:
+        raise InvalidRequest(f"{key} must be in {low}..{high}", field=key)
+    return float(value)
 
 
 def _only_keys(body: Mapping[str, Any], allowed: frozenset[str]) -> None:
@@ -314,10 +355,14 @@ def request_id(obj: object) -> int | None:
     return None
 
 
-def parse_request(obj: object) -> Envelope:
-    """Validate one unpacked frame as a request (docs/protocol.md, "Requests")."""
+def parse_request(obj: object, *, authenticated: bool = True) -> Envelope:
+    """Validate one unpacked frame as a request (docs/protocol.md, "Requests"). Before a successful hello
+    (`authenticated` False) anything but a hello is `NotAuthenticated`, however malformed its other keys:
+    an unauthenticated client learns nothing about the operations."""
     if not isinstance(obj, dict):
         raise BadFrame("a request frame must be a msgpack map")
+    if not authenticated and obj.get("op") != Op.HELLO:
+        raise NotAuthenticated("send hello first")
     ident = request_id(obj)
     if ident is None:
         raise InvalidRequest(f"id must be an integer in 0..{MAX_ID}", field="id")
@@ -331,7 +376,7 @@ def parse_request(obj: object) -> Envelope:
 
 def _parse_hello(body: Mapping[str, Any]) -> Hello:
     _only_keys(body, _ENVELOPE_KEYS | {"version", "account", "secret"})
-    version = _req(body, "version", int)
+    version = _req_int(body, "version", 0, MAX_VERSION)
     return Hello(version, _req_text(body, "account", MAX_ACCOUNT_CHARS), _req_text(body, "secret", MAX_SECRET_CHARS))
 
 
@@ -390,16 +435,14 @@ def _parse_submit(body: Mapping[str, Any]) -> SubmitRequest:
         message_class = MessageClass(_req(body, "class", str))
     except ValueError:
         raise InvalidRequest("class must be marketing, notification or verification", field="class") from None
-    schedule_at = body.get("schedule_at")
-    if schedule_at is not None and (type(schedule_at) is bool or not isinstance(schedule_at, int | float)):
-        raise InvalidRequest("schedule_at must be seconds since the Unix epoch", field="schedule_at")
+    schedule_at = _seconds(body, "schedule_at", 0, MAX_SCHEDULE_AT)
     receipt = _get(body, "receipt", bool, False)
     return SubmitRequest(
         to=to,
         text=text,
         message_class=message_class,
         sender=check_sender(_req(body, "sender", str)),
-        schedule_at=None if schedule_at is None else float(schedule_at),
+        schedule_at=schedule_at,
         validity_seconds=_int(body, "validity_seconds", 1, MAX_VALIDITY_SECONDS),
         receipt=True if receipt is None else receipt,
         client_ref=_text(body, "client_ref", MAX_REF_CHARS),
@@ -426,7 +469,7 @@ def _parse_preview(body: Mapping[str, Any]) -> PreviewRequest:
 
 def _parse_subscribe(body: Mapping[str, Any]) -> Subscribe:
     _only_keys(body, _ENVELOPE_KEYS | {"after", "window", "kinds"})
-    return Subscribe(_int(body, "after", 0, MAX_SEQ), _int(body, "window", 1, MAX_SEQ), _event_kinds(body))
+    return Subscribe(_int(body, "after", 0, MAX_SEQ), _int(body, "window", 1, MAX_WINDOW), _event_kinds(body))
 
 
 def _event_kinds(body: Mapping[str, Any]) -> tuple[EventKind, ...] | None:
@@ -444,10 +487,7 @@ def _event_kinds(body: Mapping[str, Any]) -> tuple[EventKind, ...] | None:
 
 def _parse_ack(body: Mapping[str, Any]) -> Ack:
     _only_keys(body, _ENVELOPE_KEYS | {"seq"})
-    seq = _req(body, "seq", int)
-    if isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ:
-        raise InvalidRequest(f"seq must be in 0..{MAX_SEQ}", field="seq")
-    return Ack(seq)
+    return Ack(_req_int(body, "seq", 0, MAX_SEQ))
 
 
 def _parse_ping(body: Mapping[str, Any]) -> Ping:
@@ -499,22 +539,18 @@ def request_body(body: Body) -> dict[str, Any]:
 
 
 def _status_map(status: MessageStatus) -> dict[str, Any]:
-    return _compact({name: getattr(status, name) for name in MessageStatus.__slots__})
+    out = _compact({name: getattr(status, name) for name in MessageStatus.__slots__})
+    if not status.possible_duplicate:  # sent only when true, as in events
+        del out["possible_duplicate"]
+    out["trail"] = [list(step) for step in status.trail]
+    return out
 
 
 def result_map(result: Result) -> dict[str, Any]:
     """The wire map of a result (docs/protocol.md lists each op's result keys)."""
     if isinstance(result, SubmitResult):
-        # One map per recipient, keys in field order; only `reason` is optional (the other fields are str).
-        return {
-            "messages": [
-                {"to": m.to, "message_id": m.message_id, "state": m.state}
-                if m.reason is None
-                else {"to": m.to, "message_id": m.message_id, "state": m.state, "reason": m.reason}
-                for m in result.messages
-            ],
-            "duplicate": result.duplicate,
-        }
+        # One map per recipient, keys in field order; `reason` and `number` are optional (the others are str).
+        return {"messages": [_submitted_map(m) for m in result.messages], "duplicate": result.duplicate}
     if isinstance(result, tuple):
         return {"messages": [_status_map(status) for status in result]}
     if isinstance(result, CancelResult):
@@ -522,6 +558,15 @@ def result_map(result: Result) -> dict[str, Any]:
     if isinstance(result, Ping):
         return {}
     return {name: getattr(result, name) for name in result.__slots__}
+
+
+def _submitted_map(m: SubmittedMessage) -> dict[str, Any]:
+    out = {"to": m.to, "message_id": m.message_id, "state": m.state}
+    if m.reason is not None:
+        out["reason"] = m.reason
+    if m.number is not None:
+        out["number"] = m.number
+    return out
 
 
 def result_frame(ident: int, result: Result) -> dict[str, Any]:
@@ -543,7 +588,7 @@ _EVENT_FIELDS = Event._fields
 def event_frame(event: Event) -> dict[str, Any]:
     fields: dict[str, Any] = {"type": "event"}
     for name, value in zip(_EVENT_FIELDS, event, strict=True):
-        if value is not None:
+        if value is not None and value is not False:  # possible_duplicate only when true
             fields[name] = value
     fields["kind"] = event.kind.value
     return fields
@@ -583,11 +628,12 @@ def _submitted_fast(items: list[Any]) -> tuple[SubmittedMessage, ...] | None:
             return None
         get = m.get
         to, message_id, state, reason = get("to"), get("message_id"), get("state", "accepted"), get("reason")
+        number = get("number")
         if type(to) is not str or type(message_id) is not str or type(state) is not str:
             return None
-        if reason is not None and type(reason) is not str:
+        if (reason is not None and type(reason) is not str) or (number is not None and type(number) is not str):
             return None
-        out.append(SubmittedMessage(to, message_id, state, reason))
+        out.append(SubmittedMessage(to, message_id, state, reason, number))
     return tuple(out)
 
 
@@ -598,6 +644,7 @@ def _submit_result_checked(body: dict[str, Any]) -> SubmitResult:
             _server_field(m, "message_id", str),
             str(m.get("state", "accepted")),
             _opt_str(m, "reason"),
+            _opt_str(m, "number"),
         )
         for m in (_wire(item, "message") for item in _server_field(body, "messages", list))
     )
@@ -635,9 +682,19 @@ def statuses_from_wire(result: object) -> tuple[MessageStatus, ...]:
                 batch_id=_opt_str(m, "batch_id"),
                 created_at=_float(m, "created_at"),
                 updated_at=_float(m, "updated_at"),
+                possible_duplicate=m.get("possible_duplicate") is True,
+                trail=_trail(m.get("trail", [])),
             )
         )
     return tuple(out)
+
+
+def _trail(raw: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(raw, list) or not all(
+        isinstance(s, list) and len(s) == 2 and all(isinstance(x, str) for x in s) for s in raw
+    ):
+        raise BadFrame(f"server sent a bad trail {raw!r}")
+    return tuple((s[0], s[1]) for s in raw)
 
 
 def cancel_result_from_wire(result: object) -> CancelResult:
@@ -689,7 +746,7 @@ def event_from_wire(frame: Mapping[str, Any]) -> Event:
         for value in values[3:]:
             if value is not None and type(value) is not str:
                 return _event_checked(frame)
-        return _new_tuple(Event, values)
+        return _new_tuple(Event, (*values, get("possible_duplicate") is True))
     return _event_checked(frame)
 
 
@@ -702,5 +759,9 @@ def _event_checked(frame: Mapping[str, Any]) -> Event:
         seq=_server_field(frame, "seq", int),
         kind=kind,
         at=_float(frame, "at"),
-        **{name: _opt_str(frame, name) for name in Event._fields if name not in ("seq", "kind", "at")},
+        **{name: _opt_str(frame, name) for name in Event._fields if name not in _NOT_STR},
+        possible_duplicate=frame.get("possible_duplicate") is True,
     )
+
+
+_NOT_STR = ("seq", "kind", "at", "possible_duplicate")

@@ -56,7 +56,7 @@ ANY_VALUE = st.one_of(
 )
 TEXT_OR_ANY = st.one_of(st.text(max_size=12), ANY_VALUE)
 KIND = st.one_of(st.sampled_from([*EventKind, "unknown"]), ANY_VALUE)
-OPTIONAL_EVENT_KEYS = Event._fields[3:]
+OPTIONAL_EVENT_KEYS = tuple(k for k in Event._fields[3:] if k != "possible_duplicate")
 
 
 VALID_EVENT = st.builds(
@@ -65,6 +65,7 @@ VALID_EVENT = st.builds(
     kind=st.sampled_from(EventKind),
     at=st.floats(allow_nan=False, allow_infinity=False),
     **{key: st.one_of(st.none(), st.text(max_size=12)) for key in OPTIONAL_EVENT_KEYS},
+    possible_duplicate=st.booleans(),
 )
 
 
@@ -113,6 +114,7 @@ SUBMITTED = st.builds(
     message_id=st.text(max_size=12),
     state=st.sampled_from(["accepted", "scheduled", "rejected"]),
     reason=st.one_of(st.none(), st.sampled_from(["no_route", "opted_out"])),
+    number=st.one_of(st.none(), st.text(alphabet="0123456789", min_size=1, max_size=15)),
 )
 
 
@@ -126,7 +128,7 @@ def submit_results(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.integers(0, 4)) == 0:
             messages[index] = draw(ANY_VALUE)
         elif isinstance(messages[index], dict):
-            messages[index] = draw(faulty(messages[index], ("to", "message_id", "state", "reason")))
+            messages[index] = draw(faulty(messages[index], ("to", "message_id", "state", "reason", "number")))
     return draw(st.one_of(st.just(wire), faulty(wire, ("messages", "duplicate"))))
 
 
