@@ -127,6 +127,11 @@ class StoreFull(StoreError, WireError):
     command_status = CommandStatus.ESME_RMSGQFUL
 
 
+class ClientRefReused(GatewayError):
+    """A submit named a client reference the account used before for another request (other recipients,
+    sender or text): nothing is stored, and the first submit's message ids are not handed out for it."""
+
+
 # --- configuration ----------------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from gateway.upstream.client import Subscription, UpstreamClient, open_tcp_clien
 from gateway.upstream.errors import (
     AuthFailed,
     BadFrame,
+    ClientRefConflict,
     ConnectionLost,
     ErrorCode,
     FrameTooLarge,
@@ -52,6 +53,7 @@ __all__ = [
     "BadFrame",
     "BlockingClient",
     "CancelResult",
+    "ClientRefConflict",
     "ConnectionLost",
     "Credentials",
     "EncodedEvent",

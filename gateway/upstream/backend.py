@@ -59,7 +59,11 @@ class UpstreamBackend(Protocol):
         ...
 
     async def ack_events(self, account: str, seq: int) -> None:
-        """Store the account's cursor: events up to seq are consumed. A lower seq than stored is a no-op."""
+        """Store the account's cursor: events up to seq are consumed. A lower seq than stored is a no-op.
+
+        A seq past the last event in the log (of any account) is refused with `InvalidRequest` (field
+        `seq`), never stored: a cursor ahead of the log would hide every event logged up to it.
+        """
         ...
 
     async def event_cursor(self, account: str) -> int:

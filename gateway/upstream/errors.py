@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from gateway.errors import GatewayError, MessageTooLong, NotEncodable, StoreFull
+from gateway.errors import ClientRefReused, GatewayError, MessageTooLong, NotEncodable, StoreFull
 
 
 class ErrorCode(StrEnum):
@@ -31,6 +31,7 @@ class ErrorCode(StrEnum):
     STORE_FULL = "store_full"
     OVERLOADED = "overloaded"
     INTERNAL = "internal"
+    CLIENT_REF_CONFLICT = "client_ref_conflict"
 
 
 class UpstreamError(GatewayError):
@@ -113,6 +114,13 @@ class InternalError(UpstreamError):
     code = ErrorCode.INTERNAL
 
 
+class ClientRefConflict(UpstreamError):
+    """A submit reused a client_ref of the account for a different request (other recipients, sender or
+    text): answering with the first submit's message ids would name another number's message."""
+
+    code = ErrorCode.CLIENT_REF_CONFLICT
+
+
 class ConnectionLost(UpstreamError):
     """Client side only: the connection closed before the answer came, without a fatal error frame."""
 
@@ -137,6 +145,7 @@ _BY_CODE: dict[str, type[UpstreamError]] = {
         UpstreamStoreFull,
         Overloaded,
         InternalError,
+        ClientRefConflict,
     )
 }
 
@@ -159,4 +168,6 @@ def upstream_error_for(exc: Exception) -> UpstreamError | None:
         return TextNotEncodable(str(exc), field="text")
     if isinstance(exc, MessageTooLong):
         return TextTooLong(str(exc), field="text")
+    if isinstance(exc, ClientRefReused):
+        return ClientRefConflict(str(exc) or "client_ref was used for another request", field="client_ref")
     return None

@@ -134,3 +134,22 @@ def decode_payload(payload: bytes) -> object:
     except (ValueError, TypeError, msgpack.UnpackException) as err:
         # ExtraData, FormatError, StackError, invalid UTF-8 and truncation all derive from ValueError.
         raise BadFrame(f"payload is not one msgpack object: {err}") from err
+
+
+def decode_request(payload: bytes) -> object:
+    """`decode_payload` for what a client sends: besides one msgpack object, every map key in it must be a
+    str (docs/protocol.md, "Framing"). A bin key (b"op") is `BadFrame`: read as a key it would be a second
+    "op" beside the str one, or a key no check looks at."""
+    obj = decode_payload(payload)
+    pending = [obj]
+    while pending:  # a loop, not recursion: msgpack nests far deeper than Python's recursion limit
+        item = pending.pop()
+        if type(item) is dict:
+            for key, value in item.items():
+                if type(key) is not str:
+                    raise BadFrame(f"map key {key!r} is not a string")
+                if type(value) is dict or type(value) is list:
+                    pending.append(value)
+        elif type(item) is list:
+            pending.extend(value for value in item if type(value) is dict or type(value) is list)
+    return obj

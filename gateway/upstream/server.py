@@ -7,6 +7,9 @@ Per connection (docs/protocol.md, "Flow control"):
   client's socket;
 - hello, ping and malformed frames are answered by the reader; other operations run as their own task,
   so answers go out by id, in whatever order they finish;
+- a fault boundary around each request: whatever its handling raises that has no error code (a bug) is
+  answered `internal` and logged through one `FaultLog` (a traceback once per cause), and the connection
+  keeps serving;
 - one writer task drains a bounded channel and coalesces whatever is queued into one send;
 - a subscription task pushes events, at most `window` unacknowledged.
 """
@@ -35,7 +38,8 @@ from gateway.upstream.errors import (
     UpstreamError,
     upstream_error_for,
 )
-from gateway.upstream.frames import FrameDecoder, FrameFault, decode_payload, encode_frame
+from gateway.upstream.faults import FaultLog
+from gateway.upstream.frames import FrameDecoder, FrameFault, decode_request, encode_frame
 from gateway.upstream.schema import (
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
@@ -95,8 +99,10 @@ class _Connection:
         backend: UpstreamBackend,
         credentials: Credentials,
         config: ServerConfig,
+        faults: FaultLog,
     ) -> None:
         self._stream = stream
+        self._faults = faults
         self._backend = backend
         self._credentials = credentials
         self._config = config
@@ -108,6 +114,9 @@ class _Connection:
         # The request a fatal error answers, when there is one (the last failed hello).
         self._fatal_ident: int | None = None
         self._hello_scope = trio.CancelScope()
+        # Cancelled, with `_fatal` set, when something other than the reader must end the connection.
+        self._read_scope = trio.CancelScope()
+        self._fatal: UpstreamError | None = None
         self._subscription: _Subscription | None = None
 
     async def run(self) -> None:
@@ -131,9 +140,11 @@ class _Connection:
     async def _read_until_done(self, work: trio.Nursery) -> UpstreamError | None:
         """Read until the end of the stream (None) or an error that ends the connection (returned)."""
         self._hello_scope.deadline = trio.current_time() + self._config.hello_timeout_seconds
-        with self._hello_scope:
-            return await self._read_loop(work)
-        return NotAuthenticated(f"no hello within {self._config.hello_timeout_seconds} s")
+        with self._read_scope:
+            with self._hello_scope:
+                return await self._read_loop(work)
+            return NotAuthenticated(f"no hello within {self._config.hello_timeout_seconds} s")
+        return self._fatal
 
     async def _read_loop(self, work: trio.Nursery) -> UpstreamError | None:
         while True:
@@ -157,18 +168,22 @@ class _Connection:
                     return fatal
 
     async def _on_frame(self, payload: bytes, work: trio.Nursery) -> UpstreamError | None:
+        """Answer one frame (or start its task); the fault boundary of what the reader handles itself."""
         obj: object = None
         try:
-            obj = decode_payload(payload)
-            envelope = parse_request(obj)
+            obj = decode_request(payload)
+            return await self._dispatch(parse_request(obj, authenticated=self._account is not None), work)
         except UpstreamError as err:
             await self.answer_error(request_id(obj), err)
-            return None
+        except Exception as exc:  # a bug; trio.Cancelled is a BaseException and passes
+            op = obj.get("op") if isinstance(obj, dict) else None
+            await self.answer_error(request_id(obj), self.fault(exc, op=op if isinstance(op, str) else None))
+        return None
+
+    async def _dispatch(self, envelope: Envelope, work: trio.Nursery) -> UpstreamError | None:
         if envelope.op is Op.HELLO:
             return await self._on_hello(envelope)
-        if self._account is None:
-            await self.answer_error(envelope.id, NotAuthenticated("send hello first"))
-        elif envelope.op is Op.PING:
+        if envelope.op is Op.PING:
             await self.answer(envelope.id, Ping())
         elif envelope.op is Op.SUBSCRIBE:
             await self._on_subscribe(envelope, work)
@@ -211,10 +226,7 @@ class _Connection:
         try:
             result = await self._call(envelope)
         except Exception as exc:  # every failure is answered by id; Cancelled is a BaseException
-            error = upstream_error_for(exc)
-            if error is None:
-                log.exception("upstream_backend_failed", op=str(envelope.op))
-                error = InternalError(f"internal error in {envelope.op}")
+            error = upstream_error_for(exc) or self.fault(exc, op=str(envelope.op))
             await self.answer_error(envelope.id, error)
             return
         await self.answer(envelope.id, result)
@@ -254,14 +266,27 @@ class _Connection:
         self._subscription = _Subscription(self, window, kinds)
         work.start_soon(self._subscription.run, envelope.id, request.after)
 
+    def fault(self, exc: Exception, **context: object) -> InternalError:
+        """A bug met while serving a request: logged within the bound, answered as `internal` (the details
+        stay in the log)."""
+        self._faults.report(exc, trio.current_time(), **context)
+        op = context.get("op")
+        return InternalError(f"internal error in {op}" if op else "internal error")
+
+    def subscription_failed(self, exc: Exception) -> None:
+        """The event stream cannot go on (a bug, a record it cannot read): end the connection with a fatal
+        `internal`, so the client knows and subscribes again from its cursor (at least once)."""
+        self._subscription = None
+        self._fatal = self.fault(exc, op="subscribe")
+        self._read_scope.cancel()
+
     # --- writing ------------------------------------------------------------------------------------
 
     async def answer(self, ident: int, result: Result) -> None:
         try:
             data = encode_frame(result_frame(ident, result))
-        except (TypeError, ValueError, OverflowError):
-            log.exception("upstream_result_unencodable", id=ident)
-            data = encode_frame(error_frame(ident, InternalError("result could not be encoded")))
+        except (TypeError, ValueError, OverflowError) as exc:
+            data = encode_frame(error_frame(ident, self.fault(exc, op="encode result")))
         if len(data) - 4 > self._config.max_frame_bytes:
             data = encode_frame(error_frame(ident, InternalError("result is over the maximum frame size")))
         await self._out_send.send(_Out(data, True))
@@ -297,6 +322,9 @@ class _Connection:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await self._stream.aclose()
 
+    def unsubscribe(self) -> None:
+        self._subscription = None
+
     @property
     def account(self) -> str:
         return self._account or ""
@@ -328,12 +356,16 @@ class _Subscription:
             try:
                 self.cursor = after if after is not None else await conn.backend.event_cursor(account)
             except Exception as exc:
-                error = upstream_error_for(exc) or InternalError("could not read the event cursor")
-                await conn.answer_error(ident, error)
+                # Not subscribed after all: the client may try again on this connection.
+                conn.unsubscribe()
+                await conn.answer_error(ident, upstream_error_for(exc) or conn.fault(exc, op="subscribe"))
                 return
             # The answer goes before the first event: both pass through the same FIFO channel.
             await conn.answer(ident, SubscribeResult(self.cursor, self._window_size))
-            await self._push_forever(account)
+            try:
+                await self._push_forever(account)
+            except Exception as exc:
+                conn.subscription_failed(exc)
 
     async def _push_forever(self, account: str) -> None:
         backend = self._connection.backend
@@ -368,11 +400,12 @@ class _Subscription:
 
 
 async def _serve_connection(
-    stream: trio.abc.Stream, backend: UpstreamBackend, credentials: Credentials, config: ServerConfig
-) -> None:
+    stream: trio.abc.Stream, backend: UpstreamBackend, credentials: Credentials, config: ServerConfig,
+    faults: FaultLog,
+) -> None:  # fmt: skip
     structlog.contextvars.clear_contextvars()
     try:
-        await _Connection(stream, backend, credentials, config).run()
+        await _Connection(stream, backend, credentials, config, faults).run()
     except Exception:
         # One connection's failure must not end the listener and with it every other connection.
         log.exception("upstream_connection_failed")
@@ -452,8 +485,11 @@ async def _serve_listeners(
     task_status: trio.TaskStatus[Any],
     address: object,
 ) -> None:
+    # One per server: a bug any connection hits is logged with its traceback once, not once per connection.
+    faults = FaultLog()
+
     async def handler(stream: trio.abc.Stream) -> None:
-        await _serve_connection(stream, backend, credentials, config)
+        await _serve_connection(stream, backend, credentials, config, faults)
 
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handler, list(listeners))

@@ -10,14 +10,17 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import trio
 
 from gateway.errors import NotEncodable, StoreFull
 from gateway.upstream import (
     CancelResult,
+    ClientRefConflict,
     Event,
     EventKind,
+    InvalidRequest,
     MessageQuery,
     MessageStatus,
     NotCancellable,
@@ -77,7 +80,8 @@ class MemoryBackend:
         self.capacity = capacity
         self.submit_delay_seconds = submit_delay_seconds
         self.records: dict[str, Record] = {}
-        self.refs: dict[tuple[str, str], SubmitResult] = {}
+        # (account, client_ref) -> (the request's recipients, sender and text; the first result)
+        self.refs: dict[tuple[str, str], tuple[tuple[object, ...], SubmitResult]] = {}
         self.logs: dict[str, AccountLog] = {}
         self.gate: trio.Event | None = None
         self.in_submit = 0
@@ -85,6 +89,7 @@ class MemoryBackend:
         self.fail_next_with: Exception | None = None
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
+        self.last_seq = 0
         self._changed = trio.Event()
         self._submit_progress = trio.Event()
 
@@ -141,6 +146,8 @@ class MemoryBackend:
 
     async def ack_events(self, account: str, seq: int) -> None:
         await trio.lowlevel.checkpoint()
+        if seq > self.last_seq:
+            raise InvalidRequest(f"seq {seq} is past the last event ({self.last_seq})", field="seq")
         log = self.logs.setdefault(account, AccountLog())
         log.cursor = max(log.cursor, seq)
 
@@ -150,8 +157,9 @@ class MemoryBackend:
 
     # --- what the engine would do later ---------------------------------------------------------------
 
-    def emit(self, account: str, kind: EventKind, message_id: str | None = None, **extra: str) -> Event:
+    def emit(self, account: str, kind: EventKind, message_id: str | None = None, **extra: Any) -> Event:
         event = Event(next(self._seq), kind, trio.current_time(), message_id=message_id, **extra)
+        self.last_seq = event.seq
         log = self.logs.setdefault(account, AccountLog())
         log.seqs.append(event.seq)
         log.events.append(event)
@@ -183,8 +191,12 @@ class MemoryBackend:
 
     def _accept(self, account: str, request: SubmitRequest) -> SubmitResult:
         key = (account, request.client_ref) if request.client_ref else None
+        same = (request.to, request.sender, request.text)
         if key is not None and key in self.refs:
-            return replace(self.refs[key], duplicate=True)
+            first, result = self.refs[key]
+            if first != same:
+                raise ClientRefConflict("client_ref was used for another request", field="client_ref")
+            return replace(result, duplicate=True)
         self._check_encodable(account, request.text)
         if len(self.records) + len(request.to) > self.capacity:
             raise StoreFull("store is full")
@@ -198,7 +210,7 @@ class MemoryBackend:
             messages.append(SubmittedMessage(to, message_id))
         result = SubmitResult(tuple(messages))
         if key is not None:
-            self.refs[key] = result
+            self.refs[key] = (same, result)
         return result
 
     def _check_encodable(self, account: str, text: str) -> None:
