@@ -3,6 +3,7 @@
 receipts on) -> receipts back to the client as events.
 
     .venv/bin/python bench/e2e.py [--messages 20000] [--binds 1] [--window 100]
+    .venv/bin/python bench/e2e.py --smsc 127.0.0.1:2775 --smsc-account gw:secret [--smsc-ids decimal]
 
 For each of three texts (GSM-7 160 chars = 1 part, GSM-7 300 chars = 2 parts, 100 Chinese characters =
 UCS-2 2 parts) it starts a fresh simulator and gateway, pushes N messages from the client library in
@@ -12,7 +13,12 @@ final events only, as a platform showing delivery reports does; --all-events add
 Prints one JSON object as its last line. `gateway_cpu_s` is the gateway's two processes together
 (`gateway_main_cpu_s`: the event loop; `store_writer_cpu_s`: its store writer process). `run_wait_s`: time
 the event loop, the writer process and the simulator were runnable but waiting for a core; `host_steal_s`:
-CPU time the hypervisor gave to other guests meanwhile.
+CPU time the hypervisor gave to other guests meanwhile. `gateway_rss_mb` is the peak resident size of the
+gateway's two processes; `rss_mb_trace` their resident size sampled every few seconds, to see it stay flat.
+
+With --smsc the benchmark starts no simulator: the gateway binds to that SMSC (an implementation this
+project did not write), with the account --smsc-account; the SMSC must send a receipt for every submit.
+`simulator_cpu_s` is then null.
 
 Environment: E2E_PYSPY=path/to/py-spy records GIL samples (raw format) of the gateway's event loop (of
 the simulator with E2E_PROFILE=sim, of the store writer process with E2E_PROFILE=writer) into
@@ -59,16 +65,20 @@ def free_port() -> int:
         return port
 
 
-def write_config(tmp: Path, sim_port: int, binds: int, window: int) -> Path:
+def write_config(
+    tmp: Path, sim_port: int, binds: int, window: int, *, host: str = "127.0.0.1", account: str = "gw:simpw",
+    ids: str = "hex",
+) -> Path:
+    system_id, password = account.split(":", 1)
     (tmp / "acct.secret").write_text(SECRET)
-    (tmp / "sim.secret").write_text("simpw")
+    (tmp / "sim.secret").write_text(password)
     bind_blocks = "\n".join(
         f"""
 [[carriers.binds]]
 name = "trx{i}"
-host = "127.0.0.1"
+host = "{host}"
 port = {sim_port}
-system_id = "gw"
+system_id = "{system_id}"
 password_file = "{tmp}/sim.secret"
 mode = "transceiver"
 window = {window}
@@ -93,8 +103,8 @@ secret_file = "{tmp}/acct.secret"
 
 [[carriers]]
 name = "sim"
-response_ids = {{ base = "hex", fold_case = true }}
-receipt_ids = {{ base = "hex", fold_case = true }}
+response_ids = {{ base = "{ids}", fold_case = true }}
+receipt_ids = {{ base = "{ids}", fold_case = true }}
 {bind_blocks}
 
 [[routes]]
@@ -137,11 +147,18 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmHWM:") -> float:
+    """Peak (VmHWM) or current (VmRSS) resident size of a process, in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+async def trace_rss(pids: list[int], out: list[float], every: float) -> None:
+    while True:
+        out.append(round(sum(rss_mb(p, "VmRSS:") for p in pids), 1))
+        await trio.sleep(every)
 
 
 async def wait_for_socket(path: Path, proc: subprocess.Popen[bytes]) -> None:
@@ -174,13 +191,19 @@ async def push(client: UpstreamClient, text: str, n: int, per_request: int, conc
 async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"e2e-{label}-") as tmpdir:
         tmp = Path(tmpdir)
-        sim_port = free_port()
-        sim = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "sim", "--port", str(sim_port), "--account", "gw:simpw",
-             "--id-format", "hex", "--window", "1000"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        config = write_config(tmp, sim_port, args.binds, args.window)
+        sim: subprocess.Popen[bytes] | None = None
+        if args.smsc:
+            host, _, port = args.smsc.rpartition(":")
+            config = write_config(tmp, int(port), args.binds, args.window, host=host, account=args.smsc_account,
+                                  ids=args.smsc_ids)  # fmt: skip
+        else:
+            sim_port = free_port()
+            sim = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "sim", "--port", str(sim_port), "--account", "gw:simpw",
+                 "--id-format", "hex", "--window", "1000"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            config = write_config(tmp, sim_port, args.binds, args.window)
         gw = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "-c", str(config)],
             stdout=subprocess.DEVNULL, stderr=open(tmp / "gateway.log", "wb"),  # noqa: SIM115
@@ -191,7 +214,7 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
             profiler = None
             if os.environ.get("E2E_PYSPY"):  # E2E_PYSPY=path/to/py-spy: GIL samples of the gateway, raw format
                 which = os.environ.get("E2E_PROFILE")
-                target = sim.pid if which == "sim" else children(gw.pid)[0] if which == "writer" else gw.pid
+                target = sim.pid if which == "sim" and sim else children(gw.pid)[0] if which == "writer" else gw.pid
                 profiler = subprocess.Popen(
                     [os.environ["E2E_PYSPY"], "record", "--gil", "-f", "raw", "-r", "250", "--pid", str(target),
                      "-o", f"{tempfile.gettempdir()}/e2e-{label}.prof"],
@@ -206,8 +229,10 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                 workers = children(gw.pid)  # the store's writer process
                 cpu0 = cpu_seconds(gw.pid)
                 worker_cpu0 = sum(cpu_seconds(p) for p in workers)
-                sim_cpu0 = cpu_seconds(sim.pid)
-                waits0 = [run_wait_seconds(p) for p in (gw.pid, *workers, sim.pid)]
+                watched = (gw.pid, *workers, *((sim.pid,) if sim else ()))
+                sim_cpu0 = cpu_seconds(sim.pid) if sim else 0.0
+                waits0 = [run_wait_seconds(p) for p in watched]
+                rss_trace: list[float] = []
                 steal0 = steal_seconds()
                 own_cpu0 = time.process_time()
                 t0 = time.perf_counter()
@@ -220,6 +245,7 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                         latencies.extend(await push(client, text, args.messages, args.per_request, args.concurrency))
 
                     nursery.start_soon(pusher)
+                    nursery.start_soon(trace_rss, [gw.pid, *workers], rss_trace, args.rss_every)
                     with trio.fail_after(args.timeout):
                         async for event in sub:
                             if event.kind in ("delivered", "failed"):
@@ -228,11 +254,12 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                                     await sub.ack(event.seq)
                                 if finals == args.messages:
                                     break
+                    nursery.cancel_scope.cancel()
                 elapsed = time.perf_counter() - t0
                 cpu = cpu_seconds(gw.pid) - cpu0
                 worker_cpu = sum(cpu_seconds(p) for p in workers) - worker_cpu0
-                sim_cpu = cpu_seconds(sim.pid) - sim_cpu0
-                waits = [run_wait_seconds(p) - w for p, w in zip((gw.pid, *workers, sim.pid), waits0, strict=True)]
+                sim_cpu = cpu_seconds(sim.pid) - sim_cpu0 if sim else None
+                waits = [run_wait_seconds(p) - w for p, w in zip(watched, waits0, strict=True)]
                 steal = steal_seconds() - steal0
                 own_cpu = time.process_time() - own_cpu0
                 (status,) = await client.status(message_id=event.message_id)
@@ -251,7 +278,8 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                 "gateway_rss_mb": round(rss_mb(gw.pid) + sum(rss_mb(p) for p in workers), 1),
                 "gateway_main_cpu_s": round(cpu, 2),
                 "store_writer_cpu_s": round(worker_cpu, 2),
-                "simulator_cpu_s": round(sim_cpu, 2),
+                "rss_mb_trace": rss_trace,
+                "simulator_cpu_s": None if sim_cpu is None else round(sim_cpu, 2),
                 "client_cpu_s": round(own_cpu, 2),
                 # Runnable but waiting for a core: the event loop, the writer process, the simulator.
                 "run_wait_s": [round(w, 2) for w in waits],
@@ -262,9 +290,10 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
             }
         finally:
             gw.terminate()
-            sim.terminate()
             gw.wait(30)
-            sim.wait(30)
+            if sim is not None:
+                sim.terminate()
+                sim.wait(30)
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -276,7 +305,7 @@ async def main_async(args: argparse.Namespace) -> None:
         print(label, json.dumps(out[label]), file=sys.stderr, flush=True)
     out["loadavg_1m"] = os.getloadavg()[0]
     out["config"] = {"binds": args.binds, "window": args.window, "fsync": True, "concurrency": args.concurrency,
-                     "events": "all" if args.all_events else "final"}
+                     "events": "all" if args.all_events else "final", "smsc": args.smsc or "built-in simulator"}
     print(json.dumps(out))
 
 
@@ -290,6 +319,10 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--all-events", action="store_true", help="subscribe to every event, not only final ones")
+    ap.add_argument("--smsc", help="HOST:PORT of an SMSC to bind to instead of starting the simulator")
+    ap.add_argument("--smsc-account", default="gw:simpw", help="SYSTEM_ID:PASSWORD for --smsc")
+    ap.add_argument("--smsc-ids", default="hex", choices=("hex", "decimal", "as-is"), help="its message_id base")
+    ap.add_argument("--rss-every", type=float, default=5.0, help="seconds between resident-size samples")
     trio.run(main_async, ap.parse_args())
 
 

@@ -34,12 +34,12 @@ from gateway.carriers.jobs import Inbound, OutcomeKind, SubmitOutcome
 from gateway.carriers.pool import CarrierPool
 from gateway.config import Problems, build_into, changed_keys, choices, limits, load_toml, read_secret
 from gateway.engine import AccountSettings, CarrierSettings, EncodingSettings, Engine, EngineSettings
-from gateway.engine.settings import RouteSettings
+from gateway.engine.settings import ErrorClasses, RouteSettings
 from gateway.errors import ConfigError, GatewayError
 from gateway.routing import Route, RouteTable
 from gateway.sim.config import SimConfig
 from gateway.sim.server import Simulator
-from gateway.smpp.msgid import IdFormat
+from gateway.smpp.msgid import ALL_FORMS, IdForm, IdFormat
 from gateway.store import Store, StoreConfig, Writer
 from gateway.store.lock import StoreInUse, StoreLock, lock_store
 from gateway.store.remote import WriterProcess
@@ -76,10 +76,16 @@ class CarrierSection:
     encoding: EncodingSettings = field(default_factory=EncodingSettings)
     response_ids: IdFormat = field(default_factory=IdFormat)
     receipt_ids: IdFormat = field(default_factory=IdFormat)
+    # The forms its receipts may write ids in besides the response's own (default all): see CarrierSettings.
+    receipt_id_forms: tuple[IdForm, ...] = ALL_FORMS
     receipts: bool = True
     job_queue_size: int = field(default=1000, metadata=limits(1, None))
     results_queue_size: int = field(default=1000, metadata=limits(1, None))
     inbound_queue_size: int = field(default=1000, metadata=limits(1, None))
+    # What each submit_sm_resp error means: retry here, move to the next carrier of the route, or fail.
+    errors: ErrorClasses = field(default_factory=ErrorClasses)
+    receipt_timeout_seconds: float = field(default=72 * 3600.0, metadata=limits(1.0, 90 * 86400.0))
+    handback_seconds: float = field(default=30.0, metadata=limits(0.0, 86400.0))
 
     def carrier_config(self) -> CarrierConfig:
         return CarrierConfig(
@@ -91,7 +97,10 @@ class CarrierSection:
         )
 
     def settings(self) -> CarrierSettings:
-        return CarrierSettings(self.name, self.encoding, self.response_ids, self.receipt_ids, self.receipts)
+        return CarrierSettings(
+            self.name, self.encoding, self.response_ids, self.receipt_ids, self.receipts, self.errors,
+            self.receipt_timeout_seconds, self.handback_seconds, self.receipt_id_forms,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,14 @@ stands for the whole text; the store replaces it with the real parts when the me
     accepted --schedule--> queued --dispatch--> submitting --submit_ok--> submitted --receipt--> final
        |  \\--defer--> deferred --schedule--/       |  \\--lost--> unknown --submit_ok (late)--/
        |                                          |  \\--resend (recovery, at-least-once)--> queued
+       |                                          |  \\--requeue (never written)--> queued
        \\--policy_reject / cancel / expire / fail  \\--submit_retry--> deferred (back-off)
                                                     \\--submit_reject--> rejected
+
+Every message ends. A segment waiting for something outside the gateway has a deadline in `due_ms`, so the
+store's due index brings it back to the scheduler when it passes: a waiting segment its due time, a
+submitted or unknown one its receipt deadline (the SUBMIT_OK or LOST event's `until_ms`, the carrier's
+receipt timeout, else `RECEIPT_TIMEOUT_MS`), after which the engine ends it with EXPIRE and `no_receipt`.
 
 Final states are delivered, undeliverable, expired, rejected, failed and cancelled. A final state stays final
 except for the documented receipt upgrades (`UPGRADES`): a carrier that reported EXPIRED or UNDELIVERABLE
@@ -37,6 +43,11 @@ Reason codes (`REASONS`) are the only strings a final state carries; two are par
                             ended without a late response
     retries_exhausted       every retry of a temporary error failed
     cancelled               cancelled by the upstream app
+    no_receipt              the carrier took it (or may have) but no receipt came within its receipt timeout
+    internal_error          the gateway could not handle this message (a bug, a bad stored record); logged
+                            once with the message id, the daemon kept serving
+    message_too_long        no carrier of the recipient's route can send the text in its part limit
+    not_encodable           no carrier of the recipient's route has an encoding for the text
 """
 
 from __future__ import annotations
@@ -62,13 +73,20 @@ REASONS: tuple[str, ...] = (
     "unknown_after_timeout",
     "retries_exhausted",
     "cancelled",
+    "no_receipt",
+    "internal_error",
+    "message_too_long",
+    "not_encodable",
 )
 """Every reason code; entries ending in ':' take a parameter (see the module docstring)."""
 
 # Reasons a policy may refuse a recipient with at accept time.
 POLICY_REASONS = frozenset(
-    {"opted_out", "blacklisted", "frequency_capped", "content_blocked", "invalid_number", "no_route"}
-)
+    {
+        "opted_out", "blacklisted", "frequency_capped", "content_blocked", "invalid_number", "no_route",
+        "message_too_long", "not_encodable",
+    }
+)  # fmt: skip
 
 
 def is_reason(reason: str) -> bool:
@@ -123,6 +141,11 @@ FINAL_STATES = frozenset(
 )
 # States that wait in the due-time index for the scheduler.
 DUE_STATES = frozenset({State.ACCEPTED, State.DEFERRED, State.QUEUED})
+# States that wait for the carrier (a receipt, or a late response): they are in the due index too, at their
+# receipt deadline, so that a message whose receipt never comes still ends.
+AWAITING_STATES = frozenset({State.SUBMITTED, State.UNKNOWN})
+# The receipt deadline when an event names none (recovery, stores written before deadlines existed).
+RECEIPT_TIMEOUT_MS = 72 * 3600 * 1000
 
 
 class Ev(IntEnum):
@@ -143,7 +166,8 @@ class Ev(IntEnum):
     POLICY_REJECT = 13
     CANCEL = 14
     EXPIRE = 15  # validity passed on the gateway side
-    FAIL = 16  # no route left, retries exhausted
+    FAIL = 16  # no route left, retries exhausted, an internal error
+    REQUEUE = 17  # taken for a carrier but never written (link lost, handed back): send again, no duplicate
 
 
 S, E = State, Ev
@@ -161,6 +185,7 @@ TRANSITIONS: dict[tuple[State, Ev], State] = {
     (S.UNKNOWN, E.SUBMIT_REJECT): S.REJECTED,
     (S.SUBMITTING, E.LOST): S.UNKNOWN,
     (S.SUBMITTING, E.RESEND): S.QUEUED,
+    (S.SUBMITTING, E.REQUEUE): S.QUEUED,
     (S.SUBMITTED, E.RECEIPT_DELIVERED): S.DELIVERED,
     (S.SUBMITTED, E.RECEIPT_UNDELIVERABLE): S.UNDELIVERABLE,
     (S.SUBMITTED, E.RECEIPT_EXPIRED): S.EXPIRED,
@@ -168,10 +193,11 @@ TRANSITIONS: dict[tuple[State, Ev], State] = {
     **{(s, E.POLICY_REJECT): S.REJECTED for s in _PENDING},
     **{(s, E.CANCEL): S.CANCELLED for s in _PENDING},
     **{(s, E.EXPIRE): S.EXPIRED for s in _PENDING},
-    # The carrier took it but no receipt came before the validity plus grace: report expired.
+    # The carrier took it (or may have) but no receipt came within its receipt timeout: report expired.
     (S.SUBMITTED, E.EXPIRE): S.EXPIRED,
-    (S.UNKNOWN, E.EXPIRE): S.FAILED,
-    **{(s, E.FAIL): S.FAILED for s in (*_PENDING, S.SUBMITTING, S.UNKNOWN)},
+    (S.UNKNOWN, E.EXPIRE): S.EXPIRED,
+    # FAIL from submitted only for internal_error: a message the gateway cannot handle any more.
+    **{(s, E.FAIL): S.FAILED for s in (*_PENDING, S.SUBMITTING, S.UNKNOWN, S.SUBMITTED)},
     # Documented receipt upgrades out of a final state (see UPGRADES).
     (S.EXPIRED, E.RECEIPT_DELIVERED): S.DELIVERED,
     (S.UNDELIVERABLE, E.RECEIPT_DELIVERED): S.DELIVERED,
@@ -194,6 +220,10 @@ IGNORED: frozenset[tuple[State, Ev]] = frozenset(
         # A receipt for a message we gave up on or that was rejected: nothing to change.
         *((S.FAILED, e) for e in _RECEIPTS),
         *((S.REJECTED, e) for e in _RECEIPTS),
+        # A part stopped (failed) because another part was refused: its late NOT_SENT changes nothing.
+        (S.FAILED, E.REQUEUE),
+        (S.CANCELLED, E.REQUEUE),
+        (S.EXPIRED, E.REQUEUE),
         # A second submit_sm_resp for the same segment (carrier retransmission).
         (S.SUBMITTED, E.SUBMIT_OK),
     }
@@ -314,6 +344,8 @@ def advance(record: Segment, event: Event, now_ms: int) -> tuple[Segment, tuple[
 # Enum members as module globals: a global load is several times cheaper than Ev.X on an enum class.
 _DISPATCH, _SUBMIT_OK, _LOST, _RESEND = Ev.DISPATCH, Ev.SUBMIT_OK, Ev.LOST, Ev.RESEND
 _BACKOFF = (Ev.DEFER, Ev.SUBMIT_RETRY)
+_DEADLINE_EVENTS = (Ev.SUBMIT_OK, Ev.LOST)
+_SUBMITTED, _UNKNOWN = State.SUBMITTED, State.UNKNOWN
 
 
 def _apply(record: Segment, target: State, event: Event, now_ms: int) -> Segment:
@@ -331,6 +363,12 @@ def _apply(record: Segment, target: State, event: Event, now_ms: int) -> Segment
     due_ms = 0
     if kind in _BACKOFF:
         due_ms = event.until_ms
+    elif target is _SUBMITTED or target is _UNKNOWN:
+        # The receipt deadline: set when the segment starts waiting, kept while it waits (ENROUTE).
+        if kind in _DEADLINE_EVENTS or not record.due_ms:
+            due_ms = event.until_ms or now_ms + RECEIPT_TIMEOUT_MS
+        else:
+            due_ms = record.due_ms
     elif target in DUE_STATES:
         # Keep the due time a waiting segment already has: its due-index key stays put, so a scheduler
         # streaming the index by cursor never meets the same message twice.
@@ -344,7 +382,10 @@ def _apply(record: Segment, target: State, event: Event, now_ms: int) -> Segment
 def _final_reason(record: Segment, event: Event) -> str:
     if event.kind is Ev.EXPIRE and record.state is State.UNKNOWN:
         # We never learnt whether the carrier took it (TS 23.040 gives no way to ask without its id).
-        return event.reason or "unknown_after_timeout"
+        reason = event.reason or "unknown_after_timeout"
+        if not is_reason(reason):
+            raise InvalidReason(event.kind, reason)
+        return reason
     reason = event.reason or _DEFAULT_REASON.get(event.kind, "")
     if not is_reason(reason):
         raise InvalidReason(event.kind, reason)

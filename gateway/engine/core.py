@@ -17,7 +17,7 @@ It also implements `UpstreamBackend`, so the upstream server calls it directly.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,15 +27,15 @@ import trio
 from gateway.carriers.jobs import Inbound, OutcomeKind, SubmitJob, SubmitOutcome
 from gateway.carriers.pool import CarrierPool
 from gateway.engine import plan
-from gateway.engine.settings import CarrierSettings, EngineSettings
+from gateway.engine.sequencer import Sequencer
+from gateway.engine.settings import CarrierSettings, EngineSettings, ErrorClasses
 from gateway.errors import GatewayError, MessageTooLong, SegmentingError
-from gateway.lifecycle import DUE_STATES, Ev, Event, State
+from gateway.lifecycle import DUE_STATES, Ev, Event, State, carrier_rejected
 from gateway.routing import RouteTable, normalise
 from gateway.segmenting import (
     MoMessage,
     MoPart,
     Plan,
-    Preview,
     Reassembler,
     SplitMethod,
     mo_part,
@@ -44,21 +44,27 @@ from gateway.segmenting import (
     segment,
 )
 from gateway.smpp import pdu as P
+from gateway.smpp.constants import status_name
 from gateway.smpp.receipt import ReceiptError, parse_receipt_status
 from gateway.store import (
     Advance,
     AdvanceResult,
+    CorruptRecord,
     Message,
     Mo,
     Op,
+    OpFailed,
+    Overdue,
     Prepare,
     PrepareResult,
     Recipient,
+    Reroute,
     Result,
     SetCursor,
     SetOptOut,
     Store,
     Submit,
+    SweepResult,
     Writer,
 )
 from gateway.store.records import (
@@ -75,6 +81,7 @@ from gateway.store.records import (
     E_SEQ,
     E_TEXT,
     EventFields,
+    event_duplicate,
 )
 from gateway.store.records import EventKind as StoredKind
 from gateway.upstream import (
@@ -178,7 +185,25 @@ class Engine:
         self._reassembler = Reassembler(settings.mo_reassembly_timeout_seconds)
         self._results_done = trio.Event()
         self._inbound_done = trio.Event()
-        self.counters = {"receipts_unparseable": 0, "receipts_early": 0, "receipts_ignored": 0, "mo": 0}
+        self.counters = {
+            "receipts_unparseable": 0, "receipts_early": 0, "receipts_ignored": 0, "mo": 0, "internal_errors": 0,
+            "rerouted": 0, "handed_back": 0, "overdue_ended": 0,
+        }  # fmt: skip
+        # A long message's later parts, waiting for the carrier to accept the part before (sequencer.py).
+        self._sequencer = Sequencer()
+        # Parts released by an accepted part that did not fit the carrier's job queue at once, per carrier.
+        self._released: dict[str, list[SubmitJob]] = {name: [] for name in pools}
+        self._release_wake = {name: trio.Event() for name in pools}
+        # Whether a text fits a carrier ("" or the reason it does not), per (text, carrier): bulk sends
+        # repeat one text, so this is worked out once per text. Bounded: cleared when full.
+        self._fits: dict[tuple[str, str], tuple[str, GatewayError | None]] = {}
+        # Since when (trio time) each carrier has had no bound transmitter; absent while it has one.
+        self._down_since: dict[str, float] = {}
+        # Messages the gateway failed with internal_error, and those it could not even fail (a record it
+        # cannot read): the scheduler never hands them out again, so no bug loops at start-up.
+        self._failing: list[tuple[int, str]] = []
+        self._poisoned: set[int] = set()
+        self._failing_wake = trio.Event()
 
     # --- running ------------------------------------------------------------------------------------
 
@@ -188,9 +213,12 @@ class Engine:
             for name in self.pools:
                 for _ in range(self.settings.dispatch_concurrency):
                     nursery.start_soon(self._dispatcher, name)
+                nursery.start_soon(self._releaser, name)
             nursery.start_soon(self._results_loop)
             nursery.start_soon(self._inbound_loop)
             nursery.start_soon(self._housekeeping)
+            nursery.start_soon(self._overdue_loop)
+            nursery.start_soon(self._failer)
             task_status.started()
 
     def wake(self) -> None:
@@ -213,15 +241,65 @@ class Engine:
         pool = self.pools.get(carrier)
         return pool is not None and any(b.is_bound and b.mode.transmits for b in pool.binds)
 
+    def _transmitting(self) -> set[str]:
+        """The carriers with a bound transmitter now; keeps `_down_since` for the others."""
+        now = trio.current_time()
+        up = set()
+        for carrier in self.pools:
+            if self._can_transmit(carrier):
+                up.add(carrier)
+                self._down_since.pop(carrier, None)
+            else:
+                self._down_since.setdefault(carrier, now)
+        return up
+
+    def _handing_back(self, carrier: str) -> bool:
+        """True once `carrier` has had no bound transmitter for its handback_seconds."""
+        since = self._down_since.get(carrier)
+        limit = self.carriers[carrier].handback_seconds if carrier in self.carriers else 30.0
+        return since is not None and trio.current_time() - since >= limit
+
+    def _fit(self, text: str, carrier: str) -> tuple[str, GatewayError | None]:
+        """("", None) when `carrier` can send `text` within its encodings and part limit, else the reason code
+        and the error a request for it alone gets (MessageTooLong, NotEncodable)."""
+        key = (text, carrier)
+        found = self._fits.get(key)
+        if found is None:
+            if len(self._fits) >= _FITS_ENTRIES:
+                self._fits.clear()
+            try:
+                shape = preview(text, self._encodings[carrier])
+                found = ("", None)
+                if shape.too_long:
+                    found = ("message_too_long", MessageTooLong(shape.parts, self._encodings[carrier].max_parts))
+            except SegmentingError as err:
+                found = ("not_encodable", err)
+            self._fits[key] = found
+        return found
+
     def _carrier_for(self, msg: Message, transmitting: set[str]) -> str | None:
         """The carrier to send on now: the one already fixed for the message (its parts share a
-        concatenation reference), else the first carrier of its route with a bound transmitter."""
+        concatenation reference), else the first carrier of its route with a bound transmitter that can send
+        its text, one it has not left before if there is such a one."""
         if msg.carrier:
             return msg.carrier if msg.carrier in transmitting else None
+        left = {c for c, _ in msg.trail}
+        fallback = None
         for carrier in self.routes.carriers_for(msg.recipient):
-            if carrier in transmitting:
-                return carrier
-        return None
+            if carrier in transmitting and carrier in self._encodings and not self._fit(msg.text, carrier)[0]:
+                if carrier not in left:
+                    return carrier
+                fallback = fallback or carrier
+        return fallback
+
+    def _movable(self, msg: Message, carrier: str, first: int) -> bool:
+        """Whether a refusal of part `first` on `carrier` may move the message to another carrier: no part of
+        it was accepted (this is its first part) and its route has a carrier it has not left yet."""
+        if first != 0:
+            return False
+        left = {c for c, _ in msg.trail}
+        left.add(carrier)
+        return any(c not in left for c in self.routes.carriers_for(msg.recipient))
 
     async def _scheduler(self) -> None:
         while True:
@@ -246,8 +324,9 @@ class Engine:
         retries sort after it: their due time is now or later). It stops at the first message whose carrier
         has no room, where the next round starts; the periodic pass and resends start over from the top.
         """
-        expired: list[Op] = []
-        transmitting = {c for c in self.pools if self._can_transmit(c)}
+        ops: list[Op] = []
+        transmitting = self._transmitting()
+        skip = self._pending
         while True:
             now_ms = self._wall_ms()
             entries = self.store.due(now_ms, after=self._cursor, limit=self.settings.dispatch_batch)
@@ -256,26 +335,62 @@ class Engine:
             size = self.settings.ready_queue_size
             room = sum(size - self._ready[c].statistics().current_buffer_used for c in transmitting)
             # Every message this pass can take, read in one transaction.
-            wanted = [e.message_id for e in entries if e.message_id not in self._pending][: max(room, 0)]
-            found = dict(zip(wanted, self.store.get_many(wanted), strict=True))
+            wanted = [e.message_id for e in entries if e.message_id not in skip][: max(room, 0)]
+            found = self._read(wanted)
             for entry in entries:
-                if entry.message_id not in self._pending:
+                mid = entry.message_id
+                if mid not in skip and mid not in self._sequencer and mid not in self._poisoned:
                     if room <= 0:
                         break  # every carrier is saturated: resume here when a dispatcher frees room
                     room -= 1
-                    msg = found[entry.message_id]
+                    msg = found.get(mid)
                     if msg is not None:
-                        if msg.expires_ms and msg.expires_ms <= now_ms:
-                            expired.append(Advance(msg.id, None, Event(Ev.EXPIRE)))
-                        elif not self._hand_over(msg, transmitting):
+                        try:
+                            handed = self._schedule_one(msg, transmitting, now_ms, ops)
+                        except Exception as err:  # the fault boundary around one message
+                            self._internal_error(mid, err)
+                            handed = True
+                        if not handed:
                             break
                 self._cursor = entry.key
             else:
                 await trio.lowlevel.checkpoint()
                 continue
             break
-        if expired:
-            await self._apply(expired)
+        if ops:
+            results = await self._apply(ops)
+            self._check_results(ops, results)
+            if any(isinstance(op, Reroute) for op in ops):
+                self.wake()
+
+    def _read(self, ids: list[int]) -> dict[int, Message | None]:
+        """The messages `ids` in one read; a record that cannot be read fails its message alone."""
+        try:
+            return dict(zip(ids, self.store.get_many(ids), strict=True))
+        except Exception:
+            found: dict[int, Message | None] = {}
+            for mid in ids:
+                try:
+                    found[mid] = self.store.get(mid)
+                except Exception as err:
+                    self._internal_error(mid, err)
+            return found
+
+    def _schedule_one(self, msg: Message, transmitting: set[str], now_ms: int, ops: list[Op]) -> bool:
+        """What to do with a due message: end it (validity passed, no carrier can send its text), take it off
+        a carrier that has been down too long, or hand it to a dispatcher. False: its carrier has no room."""
+        if msg.expires_ms and msg.expires_ms <= now_ms:
+            ops.extend(Advance(msg.id, i, _EXPIRE) for i, s in enumerate(msg.segments) if s.state in DUE_STATES)
+            return True
+        if msg.carrier and msg.carrier not in transmitting and self._handing_back(msg.carrier):
+            ops.append(Reroute(msg.id, msg.carrier, "no_bind"))  # ignored if a part is already there
+            return True
+        route = self.routes.carriers_for(msg.recipient)
+        if not msg.carrier and route and all(self._fit(msg.text, c)[0] for c in route if c in self._encodings):
+            # Accepted under a configuration that has changed since: no carrier of its route can send it.
+            ops.append(Advance(msg.id, None, Event(Ev.FAIL, self._fit(msg.text, route[0])[0] or "no_route")))
+            return True
+        return self._hand_over(msg, transmitting)
 
     def _hand_over(self, msg: Message, transmitting: set[str]) -> bool:
         """Queue `msg` for its carrier's dispatcher; False when that carrier has no room right now."""
@@ -309,70 +424,92 @@ class Engine:
             self.wake()
 
     async def _dispatch(self, carrier: str, batch: list[Message]) -> list[SubmitJob]:
-        """Prepare and mark a batch "submitting" in one commit, then build its submit_sm jobs."""
-        encoding = self._encodings[carrier]
+        """Prepare and mark a batch "submitting" in one commit, then build its submit_sm jobs: the first due
+        part of each message; its later parts wait in the sequencer for the carrier to accept the one before."""
         ops: list[Op] = []
         spans: list[tuple[Message, int, int, list[int]]] = []
-        # A bulk send is one text to many numbers: shape and segment it once per batch.
-        shapes: dict[str, Preview | None] = {}
-        texts: dict[str, Plan] = {}
+        # A bulk send is one text to many numbers: segment it once per batch (ref 1 as a placeholder).
+        texts: dict[str, Plan | None] = {}
         for msg in batch:
             start = len(ops)
-            todo = self._plan_ops(carrier, msg, ops, shapes)
+            try:
+                todo = self._plan_ops(carrier, msg, ops, texts)
+            except Exception as err:  # the fault boundary around one message
+                del ops[start:]
+                self._internal_error(msg.id, err)
+                todo = []
             spans.append((msg, start, len(ops), todo))
         results = await self._apply(ops)
+        self._check_results(ops, results)
         jobs: list[SubmitJob] = []
         for msg, start, end, todo in spans:
             mine = results[start:end]
             if not todo or any(isinstance(r, GatewayError) for r in mine):
                 continue  # cancelled or expired meanwhile, or refused for this carrier (FAIL written)
-            ref = msg.concat_ref
-            prepared = mine[0]
-            if isinstance(prepared, PrepareResult):
-                ref = prepared.concat_ref
-            # Segmented once per text (ref 1 as a placeholder); each long message gets its own reference.
-            parts = texts.get(msg.text) or texts.setdefault(msg.text, segment(msg.text, encoding, ref=1))
-            if ref:
-                parts = rereference(parts, _ref_for(ref, encoding.ref_bits))
-            elif len(parts) > 1:  # as segment() without a reference: a UDH split needs one
-                raise ValueError(f"message {msg.id} has {len(parts)} parts and no concatenation reference")
-            want = self.carriers[carrier].receipts
-            for i in todo:
-                attempts = msg.segments[i].attempts + 1 if i < len(msg.segments) else 1
-                segment_ref = plan.SegmentRef(msg.id, i, msg.message_class, attempts)
-                wire = plan.submit_sm_body(msg, parts[i], want_receipt=want)
-                if wire is None:  # what the codec would refuse: the bind refuses the PDU as it always did
-                    jobs.append(SubmitJob(plan.submit_sm(msg, parts[i], want_receipt=want), segment_ref))
-                else:
-                    jobs.append(SubmitJob(None, segment_ref, wire))
+            try:
+                jobs.append(self._sequencer.start(msg.id, self._jobs(carrier, msg, mine[0], todo, texts)))
+            except Exception as err:  # the fault boundary around one message
+                self._sequencer.stop(msg.id)
+                self._internal_error(msg.id, err)
         return jobs
 
-    def _plan_ops(self, carrier: str, msg: Message, ops: list[Op], shapes: dict[str, Preview | None]) -> list[int]:
-        """Append the ops that move `msg` to "submitting" on `carrier`; returns the segments to send."""
+    def _jobs(self, carrier: str, msg: Message, prepared: object, todo: list[int], texts: dict[str, Plan | None]) -> (
+        list[SubmitJob]
+    ):
+        """The submit_sm of each part of `msg` in `todo`, in order."""
+        encoding = self._encodings[carrier]
+        ref = prepared.concat_ref if isinstance(prepared, PrepareResult) else msg.concat_ref
+        parts = texts.get(msg.text) or segment(msg.text, encoding, ref=1)
+        if ref:  # each long message gets its own reference
+            parts = rereference(parts, _ref_for(ref, encoding.ref_bits))
+        elif len(parts) > 1 and encoding.split is not SplitMethod.PAYLOAD:
+            raise ValueError(f"message {msg.id} has {len(parts)} parts and no concatenation reference")
+        if len(parts) != len(msg.segments) and msg.carrier:
+            raise ValueError(f"message {msg.id} has {len(msg.segments)} segments, its text {len(parts)} parts")
+        want = self.carriers[carrier].receipts
+        movable = self._movable(msg, carrier, todo[0])
+        jobs = []
+        for i in todo:
+            attempts = (msg.segments[i] if msg.carrier else msg.segments[0]).attempts + 1
+            segment_ref = plan.SegmentRef(msg.id, i, msg.message_class, attempts, movable and i == todo[0])
+            wire = plan.submit_sm_body(msg, parts[i], want_receipt=want)
+            if wire is None:  # what the codec would refuse: the bind refuses the PDU as it always did
+                jobs.append(SubmitJob(plan.submit_sm(msg, parts[i], want_receipt=want), segment_ref))
+            else:
+                jobs.append(SubmitJob(None, segment_ref, wire))
+        return jobs
+
+    def _plan_ops(self, carrier: str, msg: Message, ops: list[Op], texts: dict[str, Plan | None]) -> list[int]:
+        """Append the ops that move `msg`'s first due part to "submitting" on `carrier` (its later parts to
+        "queued"); returns the segments to send, in order."""
         if msg.carrier:
             # Prepared before (a resend or a retry): only its due segments go again, same reference.
             todo = [i for i, s in enumerate(msg.segments) if s.state in DUE_STATES]
-            for i in todo:
+            refused = [s.reason for s in msg.segments if s.state is State.REJECTED]
+            if refused:  # a part was refused for good: the rest never goes (no half messages)
+                ops.extend(Advance(msg.id, i, Event(Ev.FAIL, refused[0])) for i in todo)
+                return []
+            if any(msg.segments[i].possible_duplicate for i in todo):
+                log.warning("message_resent", message_id=msg.id, carrier=carrier, possible_duplicate=True)
+            for n, i in enumerate(todo):
                 if msg.segments[i].state is not State.QUEUED:
                     ops.append(Advance(msg.id, i, Event(Ev.SCHEDULE)))
-                ops.append(Advance(msg.id, i, Event(Ev.DISPATCH, bind=carrier)))
+                if n == 0:
+                    ops.append(Advance(msg.id, i, Event(Ev.DISPATCH, bind=carrier)))
             return todo
-        if msg.text in shapes:
-            shape = shapes[msg.text]
-        else:
+        if msg.text not in texts:
             try:
-                shape = preview(msg.text, self._encodings[carrier])
+                texts[msg.text] = segment(msg.text, self._encodings[carrier], ref=1)
             except SegmentingError:
-                shape = None
-            shapes[msg.text] = shape
-        encoding = self._encodings[carrier]
-        if shape is None or shape.too_long:
-            # Accepted under another carrier's limits; this carrier cannot take it.
-            ops.append(Advance(msg.id, None, Event(Ev.FAIL, "carrier_rejected:ESME_RINVMSGLEN")))
+                texts[msg.text] = None
+        parts = texts[msg.text]
+        if parts is None:  # _carrier_for checks the fit: only a changed configuration gets here
+            ops.append(Advance(msg.id, None, Event(Ev.FAIL, self._fit(msg.text, carrier)[0] or "message_too_long")))
             return []
-        concat = shape.parts > 1 and encoding.split is not SplitMethod.PAYLOAD
-        ops.append(Prepare(msg.id, carrier, shape.parts, concat=concat, dispatch_bind=carrier))
-        return list(range(shape.parts))
+        # One segment per PDU: a message_payload split sends the whole text in one.
+        n = len(parts)
+        ops.append(Prepare(msg.id, carrier, n, concat=n > 1, dispatch_bind=carrier, dispatch_parts=1))
+        return list(range(n))
 
     # --- correlation --------------------------------------------------------------------------------
 
@@ -389,36 +526,70 @@ class Engine:
             self._results_done.set()
 
     async def _correlate_outcomes(self, outcomes: list[SubmitOutcome]) -> None:
-        s = self.settings
         now_ms = self._wall_ms()
         ops: list[Op] = []
+        released: list[tuple[str, SubmitJob]] = []  # later parts to send once their DISPATCH is durable
         formats = self._id_formats
+        deadlines = self._receipt_deadlines(now_ms)
+        sequencer = self._sequencer
         for o in outcomes:
             ref: plan.SegmentRef = o.context
-            if o.kind is _ACCEPTED:  # nearly every outcome
-                event = plan.accepted_event(o, formats[o.carrier])
-            else:
-                event = plan.outcome_event(
-                    o,
-                    ref,
-                    now_ms=now_ms,
-                    ids=formats[o.carrier],
-                    recovery=self.store.cfg.recovery_for(ref.message_class),
-                    max_attempts=s.retry_max_attempts,
-                    backoff_min_seconds=s.retry_backoff_min_seconds,
-                    backoff_max_seconds=s.retry_backoff_max_seconds,
-                )
-            ops.append(Advance(ref.message_id, ref.segment, event))
+            try:
+                if o.kind is _ACCEPTED:  # nearly every outcome
+                    event = plan.accepted_event(o, formats[o.carrier], deadlines[o.carrier])
+                    ops.append(Advance(ref.message_id, ref.segment, event))
+                    if ref.message_id in sequencer and (job := sequencer.next(ref.message_id)) is not None:
+                        ops.append(Advance(ref.message_id, job.context.segment, Event(Ev.DISPATCH, bind=o.carrier)))
+                        released.append((o.carrier, job))
+                else:
+                    self._unhappy(o, ref, now_ms, deadlines[o.carrier], ops)
+            except Exception as err:  # the fault boundary around one message
+                sequencer.stop(ref.message_id)
+                self._internal_error(ref.message_id, err)
         results = await self._apply(ops)
-        for op, result in zip(ops, results, strict=True):
-            if isinstance(result, GatewayError):
-                log.error("outcome_not_applied", op=repr(op), error=str(result))
-        kinds = [op.event.kind for op in ops if isinstance(op, Advance)]
-        if any(k is Ev.RESEND for k in kinds):
-            self._cursor = b""  # a resend keeps its first due time, behind the cursor
+        self._check_results(ops, results)
+        dispatched = {
+            (op.message_id, op.segment) for op, r in zip(ops, results, strict=True)
+            if isinstance(op, Advance) and op.event.kind is Ev.DISPATCH and not isinstance(r, GatewayError)
+        }  # fmt: skip
+        for carrier, job in released:
+            if (job.context.message_id, job.context.segment) in dispatched:  # not cancelled or expired meanwhile
+                self._release(carrier, job)
+            else:
+                self._rescan()  # its remaining parts are due again
+        if any(isinstance(op, Advance) and op.event.kind in _RESCAN for op in ops) or any(
+            isinstance(op, Reroute) for op in ops
+        ):
+            self._rescan()
+        elif any(isinstance(op, Advance) and op.event.kind is Ev.SUBMIT_RETRY for op in ops):
             self.wake()
-        elif any(k is Ev.SUBMIT_RETRY for k in kinds):
-            self.wake()
+
+    def _receipt_deadlines(self, now_ms: int) -> dict[str, int]:
+        return {name: now_ms + int(c.receipt_timeout_seconds * 1000) for name, c in self.carriers.items()}
+
+    def _unhappy(self, o: SubmitOutcome, ref: plan.SegmentRef, now_ms: int, deadline_ms: int, ops: list[Op]) -> None:
+        """The ops for a part the carrier did not accept (refused, never sent, unanswered): the part's own
+        event, and what it means for the later parts of its message, which were never written."""
+        s = self.settings
+        settings = self.carriers.get(o.carrier)
+        errors = settings.errors if settings is not None else ErrorClasses()
+        event = plan.outcome_event(
+            o, ref, now_ms=now_ms, ids=self._id_formats[o.carrier],
+            recovery=self.store.cfg.recovery_for(ref.message_class), max_attempts=s.retry_max_attempts,
+            backoff_min_seconds=s.retry_backoff_min_seconds, backoff_max_seconds=s.retry_backoff_max_seconds,
+            errors=errors, receipt_deadline_ms=deadline_ms,
+        )  # fmt: skip
+        ops.append(Advance(ref.message_id, ref.segment, event))
+        waiting = [job.context.segment for job in self._sequencer.stop(ref.message_id)]
+        if event.kind in (Ev.SUBMIT_REJECT, Ev.FAIL):
+            # Refused for good: the parts after it never go (a handset never gets half a text).
+            ops.extend(Advance(ref.message_id, i, Event(Ev.FAIL, event.reason)) for i in waiting)
+        elif event.kind is Ev.SUBMIT_RETRY:
+            # They wait with it, so they never overtake it; a move takes them along.
+            ops.extend(Advance(ref.message_id, i, Event(Ev.DEFER, until_ms=event.until_ms)) for i in waiting)
+            if plan.moves_on(o, ref, errors):
+                ops.append(Reroute(ref.message_id, o.carrier, event_reason(o)))
+        # NOT_SENT, RESEND, LOST: the waiting parts stay queued, due, and are sent again in order.
 
     async def _inbound_loop(self) -> None:
         try:
@@ -458,7 +629,7 @@ class Engine:
             return
         ids = self._id_formats.get(item.carrier)
         if ids is not None:
-            ops.append(plan.receipt_op(receipt, item.carrier, ids))
+            ops.append(plan.receipt_op(receipt, item.carrier, ids, item.message))
 
     def _mo_ops(self, mo: MoMessage, carrier: str, ops: list[Op]) -> None:
         account = self._mo_accounts.get(mo.destination, self._default_account)
@@ -482,16 +653,124 @@ class Engine:
             while result.more:
                 result = await self.writer.sweep()
 
+    def _rescan(self) -> None:
+        """Something became due behind the scheduler's cursor (a resend keeps its first due time)."""
+        self._cursor = b""
+        self.wake()
+
+    def _release(self, carrier: str, job: SubmitJob) -> None:
+        """Hand a released later part to its carrier's binds; never waits (the results task must not block
+        on a full job queue while the binds wait for it to take their results)."""
+        try:
+            self.pools[carrier].jobs.send_nowait(job)
+        except trio.WouldBlock:
+            self._released[carrier].append(job)
+            self._release_wake[carrier].set()
+
+    async def _releaser(self, carrier: str) -> None:
+        while True:
+            await self._release_wake[carrier].wait()
+            self._release_wake[carrier] = trio.Event()
+            backlog, self._released[carrier] = self._released[carrier], []
+            for job in backlog:
+                await self.pools[carrier].jobs.send(job)
+
+    # --- the fault boundary -------------------------------------------------------------------------
+
+    def _internal_error(self, message_id: int, err: BaseException | str) -> None:
+        """One message hit a bug: it ends `failed` with reason internal_error, logged once with its id (and
+        the traceback), and the daemon goes on. It is never handed out again by this process."""
+        self.counters["internal_errors"] += 1
+        if message_id in self._poisoned:
+            return
+        self._poisoned.add(message_id)
+        if isinstance(err, BaseException):
+            log.error("message_internal_error", message_id=message_id, error=f"{type(err).__name__}: {err}",
+                      exc_info=err)  # fmt: skip
+        else:
+            log.error("message_internal_error", message_id=message_id, error=err)
+        self._failing.append((message_id, str(err)))
+        self._failing_wake.set()
+
+    def _check_results(self, ops: Sequence[Op], results: Sequence[Result | GatewayError]) -> None:
+        """Per-op errors of a group: a bug in the store (OpFailed) fails that message; the rest is logged."""
+        for op, result in zip(ops, results, strict=True):
+            if not isinstance(result, GatewayError):
+                continue
+            message_id = getattr(op, "message_id", None)
+            if isinstance(result, OpFailed | CorruptRecord) and message_id is not None:
+                self._internal_error(message_id, str(result))
+            elif not isinstance(op, Prepare | Reroute) and not (
+                isinstance(op, Advance) and op.event.kind in (Ev.DISPATCH, Ev.SCHEDULE, Ev.EXPIRE)
+            ):  # those meet messages cancelled or expired meanwhile: expected
+                log.error("op_not_applied", op=repr(op), error=str(result))
+
+    async def _failer(self) -> None:
+        """Applies the internal_error failures; a message that cannot even be failed stays poisoned (never
+        handed out again by this process) and is reported once."""
+        while True:
+            await self._failing_wake.wait()
+            self._failing_wake = trio.Event()
+            failing, self._failing = self._failing, []
+            ops: list[Op] = [Advance(mid, None, _INTERNAL_ERROR) for mid, _ in failing]
+            self._sequencer_stop(mid for mid, _ in failing)
+            for (mid, _), result in zip(failing, await self._apply(ops), strict=True):
+                if isinstance(result, GatewayError):
+                    log.error("message_not_failed", message_id=mid, error=str(result))
+
+    def _sequencer_stop(self, ids: Iterable[int]) -> None:
+        for mid in ids:
+            self._sequencer.stop(mid)
+
+    # --- every message ends ---------------------------------------------------------------------------
+
+    async def _overdue_loop(self) -> None:
+        """Ends what passed its deadline (validity while waiting, receipt timeout while submitted), and hands
+        the queued work of a carrier with no bound transmitter for too long back to the scheduler."""
+        while True:
+            await trio.sleep(self.settings.scheduler_poll_seconds)
+            next_ms = self.store.next_deadline_ms()
+            if next_ms is not None and next_ms <= self._wall_ms():
+                more = True
+                while more:
+                    (result,) = await self._apply([Overdue(self.settings.dispatch_batch)])
+                    if not isinstance(result, SweepResult):
+                        log.error("overdue_not_applied", error=str(result))
+                        break
+                    self.counters["overdue_ended"] += result.messages
+                    more = result.more
+            self._transmitting()
+            for carrier in self.pools:
+                if self._handing_back(carrier):
+                    await self._hand_back(carrier)
+
+    async def _hand_back(self, carrier: str) -> None:
+        """Jobs no bind of `carrier` took (it has been down too long) go back to the scheduler, which moves
+        their messages to the next carrier of their route when no part of them reached this one."""
+        jobs = self.pools[carrier].take_unsent() + self._released[carrier]
+        self._released[carrier] = []
+        if not jobs:
+            return
+        ops: list[Op] = []
+        moved: set[int] = set()
+        for job in jobs:
+            ref: plan.SegmentRef = job.context
+            ops.append(Advance(ref.message_id, ref.segment, _REQUEUE))
+            self._sequencer.stop(ref.message_id)
+            if ref.message_id not in moved:
+                moved.add(ref.message_id)
+        ops.extend(Reroute(mid, carrier, "no_bind") for mid in moved)
+        self._check_results(ops, await self._apply(ops))
+        self.counters["handed_back"] += len(moved)
+        log.warning("carrier_handed_back", carrier=carrier, messages=len(moved), parts=len(jobs))
+        self._rescan()
+
     # --- UpstreamBackend ----------------------------------------------------------------------------
 
     async def submit(self, account: str, request: SubmitRequest) -> SubmitResult:
-        encoding = self._accept_encoding
-        if encoding is not None:
-            shape = preview(request.text, encoding)  # raises NotEncodable
-            if shape.too_long:
-                raise MessageTooLong(shape.parts, encoding.max_parts)
         now_ms = self._wall_ms()
-        recipients = tuple(self._recipient(to) for to in request.to)
+        recipients = tuple(self._recipient(to, request.text) for to in request.to)
+        self._refuse_text(recipients, request.text)
         op = Submit(
             account=account,
             message_class=str(request.message_class),
@@ -516,13 +795,30 @@ class Engine:
             messages.append(SubmittedMessage(to, str(outcome.message_id), state, outcome.reason or None, number))
         return SubmitResult(tuple(messages), result.duplicate)  # type: ignore[union-attr]
 
-    def _recipient(self, to: str) -> Recipient:
+    def _recipient(self, to: str, text: str) -> Recipient:
+        """One recipient, checked against the carriers its number routes to (not the first configured):
+        refused when none of them can send the text."""
         number = normalise(to, default_country_code=self.settings.default_country_code)
         if number is None:
             return Recipient(to[:64], reject="invalid_number")
-        if not self.routes.carriers_for(number):
+        route = [c for c in self.routes.carriers_for(number) if c in self._encodings]
+        if not route:
             return Recipient(number, reject="no_route")
+        reasons = [self._fit(text, c)[0] for c in route]
+        if all(reasons):
+            return Recipient(number, reject=reasons[0])
         return Recipient(number)
+
+    def _refuse_text(self, recipients: Sequence[Recipient], text: str) -> None:
+        """A text that no routed carrier of any recipient can send is refused as a whole, as a request error
+        (message_too_long, not_encodable), as before routes were checked: nothing is stored."""
+        routed = [r for r in recipients if r.reject not in ("invalid_number", "no_route")]
+        if routed and all(r.reject in _TEXT_REASONS for r in routed):
+            number = routed[0].number
+            carrier = next(c for c in self.routes.carriers_for(number) if c in self._encodings)
+            error = self._fit(text, carrier)[1]
+            if error is not None:
+                raise error
 
     def _messages(self, account: str, query: MessageQuery) -> list[Message]:
         if query.message_id is not None:
@@ -613,6 +909,18 @@ class Engine:
         return self.store.cursor(account)
 
 
+def event_reason(o: SubmitOutcome) -> str:
+    """Why a message left a carrier, for its trail: the refusal's reason code."""
+    return carrier_rejected(status_name(o.status))
+
+
+_EXPIRE = Event(Ev.EXPIRE)
+_REQUEUE = Event(Ev.REQUEUE)
+_INTERNAL_ERROR = Event(Ev.FAIL, "internal_error")
+# Outcomes that leave segments due behind the scheduler's cursor.
+_RESCAN = (Ev.RESEND, Ev.REQUEUE, Ev.LOST, Ev.SUBMIT_REJECT, Ev.FAIL)
+_FITS_ENTRIES = 4096
+
 # What a submit answers per recipient (docs/protocol.md, submit).
 _ACCEPT_STATES = {State.REJECTED: "rejected", State.DEFERRED: "scheduled"}
 _ACCEPTED = OutcomeKind.ACCEPTED
@@ -646,6 +954,9 @@ _PUBLIC_STATES = {
 }
 
 
+_TEXT_REASONS = frozenset({"message_too_long", "not_encodable"})
+
+
 def _status(m: Message) -> MessageStatus:
     updated = max((s.updated_ms for s in m.segments), default=m.created_ms)
     return MessageStatus(
@@ -659,6 +970,8 @@ def _status(m: Message) -> MessageStatus:
         batch_id=m.batch or None,
         created_at=m.created_ms / 1000,
         updated_at=updated / 1000,
+        possible_duplicate=m.possible_duplicate,
+        trail=m.trail,
     )
 
 
@@ -684,6 +997,8 @@ def _event_frame(f: EventFields) -> bytes:
     for name, i in _OPTIONAL_EVENT_FIELDS:
         if f[i]:
             frame[name] = f[i]
+    if event_duplicate(f):
+        frame["possible_duplicate"] = True
     return encode_frame(frame)
 
 

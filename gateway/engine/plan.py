@@ -7,10 +7,11 @@ import time
 from typing import NamedTuple
 
 from gateway.carriers.jobs import OutcomeKind, SubmitOutcome
+from gateway.engine.settings import ErrorClasses
 from gateway.lifecycle import Ev, Event, carrier_rejected, undeliverable
 from gateway.segmenting import Part
 from gateway.smpp import pdu as P
-from gateway.smpp.constants import TEMPORARY_STATUSES, MessageState, Npi, Ton, status_name
+from gateway.smpp.constants import MessageState, Npi, Ton, status_name
 from gateway.smpp.msgid import CarrierIdFormats
 from gateway.smpp.receipt import Receipt, ReceiptStatus
 from gateway.smpp.tlv import encode_tlvs
@@ -25,6 +26,12 @@ class SegmentRef(NamedTuple):
     segment: int
     message_class: str
     attempts: int
+    # The message may still leave this carrier: no part of it was accepted here (this is its first unsent
+    # part) and its route has a carrier it has not tried.
+    movable: bool = False
+
+
+_DEFAULT_ERRORS = ErrorClasses()
 
 
 def backoff_ms(attempts: int, min_seconds: float, max_seconds: float) -> int:
@@ -32,10 +39,32 @@ def backoff_ms(attempts: int, min_seconds: float, max_seconds: float) -> int:
     return int(min(max_seconds, min_seconds * 2 ** max(0, attempts - 1)) * 1000)
 
 
-def accepted_event(outcome: SubmitOutcome, ids: CarrierIdFormats) -> Event:
+def accepted_event(outcome: SubmitOutcome, ids: CarrierIdFormats, receipt_deadline_ms: int = 0) -> Event:
     """outcome_event of an ACCEPTED outcome (the engine calls it directly for those, nearly all of them):
-    SUBMIT_OK with the carrier's message id as receipts will be matched against it."""
-    return Event(_SUBMIT_OK, "", ids.response_key(outcome.message_id), outcome.bind, outcome.sequence_number or 0)
+    SUBMIT_OK with the carrier's message id as receipts will be matched against it, and the time by which
+    its receipt must come (0: lifecycle.RECEIPT_TIMEOUT_MS from now)."""
+    return Event(
+        _SUBMIT_OK, "", ids.response_key(outcome.message_id), outcome.bind, outcome.sequence_number or 0,
+        receipt_deadline_ms,
+    )  # fmt: skip
+
+
+def error_class(status: int, errors: ErrorClasses) -> str:
+    """"retry", "next_carrier" or "permanent": what a submit_sm_resp command_status means (unlisted: permanent)."""
+    if status in errors.retry:
+        return "retry"
+    if status in errors.next_carrier:
+        return "next_carrier"
+    return "permanent"
+
+
+def moves_on(outcome: SubmitOutcome, ref: SegmentRef, errors: ErrorClasses) -> bool:
+    """Whether this outcome sends the message to the next carrier of its route (store.Reroute)."""
+    return (
+        ref.movable
+        and outcome.kind is OutcomeKind.REJECTED
+        and error_class(outcome.status, errors) == "next_carrier"
+    )
 
 
 _SUBMIT_OK = Ev.SUBMIT_OK
@@ -51,25 +80,33 @@ def outcome_event(
     max_attempts: int,
     backoff_min_seconds: float,
     backoff_max_seconds: float,
+    errors: ErrorClasses = _DEFAULT_ERRORS,
+    receipt_deadline_ms: int = 0,
 ) -> Event:
-    """The lifecycle event a submit_sm outcome means (ARCHITECTURE.md step 5)."""
+    """The lifecycle event a submit_sm outcome means (ARCHITECTURE.md step 5). An error in the carrier's
+    retry list waits a back-off and tries the same carrier; one in its next_carrier list is due at once and
+    `moves_on` says the engine moves the message (or, when it cannot move, waits a back-off here); any other
+    error is permanent. Every retry counts against `max_attempts`, on whichever carrier."""
     kind = outcome.kind
     if kind is OutcomeKind.ACCEPTED:
-        return accepted_event(outcome, ids)
+        return accepted_event(outcome, ids, receipt_deadline_ms)
     if kind is OutcomeKind.REJECTED:
-        if outcome.status in TEMPORARY_STATUSES:
-            if ref.attempts >= max_attempts:
-                return Event(Ev.FAIL, "retries_exhausted")
-            wait = backoff_ms(ref.attempts, backoff_min_seconds, backoff_max_seconds)
-            return Event(Ev.SUBMIT_RETRY, until_ms=now_ms + wait)
-        return Event(Ev.SUBMIT_REJECT, carrier_rejected(status_name(outcome.status)))
+        klass = error_class(outcome.status, errors)
+        if klass == "permanent":
+            return Event(Ev.SUBMIT_REJECT, carrier_rejected(status_name(outcome.status)))
+        if ref.attempts >= max_attempts:
+            return Event(Ev.FAIL, "retries_exhausted")
+        if klass == "next_carrier" and ref.movable:
+            return Event(Ev.SUBMIT_RETRY, until_ms=now_ms)
+        wait = backoff_ms(ref.attempts, backoff_min_seconds, backoff_max_seconds)
+        return Event(Ev.SUBMIT_RETRY, until_ms=now_ms + wait)
     if kind is OutcomeKind.NOT_SENT:
-        # Never reached the socket: sending it again cannot duplicate anything.
-        return Event(Ev.RESEND)
+        # Never reached the socket: sending it again cannot duplicate anything (no duplicate flag).
+        return Event(Ev.REQUEUE)
     # Written, no usable answer: the carrier may have it. The message class decides (store.Recovery).
     if recovery is Recovery.AT_LEAST_ONCE:
         return Event(Ev.RESEND)
-    return Event(Ev.LOST, "unknown_after_timeout")
+    return Event(Ev.LOST, "unknown_after_timeout", until_ms=receipt_deadline_ms)
 
 
 _RECEIPT_EVENTS: dict[int, Ev] = {
@@ -85,11 +122,27 @@ _RECEIPT_EVENTS: dict[int, Ev] = {
 }
 
 
-def receipt_op(receipt: Receipt | ReceiptStatus, carrier: str, ids: CarrierIdFormats) -> ReceiptOp:
-    """A parsed delivery receipt as a store operation, the id keyed as the carrier writes receipts."""
+def receipt_op(
+    receipt: Receipt | ReceiptStatus, carrier: str, ids: CarrierIdFormats, text: bytes = b""
+) -> ReceiptOp:
+    """A parsed delivery receipt as a store operation: its id as the candidate keys of every form the
+    carrier may write it in (gateway.smpp.msgid, best first), and the start of its `text`, kept should no
+    submit_sm_resp ever claim it."""
     kind = _RECEIPT_EVENTS.get(int(receipt.state), Ev.RECEIPT_UNDELIVERABLE)  # int: C-level hash
     reason = undeliverable(receipt.err) if kind is Ev.RECEIPT_UNDELIVERABLE else ""
-    return ReceiptOp(carrier, ids.receipt_key(receipt.message_id), kind, reason)
+    raw = receipt.message_id
+    keys = ids.receipt_keys(raw, from_tlv=receipt.from_tlv)
+    first = keys[0]
+    return ReceiptOp(
+        carrier, first, kind, reason, keys[1:], "" if raw == first else raw[:_RAW_ID_KEPT],
+        text[:_TEXT_KEPT],
+    )  # fmt: skip
+
+
+# What a receipt op carries for the unmatched table (store.UNMATCHED_TEXT_BYTES keeps 160 octets of text;
+# SMPP 3.4 5.2.23 ids have at most 64 characters, longer ones are garbage worth seeing only in part).
+_TEXT_KEPT = 160
+_RAW_ID_KEPT = 64
 
 
 def smpp_absolute_time(ms: int) -> str:

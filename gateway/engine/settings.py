@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from gateway.config import limits
 from gateway.segmenting import DefaultAlphabet, Encoding, NationalLanguage, RouteEncoding, SplitMethod
-from gateway.smpp.msgid import CarrierIdFormats, IdFormat
+from gateway.smpp.msgid import ALL_FORMS, CarrierIdFormats, IdForm, IdFormat
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,50 @@ class EncodingSettings:
         )
 
 
+# SMPP 3.4 5.1.3 command_status values, by what they mean for the message (ARCHITECTURE.md step 5).
+_RETRY_HERE = (
+    0x00000014,  # ESME_RMSGQFUL: the SMSC's queue is full for now
+    0x00000058,  # ESME_RTHROTTLED: the bind pauses itself first; one that still comes back waits
+    0x00000064,  # ESME_RX_T_APPN: temporary application error
+)
+_NEXT_CARRIER = (
+    0x00000008,  # ESME_RSYSERR: this SMSC has a problem; another carrier may not
+    0x00000045,  # ESME_RSUBMITFAIL
+    0x000000FF,  # ESME_RUNKNOWNERR
+)
+_PERMANENT = (
+    0x00000001,  # ESME_RINVMSGLEN
+    0x0000000A,  # ESME_RINVSRCADR
+    0x0000000B,  # ESME_RINVDSTADR
+    0x00000043,  # ESME_RINVESMCLASS
+    0x00000065,  # ESME_RX_P_APPN: permanent application error
+    0x00000066,  # ESME_RX_R_APPN: reject message
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorClasses:
+    """What a submit_sm_resp error from this carrier means: try again on the same carrier after a back-off
+    (`retry`), move the message to the next carrier of its route (`next_carrier`), or fail it (`permanent`,
+    and every status in no list). TOML takes the codes as integers (0x08 is valid TOML)."""
+
+    retry: tuple[int, ...] = _RETRY_HERE
+    next_carrier: tuple[int, ...] = _NEXT_CARRIER
+    permanent: tuple[int, ...] = _PERMANENT
+
+    def __post_init__(self) -> None:
+        lists = {"retry": self.retry, "next_carrier": self.next_carrier, "permanent": self.permanent}
+        for name, codes in lists.items():
+            for code in codes:
+                if not 0 < code <= 0xFFFFFFFF:
+                    raise ValueError(f"{name}: {code} is not a command_status (1..0xFFFFFFFF)")
+        seen: dict[int, str] = {}
+        for name, codes in lists.items():
+            for code in codes:
+                if seen.setdefault(code, name) != name:
+                    raise ValueError(f"{name}: 0x{code:08X} is also in {seen[code]}")
+
+
 @dataclass(frozen=True, slots=True)
 class CarrierSettings:
     """Per-carrier engine settings: encoding and how its message ids are written on each side."""
@@ -45,10 +89,19 @@ class CarrierSettings:
     receipt_ids: IdFormat = field(default_factory=IdFormat)
     # Ask for a delivery receipt (registered_delivery 1) when the upstream app wants one.
     receipts: bool = True
+    errors: ErrorClasses = field(default_factory=ErrorClasses)
+    # A submitted (or unknown) segment with no receipt after this long ends expired, reason no_receipt.
+    receipt_timeout_seconds: float = field(default=72 * 3600.0, metadata=limits(1.0, 90 * 86400.0))
+    # With no bound transmitter for this long, the carrier's queued messages go back to the scheduler,
+    # which routes them to the next carrier of their route.
+    handback_seconds: float = field(default=30.0, metadata=limits(0.0, 86400.0))
+    # How this carrier's receipts may write the submit_sm_resp's id besides as given: "case", "zero-padded",
+    # "hex", "decimal" (gateway.smpp.msgid.IdForm; default all). Each is tried, best first.
+    receipt_id_forms: tuple[IdForm, ...] = ALL_FORMS
 
     @property
     def id_formats(self) -> CarrierIdFormats:
-        return CarrierIdFormats(response=self.response_ids, receipt=self.receipt_ids)
+        return CarrierIdFormats(response=self.response_ids, receipt=self.receipt_ids, forms=self.receipt_id_forms)
 
 
 @dataclass(frozen=True, slots=True)

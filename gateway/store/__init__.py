@@ -16,11 +16,13 @@ from gateway.store.ops import (
     Mo,
     Op,
     Outcome,
+    Overdue,
     Prepare,
     PrepareResult,
     Receipt,
     ReceiptResult,
     Recipient,
+    Reroute,
     Result,
     SetBlacklist,
     SetCursor,
@@ -31,7 +33,7 @@ from gateway.store.ops import (
     SweepResult,
 )
 from gateway.store.records import BatchCounters, CorruptRecord, EventKind, LogEvent, Message
-from gateway.store.store import DueEntry, InvalidField, RecoveryReport, Store, UnknownMessage, WrongState
+from gateway.store.store import DueEntry, InvalidField, OpFailed, RecoveryReport, Store, UnknownMessage, WrongState
 from gateway.store.writer import Writer, WriterClosed
 
 __all__ = [
@@ -49,7 +51,9 @@ __all__ = [
     "Message",
     "Mo",
     "Op",
+    "OpFailed",
     "Outcome",
+    "Overdue",
     "Prepare",
     "PrepareResult",
     "Receipt",
@@ -57,6 +61,7 @@ __all__ = [
     "Recipient",
     "Recovery",
     "RecoveryReport",
+    "Reroute",
     "Result",
     "SetBlacklist",
     "SetCursor",

@@ -4,8 +4,15 @@ Sub-databases and their keys (values are in records.py):
 
     messages    id(8)                                   -> message record (segments inline)
     carrier_ix  carrier \\0 normalised carrier id         -> id(8) seg(2)
-    early       carrier \\0 normalised carrier id         -> early receipt record
+    early       carrier \\0 candidate carrier id          -> early receipts (a list: each receipt is
+                                                                   listed under every candidate key of its id)
+    early_time  at_ms(8) carrier \\0 first candidate      -> b""   (early receipts in arrival order, so the
+                                                                   sweep moves the stale ones to unmatched)
+    unmatched   at_ms(8) carrier \\0 raw receipt id       -> unmatched receipt record (no response came)
     due         due_ms(8) id(8)                          -> b""   (new, deferred, retry back-off)
+    deadline    deadline_ms(8) id(8)                     -> b""   (when a live message must end: its
+                                                                   validity while waiting, its receipt
+                                                                   deadline while submitted or unknown)
     inflight    id(8) seg(2)                             -> b""   (segments in "submitting")
     recipient   number \\0 id(8)                          -> b""
     finals      final_ms(8) id(8)                        -> b""   (retention order)
@@ -48,6 +55,9 @@ DB_NAMES = (
     b"idem_time",
     b"concat",
     b"cursors",  # account -> u64 event sequence the account's subscriber acknowledged
+    b"deadline",
+    b"early_time",
+    b"unmatched",
 )
 
 # Message ids: milliseconds since EPOCH_MS in the top 42 bits (139 years), a counter in the low 22 bits
@@ -101,6 +111,16 @@ def text_pair(a: str, b: str) -> bytes:
     """`a \\0 b`: the NUL cannot occur in an account, carrier name or number, so prefixes do not collide."""
     # One encode of the joined text: UTF-8 of a concatenation is the concatenation of the UTF-8s.
     return f"{a}\0{b}".encode()
+
+
+def timed_pair(ms: int, a: str, b: str) -> bytes:
+    """`ms(8) a \\0 b`: early_time and unmatched keys, in time order."""
+    return _U64.pack(ms) + f"{a}\0{b}".encode()
+
+
+def split_timed_pair(key: bytes) -> tuple[int, str, str]:
+    a, _, b = key[8:].decode().partition("\0")
+    return int(_U64.unpack(key[:8])[0]), a, b
 
 
 def recipient_key(number: str, msg_id: int) -> bytes:

@@ -72,9 +72,11 @@ class Prepare:
     carrier: str
     parts: int
     concat: bool = False
-    # Non-empty: also dispatch every part on this bind (queued -> submitting) in the same record write,
-    # what Advance(DISPATCH) would do, at half the cost on the engine's hot path.
+    # Non-empty: also dispatch parts on this bind (queued -> submitting) in the same record write, what
+    # Advance(DISPATCH) would do, at half the cost on the engine's hot path: the first `dispatch_parts`
+    # (0: every part). The engine sends a long message's parts one after the other (see Engine._held).
     dispatch_bind: str = ""
+    dispatch_parts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +106,38 @@ class AdvanceResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Reroute:
+    """Take message `message_id` off `carrier` so the scheduler can route it to another carrier of its route.
+
+    Only while no part of it can have reached that carrier: every segment waiting (accepted, deferred,
+    queued). Then its segments become one waiting segment again (due now, attempts and the duplicate flag
+    kept), its carrier is cleared and (carrier, reason) is added to its trail. Otherwise nothing changes
+    (the result says ignored): a part the carrier took keeps every part on that carrier, as TS 23.040
+    concatenation needs."""
+
+    message_id: int
+    carrier: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Receipt:
-    """A delivery receipt: find the segment by (carrier, normalised carrier message id)."""
+    """A delivery receipt: find the segment by (carrier, carrier id key), trying `carrier_id` and then each
+    of `alternatives` (the other candidate keys of the receipt's id, gateway.smpp.msgid, best first).
+
+    The first candidate whose segment waits for a receipt (submitted or unknown) is matched; with none
+    waiting, the first candidate's segment, if it found one (a repeated receipt, ignored or an upgrade).
+    Otherwise the receipt waits in the early table under every candidate until a submit_sm_resp with one
+    of them claims it, or StoreConfig.early_receipt_seconds pass and it moves to the unmatched table with
+    `raw_id` (the id as written; "" means carrier_id) and `text` (the start of the receipt's text)."""
 
     carrier: str
     carrier_id: str
     kind: Ev
     reason: str = ""
+    alternatives: tuple[str, ...] = ()
+    raw_id: str = ""
+    text: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +187,18 @@ class SetCursor:
 @dataclass(frozen=True, slots=True)
 class Sweep:
     """Retention: purge up to `limit` final messages older than the retention age, and old events,
-    frequency windows, idempotency keys and early receipts."""
+    frequency windows, idempotency keys and unmatched receipts; move early receipts older than
+    early_receipt_seconds to the unmatched table (counted in `other`)."""
+
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Overdue:
+    """End up to `limit` live messages whose deadline passed (ARCHITECTURE.md step 7, "every message ends"):
+    waiting segments of a message whose validity passed end `expired`; submitted or unknown segments past
+    their receipt deadline end `expired` with reason `no_receipt`. Whatever the carriers do. The result is
+    a SweepResult: `messages` ended, `more` when the limit was reached."""
 
     limit: int
 
@@ -180,7 +218,7 @@ class Done:
     seq: int = 0
 
 
-Op = Submit | Prepare | Advance | Receipt | Mo | SetOptOut | SetBlacklist | SetCursor | Sweep
+Op = Submit | Prepare | Advance | Receipt | Mo | SetOptOut | SetBlacklist | SetCursor | Sweep | Reroute | Overdue
 Result = SubmitResult | PrepareResult | AdvanceResult | ReceiptResult | SweepResult | Done
 
 

@@ -46,6 +46,14 @@ class Message(NamedTuple):
     final_ms: int = 0
     # Events already logged for this message (REPORTED_* bits), so a retry never logs "submitted" twice.
     reported: int = 0
+    # The carriers it left, in order, each with why: ((carrier, reason), ...); reason a reason code or
+    # "no_bind" (handed back: no bound transmitter in time). Records written before the trail have none.
+    trail: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def possible_duplicate(self) -> bool:
+        """A segment was sent again after a crash or a lost link: the carrier may have it twice."""
+        return any(s.possible_duplicate for s in self.segments)
 
     @property
     def state(self) -> State:
@@ -85,6 +93,8 @@ class LogEvent(NamedTuple):
     reason: str = ""
     text: str = ""
     carrier: str = ""
+    # The message was (or may have been) sent twice: Message.possible_duplicate when logged.
+    possible_duplicate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +109,32 @@ class BatchCounters:
 
 @dataclass(frozen=True, slots=True)
 class EarlyReceipt:
-    """A receipt that arrived before its submit_sm_resp (SMPP allows the two to race)."""
+    """A receipt that arrived before its submit_sm_resp (SMPP allows the two to race), or one nothing
+    matched yet. `keys` are its candidate carrier-id keys, best first (the early table lists it under each);
+    `raw_id` the id as the receipt wrote it; `text` the start of its text, kept for the unmatched table."""
 
     kind: Ev
     reason: str
     at_ms: int
+    raw_id: str = ""
+    keys: tuple[str, ...] = ()
+    text: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class UnmatchedReceipt:
+    """A receipt that no submit_sm_resp claimed within the store's early_receipt_seconds: kept for the
+    operator (Store.unmatched_receipts), purged by retention. `key` is the cursor to read on after."""
+
+    key: bytes
+    carrier: str
+    raw_id: str
+    kind: Ev
+    reason: str
+    at_ms: int
+    expired_ms: int
+    text: bytes
+    keys: tuple[str, ...] = ()
 
 
 _MESSAGE_INDEX = {name: i for i, name in enumerate(Message._fields)}
@@ -156,7 +187,10 @@ def unpack_message(data: bytes) -> Message:
     f = _unpack(data, "message")
     segs = tuple(_seg(s) for s in f[12])
     f[12] = segs
-    return Message._make(f[1:17])
+    if len(f) == _FIELDS_V1_0:
+        return Message._make([*f[1:_FIELDS_V1_0], ()])
+    f[F_TRAIL] = tuple((str(c), str(r)) for c, r in f[F_TRAIL])
+    return Message._make(f[1:_FIELDS])
 
 
 # The message record as the store's write path handles it: the stored msgpack array itself, version 1,
@@ -170,15 +204,21 @@ F_BATCH = 3
 F_SENDER = 5
 F_RECIPIENT = 6
 F_CLIENT_REF = 9
+F_EXPIRES_MS = 11
 F_SEGMENTS = 12
 F_CARRIER = 13
 F_CONCAT_REF = 14
 F_FINAL_MS = 15
 F_REPORTED = 16
+F_TRAIL = 17
+# Version 1 records had 17 entries until the trail was added at the end: both are read, the longer written.
+_FIELDS_V1_0 = 17
+_FIELDS = 18
 # Segment array positions (Segment's field order).
 S_STATE = 0
 S_REASON = 1
 S_CARRIER_ID = 2
+S_DUPLICATE = 6
 S_DUE_MS = 8
 
 
@@ -192,8 +232,10 @@ def message_fields(m: Message) -> MessageFields:
 def unpack_message_fields(data: bytes) -> MessageFields:
     """The stored array of a message record, version checked; segments stay arrays with int states."""
     f = _unpack(data, "message")
-    if len(f) != 17:
-        raise CorruptRecord("message: wrong number of fields")
+    if len(f) != _FIELDS:
+        if len(f) != _FIELDS_V1_0:
+            raise CorruptRecord("message: wrong number of fields")
+        f.append([])
     return f
 
 
@@ -209,27 +251,28 @@ def segment_of(s: list[Any]) -> Segment:
 def pack_event(e: LogEvent) -> bytes:
     return pack_event_fields(
         e.seq, e.at_ms, e.kind, e.account, e.message_id, e.batch, e.client_ref, e.number, e.address,
-        e.reason, e.text, e.carrier,
+        e.reason, e.text, e.carrier, e.possible_duplicate,
     )  # fmt: skip
 
 
 def pack_event_fields(
     seq: int, at_ms: int, kind: EventKind, account: str, message_id: int = 0, batch: str = "",
     client_ref: str = "", number: str = "", address: str = "", reason: str = "", text: str = "",
-    carrier: str = "",
+    carrier: str = "", possible_duplicate: bool = False,
 ) -> bytes:  # fmt: skip
     """LogEvent's fields packed without building the object (the per-receipt hot path). msgpack packs
-    the IntEnum kind as its int (int subclasses are ints to it unless strict_types)."""
+    the IntEnum kind as its int (int subclasses are ints to it unless strict_types). Events logged before
+    possible_duplicate existed have one entry less; readers take it as False."""
     return _pack(
         [VERSION, seq, at_ms, kind, account, message_id, batch, client_ref, number, address, reason, text,
-         carrier]
+         carrier, possible_duplicate]
     )  # fmt: skip
 
 
 def unpack_event(data: bytes) -> LogEvent:
     f = _unpack(data, "event")
     f[3] = _EVENT_KINDS[f[3]]
-    return LogEvent._make(f[1:13])
+    return LogEvent._make(f[1:14])
 
 
 # The stored event array, `[VERSION, *LogEvent fields]` with the kind as its int: readers that turn events
@@ -247,11 +290,16 @@ E_ADDRESS = 9
 E_REASON = 10
 E_TEXT = 11
 E_CARRIER = 12
+E_DUPLICATE = 13  # absent from events logged before it existed: read it with event_duplicate()
+
+
+def event_duplicate(f: EventFields) -> bool:
+    return len(f) > E_DUPLICATE and bool(f[E_DUPLICATE])
 
 
 def unpack_event_fields(data: bytes) -> EventFields:
     f = _unpack(data, "event")
-    if len(f) != 13:
+    if len(f) != 14 and len(f) != 13:  # 13: logged before possible_duplicate existed
         raise CorruptRecord("event: wrong number of fields")
     return f
 
@@ -265,13 +313,31 @@ def unpack_batch(data: bytes) -> BatchCounters:
     return BatchCounters(f[1], f[2], f[3], f[4], dict(f[5]), f[6])
 
 
-def pack_early(r: EarlyReceipt) -> bytes:
-    return _pack([VERSION, int(r.kind), r.reason, r.at_ms])
+def pack_early(entries: Sequence[EarlyReceipt]) -> bytes:
+    """An early-table row: every early receipt listed under one carrier-id key (usually one; two receipts
+    whose candidate keys meet share the row, so neither overwrites the other)."""
+    return _pack([VERSION, [[int(r.kind), r.reason, r.at_ms, r.raw_id, list(r.keys), r.text] for r in entries]])
 
 
-def unpack_early(data: bytes) -> EarlyReceipt:
+def unpack_early(data: bytes, carrier_id: str) -> list[EarlyReceipt]:
+    """The receipts of an early-table row under key `carrier_id`. A row written before receipts had
+    candidate keys ([VERSION, kind, reason, at_ms]) is one receipt with that key alone."""
     f = _unpack(data, "early receipt")
-    return EarlyReceipt(Ev(f[1]), f[2], f[3])
+    if len(f) == _EARLY_FIELDS_V1_0:
+        return [EarlyReceipt(Ev(f[1]), f[2], f[3], carrier_id, (carrier_id,))]
+    return [EarlyReceipt(Ev(k), reason, at, raw, tuple(ks), bytes(text)) for k, reason, at, raw, ks, text in f[1]]
+
+
+_EARLY_FIELDS_V1_0 = 4
+
+
+def pack_unmatched(carrier: str, r: EarlyReceipt, expired_ms: int) -> bytes:
+    return _pack([VERSION, carrier, r.raw_id, int(r.kind), r.reason, r.at_ms, expired_ms, r.text, list(r.keys)])
+
+
+def unpack_unmatched(key: bytes, data: bytes) -> UnmatchedReceipt:
+    f = _unpack(data, "unmatched receipt")
+    return UnmatchedReceipt(key, f[1], f[2], Ev(f[3]), f[4], f[5], f[6], bytes(f[7]), tuple(f[8]))
 
 
 def pack_idem(created_ms: int, ids: tuple[int, ...], fingerprint: bytes = b"") -> bytes:

@@ -11,8 +11,10 @@ readers. Reads are short read transactions.
 from __future__ import annotations
 
 import errno
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cmp_to_key
@@ -25,6 +27,7 @@ import lmdb
 from gateway.errors import ClientRefReused, GatewayError, StoreError, StoreFull, WireError
 from gateway.fastinit import fast_init
 from gateway.lifecycle import (
+    AWAITING_STATES,
     DUE_STATES,
     FINAL_STATES,
     Billed,
@@ -49,11 +52,13 @@ from gateway.store.ops import (
     Mo,
     Op,
     Outcome,
+    Overdue,
     Prepare,
     PrepareResult,
     Receipt,
     ReceiptResult,
     Recipient,
+    Reroute,
     Result,
     SetBlacklist,
     SetCursor,
@@ -69,19 +74,23 @@ from gateway.store.records import (
     F_CARRIER,
     F_CLIENT_REF,
     F_CONCAT_REF,
+    F_EXPIRES_MS,
     F_FINAL_MS,
     F_ID,
     F_RECIPIENT,
     F_REPORTED,
     F_SEGMENTS,
     F_SENDER,
+    F_TRAIL,
     REPORTED_SUBMITTED,
     S_CARRIER_ID,
     S_DUE_MS,
+    S_DUPLICATE,
     S_REASON,
     S_STATE,
     VERSION,
     BatchCounters,
+    CorruptRecord,
     EventKind,
     LogEvent,
     Message,
@@ -106,6 +115,24 @@ class InvalidField(StoreError, WireError):
 
 class WrongState(StoreError):
     """The operation needs the message in another state (for example Prepare on a submitted message)."""
+
+
+class OpFailed(StoreError):
+    """An operation hit a bug (an overflow, a record this code cannot handle): it alone was refused, the rest
+    of its group committed without it. The message names the exception and where it was raised."""
+
+    @classmethod
+    def of(cls, err: Exception) -> OpFailed:
+        frames = traceback.extract_tb(err.__traceback__)
+        where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+        key = (type(err).__name__, where)
+        if key not in _REPORTED_BUGS and len(_REPORTED_BUGS) < 100:  # a full traceback once per place
+            _REPORTED_BUGS.add(key)
+            traceback.print_exception(err, file=sys.stderr)
+        return cls(f"{type(err).__name__}: {err}{where}")
+
+
+_REPORTED_BUGS: set[tuple[str, str]] = set()
 
 
 def wall_ms() -> int:
@@ -238,6 +265,8 @@ class Store:
             SetBlacklist: self._set_blacklist,
             SetCursor: self._set_cursor,
             Sweep: self._sweep,
+            Reroute: self._reroute,
+            Overdue: self._overdue,
         }
 
     @classmethod
@@ -264,8 +293,31 @@ class Store:
         transition) gets its error as its result; the others commit. A full map grows when configured,
         otherwise new submits are refused with StoreFull and the rest is retried without them.
         `now_ms` is the transaction's time (default: the store's clock; the writer process gets the
-        gateway's)."""
+        gateway's).
+
+        The fault boundary of the writer: an op that raises anything else (a bug, an overflow, a record
+        this code cannot read) aborts its transaction; the group is then run again one op per transaction,
+        so that op alone gets OpFailed and every other op commits. One poison message never stops the
+        writer, and the gateway with it."""
         now = self._clock() if now_ms is None else now_ms
+        try:
+            return self._apply_group(ops, now)
+        except StoreError:
+            raise
+        except Exception as err:
+            if len(ops) == 1:
+                return [OpFailed.of(err)]
+        return [self._apply_alone(op, now) for op in ops]
+
+    def _apply_alone(self, op: Op, now: int) -> Result | GatewayError:
+        try:
+            return self._apply_group([op], now)[0]
+        except StoreError:
+            raise
+        except Exception as err:
+            return OpFailed.of(err)
+
+    def _apply_group(self, ops: Sequence[Op], now: int) -> list[Result | GatewayError]:
         try:
             return self._apply_growing(ops, now)
         except StoreFull as full:
@@ -337,7 +389,7 @@ class Store:
             if handler is None:  # a subclass of an op type
                 handler = next(h for t, h in self._handlers.items() if isinstance(op, t))
             return handler(tx, op)
-        except (InvalidTransition, InvalidReason, InvalidField, UnknownMessage, WrongState) as err:
+        except (InvalidTransition, InvalidReason, InvalidField, UnknownMessage, WrongState, CorruptRecord) as err:
             # Raised before this op wrote anything (every op computes first, then writes); the record it
             # loaded is its own copy, so not even an edit made before the raise stays (see _load).
             return err
@@ -487,13 +539,58 @@ class Store:
         s0 = records.segment_of(old[0])
         # The due time (and so the due-index key) stays as it was: see lifecycle._apply.
         due = s0.due_ms or tx.now
-        first = Segment(_QUEUED, "", "", "", 0, s0.attempts, s0.possible_duplicate, tx.now, due)
+        queued = Segment(_QUEUED, "", "", "", 0, s0.attempts, s0.possible_duplicate, tx.now, due)
+        first = queued
         if op.dispatch_bind:
-            first, _ = advance(first, Event(_DISPATCH, "", "", op.dispatch_bind), tx.now)
+            first, _ = advance(queued, Event(_DISPATCH, "", "", op.dispatch_bind), tx.now)
+        sent = op.parts if not op.dispatch_parts else min(op.dispatch_parts, op.parts)
         f[F_CARRIER] = op.carrier
         f[F_CONCAT_REF] = ref
-        self._save(tx, f, [list(first) for _ in range(op.parts)], old)
+        self._save(tx, f, [list(first if i < sent else queued) for i in range(op.parts)], old)
         return PrepareResult(f[F_ID], ref)
+
+    def _reroute(self, tx: _Tx, op: Reroute) -> AdvanceResult:
+        f = self._load(tx, op.message_id)
+        old = f[F_SEGMENTS]
+        if f[F_CARRIER] != op.carrier or any(s[S_STATE] not in DUE_STATES for s in old):
+            return AdvanceResult(f[F_ID], _state_of(old), ignored=True)
+        attempts = max(s[5] for s in old)
+        duplicate = any(s[S_DUPLICATE] for s in old)
+        first = Segment(_ACCEPTED, "", "", "", 0, attempts, duplicate, tx.now, tx.now)
+        f[F_CARRIER] = ""
+        f[F_TRAIL] = [*f[F_TRAIL], [op.carrier, op.reason]]
+        state = self._save(tx, f, [list(first)], old)
+        return AdvanceResult(f[F_ID], state)
+
+    def _overdue(self, tx: _Tx, op: Overdue) -> SweepResult:
+        cur = tx.txn.cursor(db=tx.db[b"deadline"])
+        due = []
+        for key, _ in _take(cur, op.limit):
+            at_ms, msg_id = keys.split_time_key(key)
+            if at_ms > tx.now:
+                break
+            due.append((key, msg_id))
+        for key, msg_id in due:
+            f = self._cached(tx, msg_id)
+            if f is None:  # purged meanwhile (indexes go with records, so this is a bug's leftover)
+                tx.txn.delete(key, db=tx.db[b"deadline"])
+                continue
+            f = f.copy()
+            segs = f[F_SEGMENTS].copy()
+            expires = f[F_EXPIRES_MS]
+            late = [i for i, s in enumerate(segs) if s[S_STATE] in AWAITING_STATES and s[S_DUE_MS] <= tx.now]
+            stale = [i for i, s in enumerate(segs) if expires and expires <= tx.now and s[S_STATE] in DUE_STATES]
+            if late:
+                self._step(tx, f[F_BATCH], segs, late, _NO_RECEIPT)
+            if stale:
+                self._step(tx, f[F_BATCH], segs, stale, _EXPIRED)
+            if late or stale:
+                self._update(tx, f, segs)  # moves or removes the deadline key
+            else:  # nothing overdue after all: put the key where the record says
+                tx.txn.delete(key, db=tx.db[b"deadline"])
+                if d := _deadline_of_fields(expires, segs):
+                    tx.txn.put(keys.time_key(d, msg_id), b"", db=tx.db[b"deadline"])
+        return SweepResult(len(due), 0, 0, len(due) == op.limit)
 
     def _next_concat_ref(self, tx: _Tx, destination: str) -> int:
         # TS 23.040 9.2.3.24.1: the reference must differ between concatenated messages that can be in
@@ -550,26 +647,53 @@ class Store:
         raw = tx.get(b"early", key)
         if raw is None:
             return False
-        tx.delete(b"early", key)
-        early = records.unpack_early(raw)
-        self._step(tx, f[F_BATCH], segs, (seg,), Event(early.kind, early.reason))
+        claimed = _claim(records.unpack_early(raw, carrier_id), carrier_id)
+        self._drop_early(tx, f[F_CARRIER], claimed)
+        batch = f[F_BATCH]
+        self._step(tx, batch, segs, (seg,), Event(claimed[0].kind, claimed[0].reason))
+        for again in claimed[1:]:  # the same receipt repeated, or an intermediate one and then the final
+            try:
+                self._step(tx, batch, segs, (seg,), Event(again.kind, again.reason))
+            except InvalidTransition:
+                continue
         return True
 
     def _receipt(self, tx: _Tx, op: Receipt) -> ReceiptResult:
+        """Match a receipt by its candidate keys (see ops.Receipt): one index lookup when the first one
+        finds a segment waiting for its receipt, as nearly every receipt does."""
         if len(op.carrier) + len(op.carrier_id) > _SHORT_PART:
             _check_lengths(op.carrier, op.carrier_id)
+        for alternative in op.alternatives:
+            if len(op.carrier) + len(alternative) > _SHORT_PART:
+                _check_lengths(op.carrier, alternative)
         # Validate now: an early receipt is applied later, inside another op that has already written.
         if op.kind not in _RECEIPT_KINDS:
             raise InvalidTransition(State.SUBMITTED, op.kind)
         if op.reason and not is_reason(op.reason):
             raise InvalidReason(op.kind, op.reason)
-        key = keys.text_pair(op.carrier, op.carrier_id)
-        where: bytes | None = tx.txn.get(key, db=tx.carrier_ix)  # type: ignore[assignment]
+        found = self._find_segment(tx, op.carrier, op.carrier_id)
+        if found is not None and found[2]:
+            return self._apply_receipt(tx, op, found[0], found[1])
+        for alternative in op.alternatives:
+            other = self._find_segment(tx, op.carrier, alternative)
+            if other is not None and other[2]:
+                return self._apply_receipt(tx, op, other[0], other[1])
+        if found is not None:  # the first candidate's segment has its outcome: a repeated receipt
+            return self._apply_receipt(tx, op, found[0], found[1])
+        return self._store_early(tx, op)
+
+    def _find_segment(self, tx: _Tx, carrier: str, carrier_id: str) -> tuple[int, int, bool] | None:
+        """(message id, segment, whether it waits for a receipt) indexed under this carrier id, or None."""
+        where: bytes | None = tx.txn.get(keys.text_pair(carrier, carrier_id), db=tx.carrier_ix)  # type: ignore[assignment]
         if where is None:
-            self._early_possible = True  # before the write: see __init__
-            tx.put(b"early", key, records.pack_early(records.EarlyReceipt(op.kind, op.reason, tx.now)))
-            return ReceiptResult(matched=False, early=True)
+            return None
         msg_id, seg = keys.split_seg_key(where)
+        f = self._cached(tx, msg_id)
+        if f is None or seg >= len(f[F_SEGMENTS]):
+            return None  # an index entry no record backs: nothing a receipt can change
+        return msg_id, seg, f[F_SEGMENTS][seg][S_STATE] in _AWAITING
+
+    def _apply_receipt(self, tx: _Tx, op: Receipt, msg_id: int, seg: int) -> ReceiptResult:
         f = self._load(tx, msg_id)
         segs = f[F_SEGMENTS].copy()
         event = Event(op.kind, op.reason) if op.reason else _RECEIPT_EVENTS[op.kind]
@@ -577,6 +701,47 @@ class Store:
         if not ignored:  # an ignored receipt left the segment as it was: nothing to write
             self._update(tx, f, segs)
         return ReceiptResult(True, msg_id, seg, _STATES[segs[seg][S_STATE]], ignored=ignored)
+
+    def _store_early(self, tx: _Tx, op: Receipt) -> ReceiptResult:
+        """Keep a receipt nothing matched under each of its candidate keys, so the submit_sm_resp that gives
+        any of them claims it (_index_carrier_id), and in arrival order for the sweep (_expire_early)."""
+        ids = (op.carrier_id, *op.alternatives)
+        entry = records.EarlyReceipt(
+            op.kind, op.reason, tx.now, (op.raw_id or op.carrier_id)[:MAX_KEY_PART_BYTES // 4], ids,
+            op.text[:UNMATCHED_TEXT_BYTES],
+        )  # fmt: skip
+        rows = []
+        for carrier_id in ids:  # read every row before writing any: a corrupt one fails the op cleanly
+            key = keys.text_pair(op.carrier, carrier_id)
+            raw = tx.get(b"early", key)
+            rows.append((key, records.unpack_early(raw, carrier_id) if raw else []))
+        self._early_possible = True  # before the write: see __init__
+        for key, entries in rows:
+            entries.append(entry)
+            tx.put(b"early", key, records.pack_early(entries))
+        tx.put(b"early_time", keys.timed_pair(tx.now, op.carrier, op.carrier_id))
+        return ReceiptResult(matched=False, early=True)
+
+    def _drop_early(self, tx: _Tx, carrier: str, gone: Sequence[records.EarlyReceipt]) -> None:
+        """Remove the receipts `gone` from every early row that lists them, and their arrival-order keys."""
+        for carrier_id in dict.fromkeys(k for e in gone for k in e.keys):
+            key = keys.text_pair(carrier, carrier_id)
+            raw = tx.get(b"early", key)
+            if raw is None:
+                continue
+            rest = [e for e in records.unpack_early(raw, carrier_id) if e not in gone]
+            if rest:
+                tx.put(b"early", key, records.pack_early(rest))
+            else:
+                tx.delete(b"early", key)
+        for e in gone:
+            first = e.keys[0]
+            raw = tx.get(b"early", keys.text_pair(carrier, first))
+            shared = raw is not None and any(
+                o.at_ms == e.at_ms and o.keys[0] == first for o in records.unpack_early(raw, first)
+            )
+            if not shared:
+                tx.delete(b"early_time", keys.timed_pair(e.at_ms, carrier, first))
 
     # --- the one place indexes change ---------------------------------------------------------------
     #
@@ -605,6 +770,12 @@ class Store:
     def _write(self, tx: _Tx, f: MessageFields, old: _Segs | None, old_final_ms: int) -> None:
         msg_id = f[F_ID]
         segs = f[F_SEGMENTS]
+        before, after = _deadline_of_fields(f[F_EXPIRES_MS], old), _deadline_of_fields(f[F_EXPIRES_MS], segs)
+        if before != after:
+            if before:
+                tx.txn.delete(keys.time_key(before, msg_id), db=tx.db[b"deadline"])
+            if after:
+                tx.txn.put(keys.time_key(after, msg_id), b"", db=tx.db[b"deadline"])
         if old is not None and len(old) == len(segs):
             self._reindex_segments(tx, msg_id, old, segs)
         else:  # a new message, or a split
@@ -642,7 +813,8 @@ class Store:
             if was is s:
                 continue
             before, now = was[S_STATE], s[S_STATE]
-            # The due key is the earliest due time of the waiting segments: only a waiting one moves it.
+            # The due key is the earliest due time of the waiting segments (receipt deadlines included):
+            # only a waiting one moves it.
             if before in DUE_STATES or now in DUE_STATES:
                 due_may_move = True
             if before == _SUBMITTING:
@@ -705,9 +877,14 @@ class Store:
 
     def _log_message(self, tx: _Tx, f: MessageFields, kind: EventKind, reason: str) -> None:
         seq = tx.seq = tx.seq + 1
+        duplicate = False
+        for s in f[F_SEGMENTS]:
+            if s[S_DUPLICATE]:
+                duplicate = True
+                break
         packed = records.pack_event_fields(
             seq, tx.now, kind, f[F_ACCOUNT], f[F_ID], f[F_BATCH], f[F_CLIENT_REF], f[F_RECIPIENT], f[F_SENDER],
-            reason, "", f[F_CARRIER],
+            reason, "", f[F_CARRIER], duplicate,
         )  # fmt: skip
         tx.txn.put(keys.u64(seq), packed, db=tx.events, append=True)
 
@@ -774,7 +951,10 @@ class Store:
         events = self._trim_events(tx, cutoff, op.limit)
         other = self._trim_prefix_time(tx, b"idem_time", cutoff, op.limit, b"idem")
         other += self._trim_early_and_freq(tx, cutoff, op.limit)
-        more = max(purged, events) >= op.limit
+        early_cutoff = tx.now - int(self.cfg.early_receipt_seconds * 1000)
+        expired = self._expire_early(tx, early_cutoff, op.limit)
+        other += expired + self._trim_unmatched(tx, cutoff, op.limit)
+        more = max(purged, events, expired) >= op.limit
         return SweepResult(purged, events, other, more)
 
     def _purge_message(self, tx: _Tx, msg_id: int) -> None:
@@ -816,18 +996,54 @@ class Store:
 
     def _trim_early_and_freq(self, tx: _Tx, cutoff: int, limit: int) -> int:
         # Both tables are small (early receipts wait seconds; windows are per recipient and short), so a
-        # bounded scan from the start each sweep is enough.
+        # bounded scan from the start each sweep is enough. Early receipts normally leave by
+        # _expire_early; this scan catches rows stored before the arrival-order index existed.
         n = 0
         cur = tx.txn.cursor(db=tx.db[b"early"])
-        for key, value in list(_take(cur, limit)):
-            if records.unpack_early(bytes(value)).at_ms < cutoff:
-                tx.delete(b"early", bytes(key))
-                n += 1
+        for key, _ in list(_take(cur, limit)):
+            raw = tx.get(b"early", key)  # as the moves before it left it
+            if raw is None:
+                continue
+            carrier, _, carrier_id = bytes(key).decode().partition("\0")
+            n += self._to_unmatched(tx, carrier, [e for e in records.unpack_early(raw, carrier_id) if e.at_ms < cutoff])
         cur = tx.txn.cursor(db=tx.db[b"freq"])
         for key, _ in list(_take(cur, limit)):
             if keys.from_u64(bytes(key[-8:])) < cutoff:
                 tx.delete(b"freq", bytes(key))
                 n += 1
+        return n
+
+    def _expire_early(self, tx: _Tx, cutoff: int, limit: int) -> int:
+        """Move receipts that waited since before `cutoff` (StoreConfig.early_receipt_seconds) from the early
+        table to the unmatched one, oldest first, at most `limit` arrival keys."""
+        n = 0
+        cur = tx.txn.cursor(db=tx.db[b"early_time"])
+        for key, _ in list(_take(cur, limit)):
+            at_ms, carrier, first = keys.split_timed_pair(bytes(key))
+            if at_ms >= cutoff:
+                break
+            raw = tx.get(b"early", keys.text_pair(carrier, first))
+            if raw is not None:
+                stale = [e for e in records.unpack_early(raw, first) if e.at_ms < cutoff and e.keys[0] == first]
+                n += self._to_unmatched(tx, carrier, stale)
+            tx.delete(b"early_time", bytes(key))
+        return n
+
+    def _to_unmatched(self, tx: _Tx, carrier: str, gone: list[records.EarlyReceipt]) -> int:
+        for e in gone:
+            tx.put(b"unmatched", keys.timed_pair(e.at_ms, carrier, e.raw_id), records.pack_unmatched(carrier, e, tx.now))
+        if gone:
+            self._drop_early(tx, carrier, gone)
+        return len(gone)
+
+    def _trim_unmatched(self, tx: _Tx, cutoff: int, limit: int) -> int:
+        n = 0
+        cur = tx.txn.cursor(db=tx.db[b"unmatched"])
+        for key, _ in list(_take(cur, limit)):
+            if keys.from_u64(bytes(key[:8])) >= cutoff:
+                break
+            tx.delete(b"unmatched", bytes(key))
+            n += 1
         return n
 
     # --- reading ------------------------------------------------------------------------------------
@@ -867,6 +1083,12 @@ class Store:
                 out.append(DueEntry(key, due_ms, msg_id))
                 found = cur.next()
         return out
+
+    def next_deadline_ms(self) -> int | None:
+        """The earliest deadline of a live message (store.Overdue ends it once passed), None if none."""
+        with self._lock, self._read() as txn:
+            cur = txn.cursor(db=self._dbs[b"deadline"])
+            return keys.split_time_key(_b(cur.key()))[0] if cur.first() else None
 
     def next_due_ms(self) -> int | None:
         """When the earliest waiting message becomes due (for the scheduler's sleep)."""
@@ -922,6 +1144,24 @@ class Store:
             raw = txn.get(batch_id.encode(), db=self._dbs[b"batches"])
         return records.unpack_batch(_b(raw)) if raw is not None else None
 
+    def unmatched_receipts(self, after: bytes = b"", limit: int = 100) -> list[records.UnmatchedReceipt]:
+        """Receipts no submit_sm_resp claimed in time, oldest first, from after the cursor `after` (the
+        `key` of the last one read; b"": from the start)."""
+        out: list[records.UnmatchedReceipt] = []
+        with self._lock, self._read() as txn:
+            cur = txn.cursor(db=self._dbs[b"unmatched"])
+            found = cur.set_range(after) if after else cur.first()
+            if found and after and cur.key() == after:
+                found = cur.next()
+            while found and len(out) < limit:
+                out.append(records.unpack_unmatched(_b(cur.key()), _b(cur.value())))
+                found = cur.next()
+        return out
+
+    def unmatched_count(self) -> int:
+        """How many unmatched receipts the store keeps (until retention purges them)."""
+        return self.count(b"unmatched")
+
     def find_segment(self, carrier: str, carrier_id: str) -> tuple[int, int] | None:
         with self._lock, self._read() as txn:
             raw = txn.get(keys.text_pair(carrier, carrier_id), db=self._dbs[b"carrier_ix"])
@@ -971,10 +1211,12 @@ class Store:
 
     def check(self) -> list[str]:
         """Problems where an index disagrees with the records (empty when consistent)."""
-        due, inflight, finals, recip, carrier = set(), set(), set(), set(), {}
+        due, inflight, finals, recip, carrier, deadline = set(), set(), set(), set(), {}, set()
         for m in self.iter_messages():
             if d := _due_of(m):
                 due.add(keys.time_key(d, m.id))
+            if d := _deadline_of(m):
+                deadline.add(keys.time_key(d, m.id))
             inflight |= {keys.seg_key(m.id, s) for s in _inflight_of(m)}
             if m.final_ms:
                 finals.add(keys.time_key(m.final_ms, m.id))
@@ -985,7 +1227,7 @@ class Store:
         problems = [
             f"{name.decode()}: {len(want - have)} missing, {len(have - want)} extra"
             for name, want in ((b"due", due), (b"inflight", inflight), (b"finals", finals),
-                               (b"recipient", recip), (b"carrier_ix", set(carrier)))
+                               (b"recipient", recip), (b"carrier_ix", set(carrier)), (b"deadline", deadline))
             if want != (have := self.keys_of(name))
         ]  # fmt: skip
         with self._lock, self._read() as txn:
@@ -1000,6 +1242,24 @@ _RECEIPT_KINDS = frozenset(
 )
 # Every key part stays far below LMDB's 511-byte key limit, with room for the fixed-size suffixes.
 MAX_KEY_PART_BYTES = 200
+
+
+# The start of a receipt's text kept with it while it waits, for the unmatched table (its id, stat, err and
+# dates fit in the first 120 octets of an Appendix B text).
+UNMATCHED_TEXT_BYTES = 160
+_AWAITING = frozenset(int(s) for s in AWAITING_STATES)
+
+
+def _claim(entries: list[records.EarlyReceipt], carrier_id: str) -> list[records.EarlyReceipt]:
+    """The early receipts a submit_sm_resp with `carrier_id` takes from its row: the one for which it is
+    the best candidate (the earliest in its keys; the oldest of equals), with every repeat of that receipt
+    (the same raw id), in arrival order. The others in the row wait for their own responses."""
+    def rank(i: int) -> tuple[int, int]:
+        ks = entries[i].keys
+        return (ks.index(carrier_id) if carrier_id in ks else len(ks), i)
+
+    best = entries[min(range(len(entries)), key=rank)]
+    return [e for e in entries if e.raw_id == best.raw_id]
 
 
 # Parts of at most this many characters pass _check_lengths without a look (4 UTF-8 bytes a character at
@@ -1018,6 +1278,9 @@ _SUBMIT_OK = Ev.SUBMIT_OK
 _DISPATCH = Ev.DISPATCH
 # A receipt without a reason (most of them) needs no Event built: Event is an immutable NamedTuple.
 _RECEIPT_EVENTS = {kind: Event(kind) for kind in _RECEIPT_KINDS}
+_ACCEPTED = State.ACCEPTED
+_NO_RECEIPT = Event(Ev.EXPIRE, "no_receipt")
+_EXPIRED = Event(Ev.EXPIRE)
 _QUEUED = State.QUEUED
 _SUBMITTED = State.SUBMITTED
 _DELIVERED = State.DELIVERED
@@ -1070,6 +1333,27 @@ def _due_of_fields(segs: _Segs | None) -> int:
         if s[S_STATE] in DUE_STATES and (due < 0 or s[S_DUE_MS] < due):
             due = s[S_DUE_MS]
     return due if due > 0 else 0
+
+
+def _deadline_of_fields(expires_ms: int, segs: _Segs | None) -> int:
+    """When a live message must end (0: never, or not live): the earliest receipt deadline of its submitted
+    or unknown segments, and its validity while a segment still waits to be sent."""
+    deadline = 0
+    for s in segs or ():
+        state = s[S_STATE]
+        if state in AWAITING_STATES:
+            t = s[S_DUE_MS]
+        elif expires_ms and state in DUE_STATES:
+            t = expires_ms
+        else:
+            continue
+        if t and (not deadline or t < deadline):
+            deadline = t
+    return deadline
+
+
+def _deadline_of(msg: Message) -> int:
+    return _deadline_of_fields(msg.expires_ms, records.message_fields(msg)[F_SEGMENTS])
 
 
 def _inflight_of_fields(segs: _Segs | None) -> set[int]:

@@ -37,11 +37,13 @@ from gateway.store.ops import (
     Mo,
     Op,
     Outcome,
+    Overdue,
     Prepare,
     PrepareResult,
     Receipt,
     ReceiptResult,
     Recipient,
+    Reroute,
     Result,
     SetBlacklist,
     SetCursor,
@@ -51,9 +53,11 @@ from gateway.store.ops import (
     Sweep,
     SweepResult,
 )
-from gateway.store.store import InvalidField, UnknownMessage, WrongState
+from gateway.store.store import InvalidField, OpFailed, UnknownMessage, WrongState
 
-OP_TYPES: tuple[type, ...] = (Submit, Prepare, Advance, Receipt, Mo, SetOptOut, SetBlacklist, SetCursor, Sweep)
+OP_TYPES: tuple[type, ...] = (
+    Submit, Prepare, Advance, Receipt, Mo, SetOptOut, SetBlacklist, SetCursor, Sweep, Reroute, Overdue,
+)  # fmt: skip
 RESULT_TYPES: tuple[type, ...] = (SubmitResult, PrepareResult, AdvanceResult, ReceiptResult, SweepResult, Done)
 ERROR = 99
 
@@ -150,7 +154,7 @@ def _op(f: list[Any]) -> Op:
         ev[0] = _EVS[ev[0]]
         return Advance(f[1], f[2], _new_tuple(Event, ev))  # Event._make without its own length check
     if tag == _RECEIPT:
-        return Receipt(f[1], f[2], _EVS[f[3]], f[4])
+        return Receipt(f[1], f[2], _EVS[f[3]], f[4], tuple(f[5]), f[6], f[7])
     if tag == _SUBMIT:
         recipients = tuple(Recipient(n, r, d) for n, r, d in f[5])
         cap = None if f[12] is None else FrequencyCap(*f[12])
@@ -274,6 +278,7 @@ _ERRORS: dict[str, Callable[[str], GatewayError]] = {
     "UnknownMessage": UnknownMessage,
     "InvalidField": InvalidField,
     "WrongState": WrongState,
+    "OpFailed": OpFailed,
     "StoreFull": StoreFull,
     "ClientRefReused": ClientRefReused,
 }

@@ -184,6 +184,10 @@ class MessageStatus:
     batch_id: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    # Sent (or possibly sent) twice to the carrier: at-least-once recovery resent it after a crash or lost link.
+    possible_duplicate: bool = False
+    # The carriers it left, in order, each with why: (carrier, reason code or "no_bind").
+    trail: tuple[tuple[str, str], ...] = ()
 
 
 fast_init(MessageStatus)
@@ -219,6 +223,8 @@ class Event(NamedTuple):
     carrier: str | None = None
     client_ref: str | None = None
     batch_id: str | None = None
+    # The message may have reached the carrier twice (docs/protocol.md, possible_duplicate).
+    possible_duplicate: bool = False
 
 
 class EncodedEvent(NamedTuple):
@@ -533,7 +539,11 @@ def request_body(body: Body) -> dict[str, Any]:
 
 
 def _status_map(status: MessageStatus) -> dict[str, Any]:
-    return _compact({name: getattr(status, name) for name in MessageStatus.__slots__})
+    out = _compact({name: getattr(status, name) for name in MessageStatus.__slots__})
+    if not status.possible_duplicate:  # sent only when true, as in events
+        del out["possible_duplicate"]
+    out["trail"] = [list(step) for step in status.trail]
+    return out
 
 
 def result_map(result: Result) -> dict[str, Any]:
@@ -578,7 +588,7 @@ _EVENT_FIELDS = Event._fields
 def event_frame(event: Event) -> dict[str, Any]:
     fields: dict[str, Any] = {"type": "event"}
     for name, value in zip(_EVENT_FIELDS, event, strict=True):
-        if value is not None:
+        if value is not None and value is not False:  # possible_duplicate only when true
             fields[name] = value
     fields["kind"] = event.kind.value
     return fields
@@ -672,9 +682,19 @@ def statuses_from_wire(result: object) -> tuple[MessageStatus, ...]:
                 batch_id=_opt_str(m, "batch_id"),
                 created_at=_float(m, "created_at"),
                 updated_at=_float(m, "updated_at"),
+                possible_duplicate=m.get("possible_duplicate") is True,
+                trail=_trail(m.get("trail", [])),
             )
         )
     return tuple(out)
+
+
+def _trail(raw: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(raw, list) or not all(
+        isinstance(s, list) and len(s) == 2 and all(isinstance(x, str) for x in s) for s in raw
+    ):
+        raise BadFrame(f"server sent a bad trail {raw!r}")
+    return tuple((s[0], s[1]) for s in raw)
 
 
 def cancel_result_from_wire(result: object) -> CancelResult:
@@ -726,7 +746,7 @@ def event_from_wire(frame: Mapping[str, Any]) -> Event:
         for value in values[3:]:
             if value is not None and type(value) is not str:
                 return _event_checked(frame)
-        return _new_tuple(Event, values)
+        return _new_tuple(Event, (*values, get("possible_duplicate") is True))
     return _event_checked(frame)
 
 
@@ -739,5 +759,9 @@ def _event_checked(frame: Mapping[str, Any]) -> Event:
         seq=_server_field(frame, "seq", int),
         kind=kind,
         at=_float(frame, "at"),
-        **{name: _opt_str(frame, name) for name in Event._fields if name not in ("seq", "kind", "at")},
+        **{name: _opt_str(frame, name) for name in Event._fields if name not in _NOT_STR},
+        possible_duplicate=frame.get("possible_duplicate") is True,
     )
+
+
+_NOT_STR = ("seq", "kind", "at", "possible_duplicate")

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from gateway.carriers.jobs import OutcomeKind, SubmitOutcome
 from gateway.engine import plan
+from gateway.engine.settings import ErrorClasses
 from gateway.errors import SegmentingError
 from gateway.lifecycle import Ev, Event
 from gateway.segmenting import RouteEncoding, segment
@@ -47,6 +48,41 @@ def test_temporary_error_retries_with_backoff_until_the_attempts_run_out() -> No
     assert _event(busy, max_attempts=2) == Event(Ev.FAIL, "retries_exhausted")
 
 
+@pytest.mark.parametrize("status", [CommandStatus.ESME_RSYSERR, CommandStatus.ESME_RSUBMITFAIL])
+def test_carrier_side_error_moves_a_movable_message_on_at_once(status: CommandStatus) -> None:
+    movable = REF._replace(movable=True)
+    outcome = SubmitOutcome(context=movable, kind=OutcomeKind.REJECTED, carrier="uk", bind="b", status=int(status))
+    event = plan.outcome_event(
+        outcome, movable, now_ms=NOW, ids=HEX, recovery=Recovery.AT_LEAST_ONCE, max_attempts=3,
+        backoff_min_seconds=1.0, backoff_max_seconds=60.0,
+    )  # fmt: skip
+    assert event == Event(Ev.SUBMIT_RETRY, until_ms=NOW)  # due now: the scheduler sends it elsewhere
+    assert plan.moves_on(outcome, movable, ErrorClasses())
+    # Not movable (a part already accepted here, or no other carrier): back-off on the same carrier.
+    assert _event(_outcome(OutcomeKind.REJECTED, status=int(status))) == Event(Ev.SUBMIT_RETRY, until_ms=NOW + 2_000)
+    assert not plan.moves_on(_outcome(OutcomeKind.REJECTED, status=int(status)), REF, ErrorClasses())
+
+
+def test_error_lists_are_per_carrier_and_unlisted_codes_are_permanent() -> None:
+    errors = ErrorClasses(retry=(0x400,), next_carrier=(0x401,), permanent=(0x08,))
+    assert plan.error_class(0x400, errors) == "retry"
+    assert plan.error_class(0x401, errors) == "next_carrier"
+    assert plan.error_class(0x08, errors) == "permanent"
+    assert plan.error_class(0x4FF, errors) == "permanent"
+    with pytest.raises(ValueError, match="also in"):
+        ErrorClasses(retry=(0x08,), next_carrier=(0x08,))
+
+
+def test_accepted_and_lost_segments_carry_the_carriers_receipt_deadline() -> None:
+    accepted = _outcome(OutcomeKind.ACCEPTED, message_id="00FF")
+    assert plan.accepted_event(accepted, HEX, NOW + 5_000).until_ms == NOW + 5_000
+    lost = plan.outcome_event(
+        _outcome(OutcomeKind.UNKNOWN), REF, now_ms=NOW, ids=HEX, recovery=Recovery.AT_MOST_ONCE, max_attempts=3,
+        backoff_min_seconds=1.0, backoff_max_seconds=60.0, receipt_deadline_ms=NOW + 7_000,
+    )  # fmt: skip
+    assert (lost.kind, lost.until_ms) == (Ev.LOST, NOW + 7_000)
+
+
 def test_permanent_error_fails_the_segment_with_the_status_as_reason() -> None:
     bad = _outcome(OutcomeKind.REJECTED, status=int(CommandStatus.ESME_RINVDSTADR))
     event = _event(bad)
@@ -57,7 +93,8 @@ def test_permanent_error_fails_the_segment_with_the_status_as_reason() -> None:
 @pytest.mark.parametrize(
     ("kind", "recovery", "expected"),
     [
-        (OutcomeKind.NOT_SENT, Recovery.AT_MOST_ONCE, Event(Ev.RESEND)),  # never left: always safe to resend
+        # Never left: always safe to send again, and no possible duplicate.
+        (OutcomeKind.NOT_SENT, Recovery.AT_MOST_ONCE, Event(Ev.REQUEUE)),
         (OutcomeKind.UNKNOWN, Recovery.AT_LEAST_ONCE, Event(Ev.RESEND)),
         (OutcomeKind.UNKNOWN, Recovery.AT_MOST_ONCE, Event(Ev.LOST, "unknown_after_timeout")),
     ],

@@ -13,6 +13,7 @@ from gateway.lifecycle import (
     FINAL_STATES,
     IGNORED,
     REASONS,
+    RECEIPT_TIMEOUT_MS,
     TRANSITIONS,
     UPGRADES,
     Billed,
@@ -83,9 +84,34 @@ def test_outcome_without_a_documented_reason_is_refused(kind: Ev) -> None:
         advance(Segment(state=State.QUEUED), Event(kind, reason="because"), now_ms=1)
 
 
-def test_unknown_segment_that_expires_fails_as_unknown_after_timeout() -> None:
+def test_unknown_segment_that_expires_ends_expired_as_unknown_after_timeout() -> None:
     new, _ = advance(Segment(state=State.UNKNOWN), Event(Ev.EXPIRE), now_ms=1)
-    assert (new.state, new.reason) == (State.FAILED, "unknown_after_timeout")
+    assert (new.state, new.reason) == (State.EXPIRED, "unknown_after_timeout")
+
+
+def test_unknown_segment_past_its_receipt_deadline_ends_expired_no_receipt() -> None:
+    new, _ = advance(Segment(state=State.UNKNOWN), Event(Ev.EXPIRE, "no_receipt"), now_ms=1)
+    assert (new.state, new.reason) == (State.EXPIRED, "no_receipt")
+
+
+def test_submitted_and_unknown_segments_carry_a_receipt_deadline() -> None:
+    submitting = Segment(state=State.SUBMITTING)
+    new, _ = advance(submitting, Event(Ev.SUBMIT_OK, carrier_id="a1", until_ms=5_000), now_ms=1)
+    assert (new.state, new.due_ms) == (State.SUBMITTED, 5_000)
+    # An intermediate receipt keeps the deadline; an event that names none gets the default.
+    again, _ = advance(new, Event(Ev.RECEIPT_ENROUTE), now_ms=2)
+    assert again.due_ms == 5_000
+    lost, _ = advance(submitting, Event(Ev.LOST), now_ms=10)
+    assert (lost.state, lost.due_ms) == (State.UNKNOWN, 10 + RECEIPT_TIMEOUT_MS)
+    done, _ = advance(new, Event(Ev.RECEIPT_DELIVERED), now_ms=3)
+    assert done.due_ms == 0
+
+
+def test_requeue_sends_again_without_a_duplicate_flag() -> None:
+    new, _ = advance(Segment(state=State.SUBMITTING), Event(Ev.REQUEUE), now_ms=7)
+    assert (new.state, new.possible_duplicate) == (State.QUEUED, False)
+    resent, _ = advance(Segment(state=State.SUBMITTING), Event(Ev.RESEND), now_ms=7)
+    assert (resent.state, resent.possible_duplicate) == (State.QUEUED, True)
 
 
 def test_reason_helpers_produce_documented_codes() -> None:

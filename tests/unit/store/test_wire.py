@@ -17,11 +17,13 @@ from gateway.store.ops import (
     Mo,
     Op,
     Outcome,
+    Overdue,
     Prepare,
     PrepareResult,
     Receipt,
     ReceiptResult,
     Recipient,
+    Reroute,
     Result,
     SetBlacklist,
     SetCursor,
@@ -71,6 +73,8 @@ OPS: list[Op] = [
     SetBlacklist("+447700900003", listed=False),
     SetCursor("acme", 9_000_000_000),
     Sweep(500),
+    Reroute(42, "carA", "carrier_rejected:ESME_RSYSERR"),
+    Overdue(100),
 ]
 
 RESULTS: list[Result] = [

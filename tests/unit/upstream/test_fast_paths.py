@@ -56,7 +56,7 @@ ANY_VALUE = st.one_of(
 )
 TEXT_OR_ANY = st.one_of(st.text(max_size=12), ANY_VALUE)
 KIND = st.one_of(st.sampled_from([*EventKind, "unknown"]), ANY_VALUE)
-OPTIONAL_EVENT_KEYS = Event._fields[3:]
+OPTIONAL_EVENT_KEYS = tuple(k for k in Event._fields[3:] if k != "possible_duplicate")
 
 
 VALID_EVENT = st.builds(
@@ -65,6 +65,7 @@ VALID_EVENT = st.builds(
     kind=st.sampled_from(EventKind),
     at=st.floats(allow_nan=False, allow_infinity=False),
     **{key: st.one_of(st.none(), st.text(max_size=12)) for key in OPTIONAL_EVENT_KEYS},
+    possible_duplicate=st.booleans(),
 )
 
 
