@@ -99,7 +99,7 @@ class CarrierSection:
     def settings(self) -> CarrierSettings:
         return CarrierSettings(
             self.name, self.encoding, self.response_ids, self.receipt_ids, self.receipts, self.errors,
-            self.receipt_timeout_seconds, self.handback_seconds, self.receipt_id_forms,
+            self.receipt_timeout_seconds, self.handback_seconds, receipt_id_forms=self.receipt_id_forms,
         )  # fmt: skip
 
 

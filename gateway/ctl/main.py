@@ -7,6 +7,7 @@ account's secret, and speaks the documented upstream protocol (docs/protocol.md)
     gatewayctl status 123456789
     gatewayctl events --follow
     gatewayctl preview "Grüße 👋"
+    gatewayctl receipts --unmatched                   # receipts no submit_sm_resp claimed (read from the store)
 """
 
 from __future__ import annotations
@@ -59,6 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     preview = cmds.add_parser("preview", help="encoding and part count of a text")
     preview.add_argument("text")
+    receipts = cmds.add_parser(
+        "receipts", help="receipts kept by the store (read-only from its files, beside a running gateway)"
+    )
+    receipts.add_argument(
+        "--unmatched",
+        action="store_true",
+        required=True,
+        help="receipts no submit_sm_resp claimed within [store] early_receipt_seconds",
+    )
+    receipts.add_argument("--limit", type=int, default=100)
+    receipts.add_argument("--after", help="the cursor printed after the last one read")  # fmt: skip
     return p
 
 
@@ -124,10 +136,41 @@ def _run(args: argparse.Namespace, client: BlockingClient) -> int:
     return 0
 
 
+def _receipts(args: argparse.Namespace, cfg: GatewayConfig) -> int:
+    """The unmatched receipts, straight from the store's files (the upstream protocol has no request for
+    them): oldest first, then the total and the cursor for --after."""
+    import lmdb  # only this command reads the store
+
+    from gateway.store.store import read_unmatched
+
+    try:
+        count, rows = read_unmatched(cfg.store.path, bytes.fromhex(args.after or ""), args.limit)
+    except lmdb.Error as err:
+        print(f"gatewayctl: {cfg.store.path}: cannot read the store: {err}", file=sys.stderr)
+        return 1
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.at_ms / 1000))
+        text = r.text.decode("utf-8", "replace")
+        obj = {
+            "cursor": r.key.hex(), "at_ms": r.at_ms, "expired_ms": r.expired_ms, "carrier": r.carrier,
+            "id": r.raw_id, "keys": list(r.keys), "outcome": r.kind.name.lower(), "reason": r.reason, "text": text,
+        }  # fmt: skip
+        _out(args, obj, f"{when}  {r.carrier}  id:{r.raw_id}  {r.kind.name.lower()}  {r.reason}  {text!r}")
+    cursor = rows[-1].key.hex() if rows else ""
+    _out(
+        args,
+        {"unmatched": count, "cursor": cursor},
+        f"{count} unmatched" + (f" (next: --after {cursor})" if cursor and len(rows) == args.limit else ""),
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = load_config(Path(args.config))
+        if args.command == "receipts":
+            return _receipts(args, cfg)
         with _connect(cfg, args.account) as client:
             return _run(args, client)
     except ConfigError as err:

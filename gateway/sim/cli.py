@@ -22,6 +22,8 @@ _OPTION_FIELDS = {
     "id_start": "id_start",
     "receipt_delay": "receipt_delay_seconds",
     "receipt_mix": "receipt_mix",
+    "receipt_styles": "receipt_styles",
+    "destination_errors": "destination_errors",
     "receipt_before_response_rate": "receipt_before_response_rate",
     "response_delay": "response_delay_seconds",
     "throttle_tps": "throttle_tps",
@@ -45,6 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id-start", type=int)
     parser.add_argument("--receipt-delay", type=float, metavar="SECONDS")
     parser.add_argument("--receipt-mix", metavar="STAT[/ERR]:WEIGHT,...", help="e.g. DELIVRD:0.9,UNDELIV/1:0.1")
+    parser.add_argument(
+        "--receipt-styles",
+        metavar="STYLE:WEIGHT,...",
+        help="tlv, padded, decimal, compact, failed (e.g. tlv:3,compact:1)",
+    )
+    parser.add_argument(
+        "--destination-errors", metavar="PREFIX:STATUS,...", help="answer these prefixes with an error (4479:0x08)"
+    )
     parser.add_argument("--receipt-before-response-rate", type=float, metavar="SHARE")
     parser.add_argument("--response-delay", type=float, metavar="SECONDS", help="hold each submit_sm_resp")
     parser.add_argument("--throttle-tps", type=float)

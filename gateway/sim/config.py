@@ -17,6 +17,26 @@ class IdFormat(StrEnum):
     DECIMAL = "decimal"
 
 
+class ReceiptStyle(StrEnum):
+    """How a receipt deliver_sm is written (styles seen from real carriers; receipts.py builds each):
+
+    TLV          Appendix B text with the id as the submit_sm_resp gave it, plus receipted_message_id,
+                 message_state and network_error_code TLVs (SMPP 3.4 5.3.2)
+    PADDED       no TLVs; the text's id zero-padded to ten characters (`id:000018c5a3`)
+    DECIMAL      no TLVs; the text's id in decimal, whatever base the response used
+    COMPACT      no TLVs; upper-case keys without spaces, the id in decimal padded to ten digits, 12-digit
+                 dates with a four-digit year (`ID:0000012345 SUB:001 DLVRD:001 SUBMITDATE:202612031045
+                 DONEDATE:202612031046 STAT:DELIVRD ERR:000 TEXT:`)
+    FAILED       no TLVs; `stat:FAILED` for every outcome, with its err (001 when it has none)
+    """
+
+    TLV = "tlv"
+    PADDED = "padded"
+    DECIMAL = "decimal"
+    COMPACT = "compact"
+    FAILED = "failed"
+
+
 # SMPP 3.4 Appendix B: the `stat:` word of each final state, and its message_state (5.2.28).
 STAT_WORDS: dict[str, MessageState] = {
     "DELIVRD": MessageState.DELIVERED,
@@ -53,6 +73,9 @@ class SimConfig:
     id_start: int | None = None
     receipt_delay_seconds: float = 0.0
     receipt_mix: tuple[ReceiptOutcome, ...] = (ReceiptOutcome(),)
+    # The styles receipts are written in, each with a relative weight (TOML: {tlv = 1, decimal = 1}, or one
+    # style's name; options: "tlv:1,compact:2").
+    receipt_styles: tuple[tuple[ReceiptStyle, float], ...] = ((ReceiptStyle.TLV, 1.0),)
     # Share of receipts sent before the submit_sm_resp (SMSCs do this under load; the engine must cope).
     receipt_before_response_rate: float = 0.0
     # Hold every successful submit_sm_resp this long (a slow SMSC). With receipt_before_response_rate, the
@@ -62,6 +85,9 @@ class SimConfig:
     throttle_tps: float = 0.0
     error_rate: float = 0.0
     error_status: int = CommandStatus.ESME_RSYSERR
+    # Destination prefixes answered with this command_status instead of a message_id (the longest prefix
+    # wins; TOML: {"4479" = 0x08}).
+    destination_errors: tuple[tuple[str, int], ...] = ()
     # Close the connection, unanswered, on every Nth PDU received on it; 0 disables.
     drop_every_pdus: int = 0
     mo_interval_seconds: float = 0.0
@@ -81,7 +107,9 @@ class SimConfig:
         return None
 
 
-_SIMPLE = {f.name for f in fields(SimConfig)} - {"credentials", "receipt_mix", "id_format"}
+_SIMPLE = {f.name for f in fields(SimConfig)} - {
+    "credentials", "receipt_mix", "id_format", "receipt_styles", "destination_errors",
+}  # fmt: skip
 
 
 def parse_mix(text: str) -> tuple[ReceiptOutcome, ...]:
@@ -100,6 +128,36 @@ def parse_mix(text: str) -> tuple[ReceiptOutcome, ...]:
     if not out:
         raise ValueError("empty receipt mix")
     return tuple(out)
+
+
+def parse_styles(value: Any) -> tuple[tuple[ReceiptStyle, float], ...]:
+    """`compact`, `tlv:1,decimal:2`, {"tlv": 1, "decimal": 2} or [["tlv", 1], ...] -> receipt styles."""
+    if isinstance(value, str):
+        pairs = [p.strip().partition(":") for p in value.split(",") if p.strip()]
+        items: list[tuple[Any, Any]] = [(name, weight or 1) for name, _, weight in pairs]
+    elif isinstance(value, dict):
+        items = list(value.items())
+    else:
+        items = [tuple(v) for v in value]
+    out = tuple((ReceiptStyle(str(name).strip()), float(weight)) for name, weight in items)
+    if not out or any(w < 0 for _, w in out) or not sum(w for _, w in out) > 0:
+        raise ValueError("receipt styles need a style with a positive weight")
+    return out
+
+
+def parse_destination_errors(value: Any) -> tuple[tuple[str, int], ...]:
+    """{"4479": 8} or "4479:0x08,4470:11" -> (prefix, command_status) pairs, the longest prefix first."""
+    if isinstance(value, str):
+        pairs = [p.strip().partition(":") for p in value.split(",") if p.strip()]
+        value = {prefix: status for prefix, _, status in pairs}
+    items = value.items() if isinstance(value, dict) else (tuple(v) for v in value)
+    out = []
+    for prefix, status in items:
+        code = int(status, 0) if isinstance(status, str) else int(status)
+        if not 0 < code <= 0xFFFFFFFF:
+            raise ValueError(f"{prefix}: {code} is not an error command_status")
+        out.append((str(prefix), code))
+    return tuple(sorted(out, key=lambda p: -len(p[0])))
 
 
 def from_mapping(data: dict[str, Any], source: str = "<options>", base: SimConfig | None = None) -> SimConfig:
@@ -126,11 +184,14 @@ def _convert(key: str, value: Any, default: Any) -> Any:
         if isinstance(value, str):
             return parse_mix(value)
         return tuple(
-            ReceiptOutcome(str(e["stat"]).upper(), int(e.get("err", 0)), float(e.get("weight", 1)))
-            for e in value
+            ReceiptOutcome(str(e["stat"]).upper(), int(e.get("err", 0)), float(e.get("weight", 1))) for e in value
         )
     if key == "id_format":
         return IdFormat(value)
+    if key == "receipt_styles":
+        return parse_styles(value)
+    if key == "destination_errors":
+        return parse_destination_errors(value)
     if key not in _SIMPLE:
         raise KeyError("unknown option")
     if default is None or value is None:
@@ -146,4 +207,3 @@ def load_toml(path: str | Path, base: SimConfig | None = None) -> SimConfig:
         raise ConfigError([(str(path), "", str(err))]) from err
     table = data.get("sim", data)
     return from_mapping({k: v for k, v in table.items() if k not in ("host", "port")}, str(path), base)
-

@@ -98,7 +98,7 @@ class Simulator:
         self._rng = random.Random(cfg.seed)
         self._next_id = cfg.id_start if cfg.id_start is not None else int(time.time()) * 1000
         self._id_hex = cfg.id_format is IdFormat.HEX
-        self._receipts = Receipts(cfg.receipt_mix, self._rng)
+        self._receipts = Receipts(cfg.receipt_mix, self._rng, styles=cfg.receipt_styles)
         self._conns: set[_Conn] = set()
         self._receivers: dict[str, list[_Conn]] = {}
         self._rr = 0
@@ -334,17 +334,24 @@ class Simulator:
                 return
             bucket.take(1, now)
         cfg = self.config
+        if cfg.destination_errors:
+            status = _destination_error(cfg.destination_errors, pdu.destination_addr)
+            if status:
+                counters.errors_injected += 1
+                session.send_response(P.SubmitSmResp(sequence_number=seq, command_status=status))
+                return
         if cfg.error_rate and self._rng.random() < cfg.error_rate:
             counters.errors_injected += 1
             session.send_response(P.SubmitSmResp(sequence_number=seq, command_status=cfg.error_status))
             return
+        value = self._next_id
         msg_id = self._new_id_octets()
         if pdu.esm_class & _UDHI or pdu.tlvs:
             self.concat.feed(conn.system_id, pdu)
         counters.submits_ok += 1
         if len(msg_id) > MAX_ID_OCTETS:
             raise EncodeError(f"message_id {msg_id!r} longer than {MAX_ID_OCTETS}", command_status=S.ESME_RINVMSGID)
-        body = self._receipts.build(pdu, msg_id)
+        body = self._receipts.build(pdu, msg_id, value)
         # SMPP 3.4 4.4.2: submit_sm_resp's body is message_id, a C-Octet String.
         resp = msg_id + b"\x00"
         if body is None:
@@ -489,6 +496,14 @@ class Simulator:
             await trio.sleep(self.config.mo_interval_seconds)
             n += 1
             self.inject_mo(f"periodic MO {n}")
+
+
+def _destination_error(errors: tuple[tuple[str, int], ...], destination: str) -> int:
+    """The command_status configured for the longest prefix of `destination` (0: none)."""
+    for prefix, status in errors:  # longest first (config.parse_destination_errors)
+        if destination.startswith(prefix):
+            return status
+    return 0
 
 
 def _mo_parts(text: str, ref: int) -> list[tuple[int, bytes]]:

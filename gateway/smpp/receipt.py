@@ -5,8 +5,9 @@ Appendix B suggests a receipt text of the form
     id:IIIIIIIIII sub:SSS dlvrd:DDD submit date:YYMMDDhhmm done date:YYMMDDhhmm stat:DDDDDDD err:E text:...
 
 but calls the format SMSC-vendor specific, and carriers take it at its word: keys in any case and order,
-`submit_date` or `submitdate`, dates with seconds, stat words that are not in the appendix, err codes of any
-length, ids with dashes or zero padding. The parser reads the SMPP 3.4 5.3.2 TLVs (receipted_message_id,
+`submit_date`, `submit-date` or `SUBMITDATE`, dates with seconds or four-digit years (see _date), stat words
+that are not in the appendix (`FAILED` is undeliverable, with its err), err codes of any length, ids with
+dashes or zero padding. The parser reads the SMPP 3.4 5.3.2 TLVs (receipted_message_id,
 message_state, network_error_code) first, because they are typed and unambiguous, and fills in the rest
 from the text.
 
@@ -44,6 +45,9 @@ class ReceiptStatus(NamedTuple):
     message_id: str
     state: MessageState
     err: str
+    # The id is the receipted_message_id TLV (SMPP 3.4 5.3.2.12: the submit_sm_resp's own id, in its form),
+    # not the text's `id:`.
+    from_tlv: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,8 @@ class Receipt:
     done_date: datetime | None = None
     text: str = ""
     text_id: str | None = None
+    # message_id is the receipted_message_id TLV, not the text's `id:` (see ReceiptStatus.from_tlv).
+    from_tlv: bool = False
 
     @property
     def final(self) -> bool:
@@ -92,9 +98,11 @@ _STAT_WORDS: dict[str, MessageState] = {
     "DELIVERED": MessageState.DELIVERED,
     "DELIVERD": MessageState.DELIVERED,
     "EXPIRD": MessageState.EXPIRED,
+    "EXPIRE": MessageState.EXPIRED,
     "UNDELIVERED": MessageState.UNDELIVERABLE,
     "UNDELIVERABLE": MessageState.UNDELIVERABLE,
     "UNDELIVRD": MessageState.UNDELIVERABLE,
+    "UNDELIVERD": MessageState.UNDELIVERABLE,
     "FAILED": MessageState.UNDELIVERABLE,
     "FAIL": MessageState.UNDELIVERABLE,
     "ACCEPTED": MessageState.ACCEPTED,
@@ -116,7 +124,7 @@ _STAT_WORDS.update({str(int(state)): state for state in MessageState})
 # Positions in the field list _read_text returns.
 _ID, _SUB, _DLVRD, _SUBMIT_DATE, _DONE_DATE, _STAT, _ERR, _TEXT = range(8)
 _KEYS = {"id": _ID, "sub": _SUB, "dlvrd": _DLVRD, "stat": _STAT, "err": _ERR}
-for _sep in ("", " ", "_"):
+for _sep in ("", " ", "_", "-"):
     _KEYS[f"submit{_sep}date"] = _SUBMIT_DATE
     _KEYS[f"done{_sep}date"] = _DONE_DATE
 
@@ -125,7 +133,7 @@ for _sep in ("", " ", "_"):
 # re.ASCII: Unicode case folding would let U+017F (long s) or U+212A (Kelvin) match a key.
 # Blanks after the colon are skipped ("stat : DELIVRD") unless the next key follows them: "id: sub:001" has an
 # empty id, not the id "sub:001".
-_KEY = r"id|sub|dlvrd|submit[ _]?date|done[ _]?date|stat|err"
+_KEY = r"id|sub|dlvrd|submit[ _-]?date|done[ _-]?date|stat|err"
 _FIELD_RE = re.compile(
     rf"(?<![^\s,;])(?:({_KEY})[ \t]*:(?:[ \t]+(?!(?:{_KEY}|text)[ \t]*:))?([^\s,;]*)|text[ \t]*:(.*))",
     re.IGNORECASE | re.DOTALL | re.ASCII,
@@ -135,14 +143,14 @@ _FIELD_RE = re.compile(
 # the scan; anything else (other order, key spellings, extra fields, separators) falls back to the scan.
 # Values stop at the same separators as in the scan, so both paths agree on every text the fast one takes.
 _APPENDIX_B_RE = re.compile(
-    r"id:([^\s,;]*) sub:([^\s,;]*) dlvrd:([^\s,;]*) submit date:([^\s,;]*) done date:([^\s,;]*)"
+    r"id:([^\s,;]*) sub:([^\s,;]*) dlvrd:([^\s,;]*) submit[ _-]?date:([^\s,;]*) done[ _-]?date:([^\s,;]*)"
     r" stat:([^\s,;]*) err:([^\s,;]*)(?: text:(.*)|)\Z",
     re.IGNORECASE | re.DOTALL | re.ASCII,
 )
 
 # The same, on the octets, up to `text:`: what matching a receipt needs (parse_receipt_status).
 _APPENDIX_B_HEAD_RE = re.compile(
-    rb"id:([^\s,;]*) sub:[^\s,;]* dlvrd:[^\s,;]* submit date:[^\s,;]* done date:[^\s,;]*"
+    rb"id:([^\s,;]*) sub:[^\s,;]* dlvrd:[^\s,;]* submit[ _-]?date:[^\s,;]* done[ _-]?date:[^\s,;]*"
     rb" stat:([^\s,;]*) err:([^\s,;]*)(?: text:|\Z)",
     re.IGNORECASE | re.ASCII,
 )
@@ -181,6 +189,7 @@ def parse_receipt(short_message: bytes, tlvs: Sequence[tuple[int, TlvValue]] = (
         done_date=_date(fields[_DONE_DATE]),
         text=fields[_TEXT] or "",
         text_id=fields[_ID] or None,
+        from_tlv=tlv_id is not None,
     )
 
 
@@ -202,7 +211,7 @@ def parse_receipt_status(short_message: bytes, tlvs: Sequence[tuple[int, TlvValu
         fields = _read_text(data)
         text_id, stat, err = fields[_ID], fields[_STAT], fields[_ERR] or ""
     message_id, state = _id_and_state(tlv_id, tlv_state, text_id, stat)
-    return ReceiptStatus(message_id, state, err)
+    return ReceiptStatus(message_id, state, err, tlv_id is not None)
 
 
 def _id_and_state(
@@ -304,14 +313,27 @@ def _count(value: str | None) -> int | None:
 
 
 def _date(value: str | None) -> datetime | None:
-    """YYMMDDhhmm or YYMMDDhhmmss (Appendix B gives 10 digits; many SMSCs add seconds); else None."""
+    """A receipt date; None when it is none of the forms carriers write:
+
+    - 10 digits YYMMDDhhmm (Appendix B),
+    - 12 digits YYMMDDhhmmss (Appendix B with seconds, most SMSCs) or YYYYMMDDhhmm (a four-digit year). The
+      two-digit year is tried first: a four-digit year from 2013 on reads as month 13 or more that way, so
+      only dates before 2013 could be misread, and no live receipt carries one;
+    - 14 digits YYYYMMDDhhmmss.
+    """
     if value is None or not value.isascii() or not value.isdigit():
         return None
     size = len(value)
-    if size not in (10, 12):
+    # Python 3.11 reads ISO 8601 basic format (20231122T1005[07]) in C: far faster than int() slices.
+    if size == 10 or size == 12:
+        try:
+            return datetime.fromisoformat(f"20{value[:6]}T{value[6:]}")
+        except ValueError:  # month 13, 31 February, hour 25 ... or a four-digit year
+            if size == 10:
+                return None
+    elif size != 14:
         return None
     try:
-        # Python 3.11 reads ISO 8601 basic format (20231122T1005[07]) in C: far faster than int() slices.
-        return datetime.fromisoformat(f"20{value[:6]}T{value[6:]}")
-    except ValueError:  # month 13, 31 February, hour 25 ...
+        return datetime.fromisoformat(f"{value[:8]}T{value[8:]}")
+    except ValueError:
         return None

@@ -48,6 +48,10 @@ class StoreConfig:
     recovery: dict[str, Recovery] = field(default_factory=_default_recovery)
     # Rows per retention / recovery transaction, so the writer is never held for long.
     sweep_batch: int = field(default=500, metadata=limits(1, None))
+    # A receipt whose submit_sm_resp has not come after this long leaves the early-receipt table for the
+    # unmatched one (kept, counted and listed for the operator; purged after retention_days). The retention
+    # sweep moves it, so it may wait one housekeeping interval longer.
+    early_receipt_seconds: float = field(default=600.0, metadata=limits(1.0, 30 * 86400.0))
     # Run the write transactions in a child process (gateway/store/worker.py), on another core than the
     # event loop; false: in a thread of the gateway process (tests with a store of their own do).
     writer_process: bool = True

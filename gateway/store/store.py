@@ -950,11 +950,12 @@ class Store:
             purged += 1
         events = self._trim_events(tx, cutoff, op.limit)
         other = self._trim_prefix_time(tx, b"idem_time", cutoff, op.limit, b"idem")
-        other += self._trim_early_and_freq(tx, cutoff, op.limit)
         early_cutoff = tx.now - int(self.cfg.early_receipt_seconds * 1000)
+        other += self._trim_early_and_freq(tx, cutoff, early_cutoff, op.limit)
         expired = self._expire_early(tx, early_cutoff, op.limit)
-        other += expired + self._trim_unmatched(tx, cutoff, op.limit)
-        more = max(purged, events, expired) >= op.limit
+        trimmed = self._trim_unmatched(tx, cutoff, op.limit)
+        other += expired + trimmed
+        more = max(purged, events, expired, trimmed) >= op.limit
         return SweepResult(purged, events, other, more)
 
     def _purge_message(self, tx: _Tx, msg_id: int) -> None:
@@ -994,7 +995,7 @@ class Store:
             n += 1
         return n
 
-    def _trim_early_and_freq(self, tx: _Tx, cutoff: int, limit: int) -> int:
+    def _trim_early_and_freq(self, tx: _Tx, cutoff: int, early_cutoff: int, limit: int) -> int:
         # Both tables are small (early receipts wait seconds; windows are per recipient and short), so a
         # bounded scan from the start each sweep is enough. Early receipts normally leave by
         # _expire_early; this scan catches rows stored before the arrival-order index existed.
@@ -1005,7 +1006,8 @@ class Store:
             if raw is None:
                 continue
             carrier, _, carrier_id = bytes(key).decode().partition("\0")
-            n += self._to_unmatched(tx, carrier, [e for e in records.unpack_early(raw, carrier_id) if e.at_ms < cutoff])
+            entries = records.unpack_early(raw, carrier_id)
+            n += self._to_unmatched(tx, carrier, [e for e in entries if e.at_ms < early_cutoff])
         cur = tx.txn.cursor(db=tx.db[b"freq"])
         for key, _ in list(_take(cur, limit)):
             if keys.from_u64(bytes(key[-8:])) < cutoff:
@@ -1031,7 +1033,8 @@ class Store:
 
     def _to_unmatched(self, tx: _Tx, carrier: str, gone: list[records.EarlyReceipt]) -> int:
         for e in gone:
-            tx.put(b"unmatched", keys.timed_pair(e.at_ms, carrier, e.raw_id), records.pack_unmatched(carrier, e, tx.now))
+            key = keys.timed_pair(e.at_ms, carrier, e.raw_id)
+            tx.put(b"unmatched", key, records.pack_unmatched(carrier, e, tx.now))
         if gone:
             self._drop_early(tx, carrier, gone)
         return len(gone)
@@ -1147,16 +1150,8 @@ class Store:
     def unmatched_receipts(self, after: bytes = b"", limit: int = 100) -> list[records.UnmatchedReceipt]:
         """Receipts no submit_sm_resp claimed in time, oldest first, from after the cursor `after` (the
         `key` of the last one read; b"": from the start)."""
-        out: list[records.UnmatchedReceipt] = []
         with self._lock, self._read() as txn:
-            cur = txn.cursor(db=self._dbs[b"unmatched"])
-            found = cur.set_range(after) if after else cur.first()
-            if found and after and cur.key() == after:
-                found = cur.next()
-            while found and len(out) < limit:
-                out.append(records.unpack_unmatched(_b(cur.key()), _b(cur.value())))
-                found = cur.next()
-        return out
+            return _unmatched_rows(txn.cursor(db=self._dbs[b"unmatched"]), after, limit)
 
     def unmatched_count(self) -> int:
         """How many unmatched receipts the store keeps (until retention purges them)."""
@@ -1247,24 +1242,53 @@ MAX_KEY_PART_BYTES = 200
 # The start of a receipt's text kept with it while it waits, for the unmatched table (its id, stat, err and
 # dates fit in the first 120 octets of an Appendix B text).
 UNMATCHED_TEXT_BYTES = 160
-_AWAITING = frozenset(int(s) for s in AWAITING_STATES)
+# Segments that wait for a receipt (lifecycle: submitted, or unknown after a response timeout).
+_AWAITING = frozenset({int(State.SUBMITTED), int(State.UNKNOWN)})
 
 
 def _claim(entries: list[records.EarlyReceipt], carrier_id: str) -> list[records.EarlyReceipt]:
-    """The early receipts a submit_sm_resp with `carrier_id` takes from its row: the one for which it is
-    the best candidate (the earliest in its keys; the oldest of equals), with every repeat of that receipt
-    (the same raw id), in arrival order. The others in the row wait for their own responses."""
-    def rank(i: int) -> tuple[int, int]:
-        ks = entries[i].keys
-        return (ks.index(carrier_id) if carrier_id in ks else len(ks), i)
+    """The early receipts a submit_sm_resp with `carrier_id` takes from its row, in arrival order: those for
+    which it is the best candidate of the row (the earliest in their keys). Several are one id's receipts
+    (repeated, or an intermediate one and then the final one); the others wait for their own responses."""
+    def rank(e: records.EarlyReceipt) -> int:
+        return e.keys.index(carrier_id) if carrier_id in e.keys else len(e.keys)
 
-    best = entries[min(range(len(entries)), key=rank)]
-    return [e for e in entries if e.raw_id == best.raw_id]
+    best = min(rank(e) for e in entries)
+    return [e for e in entries if rank(e) == best]
 
 
 # Parts of at most this many characters pass _check_lengths without a look (4 UTF-8 bytes a character at
 # most): the hot ops test the length inline and call it only for longer ones.
 _SHORT_PART = MAX_KEY_PART_BYTES // 4
+
+
+def read_unmatched(
+    path: str, after: bytes = b"", limit: int = 100
+) -> tuple[int, list[records.UnmatchedReceipt]]:
+    """(how many, the first `limit` after the cursor `after`) of the unmatched receipts in the store at
+    `path`, read from another process than the gateway's (gatewayctl): LMDB serves readers in any process
+    while its writer writes, so this opens the environment read-only and never takes the gateway's lock."""
+    env = lmdb.open(path, readonly=True, max_dbs=len(keys.DB_NAMES) + 1, readahead=False, create=False)
+    try:
+        try:
+            db = env.open_db(b"unmatched", create=False)
+        except lmdb.NotFoundError:  # a store from before the table existed
+            return 0, []
+        with env.begin(buffers=False) as txn:
+            return int(txn.stat(db)["entries"]), _unmatched_rows(txn.cursor(db=db), after, limit)
+    finally:
+        env.close()
+
+
+def _unmatched_rows(cur: lmdb.Cursor, after: bytes, limit: int) -> list[records.UnmatchedReceipt]:
+    out: list[records.UnmatchedReceipt] = []
+    found = cur.set_range(after) if after else cur.first()
+    if found and after and cur.key() == after:
+        found = cur.next()
+    while found and len(out) < limit:
+        out.append(records.unpack_unmatched(_b(cur.key()), _b(cur.value())))
+        found = cur.next()
+    return out
 
 
 def _check_lengths(*parts: str) -> None:

@@ -102,6 +102,7 @@ def config_fields(cfg: StoreConfig) -> dict[str, Any]:
         "retention_days": cfg.retention_days,
         "recovery": {k: v.value for k, v in cfg.recovery.items()},
         "sweep_batch": cfg.sweep_batch,
+        "early_receipt_seconds": cfg.early_receipt_seconds,
     }
 
 
@@ -114,6 +115,7 @@ def config_from_fields(f: dict[str, Any]) -> StoreConfig:
         retention_days=f["retention_days"],
         recovery={k: Recovery(v) for k, v in f["recovery"].items()},
         sweep_batch=f["sweep_batch"],
+        early_receipt_seconds=f["early_receipt_seconds"],
     )
 
 

@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from gateway.sim import IdFormat, ReceiptOutcome, SimConfig, Simulator
+from gateway.sim import IdFormat, ReceiptOutcome, ReceiptStyle, SimConfig, Simulator
 from gateway.smpp import codec
 from gateway.smpp import pdu as P
 from gateway.smpp.constants import CommandId, EsmClass, Tag
@@ -49,6 +49,21 @@ CONFIGS = {
         SIM_CONFIG, id_start=1, receipt_mix=MIX, response_delay_seconds=0.5, receipt_before_response_rate=1.0
     ),
     "throttled": replace(SIM_CONFIG, id_start=1, throttle_tps=20),
+    "every_receipt_style_hex_ids_destination_errors": replace(
+        SIM_CONFIG,
+        id_start=0xFFFF8,
+        receipt_mix=MIX,
+        receipt_styles=tuple((style, 1.0) for style in ReceiptStyle),
+        destination_errors=(("44770090001", S.ESME_RSYSERR), ("4477009000", S.ESME_RINVDSTADR)),
+    ),
+    "every_receipt_style_decimal_ids_receipt_first": replace(
+        SIM_CONFIG,
+        id_format=IdFormat.DECIMAL,
+        id_start=99_999_990,
+        receipt_mix=MIX,
+        receipt_styles=((ReceiptStyle.COMPACT, 2.0), (ReceiptStyle.FAILED, 1.0), (ReceiptStyle.PADDED, 1.0)),
+        receipt_before_response_rate=0.5,
+    ),
 }
 
 
@@ -96,16 +111,39 @@ def submits() -> list[P.SubmitSm]:
     return out
 
 
-def reference_receipt(submit: P.SubmitSm, msg_id: str, outcome: ReceiptOutcome) -> P.DeliverSm:
-    """The receipt as the simulator built it as a PDU: Appendix B text formatted from scratch, 5.3.2 TLVs."""
+def reference_receipt(
+    submit: P.SubmitSm, msg_id: str, outcome: ReceiptOutcome, style: ReceiptStyle = ReceiptStyle.TLV, value: int = 0
+) -> P.DeliverSm:
+    """The receipt as the simulator built it as a PDU: Appendix B text formatted from scratch (in the
+    layout of `style`), 5.3.2 TLVs in the TLV style only. `value` is the number `msg_id` writes."""
     sm = submit.short_message
     start = 1 + sm[0] if submit.esm_class & EsmClass.UDHI and sm else 0
-    dlvrd = "001" if outcome.stat == "DELIVRD" else "000"
-    text = (
-        f"id:{msg_id} sub:001 dlvrd:{dlvrd} submit date:{DATE} done date:{DATE} "
-        f"stat:{outcome.stat} err:{outcome.err % 1000:03d} Text:"
-    )
-    err = outcome.err
+    failed = style is ReceiptStyle.FAILED
+    dlvrd = "001" if outcome.stat == "DELIVRD" and not failed else "000"
+    stat = "FAILED" if failed else outcome.stat
+    err = (outcome.err or 1) if failed else outcome.err
+    text_id = {
+        ReceiptStyle.PADDED: msg_id.rjust(10, "0"),
+        ReceiptStyle.DECIMAL: str(value),
+        ReceiptStyle.COMPACT: f"{value:010d}",
+    }.get(style, msg_id)
+    if style is ReceiptStyle.COMPACT:
+        text = (
+            f"ID:{text_id} SUB:001 DLVRD:{dlvrd} SUBMITDATE:20{DATE} DONEDATE:20{DATE} "
+            f"STAT:{stat} ERR:{err % 1000:03d} TEXT:"
+        )
+    else:
+        text = (
+            f"id:{text_id} sub:001 dlvrd:{dlvrd} submit date:{DATE} done date:{DATE} "
+            f"stat:{stat} err:{err % 1000:03d} Text:"
+        )
+    tlvs: tuple[tuple[int, int | str | bytes], ...] = ()
+    if style is ReceiptStyle.TLV:
+        tlvs = (
+            (Tag.RECEIPTED_MESSAGE_ID, msg_id),
+            (Tag.MESSAGE_STATE, int(outcome.message_state)),
+            (Tag.NETWORK_ERROR_CODE, bytes((3, (err >> 8) & 0xFF, err & 0xFF))),
+        )
     return P.DeliverSm(
         source_addr_ton=submit.dest_addr_ton,
         source_addr_npi=submit.dest_addr_npi,
@@ -115,11 +153,7 @@ def reference_receipt(submit: P.SubmitSm, msg_id: str, outcome: ReceiptOutcome) 
         destination_addr=submit.source_addr,
         esm_class=EsmClass.DELIVERY_RECEIPT,
         short_message=text.encode() + sm[start : start + 20],
-        tlvs=(
-            (Tag.RECEIPTED_MESSAGE_ID, msg_id),
-            (Tag.MESSAGE_STATE, int(outcome.message_state)),
-            (Tag.NETWORK_ERROR_CODE, bytes((3, (err >> 8) & 0xFF, err & 0xFF))),
-        ),
+        tlvs=tlvs,
     )
 
 
@@ -175,29 +209,50 @@ class Checker:
         if isinstance(pdu, P.SubmitSmResp):
             self.responses += 1
             if pdu.command_status:
-                assert pdu.command_status in (S.ESME_RTHROTTLED, self.config.error_status)
+                allowed = {S.ESME_RTHROTTLED, self.config.error_status, *dict(self.config.destination_errors).values()}
+                assert pdu.command_status in allowed
                 expected = P.SubmitSmResp(sequence_number=seq, command_status=pdu.command_status)
+                submit = self.by_seq[seq]
+                for prefix, status in self.config.destination_errors:  # longest prefix first
+                    if submit.destination_addr.startswith(prefix):
+                        assert pdu.command_status == status
+                        break
             else:
                 expected = P.SubmitSmResp(sequence_number=seq, message_id=pdu.message_id)
                 self.by_id[pdu.message_id] = self.by_seq[seq]
+                assert not any(
+                    self.by_seq[seq].destination_addr.startswith(p) for p, _ in self.config.destination_errors
+                )
             assert frame == codec.encode(expected)
             return
         assert isinstance(pdu, P.DeliverSm)
         self.receipt_frames.append(frame)
 
     def finish(self) -> None:
-        """Every receipt matches the reference built from its submit; each accepted submit that asked for one
-        (registered_delivery 1, or 2 on failure) got one."""
+        """Every receipt is the reference built from its submit in one of the configured styles; each accepted
+        submit that asked for one (registered_delivery 1, or 2 on failure) got one."""
+        base = 16 if self.config.id_format is IdFormat.HEX else 10
+        styles = [style for style, _ in self.config.receipt_styles]
         for frame in self.receipt_frames:
             pdu = codec.decode(frame)
             assert isinstance(pdu, P.DeliverSm)
-            msg_id = pdu.tlv(Tag.RECEIPTED_MESSAGE_ID)
-            assert isinstance(msg_id, str)
-            stat = pdu.short_message.split(b" stat:")[1][:7].decode()
+            candidates = [
+                (
+                    msg_id,
+                    codec.encode(
+                        reference_receipt(submit, msg_id, outcome, style, int(msg_id, base)), pdu.sequence_number
+                    ),
+                )
+                for msg_id, submit in self.by_id.items()
+                for style in styles
+                for outcome in self.config.receipt_mix
+            ]
+            matches = {msg_id for msg_id, octets in candidates if octets == frame}
+            assert len(matches) == 1, pdu.short_message
+            (msg_id,) = matches
             submit = self.by_id[msg_id]
-            reference = reference_receipt(submit, msg_id, self.outcomes[stat])
-            assert frame == codec.encode(reference, pdu.sequence_number)
-            assert submit.registered_delivery == 1 or (submit.registered_delivery == 2 and stat != "DELIVRD")
+            failure = b"stat:DELIVRD" not in pdu.short_message and b"STAT:DELIVRD" not in pdu.short_message
+            assert submit.registered_delivery == 1 or (submit.registered_delivery == 2 and failure)
             self.receipts.setdefault(msg_id, frame[16:])
         assert all(p.registered_delivery != 1 for i, p in self.by_id.items() if i not in self.receipts)
 
@@ -239,7 +294,7 @@ async def test_every_frame_is_what_the_codec_writes_for_the_old_pdus(
         stats = sim.stats()
         assert checker.responses == stats["submits"] == len(pdus)
         assert len(checker.receipts) == stats["receipts_sent"] == stats["receipts_acked"]
-        if name.startswith("decimal"):
+        if name.startswith("decimal") or "destination_errors" in name:
             assert stats["errors_injected"] > 0
         if name == "throttled":
             assert stats["throttled"] > 0

@@ -28,12 +28,18 @@ def test_different_numbers_do_not_match() -> None:
     assert carrier.response_key("0A1B2C") != carrier.receipt_key("660268")
 
 
-def test_default_format_is_exact_match() -> None:
-    # Case-sensitive ids (base64-like) must not be folded unless the carrier is configured so.
-    carrier = CarrierIdFormats()
+def test_default_format_without_forms_is_exact_match() -> None:
+    # Case-sensitive ids (base64-like): a carrier that lists no receipt_id_forms matches them exactly.
+    carrier = CarrierIdFormats(forms=())
     assert carrier.response_key("aB9") == "aB9"
-    assert carrier.response_key("aB9") != carrier.receipt_key("ab9")
-    assert carrier.receipt_key("007") == "007"
+    assert carrier.response_key("aB9") not in carrier.receipt_keys("ab9")
+    assert carrier.receipt_keys("007") == ("007",)
+
+
+def test_default_forms_match_any_case_and_padding() -> None:
+    carrier = CarrierIdFormats()
+    assert carrier.response_key("aB9") in carrier.receipt_keys("00AB9")
+    assert carrier.receipt_key("007") == carrier.response_key("7")
 
 
 def test_as_is_cleanups_apply_in_order() -> None:
@@ -90,9 +96,7 @@ def test_id_base_reads_config_words() -> None:
     dec_pad=st.integers(0, 6),
     upper=st.booleans(),
 )
-def test_hex_and_decimal_of_one_number_share_a_key(
-    value: int, hex_pad: int, dec_pad: int, upper: bool
-) -> None:
+def test_hex_and_decimal_of_one_number_share_a_key(value: int, hex_pad: int, dec_pad: int, upper: bool) -> None:
     hex_id = "0" * hex_pad + (f"{value:X}" if upper else f"{value:x}")
     dec_id = "0" * dec_pad + str(value)
     assert normalize_id(hex_id, HEX) == normalize_id(dec_id, DECIMAL) == str(value)

@@ -73,7 +73,7 @@ def test_the_engines_short_parse_reads_id_state_and_err_as_the_full_one(
         except ReceiptError:
             return
         raise AssertionError("parse_receipt_status accepted what parse_receipt refused") from None
-    assert parse_receipt_status(data, tlvs) == (full.message_id, full.state, full.err)
+    assert parse_receipt_status(data, tlvs) == (full.message_id, full.state, full.err, full.from_tlv)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +183,7 @@ def test_appendix_b_order_and_any_other_layout_read_alike(spec: Spec) -> None:
     # The engine's short parse reads the octets up to text: on its own fast path; it must agree too, with
     # the message text in any encoding after it (here the start of a UCS-2 message, not UTF-8).
     full = parse_receipt(written)
-    status = (full.message_id, full.state, full.err)
+    status = (full.message_id, full.state, full.err, False)
     assert parse_receipt_status(written) == parse_receipt_status(b" " + written) == status
     if canonical.text is not None:
         ucs2 = written[: written.rindex(b"text:") + 5] + "您好订单".encode("utf-16-be")
