@@ -367,7 +367,7 @@ class Gateway:
         process = None
         if cfg.store.writer_process:
             # The worker opens the store for writing and runs recovery before this process reads it.
-            process = await WriterProcess.start(cfg.store, (self._wall_ms or store_wall_ms)())
+            process = await WriterProcess.start(_store_config(cfg), (self._wall_ms or store_wall_ms)())
             log.info("store_writer_started", pid=process.pid, resent=process.recovery.resent,
                      unknown=process.recovery.unknown)  # fmt: skip
         try:
@@ -614,7 +614,13 @@ def _open_store(cfg: GatewayConfig, wall_ms: Callable[[], int] | None, recover: 
     """The gateway's store handle: it writes and recovers too without a writer process (`recover`);
     with one, the worker has recovered already and this handle only reads."""
     clock = wall_ms or store_wall_ms
-    return Store.open(cfg.store, clock) if recover else Store(cfg.store, clock)
+    return Store.open(_store_config(cfg), clock) if recover else Store(_store_config(cfg), clock)
+
+
+def _store_config(cfg: GatewayConfig) -> StoreConfig:
+    """[store] as configured, with what the store needs to know of the carriers (their receipt timeouts)."""
+    timeouts = {c.name: c.receipt_timeout_seconds for c in cfg.carriers}
+    return dataclasses.replace(cfg.store, receipt_timeouts={**timeouts, **cfg.store.receipt_timeouts})
 
 
 async def _serve_tcp(

@@ -52,6 +52,10 @@ class StoreConfig:
     # unmatched one (kept, counted and listed for the operator; purged after retention_days). The retention
     # sweep moves it, so it may wait one housekeeping interval longer.
     early_receipt_seconds: float = field(default=600.0, metadata=limits(1.0, 30 * 86400.0))
+    # Each carrier's receipt timeout (seconds): recovery gives a segment it marks unknown after a crash its
+    # carrier's receipt deadline. The gateway fills it from [[carriers]] receipt_timeout_seconds; a carrier
+    # not named here gets lifecycle.RECEIPT_TIMEOUT_MS.
+    receipt_timeouts: dict[str, float] = field(default_factory=dict)
     # Run the write transactions in a child process (gateway/store/worker.py), on another core than the
     # event loop; false: in a thread of the gateway process (tests with a store of their own do).
     writer_process: bool = True

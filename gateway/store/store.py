@@ -761,7 +761,11 @@ class Store:
         state = _state_of(segs)
         old_state = None if old is None else _state_of(old)
         old_final_ms = f[F_FINAL_MS]
-        if state is not old_state:
+        # A final message whose reason changes (a part of a long message upgraded by a late receipt) is
+        # reported too, so that its batch counters stay equal to a recount.
+        if state is not old_state or (
+            old_final_ms and old is not None and _reason_of(segs, state) != _reason_of(old, state)
+        ):
             self._report(tx, f, segs, state, old, old_state)
         f[F_SEGMENTS] = segs
         self._write(tx, f, old, old_final_ms)
@@ -865,14 +869,16 @@ class Store:
         if not final:
             return
         reason = _reason_of(segs, state)
-        if old is not None and old_state is not None and old_state in FINAL_STATES:  # an upgrade to delivered
-            delta.fail(_reason_of(old, old_state), -1)
+        was_final = old is not None and old_state is not None and old_state in FINAL_STATES
+        if was_final:  # an upgrade, to delivered or (a part of a long message) to another failure
+            delta.fail(_reason_of(old, old_state), -1)  # type: ignore[arg-type]
         if state is _DELIVERED:
             delta.delivered += 1
             self._log_message(tx, f, EventKind.DELIVERED, reason)
         else:
             delta.fail(reason)
-            self._log_message(tx, f, EventKind.FAILED, reason)
+            if not was_final:  # the application heard "failed" once already; status has the new reason
+                self._log_message(tx, f, EventKind.FAILED, reason)
         f[F_FINAL_MS] = f[F_FINAL_MS] or tx.now
 
     def _log_message(self, tx: _Tx, f: MessageFields, kind: EventKind, reason: str) -> None:
@@ -932,7 +938,9 @@ class Store:
                 resent += kind is Ev.RESEND
                 unknown += kind is Ev.LOST
                 reason = "unknown_after_timeout" if kind is Ev.LOST else ""
-                ops.append(Advance(msg_id, seg, Event(kind, reason)))
+                timeout = self.cfg.receipt_timeouts.get(msg.carrier) if msg and kind is Ev.LOST else None
+                until = self._clock() + int(timeout * 1000) if timeout else 0  # 0: lifecycle's default
+                ops.append(Advance(msg_id, seg, Event(kind, reason, until_ms=until)))
             for result in self.apply(ops):
                 if isinstance(result, GatewayError):
                     raise result
@@ -976,9 +984,12 @@ class Store:
 
     def _trim_events(self, tx: _Tx, cutoff: int, limit: int) -> int:
         cur = tx.txn.cursor(db=tx.db[b"events"])
+        # The newest event always stays: the next start takes the event sequence from it, and a sequence
+        # handed out again would hide new events from a subscriber whose cursor is past it.
+        newest = bytes(cur.key()) if cur.last() else b""
         n = 0
         for key, value in list(_take(cur, limit)):
-            if records.unpack_event(bytes(value)).at_ms >= cutoff:
+            if key == newest or records.unpack_event(bytes(value)).at_ms >= cutoff:
                 break
             tx.delete(b"events", bytes(key))
             n += 1

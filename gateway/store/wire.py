@@ -103,6 +103,7 @@ def config_fields(cfg: StoreConfig) -> dict[str, Any]:
         "recovery": {k: v.value for k, v in cfg.recovery.items()},
         "sweep_batch": cfg.sweep_batch,
         "early_receipt_seconds": cfg.early_receipt_seconds,
+        "receipt_timeouts": dict(cfg.receipt_timeouts),
     }
 
 
@@ -116,6 +117,7 @@ def config_from_fields(f: dict[str, Any]) -> StoreConfig:
         recovery={k: Recovery(v) for k, v in f["recovery"].items()},
         sweep_batch=f["sweep_batch"],
         early_receipt_seconds=f["early_receipt_seconds"],
+        receipt_timeouts=f["receipt_timeouts"],
     )
 
 
