@@ -187,7 +187,7 @@ class Engine:
         self._inbound_done = trio.Event()
         self.counters = {
             "receipts_unparseable": 0, "receipts_early": 0, "receipts_ignored": 0, "mo": 0, "internal_errors": 0,
-            "rerouted": 0, "handed_back": 0, "overdue_ended": 0,
+            "rerouted": 0, "handed_back": 0, "overdue_ended": 0, "receipts_unmatched": store.unmatched_count(),
         }  # fmt: skip
         # A long message's later parts, waiting for the carrier to accept the part before (sequencer.py).
         self._sequencer = Sequencer()
@@ -652,6 +652,15 @@ class Engine:
             result = await self.writer.sweep()
             while result.more:
                 result = await self.writer.sweep()
+            self._report_unmatched()
+
+    def _report_unmatched(self) -> None:
+        """A receipt no response claimed in time was moved to the unmatched table by the sweep: never silent."""
+        count = self.store.unmatched_count()
+        if count > self.counters["receipts_unmatched"]:
+            log.warning("receipts_unmatched", new=count - self.counters["receipts_unmatched"], kept=count,
+                        hint="gatewayctl receipts --unmatched")  # fmt: skip
+        self.counters["receipts_unmatched"] = count
 
     def _rescan(self) -> None:
         """Something became due behind the scheduler's cursor (a resend keeps its first due time)."""
@@ -696,6 +705,8 @@ class Engine:
         """Per-op errors of a group: a bug in the store (OpFailed) fails that message; the rest is logged."""
         for op, result in zip(ops, results, strict=True):
             if not isinstance(result, GatewayError):
+                if isinstance(op, Reroute) and isinstance(result, AdvanceResult) and not result.ignored:
+                    self.counters["rerouted"] += 1
                 continue
             message_id = getattr(op, "message_id", None)
             if isinstance(result, OpFailed | CorruptRecord) and message_id is not None:
