@@ -3,9 +3,12 @@
 Tasks per connection (never one per PDU):
 - reader: every read goes to `session.receive_data`; the events are handled in order, then one `kick()`;
 - writer and ticker: see `link.py`;
-- sender (transmit-capable binds): waits for a free window slot, TPS tokens and the end of any throttle
-  pause, then takes as many jobs as those allow (refused-for-throttling jobs first, in their original order)
-  and queues them all before a single kick, so they leave in one write.
+- sender (transmit-capable binds): waits until the core (core.py) grants window, TPS and the end of any
+  throttle pause, then takes as many jobs as those allow (refused-for-throttling jobs first, in their
+  original order) and queues them all before a single kick, so they leave in one write.
+
+What the bind decides lives in `BindCore` (core.py, pure, unit-tested without sockets); this shell waits,
+reads, writes and logs.
 
 Guarantees the engine relies on:
 - every job taken from the jobs channel comes back exactly once on the results channel;
@@ -16,7 +19,6 @@ Guarantees the engine relies on:
 
 from __future__ import annotations
 
-import heapq
 import math
 import random
 import ssl
@@ -28,8 +30,8 @@ from typing import Any
 import structlog
 import trio
 
-from gateway.carriers.bucket import TokenBucket
 from gateway.carriers.config import BindConfig, BindMode
+from gateway.carriers.core import BindCore, BindState, Pending
 from gateway.carriers.jobs import Inbound, OutcomeKind, SubmitJob, SubmitOutcome
 from gateway.carriers.link import Link, LinkLost
 from gateway.errors import ConfigError, ProtocolError
@@ -60,21 +62,10 @@ _BIND_PDU: dict[BindMode, type[P.BindTransmitter | P.BindReceiver | P.BindTransc
 }
 _BIND_IDS = frozenset({CommandId.BIND_TRANSMITTER, CommandId.BIND_RECEIVER, CommandId.BIND_TRANSCEIVER})
 _UNBIND_TIMEOUT_SECONDS = 2.0
-
-
 _SUBMIT_SM = CommandId.SUBMIT_SM
+_BOUND = BindState.BOUND
 
-class BindState:
-    """Where a bind is, for status snapshots (plain strings, so a snapshot serialises as it is)."""
-
-    IDLE = "idle"
-    CONNECTING = "connecting"
-    BINDING = "binding"
-    BOUND = "bound"
-    THROTTLED = "throttled"
-    UNBINDING = "unbinding"
-    BACKING_OFF = "backing_off"
-    STOPPED = "stopped"
+__all__ = ["Bind", "BindRefused", "BindState", "BindStatus", "describe"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +86,6 @@ class BindStatus:
     accepted: int
 
 
-@dataclass(slots=True)
-class _InFlight:
-    """A job on the wire: its place in the original order (for throttle retries) and its write batch."""
-
-    job: SubmitJob
-    order: int
-    batch: int
-
-
 class BindRefused(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(f"bind refused with {status_name(status)}")
@@ -111,7 +93,11 @@ class BindRefused(Exception):
 
 
 class Bind:
-    """One SMPP connection (with reconnects) of mode transmitter, receiver or transceiver."""
+    """One SMPP connection (with reconnects) of mode transmitter, receiver or transceiver.
+
+    Every decision (state, window, TPS, throttle pause and slow restart, retry order, back-off, what a lost
+    link hands back) is the `BindCore`'s; this class does the waiting, the socket and the logging.
+    """
 
     def __init__(
         self,
@@ -123,6 +109,7 @@ class Bind:
         results: trio.MemorySendChannel[SubmitOutcome],
         inbound: trio.MemorySendChannel[Inbound],
         name: str | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         if mode is BindMode.TX_RX_PAIR:
             raise ValueError("a Bind is one connection; CarrierPool splits tx+rx into two")
@@ -130,6 +117,7 @@ class Bind:
         self.carrier = carrier
         self.mode = mode
         self.name = name or config.name
+        self.core = BindCore(config, trio.current_time(), rng=rng)
         self._jobs = jobs if mode.transmits else None
         self._results = results
         self._inbound = inbound
@@ -138,11 +126,6 @@ class Bind:
         self._stopped = trio.Event()
         self._stopped.set()  # until run() starts
         self._link: Link | None = None
-        # Throttle-refused jobs, ordered by when they were first taken: resent before anything new.
-        self._retry: list[tuple[int, _InFlight]] = []
-        self._order = 0
-        self._throttled_until = -math.inf
-        self._throttle_backoff = 0.0
         self._window_free = trio.Event()
         self._unacked = 0
         self._inbound_room = trio.Event()
@@ -150,38 +133,29 @@ class Bind:
         self._ack_on_link: Callable[[P.DeliverSm | P.DataSm, int], None] | None = None
         self._bound = trio.Event()
         self._receive_scope: trio.CancelScope | None = None
-        # Status snapshot fields.
-        self.state = BindState.IDLE
-        self.since = trio.current_time()
-        self.reconnects = 0
-        self.last_error: str | None = None
-        self.submitted = 0
-        self.accepted = 0
-        self.throttles = 0
-        self._tps_second = 0
-        self._tps_count = 0
-        self._tps_last = 0
 
     # --- public -------------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Connect, bind and serve until `stop()`; reconnects with exponential back-off and jitter."""
+        """Connect, bind and serve until `stop()`; reconnects when the core says (back-off, refused retry)."""
         self._stopped = trio.Event()
+        core = self.core
         task_status.started()
-        attempt = 0
         while not self._stopping.is_set():
+            core.connect(trio.current_time())
             await self._connection()
             if self._stopping.is_set():
                 break
-            attempt = 0 if self._bound.is_set() else attempt + 1
-            self._bound = trio.Event()
-            self.reconnects += 1
-            delay = self._backoff(attempt)
-            self._set_state(BindState.BACKING_OFF)
-            self._log.info("bind_backing_off", delay_seconds=round(delay, 3), last_error=self.last_error)
+            if self._bound.is_set():  # a new event for the next bind; waiters on an unset one stay valid
+                self._bound = trio.Event()
+            delay = max(0.0, core.retry_at - trio.current_time())
+            if core.state is BindState.REFUSED:
+                self._log.debug("bind_retry_scheduled", delay_seconds=round(delay, 3))
+            else:
+                self._log.info("bind_backing_off", delay_seconds=round(delay, 3), last_error=core.last_error)
             with trio.move_on_after(delay):
                 await self._stopping.wait()
-        self._set_state(BindState.STOPPED)
+        core.stop(trio.current_time())
         self._stopped.set()
 
     def stop(self) -> None:
@@ -199,47 +173,57 @@ class Bind:
         link = self._link
         return link is not None and not link.closed and link.session.is_bound
 
+    @property
+    def state(self) -> BindState:
+        return self.core.state
+
+    @property
+    def throttles(self) -> int:
+        return self.core.throttles
+
     def status(self) -> BindStatus:
         now = trio.current_time()
+        core = self.core
         session = self._link.session if self._link is not None else None
-        throttled = now < self._throttled_until
-        state = self.state
-        if throttled and state == BindState.BOUND:
-            state = BindState.THROTTLED
+        throttled = core.paused(now)
+        state = core.state
+        if state is BindState.THROTTLED and not throttled:
+            state = BindState.BOUND  # the pause is over; the sender has not sent since
         return BindStatus(
             carrier=self.carrier,
             bind=self.name,
             mode=self.mode.value,
-            state=state,
-            since=self.since,
+            state=state.value,
+            since=core.since,
             window_in_use=session.in_flight if session is not None else 0,
             window=self.config.window,
-            current_tps=float(self._current_tps(now)),
+            current_tps=float(core.current_tps(now)),
             throttled=throttled,
-            reconnects=self.reconnects,
-            last_error=self.last_error,
+            reconnects=core.reconnects,
+            last_error=core.last_error,
             unacked_inbound=self._unacked,
-            submitted=self.submitted,
-            accepted=self.accepted,
+            submitted=core.submitted,
+            accepted=core.accepted,
         )
 
     # --- one connection -----------------------------------------------------------------------------
 
     async def _connection(self) -> None:
         cfg = self.config
-        self._set_state(BindState.CONNECTING)
         try:
             password = cfg.resolve_password()
             with trio.fail_after(cfg.bind_timeout_seconds):
                 stream = await self._open_stream()
         except ConfigError as err:
-            self._lost(str(err))
+            self._ended(str(err))
             return
         except (OSError, trio.TooSlowError, ssl.SSLError, trio.BrokenResourceError) as err:
             # trio wraps TLS failures in BrokenResourceError; the cause says what is wrong (certificate).
             cause = f" ({err.__cause__!r})" if err.__cause__ is not None else ""
-            self._lost(f"connect failed: {err!r}{cause}")
+            self._ended(f"connect failed: {err!r}{cause}")
             return
+        now = trio.current_time()
+        self.core.connected(now)
         session = Session(
             Role.ESME,
             SessionConfig(
@@ -247,7 +231,7 @@ class Bind:
                 response_timeout_seconds=cfg.response_timeout_seconds,
                 enquire_link_interval_seconds=cfg.enquire_link_interval_seconds,
             ),
-            now=trio.current_time(),
+            now=now,
         )
         link = Link(stream, session)
         self._link = link
@@ -264,6 +248,7 @@ class Bind:
                         nursery.start_soon(self._sender, link, self._jobs, sender_scope)
                     await self._stopping.wait()
                     sender_scope.cancel()
+                    self.core.stop(trio.current_time())
                     await self._graceful_unbind(link)
                     link.fail("stopped")
         finally:
@@ -289,7 +274,6 @@ class Bind:
 
     async def _bind(self, link: Link, password: str) -> None:
         cfg = self.config
-        self._set_state(BindState.BINDING)
         pdu = _BIND_PDU[self.mode](
             system_id=cfg.system_id,
             password=password,
@@ -306,12 +290,10 @@ class Bind:
         if not self._bound.is_set():
             link.fail("no bind response in time")
             await trio.lowlevel.checkpoint()  # the cancelled link scope takes effect here
-        self._set_state(BindState.BOUND)
         self._log.info("bind_established", mode=self.mode.value, host=cfg.host, port=cfg.port)
 
     async def _graceful_unbind(self, link: Link) -> None:
         """SMPP 3.4 4.2: let in-flight answers arrive (bounded), then unbind and wait for unbind_resp."""
-        self._set_state(BindState.UNBINDING)
         session = link.session
         with trio.move_on_after(self.config.stop_grace_seconds):
             while session.in_flight:
@@ -335,30 +317,23 @@ class Bind:
         reason = link.error or "cancelled"
         lost = link.session.close()
         self._link = None
-        if reason != "stopped":
-            self._lost(reason)
-        outcomes = [self._unanswered(req, link, reason) for req in lost if isinstance(req.context, _InFlight)]
-        retry, self._retry = self._retry, []
-        outcomes += [
-            self._outcome(item.job, OutcomeKind.NOT_SENT, reason=f"refused by throttling, then {reason}")
-            for _, item in sorted(retry, key=lambda entry: entry[0])
-        ]
+        self._ended(reason)
+        written, unwritten = self.core.unsent(lost, link.batches_taken)
         await trio.aclose_forcefully(link.stream)
-        for outcome in outcomes:
-            await self._emit(outcome)
+        for req in written:
+            job = req.context.job
+            await self._emit(self._outcome(job, OutcomeKind.UNKNOWN, seq=req.sequence_number, reason=reason))
+        for item in unwritten:
+            await self._emit(self._outcome(item.job, OutcomeKind.NOT_SENT, reason=reason))
 
-    def _unanswered(self, req: Outstanding, link: Link, reason: str) -> SubmitOutcome:
-        item: _InFlight = req.context
-        written = item.batch <= link.batches_taken
-        kind = OutcomeKind.UNKNOWN if written else OutcomeKind.NOT_SENT
-        return self._outcome(item.job, kind, seq=req.sequence_number if written else None, reason=reason)
-
-    def _lost(self, reason: str) -> None:
-        if reason == "cancelled":
+    def _ended(self, reason: str) -> None:
+        """Tell the core the connection is over, and say so in the log as it deserves."""
+        before = self.core.link_lost(None if reason in ("stopped", "cancelled") else reason, trio.current_time())
+        if reason in ("stopped", "cancelled"):
             self._log.info("bind_closed", reason=reason)
-            return
-        self.last_error = reason
-        if self.state in (BindState.BOUND, BindState.UNBINDING):
+        elif before is BindState.REFUSED:
+            pass  # logged once as bind_refused; retried on its own schedule
+        elif before in (BindState.BOUND, BindState.THROTTLED, BindState.UNBINDING):
             self._log.warning("bind_lost", reason=reason)
         else:
             self._log.warning("bind_failed", reason=reason)
@@ -394,7 +369,10 @@ class Bind:
             elif isinstance(event, StateChanged):
                 self._on_state_changed(link, event)
             elif isinstance(event, LinkDead):
-                link.fail(f"link dead: {event.reason}")
+                if event.flush:
+                    link.finish(f"link dead: {event.reason}")  # the generic_nack goes out first
+                else:
+                    link.fail(f"link dead: {event.reason}")
             elif isinstance(event, Rejected):
                 self._log.warning("pdu_rejected", status=status_name(event.status), reason=event.reason)
             elif isinstance(event, UnexpectedResponse):
@@ -403,41 +381,58 @@ class Bind:
     async def _on_response(self, link: Link, req: Outstanding, resp: P.Pdu) -> None:
         self._window_free.set()
         item = req.context
-        if not isinstance(item, _InFlight):
+        if not isinstance(item, Pending):
             self._on_control_response(link, req, resp)
             return
         status = resp.command_status
         if status == 0 and isinstance(resp, P.SubmitSmResp):
-            self.accepted += 1
-            self._throttle_backoff = 0.0
+            self.core.on_accepted()
             await self._emit(
                 self._outcome(item.job, OutcomeKind.ACCEPTED, seq=req.sequence_number, message_id=resp.message_id)
             )
         elif status in THROTTLE_STATUSES:
-            # Refused, so not acted on: safe to resend, first and in order, once the pause is over.
-            heapq.heappush(self._retry, (item.order, item))
-            self._throttle(status)
-            if self._receive_scope is not None:
-                self._receive_scope.cancel()
+            self._on_throttled(link, item, status)
         else:
             # A generic_nack with ESME_ROK would make no sense; it is still not an acceptance.
             await self._emit(
                 self._outcome(item.job, OutcomeKind.REJECTED, seq=req.sequence_number, status=status or 0x08)
             )
 
+    def _on_throttled(self, link: Link, item: Pending, status: int) -> None:
+        """Refused, so not acted on: safe to resend, first and in order, once the pause is over."""
+        core = self.core
+        now = trio.current_time()
+        pause = core.on_throttled(item, now, link.session.in_flight)
+        if pause is None:
+            return
+        # Submits queued and not yet written would overtake the refused one: take them back, in order.
+        for req in link.session.withdraw(_SUBMIT_SM):
+            core.hold(req.context)
+        if self._receive_scope is not None:
+            self._receive_scope.cancel()
+        self._log.info("bind_throttled", status=status_name(status), pause_seconds=pause)
+
     def _on_control_response(self, link: Link, req: Outstanding, resp: P.Pdu) -> None:
-        if req.command_id in _BIND_IDS:
-            if resp.command_status == 0:
-                self._bound.set()
-            else:
-                # SMPP 3.4 4.1: a refused bind leaves the session open; we drop it and retry after back-off.
-                self._log.warning("bind_refused", status=status_name(resp.command_status))
-                link.fail(str(BindRefused(resp.command_status)))
+        if req.command_id not in _BIND_IDS:
+            return
+        status = resp.command_status
+        now = trio.current_time()
+        if status == 0:
+            self.core.bound(now)
+            self._bound.set()
+            return
+        # SMPP 3.4 4.1: a refused bind leaves the session open; we drop it and retry when the core says.
+        reason = str(BindRefused(status))
+        if self.core.bind_refused(status, reason, now):
+            self._log.error("bind_refused", status=status_name(status), system_id=self.config.system_id)
+        else:
+            self._log.debug("bind_refused_again", status=status_name(status))
+        link.fail(reason)
 
     async def _on_unanswered(self, link: Link, event: RequestExpired | ResponseUnreadable) -> None:
         self._window_free.set()
         req = event.request
-        if not isinstance(req.context, _InFlight):
+        if not isinstance(req.context, Pending):
             if req.command_id in _BIND_IDS:
                 link.fail("no readable bind response")
             return
@@ -489,42 +484,45 @@ class Bind:
         self, link: Link, jobs: trio.MemoryReceiveChannel[SubmitJob], scope: trio.CancelScope
     ) -> None:
         session = link.session
-        bucket = TokenBucket(self.config.tps, trio.current_time())
+        core = self.core
         timeout = self.config.response_timeout_seconds
         with scope:
             while True:
-                now = await self._wait_ready(session, bucket)
-                room = min(session.window_free, bucket.available(now))
+                now, room = await self._wait_ready(session)
                 batch = link.batches_taken + 1
                 sent = 0
-                while sent < room:
-                    item = self._next_retry(batch)
+                # Refused jobs first, in their original order; new ones only once none waits.
+                while sent < room and core.has_retry:
+                    item = core.next_retry(batch)
                     if item is None:
-                        if self._retry:
-                            break  # refused jobs wait out the pause first: order is kept
-                        try:
-                            job: SubmitJob | None
-                            if sent:
-                                job = jobs.receive_nowait()
-                            else:
-                                job = await self._receive_first(jobs)
-                                now = trio.current_time()  # the wait may have been long: deadlines from now
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                        if job is None:
-                            continue  # a throttled job came back for a retry while we waited
-                        self._order += 1
-                        item = _InFlight(job, self._order, batch)
+                        break
                     if not self._send(link, item, now):
                         return
                     sent += 1
+                while sent < room and not core.has_retry:
+                    job: SubmitJob | None
+                    try:
+                        if sent:
+                            job = jobs.receive_nowait()
+                        else:
+                            job = await self._receive_first(jobs)
+                            if job is None:
+                                break  # a throttle refusal cancelled the wait
+                            now = trio.current_time()  # the wait may have been long: deadlines from now
+                            if core.state is not _BOUND:
+                                core.hold(core.take(job, batch))  # a pause began: it goes after the refused
+                                break
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    if not self._send(link, core.take(job, batch), now):
+                        return
+                    sent += 1
                 now = trio.current_time()
-                bucket.take(sent, now)
-                self._count_tps(sent, now)
+                core.sent(sent, now)
                 link.deadline_hint(now + timeout)
                 link.kick()
 
-    def _send(self, link: Link, item: _InFlight, now: float) -> bool:
+    def _send(self, link: Link, item: Pending, now: float) -> bool:
         try:
             # `now`: when the batch started (a response deadline a few milliseconds early at most).
             job = item.job
@@ -535,7 +533,7 @@ class Bind:
                 link.session.send_request(job.pdu, now, context=item)
         except ProtocolError:
             # Unbound under us (the SMSC sent unbind): this one never left; the link is ending anyway.
-            heapq.heappush(self._retry, (item.order, item))
+            self.core.hold(item)
             return False
         return True
 
@@ -552,40 +550,23 @@ class Bind:
                 self._receive_scope = None
         return None
 
-    def _next_retry(self, batch: int) -> _InFlight | None:
-        if not self._retry or trio.current_time() < self._throttled_until:
-            return None
-        _, item = heapq.heappop(self._retry)
-        item.batch = batch
-        return item
-
-    async def _wait_ready(self, session: Session, bucket: TokenBucket) -> float:
-        """Until the window has room, any throttle pause is over and a TPS token is there."""
+    async def _wait_ready(self, session: Session) -> tuple[float, int]:
+        """Until the core says submits may go (window and slow start room, no pause, a TPS token): the time
+        and how many. Never returns no room, so the sender always waits here or sends something."""
+        core = self.core
         while True:
             now = trio.current_time()
-            if now < self._throttled_until:
-                await trio.sleep_until(self._throttled_until)
-                continue
-            if session.window_free <= 0:
+            at = core.ready_at(now, session.in_flight)
+            if at <= now:
+                room = min(session.window_free, core.room(now, session.in_flight))
+                if room > 0:
+                    return now, room
+                at = math.inf
+            if at == math.inf:
                 self._window_free = trio.Event()
                 await self._window_free.wait()
-                continue
-            at = bucket.next_token_at(now)
-            if at > now:
+            else:
                 await trio.sleep_until(at)
-                continue
-            return now
-
-    def _throttle(self, status: int) -> None:
-        cfg = self.config
-        now = trio.current_time()
-        if now < self._throttled_until:
-            return  # one pause per burst of refusals, not one per refused PDU
-        lo, hi = cfg.throttle_backoff_min_seconds, cfg.throttle_backoff_max_seconds
-        self._throttle_backoff = lo if self._throttle_backoff == 0 else min(hi, self._throttle_backoff * 2)
-        self._throttled_until = now + self._throttle_backoff
-        self.throttles += 1
-        self._log.info("bind_throttled", status=status_name(status), pause_seconds=self._throttle_backoff)
 
     # --- helpers ------------------------------------------------------------------------------------
 
@@ -615,33 +596,6 @@ class Bind:
             self._results.send_nowait(outcome)
         except trio.WouldBlock:
             await self._results.send(outcome)
-
-    def _count_tps(self, n: int, now: float) -> None:
-        self.submitted += n
-        second = int(now)
-        if second != self._tps_second:
-            self._tps_last = self._tps_count if second == self._tps_second + 1 else 0
-            self._tps_second = second
-            self._tps_count = 0
-        self._tps_count += n
-
-    def _current_tps(self, now: float) -> int:
-        """Submits in the last whole second."""
-        second = int(now)
-        if second == self._tps_second:
-            return self._tps_last
-        return self._tps_count if second == self._tps_second + 1 else 0
-
-    def _backoff(self, attempt: int) -> float:
-        # Exponential back-off with full jitter: a fleet of binds that lost one SMSC do not return together.
-        cfg = self.config
-        ceiling = min(cfg.reconnect_max_seconds, cfg.reconnect_min_seconds * 2.0 ** min(attempt, 30))
-        return cfg.reconnect_min_seconds / 2 + random.random() * (ceiling - cfg.reconnect_min_seconds / 2)
-
-    def _set_state(self, state: str) -> None:
-        if state != self.state:
-            self.state = state
-            self.since = trio.current_time()
 
 
 def describe(status: BindStatus) -> dict[str, Any]:

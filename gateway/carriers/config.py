@@ -8,10 +8,12 @@ so the password is never in a repr, a log line or a config dump.
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from gateway.errors import ConfigError
 from gateway.smpp.constants import INTERFACE_VERSION_34
@@ -66,9 +68,27 @@ class BindConfig:
     reconnect_max_seconds: float = 60.0
     throttle_backoff_min_seconds: float = 0.5
     throttle_backoff_max_seconds: float = 30.0
+    # After a bind refused for its credentials (ESME_RBINDFAIL, ESME_RINVPASWD, ESME_RINVSYSID): retry this
+    # often (give or take 10%), not on the network back-off: credentials rarely fix themselves.
+    bind_refused_retry_seconds: float = 300.0
     # deliver_sm/data_sm handed to the engine and not yet acknowledged; reading stops at this bound.
     max_unacked_inbound: int = 1000
     stop_grace_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        problems = _check(self, _BIND_RANGES)
+        if self.reconnect_min_seconds > self.reconnect_max_seconds:
+            problems.append(
+                f"reconnect_min_seconds: must be at most reconnect_max_seconds ({self.reconnect_max_seconds}), "
+                f"got {self.reconnect_min_seconds}"
+            )
+        if self.throttle_backoff_min_seconds > self.throttle_backoff_max_seconds:
+            problems.append(
+                "throttle_backoff_min_seconds: must be at most throttle_backoff_max_seconds "
+                f"({self.throttle_backoff_max_seconds}), got {self.throttle_backoff_min_seconds}"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
 
     def resolve_password(self) -> str:
         """The password, read now from the environment or the file. Raises ConfigError when missing."""
@@ -93,3 +113,59 @@ class CarrierConfig:
     job_queue_size: int = 1000
     results_queue_size: int = 1000
     inbound_queue_size: int = 1000
+
+    def __post_init__(self) -> None:
+        problems = _check(self, _CARRIER_RANGES)
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+# (low, high) of each number, inclusive; None leaves a side open. `_POSITIVE` excludes 0 itself.
+_POSITIVE = 1e-9
+_BIND_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "port": (1, 65535),
+    "interface_version": (0, 255),
+    "addr_ton": (0, 255),
+    "addr_npi": (0, 255),
+    # SMPP 3.4 5.2.1: sequence numbers are 31 bits, but no SMSC grants a window anywhere near that.
+    "window": (1, 65535),
+    "tps": (0, None),
+    "response_timeout_seconds": (_POSITIVE, None),
+    "bind_timeout_seconds": (_POSITIVE, None),
+    "enquire_link_interval_seconds": (0, None),  # 0 disables
+    "reconnect_min_seconds": (_POSITIVE, None),
+    "reconnect_max_seconds": (_POSITIVE, None),
+    "throttle_backoff_min_seconds": (_POSITIVE, None),
+    "throttle_backoff_max_seconds": (_POSITIVE, None),
+    "bind_refused_retry_seconds": (_POSITIVE, None),
+    "max_unacked_inbound": (1, None),
+    "stop_grace_seconds": (0, None),
+}
+_CARRIER_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "job_queue_size": (1, None),
+    "results_queue_size": (1, None),
+    "inbound_queue_size": (1, None),
+}
+
+
+def _check(obj: Any, ranges: dict[str, tuple[float | None, float | None]]) -> list[str]:
+    """Every number of `obj` outside its range, as "name: must be ..., got value"."""
+    problems = []
+    for f in fields(obj):
+        if f.name not in ranges:
+            continue
+        value = getattr(obj, f.name)
+        low, high = ranges[f.name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problems.append(f"{f.name}: must be a number, got {value!r}")
+        elif not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            problems.append(f"{f.name}: must be {_describe(low, high)}, got {value!r}")
+    return problems
+
+
+def _describe(low: float | None, high: float | None) -> str:
+    if low == _POSITIVE:
+        return "a finite number above 0"
+    if high is None:
+        return f"a finite number, at least {low:g}" if low is not None else "a finite number"
+    return f"{low:g}..{high:g}"

@@ -19,6 +19,8 @@ import trio
 from gateway.smpp.session import Event, Session
 
 _IO_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+# How long `finish` waits for what is queued to be written before the link closes anyway.
+FINISH_TIMEOUT_SECONDS = 5.0
 
 
 class LinkLost(Exception):
@@ -83,12 +85,18 @@ class Link:
                 # (sender, acks) add their PDUs, and all of it leaves in one write, one syscall.
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 self._dirty = trio.Event()
+                finish = self._finish
                 data = session.data_to_send()
                 if data:
                     self.batches_taken += 1
-                    await stream.send_all(data)
-                if self._finish is not None:
-                    self.fail(self._finish)
+                    if finish is None:
+                        await stream.send_all(data)
+                    else:
+                        # The last words (unbind_resp, generic_nack) to a peer that may not read them.
+                        with trio.move_on_after(FINISH_TIMEOUT_SECONDS):
+                            await stream.send_all(data)
+                if finish is not None:
+                    self.fail(finish)
                     return
         except _IO_ERRORS as err:
             self.fail(f"write failed: {err!r}")

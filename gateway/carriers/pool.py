@@ -57,9 +57,12 @@ class CarrierPool:
                     )
                 )
         self._done = trio.Event()
+        self._tx_binds = [bind for bind in self.binds if bind.mode.transmits]
+        self._started_at = trio.current_time()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run every bind until `stop()` has finished them all."""
+        self._started_at = trio.current_time()
         async with trio.open_nursery() as nursery:
             for bind in self.binds:
                 await nursery.start(bind.run)
@@ -74,8 +77,24 @@ class CarrierPool:
     async def wait_stopped(self) -> None:
         await self._done.wait()
 
+    def transmitter_down_since(self) -> float | None:
+        """Since when (trio's clock) no transmit-capable bind of the pool has been bound; None while one is.
+
+        Counted from when the pool started if none was ever bound (the engine's failover waits on this).
+        """
+        since = self._started_at
+        for bind in self._tx_binds:
+            core = bind.core
+            if core.is_bound:
+                return None
+            if core.unbound_since is not None and core.unbound_since > since:
+                since = core.unbound_since
+        return since
+
     def take_unsent(self) -> list[SubmitJob]:
-        """Jobs still in the channel, which no bind ever took (after `stop()`: hand them to another route)."""
+        """Jobs still in the channel, which no bind took: safe to hand to another route at any time, while
+        the pool runs (a bind takes a job only when it can send it at once) or after `stop()`. Jobs a bind
+        took and never wrote come back as NOT_SENT outcomes instead."""
         out = []
         while True:
             try:

@@ -20,13 +20,17 @@ _unpack_len = struct.Struct(">I").unpack_from
 class Framer:
     """Feed arbitrary chunks with `feed`, take every complete PDU with `frames`."""
 
-    __slots__ = ("_buf", "max_command_length")
+    __slots__ = ("_buf", "_error", "failed", "max_command_length")
 
     def __init__(self, max_command_length: int = DEFAULT_MAX_COMMAND_LENGTH) -> None:
         if max_command_length < HEADER_SIZE:
             raise ValueError("max_command_length below the 16-octet header")
         self.max_command_length = max_command_length
         self._buf = bytearray()
+        self._error: FrameError | None = None
+        # An impossible length is waiting to be raised by the next `frames()` (the whole PDUs before it came
+        # out first). A plain attribute: the session reads it after every read.
+        self.failed = False
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -37,7 +41,13 @@ class Framer:
         return len(self._buf)
 
     def frames(self) -> list[bytes]:
-        """Every whole PDU buffered so far, in order. Raises `FrameError` on an impossible length."""
+        """Every whole PDU buffered so far, in order. Raises `FrameError` on an impossible length: at once
+        when it comes first, else on the next call, after the whole PDUs before it (a bind_resp and a
+        broken PDU in one read: the bind_resp still counts)."""
+        if self._error is not None:
+            err, self._error = self._error, None
+            self.failed = False
+            raise err
         buf = self._buf
         size = len(buf)
         pos = 0
@@ -48,11 +58,16 @@ class Framer:
             if length < HEADER_SIZE or length > limit:
                 seq = _unpack_len(buf, pos + 12)[0] if size - pos >= HEADER_SIZE else None
                 self._buf = bytearray()
-                raise FrameError(
+                err = FrameError(
                     f"command_length {length} outside {HEADER_SIZE}..{limit}",
                     command_status=S.ESME_RINVCMDLEN,
                     sequence_number=seq,
                 )
+                if not out:
+                    raise err
+                self._error = err
+                self.failed = True
+                return out
             if size - pos < length:
                 break
             out.append(bytes(buf[pos : pos + length]))

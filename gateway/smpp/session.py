@@ -17,6 +17,7 @@ matches responses to requests, enforces the in-flight window, and sends enquire_
 from __future__ import annotations
 
 import heapq
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from gateway.smpp.constants import CommandStatus as S
 from gateway.smpp.framing import DEFAULT_MAX_COMMAND_LENGTH, Framer
 from gateway.smpp.state import ALLOWED, BINDS, RECV, SEND, TRANSITIONS, Role, State, next_state
 
+_HEADER_AT = struct.Struct(">IIII").unpack_from
 # Only binds, unbinds and their responses ever move the state (state.TRANSITIONS).
 _CHANGES_STATE = frozenset(int(key[3]) for key in TRANSITIONS)
 # Requests that do not take a window slot: the link must stay manageable when the window is full.
@@ -118,9 +120,14 @@ class StateChanged(Event):
 
 @dataclass(frozen=True, slots=True)
 class LinkDead(Event):
-    """Our enquire_link got no answer in time, or the stream is beyond repair."""
+    """Our enquire_link got no answer in time, or the stream is beyond repair.
+
+    With `flush`, the session queued a last word for the peer (SMPP 3.4 4.3: the generic_nack with
+    ESME_RINVCMDLEN for an impossible command_length): the shell writes what is queued, then closes.
+    """
 
     reason: str
+    flush: bool = False
 
 
 # One of these per PDU received: built through the slots (gateway/fastinit.py).
@@ -146,6 +153,8 @@ class Session:
         self._windowed = 0
         self._last_received = now
         self._enquire_seq: int | None = None
+        # Set by an impossible command_length: the stream cannot be realigned, nothing after it is read.
+        self._broken = False
         # Counters for status snapshots.
         self.sent_requests = 0
         self.received_pdus = 0
@@ -258,6 +267,29 @@ class Session:
         else:
             self._out.append(codec.pack_header(HEADER_SIZE + 1, cid, 0, seq) + b"\x00")
 
+    def withdraw(self, command_id: CommandId) -> list[Outstanding]:
+        """Take back every request of `command_id` queued and not yet taken by `data_to_send`, oldest first:
+        they never reach the wire and leave the window (a throttled bind holds back what it had just queued,
+        so it does not overtake the refused submits). Only what this session queued is parsed, so it is
+        well formed; responses and other requests stay queued in their order."""
+        if not self._out:
+            return []
+        data = b"".join(self._out)
+        keep: list[bytes] = []
+        taken: list[Outstanding] = []
+        pos, end = 0, len(data)
+        while pos < end:
+            length, cid, _, seq = _HEADER_AT(data, pos)
+            req = self._outstanding.get(seq) if cid == command_id else None
+            if req is not None and req.command_id == cid:
+                self._pop(seq)
+                taken.append(req)
+            else:
+                keep.append(data[pos : pos + length])
+            pos += length
+        self._out[:] = keep
+        return taken
+
     def data_to_send(self) -> bytes:
         """Everything queued since the last call, as one buffer for one write."""
         if not self._out:
@@ -282,19 +314,15 @@ class Session:
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         """Feed bytes from the peer; returns what happened, in order."""
         events: list[Event] = []
-        if self.state is State.CLOSED:
+        if self.state is State.CLOSED or self._broken:
             return events
         self._last_received = now
-        self._framer.feed(data)
+        framer = self._framer
+        framer.feed(data)
         try:
-            frames = self._framer.frames()
+            frames = framer.frames()
         except FrameError as err:
-            # The stream cannot be realigned: tell the peer why and give up the link.
-            self._out.append(
-                codec.encode(P.GenericNack(command_status=err.command_status), err.sequence_number or 0)
-            )
-            events.append(Rejected(None, err.sequence_number, err.command_status, err.reason))
-            events.append(LinkDead(err.reason))
+            self._on_frame_error(err, events)
             return events
         for frame in frames:
             self.received_pdus += 1
@@ -307,7 +335,20 @@ class Session:
                 self._on_response(pdu, events)
             else:
                 self._on_request(pdu, events)
+        if framer.failed:  # an impossible length after the whole PDUs just handled
+            try:
+                framer.frames()
+            except FrameError as err:
+                self._on_frame_error(err, events)
         return events
+
+    def _on_frame_error(self, err: FrameError, events: list[Event]) -> None:
+        # The stream cannot be realigned: tell the peer why (SMPP 3.4 4.3: generic_nack, with the sequence
+        # number when the header was readable), and give up the link once that is written.
+        self._broken = True
+        self._out.append(codec.encode(P.GenericNack(command_status=err.command_status), err.sequence_number or 0))
+        events.append(Rejected(None, err.sequence_number, err.command_status, err.reason))
+        events.append(LinkDead(err.reason, flush=True))
 
     # --- timers ---
 
