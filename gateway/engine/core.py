@@ -16,6 +16,7 @@ It also implements `UpstreamBackend`, so the upstream server calls it directly.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -194,6 +195,8 @@ class Engine:
         # Parts released by an accepted part that did not fit the carrier's job queue at once, per carrier.
         self._released: dict[str, list[SubmitJob]] = {name: [] for name in pools}
         self._release_wake = {name: trio.Event() for name in pools}
+        # Messages each carrier's dispatchers are preparing now (see _ahead_limit).
+        self._preparing = dict.fromkeys(pools, 0)
         # Whether a text fits a carrier ("" or the reason it does not), per (text, carrier): bulk sends
         # repeat one text, so this is worked out once per text. Bounded: cleared when full.
         self._fits: dict[tuple[str, str], tuple[str, GatewayError | None]] = {}
@@ -406,13 +409,35 @@ class Engine:
         self._pending.add(msg.id)
         return True
 
+    def _ahead_limit(self, carrier: str) -> int:
+        """How many submits may be "submitting" on `carrier` before a bind took them: twice its binds'
+        windows. A crash makes each of them ambiguous (an at-most-once message
+        then ends unknown though it never left), so no more are prepared ahead than keep the windows full."""
+        pool = self.pools[carrier]
+        windows = sum(b.window for b in pool.config.binds if b.mode.transmits)
+        return max(1, 2 * windows)
+
+    async def _room_ahead(self, carrier: str) -> int:
+        """Wait until fewer than `_ahead_limit` submits wait for a bind of `carrier`; how many more may."""
+        limit = self._ahead_limit(carrier)
+        jobs = self.pools[carrier].jobs
+        for _ in itertools.count():
+            room = limit - jobs.statistics().current_buffer_used - self._preparing[carrier]
+            if room > 0:
+                return room
+            await trio.sleep(_AHEAD_POLL_SECONDS)  # binds take jobs without telling anyone: look again soon
+        raise AssertionError("unreachable")
+
     async def _dispatcher(self, carrier: str) -> None:
         ready = self._ready_rx[carrier]
         while True:
-            batch = await drain(ready, self.settings.dispatch_batch)
+            room = await self._room_ahead(carrier)
+            batch = await drain(ready, min(room, self.settings.dispatch_batch))
+            self._preparing[carrier] += len(batch)
             try:
                 jobs = await self._dispatch(carrier, batch)
             finally:
+                self._preparing[carrier] -= len(batch)
                 self._pending.difference_update(m.id for m in batch)
             jobs_tx = self.pools[carrier].jobs
             for job in jobs:
@@ -931,6 +956,7 @@ _INTERNAL_ERROR = Event(Ev.FAIL, "internal_error")
 # Outcomes that leave segments due behind the scheduler's cursor.
 _RESCAN = (Ev.RESEND, Ev.REQUEUE, Ev.LOST, Ev.SUBMIT_REJECT, Ev.FAIL)
 _FITS_ENTRIES = 4096
+_AHEAD_POLL_SECONDS = 0.002
 
 # What a submit answers per recipient (docs/protocol.md, submit).
 _ACCEPT_STATES = {State.REJECTED: "rejected", State.DEFERRED: "scheduled"}

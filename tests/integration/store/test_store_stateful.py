@@ -163,7 +163,7 @@ class MMsg:
         ts = [s.deadline for s in self.segs if s.state in AWAITING]
         if self.expires_ms:
             ts += [self.expires_ms for s in self.segs if s.state in PENDING]
-        return min(ts, default=0)
+        return -(-min(ts, default=0) // 1000) * 1000  # the store keys deadlines by the whole second, rounded up
 
 
 @dataclass(frozen=True)
@@ -693,7 +693,7 @@ class StoreMachine(RuleBasedStateMachine):
         """The clock past every deadline (each part's receipt deadline, each validity), then Overdue until
         it has no more."""
         deadlines = [s.deadline for m in self.live() for s in m.segs] + [m.expires_ms for m in self.live()]
-        self.clock.ms = max([self.clock.ms, *deadlines]) + 1
+        self.clock.ms = max([self.clock.ms, *deadlines]) + 1000  # deadlines are keyed by the second
         while True:
             result = self.run([Overdue(2)])[0]
             assert isinstance(result, SweepResult)
