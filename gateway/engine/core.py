@@ -197,6 +197,7 @@ class Engine:
         self._release_wake = {name: trio.Event() for name in pools}
         # Messages each carrier's dispatchers are preparing now (see _ahead_limit).
         self._preparing = dict.fromkeys(pools, 0)
+        self._answered = {name: trio.Event() for name in pools}
         # Whether a text fits a carrier ("" or the reason it does not), per (text, carrier): bulk sends
         # repeat one text, so this is worked out once per text. Bounded: cleared when full.
         self._fits: dict[tuple[str, str], tuple[str, GatewayError | None]] = {}
@@ -410,12 +411,13 @@ class Engine:
         return True
 
     def _ahead_limit(self, carrier: str) -> int:
-        """How many submits may be "submitting" on `carrier` before a bind took them: twice its binds'
-        windows. A crash makes each of them ambiguous (an at-most-once message
-        then ends unknown though it never left), so no more are prepared ahead than keep the windows full."""
+        """How many submits may be "submitting" on `carrier` before a bind took them: four times its binds'
+        windows and a dispatch batch (fewer starve the binds while a dispatch commits). A crash makes each of
+        them ambiguous (an at-most-once message then ends unknown though it never left), so no more are
+        prepared ahead than keep the windows full."""
         pool = self.pools[carrier]
         windows = sum(b.window for b in pool.config.binds if b.mode.transmits)
-        return max(1, 2 * windows)
+        return 4 * windows + self.settings.dispatch_batch
 
     async def _room_ahead(self, carrier: str) -> int:
         """Wait until fewer than `_ahead_limit` submits wait for a bind of `carrier`; how many more may."""
@@ -425,7 +427,10 @@ class Engine:
             room = limit - jobs.statistics().current_buffer_used - self._preparing[carrier]
             if room > 0:
                 return room
-            await trio.sleep(_AHEAD_POLL_SECONDS)  # binds take jobs without telling anyone: look again soon
+            # A bind takes jobs as its window frees, which its answers tell: the results task wakes us. The
+            # timeout covers jobs taken without an answer (a hand-back, a bind that lost its link).
+            with trio.move_on_after(_AHEAD_RECHECK_SECONDS):
+                await self._answered[carrier].wait()
         raise AssertionError("unreachable")
 
     async def _dispatcher(self, carrier: str) -> None:
@@ -571,6 +576,11 @@ class Engine:
             except Exception as err:  # the fault boundary around one message
                 sequencer.stop(ref.message_id)
                 self._internal_error(ref.message_id, err)
+        for carrier in {o.carrier for o in outcomes}:  # their binds have window room again: see _room_ahead
+            answered = self._answered.get(carrier)
+            if answered is not None:
+                answered.set()
+                self._answered[carrier] = trio.Event()
         results = await self._apply(ops)
         self._check_results(ops, results)
         dispatched = {
@@ -956,7 +966,7 @@ _INTERNAL_ERROR = Event(Ev.FAIL, "internal_error")
 # Outcomes that leave segments due behind the scheduler's cursor.
 _RESCAN = (Ev.RESEND, Ev.REQUEUE, Ev.LOST, Ev.SUBMIT_REJECT, Ev.FAIL)
 _FITS_ENTRIES = 4096
-_AHEAD_POLL_SECONDS = 0.002
+_AHEAD_RECHECK_SECONDS = 0.05
 
 # What a submit answers per recipient (docs/protocol.md, submit).
 _ACCEPT_STATES = {State.REJECTED: "rejected", State.DEFERRED: "scheduled"}
