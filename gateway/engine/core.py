@@ -201,8 +201,6 @@ class Engine:
         # Whether a text fits a carrier ("" or the reason it does not), per (text, carrier): bulk sends
         # repeat one text, so this is worked out once per text. Bounded: cleared when full.
         self._fits: dict[tuple[str, str], tuple[str, GatewayError | None]] = {}
-        # Since when (trio time) each carrier has had no bound transmitter; absent while it has one.
-        self._down_since: dict[str, float] = {}
         # Messages the gateway failed with internal_error, and those it could not even fail (a record it
         # cannot read): the scheduler never hands them out again, so no bug loops at start-up.
         self._failing: list[tuple[int, str]] = []
@@ -246,20 +244,13 @@ class Engine:
         return pool is not None and any(b.is_bound and b.mode.transmits for b in pool.binds)
 
     def _transmitting(self) -> set[str]:
-        """The carriers with a bound transmitter now; keeps `_down_since` for the others."""
-        now = trio.current_time()
-        up = set()
-        for carrier in self.pools:
-            if self._can_transmit(carrier):
-                up.add(carrier)
-                self._down_since.pop(carrier, None)
-            else:
-                self._down_since.setdefault(carrier, now)
-        return up
+        """The carriers with a bound transmitter now."""
+        return {carrier for carrier in self.pools if self._can_transmit(carrier)}
 
     def _handing_back(self, carrier: str) -> bool:
-        """True once `carrier` has had no bound transmitter for its handback_seconds."""
-        since = self._down_since.get(carrier)
+        """True once `carrier` has had no bound transmitter for its handback_seconds (the pool keeps since
+        when)."""
+        since = self.pools[carrier].transmitter_down_since()
         limit = self.carriers[carrier].handback_seconds if carrier in self.carriers else 30.0
         return since is not None and trio.current_time() - since >= limit
 
@@ -785,7 +776,6 @@ class Engine:
                         break
                     self.counters["overdue_ended"] += result.messages
                     more = result.more
-            self._transmitting()
             for carrier in self.pools:
                 if self._handing_back(carrier):
                     await self._hand_back(carrier)
