@@ -14,7 +14,9 @@ Prints one JSON object as its last line. `gateway_cpu_s` is the gateway's two pr
 (`gateway_main_cpu_s`: the event loop; `store_writer_cpu_s`: its store writer process). `run_wait_s`: time
 the event loop, the writer process and the simulator were runnable but waiting for a core; `host_steal_s`:
 CPU time the hypervisor gave to other guests meanwhile. `gateway_rss_mb` is the peak resident size of the
-gateway's two processes; `rss_mb_trace` their resident size sampled every few seconds, to see it stay flat.
+gateway's two processes; `rss_mb_trace` their resident size sampled every few seconds, to see it stay flat;
+`anon_mb_trace` the anonymous part of it (the processes' own memory: resident size also counts the pages of
+the LMDB file they mapped and touched, page cache the kernel reclaims, which grows with the store).
 
 With --smsc the benchmark starts no simulator: the gateway binds to that SMSC (an implementation this
 project did not write), with the account --smsc-account; the SMSC must send a receipt for every submit.
@@ -23,7 +25,7 @@ project did not write), with the account --smsc-account; the SMSC must send a re
 Environment: E2E_PYSPY=path/to/py-spy records GIL samples (raw format) of the gateway's event loop (of
 the simulator with E2E_PROFILE=sim, of the store writer process with E2E_PROFILE=writer) into
 $TMPDIR/e2e-<text>.prof; E2E_NOSYNC=1 turns fsync off (only to see what fsync costs: the figures the issue
-asks for are with fsync on).
+asks for are with fsync on); E2E_GATEWAY_LOG=path keeps the gateway's log there.
 """
 
 from __future__ import annotations
@@ -155,9 +157,10 @@ def rss_mb(pid: int, field: str = "VmHWM:") -> float:
     return 0.0
 
 
-async def trace_rss(pids: list[int], out: list[float], every: float) -> None:
+async def trace_rss(pids: list[int], out: list[float], anon: list[float], every: float) -> None:
     while True:
         out.append(round(sum(rss_mb(p, "VmRSS:") for p in pids), 1))
+        anon.append(round(sum(rss_mb(p, "RssAnon:") for p in pids), 1))
         await trio.sleep(every)
 
 
@@ -206,7 +209,7 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
             config = write_config(tmp, sim_port, args.binds, args.window)
         gw = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "-c", str(config)],
-            stdout=subprocess.DEVNULL, stderr=open(tmp / "gateway.log", "wb"),  # noqa: SIM115
+            stdout=subprocess.DEVNULL, stderr=open(os.environ.get("E2E_GATEWAY_LOG") or tmp / "gateway.log", "wb"),  # noqa: SIM115
         )  # fmt: skip
         try:
             await wait_for_socket(tmp / "gw.sock", gw)
@@ -233,6 +236,7 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                 sim_cpu0 = cpu_seconds(sim.pid) if sim else 0.0
                 waits0 = [run_wait_seconds(p) for p in watched]
                 rss_trace: list[float] = []
+                anon_trace: list[float] = []
                 steal0 = steal_seconds()
                 own_cpu0 = time.process_time()
                 t0 = time.perf_counter()
@@ -245,7 +249,7 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                         latencies.extend(await push(client, text, args.messages, args.per_request, args.concurrency))
 
                     nursery.start_soon(pusher)
-                    nursery.start_soon(trace_rss, [gw.pid, *workers], rss_trace, args.rss_every)
+                    nursery.start_soon(trace_rss, [gw.pid, *workers], rss_trace, anon_trace, args.rss_every)
                     with trio.fail_after(args.timeout):
                         async for event in sub:
                             if event.kind in ("delivered", "failed"):
@@ -279,6 +283,8 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                 "gateway_main_cpu_s": round(cpu, 2),
                 "store_writer_cpu_s": round(worker_cpu, 2),
                 "rss_mb_trace": rss_trace,
+                "anon_mb_trace": anon_trace,
+                "gateway_anon_mb": max(anon_trace, default=0.0),
                 "simulator_cpu_s": None if sim_cpu is None else round(sim_cpu, 2),
                 "client_cpu_s": round(own_cpu, 2),
                 # Runnable but waiting for a core: the event loop, the writer process, the simulator.
