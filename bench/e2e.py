@@ -16,7 +16,9 @@ the event loop, the writer process and the simulator were runnable but waiting f
 CPU time the hypervisor gave to other guests meanwhile. `gateway_rss_mb` is the peak resident size of the
 gateway's two processes; `rss_mb_trace` their resident size sampled every few seconds, to see it stay flat;
 `anon_mb_trace` the anonymous part of it (the processes' own memory: resident size also counts the pages of
-the LMDB file they mapped and touched, page cache the kernel reclaims, which grows with the store).
+the LMDB file they mapped and touched, page cache the kernel reclaims, which grows with the store, and
+counts the pages both processes share twice); `pss_mb_trace` their proportional set size, shared pages
+counted once; `gateway_anon_mb` the largest anonymous sample.
 
 With --smsc the benchmark starts no simulator: the gateway binds to that SMSC (an implementation this
 project did not write), with the account --smsc-account; the SMSC must send a receipt for every submit.
@@ -157,10 +159,22 @@ def rss_mb(pid: int, field: str = "VmHWM:") -> float:
     return 0.0
 
 
-async def trace_rss(pids: list[int], out: list[float], anon: list[float], every: float) -> None:
+def pss_mb(pid: int) -> float:
+    """Proportional set size in MB: each page shared with other processes (the LMDB map both gateway
+    processes read, the libraries) counted once between them."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def trace_rss(
+    pids: list[int], out: list[float], anon: list[float], pss: list[float], every: float
+) -> None:
     while True:
         out.append(round(sum(rss_mb(p, "VmRSS:") for p in pids), 1))
         anon.append(round(sum(rss_mb(p, "RssAnon:") for p in pids), 1))
+        pss.append(round(sum(pss_mb(p) for p in pids), 1))
         await trio.sleep(every)
 
 
@@ -237,6 +251,7 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                 waits0 = [run_wait_seconds(p) for p in watched]
                 rss_trace: list[float] = []
                 anon_trace: list[float] = []
+                pss_trace: list[float] = []
                 steal0 = steal_seconds()
                 own_cpu0 = time.process_time()
                 t0 = time.perf_counter()
@@ -249,7 +264,7 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                         latencies.extend(await push(client, text, args.messages, args.per_request, args.concurrency))
 
                     nursery.start_soon(pusher)
-                    nursery.start_soon(trace_rss, [gw.pid, *workers], rss_trace, anon_trace, args.rss_every)
+                    nursery.start_soon(trace_rss, [gw.pid, *workers], rss_trace, anon_trace, pss_trace, args.rss_every)
                     with trio.fail_after(args.timeout):
                         async for event in sub:
                             if event.kind in ("delivered", "failed"):
@@ -285,6 +300,7 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                 "rss_mb_trace": rss_trace,
                 "anon_mb_trace": anon_trace,
                 "gateway_anon_mb": max(anon_trace, default=0.0),
+                "pss_mb_trace": pss_trace,
                 "simulator_cpu_s": None if sim_cpu is None else round(sim_cpu, 2),
                 "client_cpu_s": round(own_cpu, 2),
                 # Runnable but waiting for a core: the event loop, the writer process, the simulator.
