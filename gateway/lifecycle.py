@@ -363,6 +363,8 @@ def _apply(record: Segment, target: State, event: Event, now_ms: int) -> Segment
     due_ms = 0
     if kind in _BACKOFF:
         due_ms = event.until_ms
+    elif kind is _RESEND and event.until_ms:
+        due_ms = event.until_ms  # an unanswered submit, sent again after a back-off
     elif target is _SUBMITTED or target is _UNKNOWN:
         # The receipt deadline: set when the segment starts waiting, kept while it waits (ENROUTE).
         if kind in _DEADLINE_EVENTS or not record.due_ms:

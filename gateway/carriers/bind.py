@@ -45,6 +45,7 @@ from gateway.smpp.session import (
     Rejected,
     RequestExpired,
     ResponseReceived,
+    ResponseRepaired,
     ResponseUnreadable,
     Session,
     SessionConfig,
@@ -129,6 +130,7 @@ class Bind:
         self._window_free = trio.Event()
         self._unacked = 0
         self._inbound_room = trio.Event()
+        self._repaired = 0
         self._ack_link: Link | None = None
         self._ack_on_link: Callable[[P.DeliverSm | P.DataSm, int], None] | None = None
         self._bound = trio.Event()
@@ -236,6 +238,7 @@ class Bind:
         link = Link(stream, session)
         self._link = link
         self._unacked = 0  # what the last link brought and was never acked, the SMSC will redeliver
+        self._repaired = 0  # responses taken from their readable fields on this link (the first is logged)
         try:
             with link.scope:
                 async with trio.open_nursery() as nursery:
@@ -377,6 +380,14 @@ class Bind:
                 self._log.warning("pdu_rejected", status=status_name(event.status), reason=event.reason)
             elif isinstance(event, UnexpectedResponse):
                 self._log.info("unexpected_response", seq=event.pdu.sequence_number)
+            elif isinstance(event, ResponseRepaired):
+                # An SMSC that does it once does it to every response: say so once per link, not per PDU.
+                self._repaired += 1
+                if self._repaired == 1:
+                    self._log.warning(
+                        "response_repaired", seq=event.sequence_number, reason=event.reason,
+                        note="read from its mandatory fields; what did not parse was dropped (logged once per link)",
+                    )  # fmt: skip
 
     async def _on_response(self, link: Link, req: Outstanding, resp: P.Pdu) -> None:
         self._window_free.set()

@@ -610,12 +610,13 @@ class Engine:
         if event.kind in (Ev.SUBMIT_REJECT, Ev.FAIL):
             # Refused for good: the parts after it never go (a handset never gets half a text).
             ops.extend(Advance(ref.message_id, i, Event(Ev.FAIL, event.reason)) for i in waiting)
-        elif event.kind is Ev.SUBMIT_RETRY:
+        elif event.kind is Ev.SUBMIT_RETRY or (event.kind is Ev.RESEND and event.until_ms):
             # They wait with it, so they never overtake it; a move takes them along.
             ops.extend(Advance(ref.message_id, i, Event(Ev.DEFER, until_ms=event.until_ms)) for i in waiting)
-            if plan.moves_on(o, ref, errors):
+            if event.kind is Ev.SUBMIT_RETRY and plan.moves_on(o, ref, errors):
                 ops.append(Reroute(ref.message_id, o.carrier, event_reason(o)))
-        # NOT_SENT, RESEND, LOST: the waiting parts stay queued, due, and are sent again in order.
+        # NOT_SENT, LOST (and a resend at once, as recovery makes): the waiting parts stay queued, due, and
+        # are sent again in order.
 
     async def _inbound_loop(self) -> None:
         try:

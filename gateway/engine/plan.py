@@ -104,8 +104,12 @@ def outcome_event(
         # Never reached the socket: sending it again cannot duplicate anything (no duplicate flag).
         return Event(Ev.REQUEUE)
     # Written, no usable answer: the carrier may have it. The message class decides (store.Recovery).
-    if recovery is Recovery.AT_LEAST_ONCE:
-        return Event(Ev.RESEND)
+    if recovery is Recovery.AT_LEAST_ONCE and ref.attempts < max_attempts:
+        # Sent again after a back-off, never at once: an SMSC that answers late or unreadably would get
+        # the same message again and again. Each resend counts as an attempt; after the last one the
+        # message waits for a receipt like an at-most-once one.
+        wait = backoff_ms(ref.attempts, backoff_min_seconds, backoff_max_seconds)
+        return Event(Ev.RESEND, until_ms=now_ms + wait)
     return Event(Ev.LOST, "unknown_after_timeout", until_ms=receipt_deadline_ms)
 
 

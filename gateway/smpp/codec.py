@@ -391,6 +391,46 @@ def _diagnose_tlvs(frame: bytes, o: int, err: Callable[[str, S], DecodeError]) -
     return err("malformed optional parameters", S.ESME_RINVOPTPARSTREAM)
 
 
+def salvage_response(frame: bytes) -> P.Pdu | None:
+    """A response the strict decoder refused, read as far as its mandatory fields go, or None.
+
+    What SMSCs get wrong in responses is mostly after what matters: optional parameters that do not parse,
+    stray octets after the last field, a last C-octet string (the message_id) that runs to the end of the
+    PDU without its NUL. Those are dropped or taken as they are: refusing the response would leave an
+    accepted submit "unknown" (resent as a possible duplicate, or never reported). A mandatory field that
+    cannot be read, or a request, gets None: the strict error stands.
+    """
+    if len(frame) < HEADER_SIZE:
+        return None
+    _, command_id, status, seq = unpack_header(frame, 0)
+    cls = P.BY_COMMAND_ID.get(command_id)
+    if cls is None or not command_id & RESPONSE_BIT:
+        return None
+    layout = _layout(cls)
+    values: dict[str, Any] = {}
+    o, end = HEADER_SIZE, len(frame)
+    for i, (name, kind, size, _status) in enumerate(layout):
+        if kind in (P.CSTR, P.TIME):
+            nul = frame.find(0, o, end)
+            if nul < 0 and i != len(layout) - 1:
+                return None
+            stop = end if nul < 0 else nul
+            raw = frame[o:stop]
+            if len(raw) > size - 1 or not raw.isascii() or (kind == P.TIME and len(raw) not in (0, 16)):
+                return None
+            values[name] = raw.decode("ascii")
+            o = stop + 1
+        elif kind in (P.U8, P.U32):
+            if o + size > end:
+                return None
+            values[name] = frame[o] if kind == P.U8 else struct.unpack_from(">I", frame, o)[0]
+            o += size
+        else:  # an array (submit_multi_resp's unsuccess_sme): no guessing inside it
+            return None
+    pdu: P.Pdu = cls(sequence_number=seq, command_status=status, **values)
+    return pdu
+
+
 def _diagnose_encode(pdu: P.Pdu, seq: int, exc: Exception) -> EncodeError:
     name = type(pdu).__name__
     if not 0 <= seq <= 0xFFFFFFFF:
@@ -413,4 +453,4 @@ def _diagnose_encode(pdu: P.Pdu, seq: int, exc: Exception) -> EncodeError:
     return EncodeError(f"{name}: {exc}")
 
 
-__all__ = ["DECODERS", "ENCODERS", "CommandId", "decode", "diagnose", "encode", "encode_many"]
+__all__ = ["DECODERS", "ENCODERS", "CommandId", "decode", "diagnose", "encode", "encode_many", "salvage_response"]

@@ -96,6 +96,16 @@ class ResponseUnreadable(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseRepaired(Event):
+    """A response the strict decoder refused, taken from its readable mandatory fields (codec.salvage_response):
+    `reason` says what was wrong; a ResponseReceived for it follows."""
+
+    command_id: int
+    sequence_number: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class UnexpectedResponse(Event):
     """A response whose sequence number matches nothing in flight (late after expiry, or a peer bug)."""
 
@@ -329,7 +339,7 @@ class Session:
             try:
                 pdu = codec.decode(frame)
             except DecodeError as err:
-                self._on_decode_error(err, events)
+                self._on_decode_error(err, frame, events)
                 continue
             if pdu.command_id & RESPONSE_BIT:
                 self._on_response(pdu, events)
@@ -460,9 +470,14 @@ class Session:
             return
         events.append(PduReceived(pdu))
 
-    def _on_decode_error(self, err: DecodeError, events: list[Event]) -> None:
+    def _on_decode_error(self, err: DecodeError, frame: bytes, events: list[Event]) -> None:
         cid, seq = err.command_id, err.sequence_number
         if cid is not None and cid & RESPONSE_BIT and seq is not None and seq in self._outstanding:
+            salvaged = codec.salvage_response(frame)
+            if salvaged is not None:  # its mandatory fields are whole: an answer, minus what was dropped
+                events.append(ResponseRepaired(cid, seq, err.reason))
+                self._on_response(salvaged, events)
+                return
             req = self._pop(seq)
             assert req is not None
             events.append(ResponseUnreadable(req, err))

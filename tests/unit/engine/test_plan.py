@@ -95,12 +95,30 @@ def test_permanent_error_fails_the_segment_with_the_status_as_reason() -> None:
     [
         # Never left: always safe to send again, and no possible duplicate.
         (OutcomeKind.NOT_SENT, Recovery.AT_MOST_ONCE, Event(Ev.REQUEUE)),
-        (OutcomeKind.UNKNOWN, Recovery.AT_LEAST_ONCE, Event(Ev.RESEND)),
+        # Written, unanswered (attempt 2 of 3): sent again after the attempt's back-off, not at once.
+        (OutcomeKind.UNKNOWN, Recovery.AT_LEAST_ONCE, Event(Ev.RESEND, until_ms=NOW + 2_000)),
         (OutcomeKind.UNKNOWN, Recovery.AT_MOST_ONCE, Event(Ev.LOST, "unknown_after_timeout")),
     ],
 )
 def test_unanswered_submits_follow_the_class_recovery(kind: OutcomeKind, recovery: Recovery, expected: Event) -> None:
     assert _event(_outcome(kind, reason="response timeout"), recovery) == expected
+
+
+def test_an_unanswered_submit_is_not_resent_past_the_attempt_limit() -> None:
+    # An SMSC that never answers usably would otherwise get the same message again and again, each time a
+    # possible duplicate on the handset: after the last attempt it waits for a receipt instead.
+    last = _event(_outcome(OutcomeKind.UNKNOWN, reason="unreadable response"), Recovery.AT_LEAST_ONCE, max_attempts=2)
+    assert (last.kind, last.reason) == (Ev.LOST, "unknown_after_timeout")
+    waits = [
+        plan.outcome_event(
+            _outcome(OutcomeKind.UNKNOWN), plan.SegmentRef(7, 0, "notification", attempts), now_ms=NOW, ids=HEX,
+            recovery=Recovery.AT_LEAST_ONCE, max_attempts=5, backoff_min_seconds=1.0, backoff_max_seconds=60.0,
+        ).until_ms - NOW
+        for attempts in (1, 2, 3, 4)
+    ]  # fmt: skip
+    assert waits == sorted(waits)
+    assert waits[0] >= 1_000
+    assert waits[-1] <= 60_000
 
 
 # --- submit_sm octets straight from a message part ---------------------------------------------------------

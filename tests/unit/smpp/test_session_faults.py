@@ -81,3 +81,47 @@ def test_withdraw_takes_back_queued_submits_and_leaves_the_rest_in_order() -> No
     framer.feed(esme.data_to_send())
     assert [type(codec.decode(frame)) for frame in framer.frames()] == [P.EnquireLink, P.DeliverSmResp]
     assert esme.withdraw(CommandId.SUBMIT_SM) == []
+
+
+def _bound_esme() -> Session:
+    esme = Session(Role.ESME)
+    seq = esme.send_request(P.BindTransceiver(system_id="acme", password="pw"), 0.0)
+    esme.receive_data(codec.encode(P.BindTransceiverResp(system_id="smsc"), seq), 0.0)
+    esme.data_to_send()
+    return esme
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"5F2A\x00\x00\x1d", "three stray octets where a TLV header would be"),
+        (b"5F2A\x00\x04\x27\x00\x09\x01", "a TLV whose length runs past the end"),
+        (b"5F2A", "the message_id without its NUL at the end of the PDU"),
+    ],
+)
+def test_a_submit_sm_resp_with_a_sloppy_tail_is_an_answer_not_an_unknown(body: bytes, why: str) -> None:
+    # Refused, the response would leave an accepted submit "unknown": resent as a possible duplicate, or
+    # never reported. Its message_id and status are whole, so it answers the submit; the rest is dropped.
+    esme = _bound_esme()
+    seq = esme.send_request(_submit(1), 0.0)
+    esme.data_to_send()
+    frame = _HEADER.pack(16 + len(body), CommandId.SUBMIT_SM_RESP, 0, seq) + body
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the strict decoder refuses it, whatever the message
+        codec.decode(frame)
+    events = esme.receive_data(frame, 0.0)
+    assert [type(e).__name__ for e in events] == ["ResponseRepaired", "ResponseReceived"], why
+    answer = events[1]
+    assert isinstance(answer, ResponseReceived)
+    assert isinstance(answer.pdu, P.SubmitSmResp)
+    assert (answer.pdu.message_id, answer.pdu.command_status) == ("5F2A", 0)
+    assert esme.in_flight == 0
+    assert esme.data_to_send() == b""  # nothing to answer: it was a response
+
+
+def test_a_response_whose_message_id_is_unreadable_stays_unreadable() -> None:
+    esme = _bound_esme()
+    seq = esme.send_request(_submit(1), 0.0)
+    body = b"\xff\xfe\x00"  # not ASCII: no id to match a receipt with
+    events = esme.receive_data(_HEADER.pack(16 + len(body), CommandId.SUBMIT_SM_RESP, 0, seq) + body, 0.0)
+    assert [type(e).__name__ for e in events] == ["ResponseUnreadable"]
+    assert codec.salvage_response(_HEADER.pack(16 + len(body), CommandId.SUBMIT_SM, 0, seq) + body) is None
