@@ -30,7 +30,7 @@ from gateway.carriers.pool import CarrierPool
 from gateway.engine import plan
 from gateway.engine.sequencer import Sequencer
 from gateway.engine.settings import CarrierSettings, EngineSettings, ErrorClasses
-from gateway.errors import GatewayError, MessageTooLong, SegmentingError
+from gateway.errors import GatewayError, MessageTooLong, SegmentingError, WireError
 from gateway.lifecycle import DUE_STATES, Ev, Event, State, carrier_rejected
 from gateway.routing import RouteTable, normalise
 from gateway.segmenting import (
@@ -45,7 +45,7 @@ from gateway.segmenting import (
     segment,
 )
 from gateway.smpp import pdu as P
-from gateway.smpp.constants import status_name
+from gateway.smpp.constants import CommandStatus, status_name
 from gateway.smpp.receipt import ReceiptError, parse_receipt_status
 from gateway.store import (
     Advance,
@@ -188,7 +188,8 @@ class Engine:
         self._inbound_done = trio.Event()
         self.counters = {
             "receipts_unparseable": 0, "receipts_early": 0, "receipts_ignored": 0, "mo": 0, "internal_errors": 0,
-            "rerouted": 0, "handed_back": 0, "overdue_ended": 0, "receipts_unmatched": store.unmatched_count(),
+            "rerouted": 0, "handed_back": 0, "overdue_ended": 0, "inbound_refused": 0,
+            "receipts_unmatched": store.unmatched_count(),
         }  # fmt: skip
         # A long message's later parts, waiting for the carrier to accept the part before (sequencer.py).
         self._sequencer = Sequencer()
@@ -629,11 +630,16 @@ class Engine:
         now = trio.current_time()
         ops: list[Op] = []
         for item in items:
-            if item.is_receipt:
-                self._receipt_ops(item, ops)
-            else:
-                for mo in self._reassembler.add(_mo_part(item), now):
-                    self._mo_ops(mo, item.carrier, ops)
+            start = len(ops)
+            try:
+                if item.is_receipt:
+                    self._receipt_ops(item, ops)
+                else:
+                    for mo in self._reassembler.add(_mo_part(item), now):
+                        self._mo_ops(mo, item.carrier, ops)
+            except Exception as err:  # the fault boundary around one PDU: it never stops the others
+                del ops[start:]
+                self._refuse_inbound(item, err)
         results = await self._apply(ops) if ops else []
         for result in results:
             if isinstance(result, GatewayError):
@@ -645,6 +651,21 @@ class Engine:
         # SMPP 3.4 4.6.2 deliver_sm_resp: only now that the receipt or MO is durable.
         for item in items:
             item.ack()
+
+    def _refuse_inbound(self, item: Inbound, err: Exception) -> None:
+        """A deliver_sm or data_sm the gateway cannot take (an MO whose UDH does not parse, text it cannot
+        decode, or a bug): answered ESME_RX_P_APPN, the permanent refusal SMPP 3.4 5.1.3 gives an ESME
+        (the SMSC then does not redeliver it forever), and logged with its octets so nothing goes unseen."""
+        self.counters["inbound_refused"] += 1
+        pdu = item.pdu
+        expected = isinstance(err, WireError)  # malformed content: a warning, not a gateway bug
+        (log.warning if expected else log.error)(
+            "inbound_refused", carrier=item.carrier, bind=item.bind, command=type(pdu).__name__,
+            source=pdu.source_addr, destination=pdu.destination_addr, esm_class=pdu.esm_class,
+            data_coding=pdu.data_coding, message_hex=item.message[:254].hex(), error=str(err) or type(err).__name__,
+            status="ESME_RX_P_APPN", exc_info=None if expected else err,
+        )  # fmt: skip
+        item.ack(CommandStatus.ESME_RX_P_APPN)
 
     def _receipt_ops(self, item: Inbound, ops: list[Op]) -> None:
         try:

@@ -22,6 +22,7 @@ class Counters:
     receipts_discarded: int = 0
     mo_sent: int = 0
     mo_acked: int = 0
+    mo_refused: int = 0  # deliver_sm_resp with an error status
     concat_complete: int = 0
     concat_incomplete: int = 0
     concat_inconsistent: int = 0

@@ -180,6 +180,12 @@ class Simulator:
             self._deliver(sid, (_MO, codec.encode(pdu, 0)[HEADER_SIZE:]), now)
         return len(parts)
 
+    def inject_deliver(self, pdu: P.DeliverSm, *, system_id: str | None = None) -> None:
+        """Push a deliver_sm exactly as given (tests: what a foreign SMSC sends, malformed content included);
+        its deliver_sm_resp counts in mo_acked or mo_refused."""
+        sid = system_id if system_id is not None else self.config.credentials[0][0]
+        self._deliver(sid, (_MO, codec.encode(pdu, 0)[HEADER_SIZE:]), trio.current_time())
+
     def drop_all(self) -> None:
         """Close every connection at once, unanswered (tests: a carrier that vanishes)."""
         for conn in list(self._conns):
@@ -375,8 +381,11 @@ class Simulator:
         if kind == _RECEIPT:
             if pdu.command_status == 0:
                 self.counters.receipts_acked += 1
-        elif kind == _MO and pdu.command_status == 0:
-            self.counters.mo_acked += 1
+        elif kind == _MO:
+            if pdu.command_status == 0:
+                self.counters.mo_acked += 1
+            else:
+                self.counters.mo_refused += 1
         if self._pending.get(conn.system_id):
             self._drain(conn, self._now)
 

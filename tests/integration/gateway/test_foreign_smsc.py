@@ -1,0 +1,50 @@
+"""What a foreign SMSC sends that ours never did (issue 11, tried against an SMSC this project did not write):
+an MO whose UDH does not parse, long MOs across a restart, a response of the wrong kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from gateway.smpp import pdu as P
+from gateway.smpp.constants import EsmClass
+
+from .test_survival import LIMIT, finals, numbers, poll_until, send, sim_config, two_carriers
+
+
+async def mo_texts(client, n: int) -> list[str]:  # type: ignore[no-untyped-def]
+    texts: list[str] = []
+    sub = await client.subscribe(after=0, kinds=("mo",))
+    async for event in sub:
+        texts.append(event.text)
+        if len(texts) == n:
+            await sub.ack(event.seq)
+            return texts
+    raise AssertionError("the event stream ended")
+
+
+def broken_udh_mo(udh: bytes) -> P.DeliverSm:
+    return P.DeliverSm(
+        source_addr="447700900001", destination_addr="ACME", esm_class=EsmClass.UDHI, short_message=udh + b"hi"
+    )
+
+
+async def test_an_mo_whose_udh_does_not_parse_is_refused_and_the_gateway_keeps_serving(tmp_path: Path) -> None:
+    # A foreign SMSC's MO with esm_class UDHI and a header that overruns itself ended the gateway (exit 1),
+    # and with it every other PDU of the same read. Now: ESME_RX_P_APPN for that one (the SMSC does not
+    # redeliver it forever), logged with its octets; everything else goes on.
+    with trio.fail_after(LIMIT):
+        async with two_carriers(tmp_path, {"a": sim_config()}) as two, two.client() as client:
+            sim = two.sims["a"]
+            sim.inject_deliver(broken_udh_mo(b"\x0f\x00\x03\x05"))  # UDH length 15, 3 octets follow
+            sim.inject_deliver(broken_udh_mo(b"\x05\x00\x05\x03\x02"))  # an IE that overruns the header
+            sim.inject_deliver(P.DeliverSm(source_addr="447700900001", destination_addr="ACME", esm_class=0x40))
+            sim.inject_mo("STOP please")
+            assert await mo_texts(client, 1) == ["STOP please"]
+            await poll_until(lambda: sim.stats()["mo_refused"] == 3)
+            assert sim.stats()["mo_acked"] == 1
+            assert two.running.engine.counters["inbound_refused"] == 3
+            async with two.client() as other:  # one subscription per connection
+                ids = await send(other, numbers(3))
+                assert {e.kind for e in (await finals(other, ids)).values()} == {"delivered"}
