@@ -379,7 +379,7 @@ class Bind:
             elif isinstance(event, Rejected):
                 self._log.warning("pdu_rejected", status=status_name(event.status), reason=event.reason)
             elif isinstance(event, UnexpectedResponse):
-                self._log.info("unexpected_response", seq=event.pdu.sequence_number)
+                self._log.info("unexpected_response", seq=event.pdu.sequence_number, command=type(event.pdu).__name__)
             elif isinstance(event, ResponseRepaired):
                 # An SMSC that does it once does it to every response: say so once per link, not per PDU.
                 self._repaired += 1

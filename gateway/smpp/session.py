@@ -438,10 +438,15 @@ class Session:
         return req
 
     def _on_response(self, pdu: P.Pdu, events: list[Event]) -> None:
-        req = self._pop(pdu.sequence_number)
-        if req is None:
+        seq, cid = pdu.sequence_number, pdu.command_id
+        req = self._outstanding.get(seq)
+        if req is None or (cid != req.command_id | RESPONSE_BIT and cid != CommandId.GENERIC_NACK):
+            # Nothing in flight under that number, or a response of another kind (an enquire_link_resp
+            # with a submit's number): not an answer to anything. The request stays in flight: its own
+            # response may still come, else its deadline makes it unknown (the SMSC may have acted on it).
             events.append(UnexpectedResponse(pdu))
             return
+        self._pop(seq)
         if req.command_id == CommandId.ENQUIRE_LINK:
             self._enquire_seq = None
         old = self.state

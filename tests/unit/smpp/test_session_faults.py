@@ -125,3 +125,21 @@ def test_a_response_whose_message_id_is_unreadable_stays_unreadable() -> None:
     events = esme.receive_data(_HEADER.pack(16 + len(body), CommandId.SUBMIT_SM_RESP, 0, seq) + body, 0.0)
     assert [type(e).__name__ for e in events] == ["ResponseUnreadable"]
     assert codec.salvage_response(_HEADER.pack(16 + len(body), CommandId.SUBMIT_SM, 0, seq) + body) is None
+
+
+def test_a_response_of_another_kind_is_no_answer_and_its_request_stays_in_flight() -> None:
+    # An SMSC answered a submit with an enquire_link_resp under the submit's sequence number: counted as a
+    # refusal, the message moved to the next carrier though the first one may have taken it.
+    esme = _bound_esme()
+    seq = esme.send_request(_submit(1), 0.0)
+    esme.data_to_send()
+    events = esme.receive_data(codec.encode(P.EnquireLinkResp(), seq), 0.0)
+    assert [type(e).__name__ for e in events] == ["UnexpectedResponse"]
+    assert esme.in_flight == 1
+    events = esme.receive_data(codec.encode(P.SubmitSmResp(message_id="77"), seq), 0.0)
+    assert [type(e).__name__ for e in events] == ["ResponseReceived"]
+    assert esme.in_flight == 0
+    # A generic_nack under its number is an answer (SMPP 3.4 4.3).
+    seq = esme.send_request(_submit(2), 0.0)
+    events = esme.receive_data(codec.encode(P.GenericNack(command_status=0x08), seq), 0.0)
+    assert [type(e).__name__ for e in events] == ["ResponseReceived"]
