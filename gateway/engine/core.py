@@ -909,8 +909,7 @@ class Engine:
         if encoding is None:
             raise NotFound("no carrier configured")
         p = preview(request.text, encoding)
-        chars = max(0, p.units_per_part * p.parts - p.chars_left)
-        return PreviewResult(str(p.encoding), p.parts, chars, p.chars_left, p.units_per_part)
+        return PreviewResult(str(p.encoding), p.parts, p.units, p.chars_left, p.units_per_part)
 
     async def read_events(
         self, account: str, after_seq: int, limit: int, kinds: frozenset[UpstreamKind] | None = None

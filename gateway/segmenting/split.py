@@ -111,6 +111,7 @@ class Preview:
     locking_shift: NationalLanguage | None
     single_shift: NationalLanguage | None
     replacements: tuple[Replacement, ...]
+    units: int  # the whole text, in the same units (a part's unused unit, kept whole, not counted)
 
 
 # A frozen dataclass's __init__ sets every field through object.__setattr__; segment() and preview() are on
@@ -261,6 +262,8 @@ def _walk_clusters(text: str, cap: int) -> tuple[tuple[int, ...], tuple[int, ...
         k = _fit(astral, end, pos, cap)
         if k >= end:
             break
+        if k <= pos:  # cannot happen with cap >= 2; a loop that makes no progress must never be possible
+            raise AssertionError(f"no UCS-2 part boundary after character {pos}")
         boundary = _boundary_before(text, pos, k)
         if boundary > pos:
             k = boundary
@@ -280,14 +283,19 @@ _PREPEND: Final = regex.compile(r"\p{GCB=Prepend}")
 
 def _fit(astral: list[int], end: int, pos: int, cap: int) -> int:
     """The largest character index k <= end with text[pos:k] within `cap` UTF-16 units, given the
-    sorted indices of the text's astral characters."""
-    k = min(end, pos + cap)
+    sorted indices of the text's astral characters. Always above `pos` when pos < end (cap >= 2)."""
     first = bisect_left(astral, pos)
-    while True:
-        over = k - pos + bisect_left(astral, k, first) - first - cap
-        if over <= 0:
-            return k
-        k -= over  # each astral character counted one unit too many in the guess
+    lo, hi = pos, min(end, pos + cap)  # text[pos:lo] fits; text[pos:hi] has at most cap characters
+    if hi - pos + bisect_left(astral, hi, first) - first <= cap:
+        return hi  # no astral character in the way (nearly every text)
+    # Units grow with k, one or two per character: search for the last k that fits.
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if mid - pos + bisect_left(astral, mid, first) - first <= cap:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _boundary_before(text: str, pos: int, k: int) -> int:
@@ -603,7 +611,7 @@ def preview(text: str, route: RouteEncoding) -> Preview:
     total = len(cuts) - 1
     capacity = layout.single_cap if total == 1 else layout.multi_cap
     view: Preview = _new(Preview)
-    s_enc, s_dc, s_parts, s_units, s_left, s_long, s_locking, s_single, s_reps = _set_preview
+    s_enc, s_dc, s_parts, s_units, s_left, s_long, s_locking, s_single, s_reps, s_total = _set_preview
     s_enc(view, layout.encoding)
     s_dc(view, _data_coding(layout.encoding, route))
     s_parts(view, total)
@@ -613,6 +621,7 @@ def preview(text: str, route: RouteEncoding) -> Preview:
     s_locking(view, None if codec is None else codec.locking)
     s_single(view, None if codec is None else codec.single)
     s_reps(view, layout.replacements)
+    s_total(view, cuts[-1])
     return view
 
 

@@ -11,6 +11,7 @@ from gateway.segmenting import (
     RouteEncoding,
     SplitMethod,
     parse_udh,
+    preview,
     rereference,
     segment,
     transliterate,
@@ -160,3 +161,39 @@ def test_rereference_equals_segmenting_with_that_reference(
         first, second = first * 257, second * 257  # 16-bit references, both octets set
     once = segment(text, route, ref=first)
     assert rereference(once, second) == segment(text, route, ref=second)
+
+
+# Runs of characters outside the BMP (two UTF-16 units each): a run as long as a part made the splitter
+# loop forever (one preview hung the gateway) and shorter ones cut parts far too early (4 parts for 60 emoji).
+astral_texts = st.lists(
+    st.sampled_from(["😀", "👍🏽", "👨\u200d👩\u200d👧\u200d👦", "🇫🇷", "𠀀", "中", "a", " ", "\u0301"]),
+    min_size=30,
+    max_size=300,
+).map("".join)
+
+
+@settings(max_examples=150)
+@given(text=astral_texts)
+def test_ucs2_parts_fill_up_to_the_last_cluster_that_fits_with_astral_characters(text: str) -> None:
+    route = RouteEncoding(encodings=frozenset({Encoding.UCS2}), max_parts=255)
+    plan = segment(text, route, ref=1)
+    assert "".join(p.text for p in plan) == text
+    units = len(text.encode("utf-16-be")) // 2
+    assert sum(p.units for p in plan) == units
+    assert preview(text, route).units == units
+    if units <= 70:
+        assert len(plan.parts) == 1
+        return
+    # Each part but the last could not take the next cluster (or the next code point, inside a cluster
+    # longer than a part): no part is cut short.
+    start = 0
+    for part in plan.parts[:-1]:
+        end = start + len(part.text)
+        assert part.units <= 67
+        rest = text[end:]
+        following = GRAPHEME.match(rest)
+        assert following is not None
+        nxt = following.group(0) if end in grapheme_boundaries(text) else rest[0]
+        if len(nxt.encode("utf-16-be")) // 2 <= 67:
+            assert part.units + len(nxt.encode("utf-16-be")) // 2 > 67, (start, end, nxt)
+        start = end
