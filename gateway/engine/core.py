@@ -847,8 +847,10 @@ class Engine:
         assert not isinstance(result, AdvanceResult | PrepareResult)
         self.wake()
         messages = []
+        # A duplicate answers each message's state now, as status names it (delivered, failed, ...).
+        states = _PUBLIC_STATES if result.duplicate else _ACCEPT_STATES  # type: ignore[union-attr]
         for to, r, outcome in zip(request.to, recipients, result.outcomes, strict=False):  # type: ignore[union-attr]
-            state = _ACCEPT_STATES.get(outcome.state, "accepted")
+            state = states.get(outcome.state, "accepted")
             number = None if r.reject == "invalid_number" else r.number  # docs/protocol.md: normalised form
             messages.append(SubmittedMessage(to, str(outcome.message_id), state, outcome.reason or None, number))
         return SubmitResult(tuple(messages), result.duplicate)  # type: ignore[union-attr]
@@ -880,7 +882,7 @@ class Engine:
 
     def _messages(self, account: str, query: MessageQuery) -> list[Message]:
         if query.message_id is not None:
-            ids: tuple[int, ...] = (int(query.message_id),) if query.message_id.isdigit() else ()
+            ids: tuple[int, ...] = (int(query.message_id),) if _is_message_id(query.message_id) else ()
         else:
             ids = self.store.by_client_ref(account, query.client_ref or "")
         found = [m for m in (self.store.get(i) for i in ids) if m is not None and m.account == account]
@@ -982,6 +984,12 @@ _AHEAD_RECHECK_SECONDS = 0.05
 # What a submit answers per recipient (docs/protocol.md, submit).
 _ACCEPT_STATES = {State.REJECTED: "rejected", State.DEFERRED: "scheduled"}
 _ACCEPTED = OutcomeKind.ACCEPTED
+
+
+def _is_message_id(text: str) -> bool:
+    """Whether `text` is a message id as the gateway writes them: ASCII digits, no leading zero, a u64. Ids
+    are opaque strings to clients: "0121...", full-width or Arabic-Indic digits name no message."""
+    return text.isascii() and text.isdigit() and (text == "0" or text[0] != "0") and int(text) < 1 << 64
 
 
 def _ref_for(ref: int, bits: int) -> int:

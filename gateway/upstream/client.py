@@ -168,9 +168,15 @@ class UpstreamClient:
         if self._subscription is not None:
             raise RuntimeError("this connection is already subscribed")
         # Ready before the request goes out: events may follow the answer in the same read.
-        self._subscription = Subscription(self, window)
         wanted = None if kinds is None else tuple(EventKind(k) for k in kinds)
-        granted = subscribe_result_from_wire(await self.call(Op.SUBSCRIBE, Subscribe(after, window, wanted)))
+        self._subscription = Subscription(self, window)
+        try:
+            granted = subscribe_result_from_wire(await self.call(Op.SUBSCRIBE, Subscribe(after, window, wanted)))
+        except BaseException:
+            # Refused (docs/protocol.md: the connection is then without a subscription) or not sent: a
+            # corrected subscribe may follow.
+            self._subscription = None
+            raise
         self._subscription.after = granted.after
         self._subscription.window = granted.window
         return self._subscription
