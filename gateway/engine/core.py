@@ -51,6 +51,7 @@ from gateway.store import (
     Advance,
     AdvanceResult,
     CorruptRecord,
+    KeepMoPart,
     Message,
     Mo,
     Op,
@@ -211,6 +212,7 @@ class Engine:
     # --- running ------------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self._restore_mo_parts()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._scheduler)
             for name in self.pools:
@@ -223,6 +225,24 @@ class Engine:
             nursery.start_soon(self._overdue_loop)
             nursery.start_soon(self._failer)
             task_status.started()
+
+    async def _restore_mo_parts(self) -> None:
+        """The parts of long MOs acknowledged before a stop or a crash wait for the rest again, as old as
+        they are (a message whose time ran out meanwhile comes out incomplete at the next housekeeping)."""
+        stored, unreadable = self.store.mo_parts()
+        if unreadable:
+            log.error("mo_parts_unreadable", rows=unreadable)
+        if not stored:
+            return
+        now, wall = trio.current_time(), self._wall_ms()
+        ops: list[Op] = []
+        for p in sorted(stored, key=lambda p: p.received_ms):
+            part = MoPart(p.source, p.destination, p.text, p.data_coding, p.ref, p.total, p.seq)
+            for mo in self._reassembler.add(part, now - max(0, wall - p.received_ms) / 1000):
+                self._mo_ops(mo, p.carrier, ops)
+        if ops:
+            self._check_results(ops, await self._apply(ops))
+        log.info("mo_parts_restored", parts=len(stored), waiting=self._reassembler.pending)
 
     def wake(self) -> None:
         """Something became due (a submit, a resend, a retry): rescan the due index now."""
@@ -635,8 +655,11 @@ class Engine:
                 if item.is_receipt:
                     self._receipt_ops(item, ops)
                 else:
-                    for mo in self._reassembler.add(_mo_part(item), now):
+                    part = _mo_part(item)
+                    for mo in self._reassembler.add(part, now):
                         self._mo_ops(mo, item.carrier, ops)
+                    if self._reassembler.holds(part):  # waits for the rest: durable before the SMSC hears
+                        ops.append(_keep(part, item.carrier))
             except Exception as err:  # the fault boundary around one PDU: it never stops the others
                 del ops[start:]
                 self._refuse_inbound(item, err)
@@ -683,7 +706,7 @@ class Engine:
         account = self._mo_accounts.get(mo.destination, self._default_account)
         text = mo.text if mo.complete else f"{mo.text} [incomplete: parts {list(mo.missing)} missing]"
         self.counters["mo"] += 1
-        ops.append(Mo(account, carrier, mo.source, mo.destination, text))
+        ops.append(Mo(account, carrier, mo.source, mo.destination, text, mo.ref or 0, mo.parts))
         if mo.complete and mo.text.strip().upper() in self.settings.optout_keywords:
             number = normalise(mo.source, default_country_code=self.settings.default_country_code)
             if number:
@@ -995,6 +1018,12 @@ def _is_message_id(text: str) -> bool:
 def _ref_for(ref: int, bits: int) -> int:
     """The store's per-destination counter runs 1..65535; an 8-bit UDH takes 1..255 of it in turn."""
     return ref if bits == 16 else (ref - 1) % 255 + 1
+
+
+def _keep(part: MoPart, carrier: str) -> KeepMoPart:
+    return KeepMoPart(
+        carrier, part.source, part.destination, part.ref or 0, part.total, part.seq, part.text, part.data_coding
+    )
 
 
 def _mo_part(item: Inbound) -> MoPart:

@@ -41,6 +41,7 @@ class MoMessage:
     parts: int
     complete: bool = True
     missing: tuple[int, ...] = ()
+    ref: int | None = None  # the concatenation reference of a long message
 
 
 @dataclass(slots=True)
@@ -119,6 +120,11 @@ class Reassembler:
         self._done = {k: t for k, t in self._done.items() if now - t <= self.timeout_seconds}
         return out
 
+    def holds(self, part: MoPart) -> bool:
+        """Whether `part` waits here for the rest of its message (it was new, and did not complete it)."""
+        pending = self._pending.get((part.source, part.destination, part.ref or 0, part.total))
+        return pending is not None and pending.parts.get(part.seq) is part
+
     @property
     def pending(self) -> int:
         """Messages waiting for parts."""
@@ -126,8 +132,8 @@ class Reassembler:
 
     @staticmethod
     def _message(key: _Key, pending: _Pending, *, complete: bool) -> MoMessage:
-        source, destination, _, total = key
+        source, destination, ref, total = key
         parts = [pending.parts[s] for s in sorted(pending.parts)]
         missing = tuple(s for s in range(1, total + 1) if s not in pending.parts)
         text = _join([p.text for p in parts])
-        return MoMessage(source, destination, text, parts[0].data_coding, total, complete, missing)
+        return MoMessage(source, destination, text, parts[0].data_coding, total, complete, missing, ref)

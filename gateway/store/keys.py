@@ -58,6 +58,7 @@ DB_NAMES = (
     b"deadline",
     b"early_time",
     b"unmatched",
+    b"mo_parts",  # a long MO's parts received and acknowledged while it waits for the rest (ops.KeepMoPart)
 )
 
 # Message ids: milliseconds since EPOCH_MS in the top 42 bits (139 years), a counter in the low 22 bits
@@ -111,6 +112,12 @@ def text_pair(a: str, b: str) -> bytes:
     """`a \\0 b`: the NUL cannot occur in an account, carrier name or number, so prefixes do not collide."""
     # One encode of the joined text: UTF-8 of a concatenation is the concatenation of the UTF-8s.
     return f"{a}\0{b}".encode()
+
+
+def mo_part_key(source: str, destination: str, ref: int, total: int, seq: int) -> bytes:
+    """`source \0 destination \0` then the concatenation reference (u16), part count and part number
+    (u8 each): TS 23.040 9.2.3.24.1's identity of a part, so a long MO's parts sit together."""
+    return f"{source}\0{destination}\0".encode() + bytes((ref >> 8 & 0xFF, ref & 0xFF, total & 0xFF, seq & 0xFF))
 
 
 def timed_pair(ms: int, a: str, b: str) -> bytes:

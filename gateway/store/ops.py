@@ -160,6 +160,25 @@ class Mo:
     source: str
     destination: str
     text: str
+    # A long MO: its reference and part count. The parts kept for it (KeepMoPart) go in the same write.
+    ref: int = 0
+    parts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class KeepMoPart:
+    """One part of a long MO, kept until the message is whole (or expires incomplete) and a Mo op with the
+    same source, destination, ref and part count removes it: the SMSC is told the part was received (and
+    does not send it again) only once it is durable, and a restart loses no part."""
+
+    carrier: str
+    source: str
+    destination: str
+    ref: int
+    total: int
+    seq: int
+    text: str
+    data_coding: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +237,10 @@ class Done:
     seq: int = 0
 
 
-Op = Submit | Prepare | Advance | Receipt | Mo | SetOptOut | SetBlacklist | SetCursor | Sweep | Reroute | Overdue
+Op = (
+    Submit | Prepare | Advance | Receipt | Mo | SetOptOut | SetBlacklist | SetCursor | Sweep | Reroute | Overdue
+    | KeepMoPart
+)
 Result = SubmitResult | PrepareResult | AdvanceResult | ReceiptResult | SweepResult | Done
 
 

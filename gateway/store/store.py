@@ -49,6 +49,7 @@ from gateway.store.ops import (
     Advance,
     AdvanceResult,
     Done,
+    KeepMoPart,
     Mo,
     Op,
     Outcome,
@@ -261,6 +262,7 @@ class Store:
             Receipt: self._receipt,
             Prepare: self._prepare,
             Mo: self._mo,
+            KeepMoPart: self._keep_mo_part,
             SetOptOut: self._set_optout,
             SetBlacklist: self._set_blacklist,
             SetCursor: self._set_cursor,
@@ -397,7 +399,18 @@ class Store:
     def _mo(self, tx: _Tx, op: Mo) -> Done:
         seq = self._log(tx, EventKind.MO, op.account, number=op.source, address=op.destination, text=op.text,
                         carrier=op.carrier)  # fmt: skip
+        if op.parts > 1:  # the parts kept while it was incomplete are in the event now
+            for part in range(1, op.parts + 1):
+                key = keys.mo_part_key(op.source, op.destination, op.ref, op.parts, part)
+                if tx.get(b"mo_parts", key) is not None:
+                    tx.delete(b"mo_parts", key)
         return Done(seq)
+
+    def _keep_mo_part(self, tx: _Tx, op: KeepMoPart) -> Done:
+        _check_lengths(op.source, op.destination)
+        key = keys.mo_part_key(op.source, op.destination, op.ref, op.total, op.seq)
+        tx.put(b"mo_parts", key, records.pack_mo_part(op.carrier, op.text, op.data_coding, tx.now))
+        return Done(tx.seq)
 
     def _set_optout(self, tx: _Tx, op: SetOptOut) -> Done:
         return self._set(tx, b"optout", keys.text_pair(op.scope, op.number), op.opted_out)
@@ -1165,6 +1178,18 @@ class Store:
         `key` of the last one read; b"": from the start)."""
         with self._lock, self._read() as txn:
             return _unmatched_rows(txn.cursor(db=self._dbs[b"unmatched"]), after, limit)
+
+    def mo_parts(self) -> tuple[list[records.StoredMoPart], int]:
+        """Every long MO's part kept while its message is incomplete (the engine reloads them at start),
+        and how many rows could not be read (skipped: one bad row must not stop a start)."""
+        parts, unreadable = [], 0
+        with self._lock, self._read() as txn:
+            for k, v in txn.cursor(db=self._dbs[b"mo_parts"]):
+                try:
+                    parts.append(records.unpack_mo_part(_b(k), _b(v)))
+                except (CorruptRecord, ValueError, UnicodeDecodeError):
+                    unreadable += 1
+        return parts, unreadable
 
     def unmatched_count(self) -> int:
         """How many unmatched receipts the store keeps (until retention purges them)."""

@@ -34,6 +34,7 @@ from gateway.store.ops import (
     AdvanceResult,
     Done,
     FrequencyCap,
+    KeepMoPart,
     Mo,
     Op,
     Outcome,
@@ -56,7 +57,7 @@ from gateway.store.ops import (
 from gateway.store.store import InvalidField, OpFailed, UnknownMessage, WrongState
 
 OP_TYPES: tuple[type, ...] = (
-    Submit, Prepare, Advance, Receipt, Mo, SetOptOut, SetBlacklist, SetCursor, Sweep, Reroute, Overdue,
+    Submit, Prepare, Advance, Receipt, Mo, SetOptOut, SetBlacklist, SetCursor, Sweep, Reroute, Overdue, KeepMoPart,
 )  # fmt: skip
 RESULT_TYPES: tuple[type, ...] = (SubmitResult, PrepareResult, AdvanceResult, ReceiptResult, SweepResult, Done)
 ERROR = 99
