@@ -77,10 +77,10 @@ def _dec_int(raw: bytes) -> int:
 
 
 def _dec_cstr(raw: bytes) -> str:
-    # The NUL is part of the value on the wire (5.3.1); a missing one is a malformed parameter.
-    if raw[-1:] != b"\x00" or b"\x00" in raw[:-1]:
-        raise ValueError("C-Octet String TLV without a single terminating NUL")
-    return raw[:-1].decode("ascii")
+    # The NUL is part of the value on the wire (5.3.1), but many SMSCs leave it out of a
+    # receipted_message_id, or pad with several: read it as a C reader would, up to the first NUL or the
+    # end. Refusing the PDU would lose the receipt (the SMSC gets an error and gives up or loops).
+    return raw.split(b"\x00", 1)[0].decode("ascii")
 
 
 def _dec_octets(raw: bytes) -> bytes:

@@ -247,3 +247,15 @@ def test_submit_multi_lists() -> None:
         message_id="m1", unsuccess_smes=(P.UnsuccessSme(1, 1, "447700900001", CommandStatus.ESME_RINVDSTADR),)
     )
     assert codec.decode(codec.encode(resp)) == resp
+
+
+@pytest.mark.parametrize("value", [b"5F2A", b"5F2A\x00", b"5F2A\x00\x00\x00"], ids=["no NUL", "one NUL", "padded"])
+def test_receipted_message_id_is_read_with_or_without_its_nul(value: bytes) -> None:
+    # SMPP 3.4 5.3.1 makes the NUL part of a C-Octet String TLV; many SMSCs leave it out. Refused, the
+    # deliver_sm got 0xC4 and its receipt could never get in.
+    pdu = codec.encode(P.DeliverSm(source_addr="447700900123", destination_addr="ACME", esm_class=0x04), 9)
+    tlv = struct.pack(">HH", Tag.RECEIPTED_MESSAGE_ID, len(value)) + value
+    frame = struct.pack(">I", len(pdu) + len(tlv)) + pdu[4:] + tlv
+    decoded = codec.decode(frame)
+    assert isinstance(decoded, P.DeliverSm)
+    assert decoded.tlv(Tag.RECEIPTED_MESSAGE_ID) == "5F2A"
