@@ -131,6 +131,7 @@ class Bind:
         self._unacked = 0
         self._inbound_room = trio.Event()
         self._repaired = 0
+        self._no_id_logged = False
         self._ack_link: Link | None = None
         self._ack_on_link: Callable[[P.DeliverSm | P.DataSm, int], None] | None = None
         self._bound = trio.Event()
@@ -239,6 +240,7 @@ class Bind:
         self._link = link
         self._unacked = 0  # what the last link brought and was never acked, the SMSC will redeliver
         self._repaired = 0  # responses taken from their readable fields on this link (the first is logged)
+        self._no_id_logged = False
         try:
             with link.scope:
                 async with trio.open_nursery() as nursery:
@@ -398,6 +400,11 @@ class Bind:
         status = resp.command_status
         if status == 0 and isinstance(resp, P.SubmitSmResp):
             self.core.on_accepted()
+            if not resp.message_id and not self._no_id_logged:
+                # No receipt can be matched to it: it ends no_receipt at the receipt timeout. Once per link.
+                self._no_id_logged = True
+                self._log.warning("submit_accepted_without_id", seq=req.sequence_number,
+                                  note="receipts cannot be matched; logged once per link")  # fmt: skip
             await self._emit(
                 self._outcome(item.job, OutcomeKind.ACCEPTED, seq=req.sequence_number, message_id=resp.message_id)
             )
