@@ -81,6 +81,9 @@ class ServerConfig:
     hello_timeout_seconds: float = 10.0
     max_auth_failures: int = 3
     close_timeout_seconds: float = 5.0
+    # A client that takes nothing from its socket this long while answers or events wait for it is cut off:
+    # what it left unread (up to max_inflight answers) is freed, not held for ever.
+    write_timeout_seconds: float = 60.0
     read_size_bytes: int = 64 * 1024
     unix_mode: int = 0o600
 
@@ -311,7 +314,14 @@ class _Connection:
                             break
                         batch.append(item)
                         size += len(item.data)
-                    await self._stream.send_all(b"".join(item.data for item in batch))
+                    with trio.move_on_after(self._config.write_timeout_seconds) as stalled:
+                        await self._stream.send_all(b"".join(item.data for item in batch))
+                    if stalled.cancelled_caught:
+                        log.warning("upstream_connection_stalled", account=self._account,
+                                    seconds=self._config.write_timeout_seconds,
+                                    unread_bytes=size)  # fmt: skip
+                        connection_scope.cancel()
+                        return
                     for item in batch:
                         if item.frees_slot:
                             self._slots.release()

@@ -379,3 +379,31 @@ async def test_client_refuses_a_request_over_the_servers_frame_limit() -> None:
             with pytest.raises(FrameTooLarge):
                 await client.submit(sms("+15550001", text="x" * 2000))
             await client.ping()
+
+
+async def test_a_client_that_reads_nothing_is_cut_off_and_its_answers_freed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A client that pipelined big answers and stopped reading held up to max_inflight answers (36 MB for
+    # 256 status answers of 1,000 messages) for as long as it stayed connected.
+    config = ServerConfig(write_timeout_seconds=30.0)
+    many = [f"+1555{i:07d}" for i in range(1000)]
+    with trio.fail_after(600):
+        async with tcp_server(MemoryBackend(), config) as address, RawConnection.open(address) as conn:
+            await conn.hello()
+            started = trio.current_time()
+            with trio.move_on_after(60):  # until the server stops reading (its answers have nowhere to go)
+                try:
+                    for i in range(2, 2000):
+                        await conn.send(submit_frame(i, to=many))
+                except trio.BrokenResourceError:
+                    pass  # cut off while still sending
+            ended = False
+            while not ended:  # what made it into the socket buffers, then the end (or a reset) of the stream
+                try:
+                    ended = await conn.receive() is None
+                except trio.BrokenResourceError:
+                    ended = True
+            assert trio.current_time() - started < 120  # cut off after the write timeout, not left open
+            async with open_tcp_client(*address, account=ACCOUNT, secret=SECRET) as client:
+                await client.ping()  # and the server serves on
