@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -27,9 +29,50 @@ from gateway.errors import ConfigError
 from gateway.upstream import BlockingClient, EventKind, MessageClass, SubmitRequest, UpstreamError
 
 
+def _default_config() -> str:
+    """$GATEWAY_CONFIG, else conf/gateway.toml here, else the project's own (gatewayctl run from anywhere)."""
+    chosen = os.environ.get("GATEWAY_CONFIG")
+    if chosen:
+        return chosen
+    here = Path("conf/gateway.toml")
+    project = Path(__file__).resolve().parents[2] / "conf" / "gateway.toml"
+    return str(here if here.exists() or not project.exists() else project)
+
+
+def _u64(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 1 << 64:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 2**64-1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"{text} is not between 1 and 100000")
+    return value
+
+
+def _cursor(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a cursor (the hex gatewayctl printed)") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gatewayctl", description="operate a running gateway")
-    p.add_argument("-c", "--config", default="conf/gateway.toml", help="the gateway's config file")
+    p.add_argument(
+        "-c", "--config", default=_default_config(),
+        help="the gateway's config file (default: $GATEWAY_CONFIG, else conf/gateway.toml here or in the project)",
+    )  # fmt: skip
     p.add_argument("-a", "--account", help="upstream account (default: the first in the config)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     cmds = p.add_subparsers(dest="command", required=True)
@@ -40,8 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--class", dest="message_class", default="notification", choices=[c.value for c in MessageClass])
     send.add_argument("--client-ref")
     send.add_argument("--batch")
-    send.add_argument("--schedule-in", type=float, help="seconds from now")
-    send.add_argument("--validity", type=int, help="seconds")
+    send.add_argument("--schedule-in", type=_seconds, help="seconds from now")
+    send.add_argument("--validity", type=_count, help="seconds")
     send.add_argument("--no-receipt", action="store_true")
     status = cmds.add_parser("status", help="state of a message (by id) or of a submit (by client reference)")
     status.add_argument("message_id", nargs="?")
@@ -50,9 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("message_id", nargs="?")
     cancel.add_argument("--client-ref")
     events = cmds.add_parser("events", help="print events (submitted, delivered, failed, mo)")
-    events.add_argument("--after", type=int, help="start after this sequence (default: the stored cursor)")
+    events.add_argument("--after", type=_u64, help="start after this sequence (default: the stored cursor)")
     events.add_argument("--follow", action="store_true", help="keep waiting for new events")
-    events.add_argument("--timeout", type=float, default=2.0, help="without --follow: stop after this idle time")
+    events.add_argument("--timeout", type=_seconds, default=2.0, help="without --follow: stop after this idle time")
     events.add_argument("--ack", action="store_true", help="acknowledge what was printed (moves the cursor)")
     events.add_argument(
         "--kind", action="append", choices=[str(k) for k in EventKind], dest="kinds",
@@ -69,13 +112,15 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="receipts no submit_sm_resp claimed within [store] early_receipt_seconds",
     )
-    receipts.add_argument("--limit", type=int, default=100)
-    receipts.add_argument("--after", help="the cursor printed after the last one read")  # fmt: skip
+    receipts.add_argument("--limit", type=_count, default=100)
+    receipts.add_argument("--after", type=_cursor, default=b"", help="the cursor printed after the last one read")
     return p
 
 
 def _connect(cfg: GatewayConfig, account_name: str | None) -> BlockingClient:
     accounts = {a.name: a for a in cfg.accounts}
+    if account_name and account_name not in accounts:
+        raise UsageError(f"no account {account_name!r} in the config (accounts: {', '.join(accounts)})")
     account = accounts[account_name] if account_name else cfg.accounts[0]
     secret = read_secret(
         env=account.secret_env,
@@ -83,6 +128,10 @@ def _connect(cfg: GatewayConfig, account_name: str | None) -> BlockingClient:
         what=f"account {account.name}",
     )
     return BlockingClient.connect_unix(cfg.server.socket_path, account=account.name, secret=secret, timeout=10.0)
+
+
+class UsageError(Exception):
+    """A command line that names something the config does not have."""
 
 
 def _out(args: argparse.Namespace, obj: Any, line: str) -> None:
@@ -144,7 +193,7 @@ def _receipts(args: argparse.Namespace, cfg: GatewayConfig) -> int:
     from gateway.store.store import read_unmatched
 
     try:
-        count, rows = read_unmatched(cfg.store.path, bytes.fromhex(args.after or ""), args.limit)
+        count, rows = read_unmatched(cfg.store.path, args.after, args.limit)
     except lmdb.Error as err:
         print(f"gatewayctl: {cfg.store.path}: cannot read the store: {err}", file=sys.stderr)
         return 1
@@ -173,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _receipts(args, cfg)
         with _connect(cfg, args.account) as client:
             return _run(args, client)
-    except ConfigError as err:
+    except (ConfigError, UsageError) as err:
         print(f"gatewayctl: {err}", file=sys.stderr)
         return 2
     except UpstreamError as err:
