@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import stat
+import struct
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +40,7 @@ from gateway.upstream.errors import (
     UpstreamError,
     upstream_error_for,
 )
-from gateway.upstream.faults import FaultLog
+from gateway.upstream.faults import AuthLog, FaultLog
 from gateway.upstream.frames import FrameDecoder, FrameFault, decode_request, encode_frame
 from gateway.upstream.schema import (
     PROTOCOL_VERSION,
@@ -103,9 +105,12 @@ class _Connection:
         credentials: Credentials,
         config: ServerConfig,
         faults: FaultLog,
+        auth_log: AuthLog | None = None,
     ) -> None:
         self._stream = stream
         self._faults = faults
+        self._auth_log = auth_log or AuthLog()
+        self._peer = _peer(stream)
         self._backend = backend
         self._credentials = credentials
         self._config = config
@@ -134,7 +139,11 @@ class _Connection:
                 elif self._subscription is not None:
                     self._subscription.scope.cancel()
             if fatal is not None:
-                log.info("upstream_connection_refused", code=str(fatal.code), reason=fatal.message)
+                if isinstance(fatal, AuthFailed):  # counted with the failed hellos, under the same bound
+                    self._auth_log.failed(trio.current_time(), "upstream_connection_refused", code=str(fatal.code),
+                                          reason=fatal.message, peer=self._peer)  # fmt: skip
+                else:
+                    log.info("upstream_connection_refused", code=str(fatal.code), reason=fatal.message, peer=self._peer)
                 await self._out_send.send(_Out(encode_frame(error_frame(self._fatal_ident, fatal, fatal=True)), False))
             self._out_send.close()
 
@@ -206,7 +215,8 @@ class _Connection:
             await self.answer_error(envelope.id, UnsupportedVersion(message, field="version"))
         elif not self._credentials.check(hello.account, hello.secret):
             self._auth_failures += 1
-            log.warning("upstream_auth_failed", account=hello.account, failures=self._auth_failures)
+            self._auth_log.failed(trio.current_time(), "upstream_auth_failed", account=hello.account[:64],
+                                  peer=self._peer, failures=self._auth_failures)  # fmt: skip
             if self._auth_failures >= self._config.max_auth_failures:
                 self._slots.release()
                 self._fatal_ident = envelope.id
@@ -412,10 +422,11 @@ class _Subscription:
 async def _serve_connection(
     stream: trio.abc.Stream, backend: UpstreamBackend, credentials: Credentials, config: ServerConfig,
     faults: FaultLog,
+    auth_log: AuthLog | None = None,
 ) -> None:  # fmt: skip
     structlog.contextvars.clear_contextvars()
     try:
-        await _Connection(stream, backend, credentials, config, faults).run()
+        await _Connection(stream, backend, credentials, config, faults, auth_log).run()
     except Exception:
         # One connection's failure must not end the listener and with it every other connection.
         log.exception("upstream_connection_failed")
@@ -480,6 +491,22 @@ def _remove_own_socket(path: str, created: os.stat_result) -> None:
         os.unlink(path)
 
 
+def _peer(stream: trio.abc.Stream) -> str:
+    """Who is on the other end, for the log: host:port over TCP, the process's pid and uid over the Unix
+    socket (SO_PEERCRED), "" when the stream cannot say."""
+    sock = getattr(stream, "socket", None)
+    try:
+        if sock is None:
+            return ""
+        if sock.family == socket.AF_UNIX:
+            pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            return f"pid {pid} uid {uid}"
+        host, port = sock.getpeername()[:2]
+        return f"{host}:{port}"
+    except (OSError, AttributeError, struct.error):
+        return ""
+
+
 def _remove_stale_socket(path: str) -> None:
     if os.path.lexists(path):
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
@@ -497,9 +524,10 @@ async def _serve_listeners(
 ) -> None:
     # One per server: a bug any connection hits is logged with its traceback once, not once per connection.
     faults = FaultLog()
+    auth_log = AuthLog()
 
     async def handler(stream: trio.abc.Stream) -> None:
-        await _serve_connection(stream, backend, credentials, config, faults)
+        await _serve_connection(stream, backend, credentials, config, faults, auth_log)
 
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handler, list(listeners))
