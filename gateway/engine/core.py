@@ -990,6 +990,9 @@ class Engine:
     async def event_cursor(self, account: str) -> int:
         return self.store.cursor(account)
 
+    async def last_event_seq(self) -> int:
+        return self.store.last_seq()
+
 
 def event_reason(o: SubmitOutcome) -> str:
     """Why a message left a carrier, for its trail: the refusal's reason code."""

@@ -69,3 +69,7 @@ class UpstreamBackend(Protocol):
     async def event_cursor(self, account: str) -> int:
         """The account's stored cursor (0 if it never acknowledged), where a resuming subscriber starts."""
         ...
+
+    async def last_event_seq(self) -> int:
+        """The newest event's seq in the log (of any account); 0 when there is none."""
+        ...

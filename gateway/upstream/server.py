@@ -374,6 +374,9 @@ class _Subscription:
         conn, account = self._connection, self._connection.account
         with self.scope:
             try:
+                if after is not None and after > (newest := await conn.backend.last_event_seq()):
+                    # As for ack: a start past the log would hide every event logged up to it.
+                    raise InvalidRequest(f"after {after} is past the last event ({newest})", field="after")
                 self.cursor = after if after is not None else await conn.backend.event_cursor(account)
             except Exception as exc:
                 # Not subscribed after all: the client may try again on this connection.

@@ -155,6 +155,10 @@ class MemoryBackend:
         await trio.lowlevel.checkpoint()
         return self.logs.get(account, AccountLog()).cursor
 
+    async def last_event_seq(self) -> int:
+        await trio.lowlevel.checkpoint()
+        return self.last_seq
+
     # --- what the engine would do later ---------------------------------------------------------------
 
     def emit(self, account: str, kind: EventKind, message_id: str | None = None, **extra: Any) -> Event:

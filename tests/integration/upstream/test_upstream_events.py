@@ -153,3 +153,17 @@ async def test_subscribe_with_bad_kinds_gets_invalid_request(kinds: object) -> N
     assert reply is not None
     assert (reply["type"], reply["code"], reply.get("field")) == ("error", "invalid_request", "kinds")
     assert pong == {"type": "result", "id": 2, "result": {}}
+
+
+async def test_subscribe_after_a_seq_not_yet_logged_is_refused() -> None:
+    # Accepted, it hid every event logged up to that seq (after = 1e15: all of them, for good).
+    backend = MemoryBackend()
+    emit_many(backend, 3)
+    with trio.fail_after(10):
+        async with tcp_server(backend) as address, connected(address) as client:
+            with pytest.raises(InvalidRequest) as info:
+                await client.subscribe(after=10**15)
+            assert info.value.field == "after"
+            subscription = await client.subscribe(after=3)  # the newest event: fine, live from here
+            seq = backend.emit(ACCOUNT, EventKind.DELIVERED, "m4").seq
+            assert (await subscription.__anext__()).seq == seq
