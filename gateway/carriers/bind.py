@@ -35,6 +35,7 @@ from gateway.carriers.core import BindCore, BindState, Pending
 from gateway.carriers.jobs import Inbound, OutcomeKind, SubmitJob, SubmitOutcome
 from gateway.carriers.link import Link, LinkLost
 from gateway.errors import ConfigError, ProtocolError
+from gateway.logbudget import LogBudget
 from gateway.smpp import pdu as P
 from gateway.smpp.constants import THROTTLE_STATUSES, CommandId, status_name
 from gateway.smpp.session import (
@@ -132,6 +133,8 @@ class Bind:
         self._inbound_room = trio.Event()
         self._repaired = 0
         self._no_id_logged = False
+        # An SMSC whose every PDU is malformed gets each one answered, but the log a bounded number of lines.
+        self._rejected_log = LogBudget("pdu_rejected_more")
         self._ack_link: Link | None = None
         self._ack_on_link: Callable[[P.DeliverSm | P.DataSm, int], None] | None = None
         self._bound = trio.Event()
@@ -379,7 +382,8 @@ class Bind:
                 else:
                     link.fail(f"link dead: {event.reason}")
             elif isinstance(event, Rejected):
-                self._log.warning("pdu_rejected", status=status_name(event.status), reason=event.reason)
+                self._rejected_log.log(self._log.warning, trio.current_time(), "pdu_rejected",
+                                       status=status_name(event.status), reason=event.reason)  # fmt: skip
             elif isinstance(event, UnexpectedResponse):
                 self._log.info("unexpected_response", seq=event.pdu.sequence_number, command=type(event.pdu).__name__)
             elif isinstance(event, ResponseRepaired):

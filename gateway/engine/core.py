@@ -32,6 +32,7 @@ from gateway.engine.sequencer import Sequencer
 from gateway.engine.settings import CarrierSettings, EngineSettings, ErrorClasses
 from gateway.errors import GatewayError, MessageTooLong, SegmentingError, WireError
 from gateway.lifecycle import DUE_STATES, Ev, Event, State, carrier_rejected
+from gateway.logbudget import LogBudget
 from gateway.routing import RouteTable, normalise
 from gateway.segmenting import (
     MoMessage,
@@ -192,6 +193,9 @@ class Engine:
             "rerouted": 0, "handed_back": 0, "overdue_ended": 0, "inbound_refused": 0,
             "receipts_unmatched": store.unmatched_count(),
         }  # fmt: skip
+        # What a carrier sends wrong is logged, within a bound (an SMSC can repeat a mistake at its full rate).
+        self._unparseable_log = LogBudget("receipt_unparseable_more")
+        self._refused_log = LogBudget("inbound_refused_more")
         # A long message's later parts, waiting for the carrier to accept the part before (sequencer.py).
         self._sequencer = Sequencer()
         # Parts released by an accepted part that did not fit the carrier's job queue at once, per carrier.
@@ -682,9 +686,10 @@ class Engine:
         self.counters["inbound_refused"] += 1
         pdu = item.pdu
         expected = isinstance(err, WireError)  # malformed content: a warning, not a gateway bug
-        (log.warning if expected else log.error)(
-            "inbound_refused", carrier=item.carrier, bind=item.bind, command=type(pdu).__name__,
-            source=pdu.source_addr, destination=pdu.destination_addr, esm_class=pdu.esm_class,
+        self._refused_log.log(
+            log.warning if expected else log.error, trio.current_time(), "inbound_refused",
+            carrier=item.carrier, bind=item.bind, command=type(pdu).__name__, source=pdu.source_addr,
+            destination=pdu.destination_addr, esm_class=pdu.esm_class,
             data_coding=pdu.data_coding, message_hex=item.message[:254].hex(), error=str(err) or type(err).__name__,
             status="ESME_RX_P_APPN", exc_info=None if expected else err,
         )  # fmt: skip
@@ -696,7 +701,8 @@ class Engine:
         except ReceiptError as err:
             # Acknowledged (the SMSC would resend it forever) but never silent: logged with its text.
             self.counters["receipts_unparseable"] += 1
-            log.error("receipt_unparseable", carrier=item.carrier, text=item.message[:200], error=str(err))
+            self._unparseable_log.log(log.error, trio.current_time(), "receipt_unparseable", carrier=item.carrier,
+                                      text=item.message[:200], error=str(err))  # fmt: skip
             return
         ids = self._id_formats.get(item.carrier)
         if ids is not None:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import structlog
 
+from gateway.logbudget import LogBudget
+
 log = structlog.get_logger(__name__)
 
 # (exception type, file, line) of the innermost frame: one bug, however many requests hit it.
@@ -73,26 +75,17 @@ class FaultLog:
         return FaultStatistics(self._failures, len(self._seen))
 
 
+
 class AuthLog:
     """Failed hellos, logged with the peer, at most `burst` lines per `period_seconds`: then one line per
     period says how many more there were (a client guessing secrets cannot fill the log)."""
 
     def __init__(self, burst: int = 20, period_seconds: float = 60.0) -> None:
-        self._burst = burst
-        self._period = period_seconds
-        self._window_start = -float("inf")
-        self._logged = 0
-        self._suppressed = 0
-        self.failures = 0
+        self._budget = LogBudget("upstream_auth_failed_more", burst=burst, period_seconds=period_seconds)
+
+    @property
+    def failures(self) -> int:
+        return self._budget.count
 
     def failed(self, now: float, event: str, **context: object) -> None:
-        self.failures += 1
-        if now - self._window_start >= self._period:
-            if self._suppressed:
-                log.warning("upstream_auth_failed_more", times=self._suppressed, seconds=self._period)
-            self._window_start, self._logged, self._suppressed = now, 0, 0
-        if self._logged < self._burst:
-            self._logged += 1
-            log.warning(event, **context)
-        else:
-            self._suppressed += 1
+        self._budget.log(log.warning, now, event, **context)
