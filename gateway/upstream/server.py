@@ -33,6 +33,7 @@ from gateway.upstream.auth import Credentials
 from gateway.upstream.backend import UpstreamBackend
 from gateway.upstream.errors import (
     AuthFailed,
+    BadFrame,
     InternalError,
     InvalidRequest,
     NotAuthenticated,
@@ -165,6 +166,11 @@ class _Connection:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return None
             if not data:
+                if self._decoder.buffered_bytes:
+                    # A half-closed client may still read: say why its last bytes were not a request.
+                    await self._slots.acquire()
+                    pending = self._decoder.buffered_bytes
+                    await self.answer_error(None, BadFrame(f"the stream ended inside a frame ({pending} octets)"))
                 return None
             self._decoder.receive_data(data)
             while (event := self._decoder.next_event()) is not None:

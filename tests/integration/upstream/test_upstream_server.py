@@ -407,3 +407,16 @@ async def test_a_client_that_reads_nothing_is_cut_off_and_its_answers_freed(
             assert trio.current_time() - started < 120  # cut off after the write timeout, not left open
             async with open_tcp_client(*address, account=ACCOUNT, secret=SECRET) as client:
                 await client.ping()  # and the server serves on
+
+
+async def test_a_stream_that_ends_inside_a_frame_is_told_so_before_the_close() -> None:
+    # It was closed without a word, though the doc promises no silent close for a frame fault.
+    with trio.fail_after(10):
+        async with tcp_server(MemoryBackend()) as address, RawConnection.open(address) as conn:
+            await conn.hello()
+            await conn.send_bytes(struct.pack(">I", 100) + b"\x85\xa2op")  # 100 octets announced, 4 sent
+            await conn.stream.send_eof()
+            error = await conn.receive()
+            assert error is not None
+            assert (error["type"], error["code"], error["id"]) == ("error", "bad_frame", None)
+            assert await conn.receive() is None
