@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import faulthandler
 import logging
 import os
 import signal
@@ -643,8 +644,24 @@ async def main_async(cfg: GatewayConfig, config_path: Path) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(gateway.run)
             nursery.start_soon(_handle_signals, signals, gateway, config_path)
+            nursery.start_soon(_watchdog)
             await gateway.stopped.wait()
             nursery.cancel_scope.cancel()
+
+
+# The event loop must come back to its tasks every few milliseconds. Stuck in one computation (a bug that
+# loops), it answers nothing, not even SIGTERM: the stacks of every thread then go to stderr (the log), so
+# the operator sees where, instead of a silent process.
+WATCHDOG_SECONDS = 60.0
+
+
+async def _watchdog() -> None:
+    try:
+        while True:
+            faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=False)
+            await trio.sleep(WATCHDOG_SECONDS / 6)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 async def _handle_signals(signals: AsyncIterator[int], gateway: Gateway, config_path: Path) -> None:
