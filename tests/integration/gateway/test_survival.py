@@ -28,7 +28,7 @@ from gateway.store import StoreConfig
 from gateway.upstream import MessageClass, SubmitRequest, UpstreamClient, open_unix_client
 from gateway.upstream.schema import Event
 
-from .harness import SECRET, SIM_PASSWORD, collect_final_events
+from .harness import SECRET, SIM_PASSWORD, collect_final_events, running_gateway
 
 LIMIT = 40
 LONG = "Sale! Everything must go, up to 70% off today only, in every store and online. " * 3  # 3 GSM-7 parts
@@ -314,3 +314,31 @@ async def test_an_ordinary_message_is_not_flagged(tmp_path: Path) -> None:
             assert done[ids[0]].possible_duplicate is False
             (status,) = await client.status(message_id=ids[0])
             assert not status.possible_duplicate
+
+
+async def test_a_message_that_lands_behind_the_schedulers_cursor_still_goes_under_steady_traffic(
+    tmp_path: Path,
+) -> None:
+    # A soak found messages accepted and left for 5-13 minutes: a submit's due time is taken when its write
+    # goes to the store, and a scheduled message that fell due while that write committed moved the
+    # scheduler's cursor past it. Only a round without any wake-up started over, and every submit wakes the
+    # scheduler. Here the store's clock stands a few milliseconds back for one submit, as that commit lag.
+    t0 = 1_900_000_000_000
+    clock = [t0]
+    with trio.fail_after(LIMIT):
+        async with running_gateway(tmp_path, wall_ms=lambda: clock[0]) as gw, gw.client() as client:
+            await send(client, ["447700900001"], schedule_at=(t0 + 10) / 1000)
+            clock[0] = t0 + 20  # the scheduled one falls due and goes: the cursor is past t0 + 10
+            await poll_until(lambda: gw.sim.stats()["submits_ok"] == 1)
+            clock[0] = t0 + 5
+            (late,) = await send(client, ["447700900002"])  # due at t0 + 5: behind the cursor
+            clock[0] = t0 + 30
+            state = "accepted"
+            for i in range(3000):  # steady traffic: every submit wakes the scheduler before its poll period
+                await send(client, [f"4477{i:08d}"])
+                if i % 10 == 0:
+                    (status,) = await client.status(message_id=late)
+                    state = status.state
+                    if state != "accepted":
+                        break
+            assert state in ("submitted", "delivered")
