@@ -23,6 +23,7 @@ import stat
 import sys
 from collections.abc import AsyncIterator, Callable, MutableMapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from gateway.store.lock import StoreInUse, StoreLock, lock_store
 from gateway.store.remote import WriterProcess
 from gateway.store.store import wall_ms as store_wall_ms
 from gateway.upstream import Credentials, ServerConfig, serve_tcp, serve_unix
+from gateway.upstream.server import Drain
 
 log = structlog.get_logger(__name__)
 
@@ -340,6 +342,7 @@ class Gateway:
         self.source = source
         self._wall_ms = wall_ms
         self._stop = trio.Event()
+        self._upstream_drain = Drain()  # the upstream connections' graceful end (step 1 of the shutdown)
         self.stopped = trio.Event()  # set once the store is closed
         self.running: Running | None = None
 
@@ -442,7 +445,12 @@ class Gateway:
                     task_status.started(self.running)
                     await self._stop.wait()
                     log.info("shutdown_started")
-                    front.cancel_scope.cancel()  # 1. stop accepting
+                    # 1. stop accepting; what the connections already read is answered (a committed submit
+                    # too), within the upstream close bound, then they close.
+                    self._upstream_drain.begin()
+                    with trio.move_on_after(server_close_seconds(self.cfg) + 1):
+                        await self._upstream_drain.wait()
+                    front.cancel_scope.cancel()
                 await self._drain(pools, results_tx, inbound_tx, engine)  # 2-3. binds drain and unbind
                 log.info("engine_counters", **engine.counters)  # receipts early / ignored / unparseable, MO
                 core.cancel_scope.cancel()
@@ -454,7 +462,9 @@ class Gateway:
     ) -> tuple[str, tuple[str, int] | None]:
         server = self.cfg.server
         try:
-            path: str = await front.start(serve_unix, server.socket_path, engine, creds, server.upstream)
+            path: str = await front.start(
+                partial(serve_unix, server.socket_path, engine, creds, server.upstream, drain=self._upstream_drain)
+            )
         except OSError as err:
             reason = f"{server.socket_path}: {err.strerror or err}"
             raise CannotStart([f"{self.source}: server.socket_path: {reason}"]) from err
@@ -462,7 +472,7 @@ class Gateway:
             return path, None
         try:
             tcp: tuple[str, int] = await front.start(
-                _serve_tcp, engine, creds, server.upstream, server.tcp_host, server.tcp_port
+                _serve_tcp, engine, creds, server.upstream, server.tcp_host, server.tcp_port, self._upstream_drain
             )
         except OSError as err:
             reason = _listen_problem(server.tcp_host, server.tcp_port, err)
@@ -630,10 +640,15 @@ async def _serve_tcp(
     config: ServerConfig,
     host: str,
     port: int,
+    drain: Drain,
     *,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await serve_tcp(backend, creds, config, host=host, port=port, task_status=task_status)
+    await serve_tcp(backend, creds, config, host=host, port=port, drain=drain, task_status=task_status)
+
+
+def server_close_seconds(cfg: GatewayConfig) -> float:
+    return cfg.server.upstream.close_timeout_seconds
 
 
 async def main_async(cfg: GatewayConfig, config_path: Path) -> None:

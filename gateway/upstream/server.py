@@ -24,6 +24,7 @@ import struct
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import structlog
@@ -91,6 +92,35 @@ class ServerConfig:
     unix_mode: int = 0o600
 
 
+class Drain:
+    """The graceful end of a server's connections, shared by its listeners: once `begin` is called, no new
+    connection is accepted and each open one stops reading, finishes the requests it already read (a
+    submit the store committed gets its answer), writes what it owes and closes; `wait` returns when the
+    last one has."""
+
+    def __init__(self) -> None:
+        self.begun = trio.Event()
+        self._live = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    def begin(self) -> None:
+        self.begun.set()
+
+    async def wait(self) -> None:
+        await self._idle.wait()
+
+    def enter(self) -> None:
+        self._live += 1
+        if self._idle.is_set():
+            self._idle = trio.Event()
+
+    def leave(self) -> None:
+        self._live -= 1
+        if self._live == 0:
+            self._idle.set()
+
+
 @dataclass(frozen=True, slots=True)
 class _Out:
     data: bytes
@@ -107,8 +137,10 @@ class _Connection:
         config: ServerConfig,
         faults: FaultLog,
         auth_log: AuthLog | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self._stream = stream
+        self._drain = drain
         self._faults = faults
         self._auth_log = auth_log or AuthLog()
         self._peer = _peer(stream)
@@ -131,6 +163,8 @@ class _Connection:
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._writer, nursery.cancel_scope)
+            if self._drain is not None:
+                nursery.start_soon(self._stop_reading_on, self._drain)
             async with trio.open_nursery() as work:
                 fatal = await self._read_until_done(work)
                 # Whatever ended the reading, the rest (in-flight answers, a last error frame) gets a bound.
@@ -149,6 +183,11 @@ class _Connection:
             self._out_send.close()
 
     # --- reading ------------------------------------------------------------------------------------
+
+    async def _stop_reading_on(self, drain: Drain) -> None:
+        """The gateway is stopping: read no more requests; what was read is answered (run's close bound)."""
+        await drain.begun.wait()
+        self._read_scope.cancel()
 
     async def _read_until_done(self, work: trio.Nursery) -> UpstreamError | None:
         """Read until the end of the stream (None) or an error that ends the connection (returned)."""
@@ -432,13 +471,19 @@ async def _serve_connection(
     stream: trio.abc.Stream, backend: UpstreamBackend, credentials: Credentials, config: ServerConfig,
     faults: FaultLog,
     auth_log: AuthLog | None = None,
+    drain: Drain | None = None,
 ) -> None:  # fmt: skip
     structlog.contextvars.clear_contextvars()
+    if drain is not None:
+        drain.enter()
     try:
-        await _Connection(stream, backend, credentials, config, faults, auth_log).run()
+        await _Connection(stream, backend, credentials, config, faults, auth_log, drain).run()
     except Exception:
         # One connection's failure must not end the listener and with it every other connection.
         log.exception("upstream_connection_failed")
+    finally:
+        if drain is not None:
+            drain.leave()
 
 
 async def serve_tcp(
@@ -448,13 +493,15 @@ async def serve_tcp(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
+    drain: Drain | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve on TCP; `await nursery.start(serve_tcp, ...)` returns the bound (host, port)."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     sockname: Any = listeners[0].socket.getsockname()
     log.info("upstream_listening", transport="tcp", host=sockname[0], port=sockname[1])
-    await _serve_listeners(listeners, backend, credentials, config, task_status, (sockname[0], sockname[1]))
+    address = (sockname[0], sockname[1])
+    await _serve_listeners(listeners, backend, credentials, config, task_status, address, drain)
 
 
 async def serve_unix(
@@ -463,6 +510,7 @@ async def serve_unix(
     credentials: Credentials,
     config: ServerConfig = ServerConfig(),
     *,
+    drain: Drain | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve on a Unix socket created with `config.unix_mode` (0600: only the gateway's user may connect).
@@ -484,7 +532,7 @@ async def serve_unix(
     sock.listen(128)
     log.info("upstream_listening", transport="unix", path=path)
     try:
-        await _serve_listeners([trio.SocketListener(sock)], backend, credentials, config, task_status, path)
+        await _serve_listeners([trio.SocketListener(sock)], backend, credentials, config, task_status, path, drain)
     finally:
         _remove_own_socket(path, created)
 
@@ -530,14 +578,28 @@ async def _serve_listeners(
     config: ServerConfig,
     task_status: trio.TaskStatus[Any],
     address: object,
+    drain: Drain | None = None,
 ) -> None:
     # One per server: a bug any connection hits is logged with its traceback once, not once per connection.
     faults = FaultLog()
     auth_log = AuthLog()
 
     async def handler(stream: trio.abc.Stream) -> None:
-        await _serve_connection(stream, backend, credentials, config, faults, auth_log)
+        await _serve_connection(stream, backend, credentials, config, faults, auth_log, drain)
 
-    async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, handler, list(listeners))
-        task_status.started(address)
+    async with trio.open_nursery() as connections:
+        # Accepting runs in a nursery of its own, apart from the connections: a drain stops it and lets
+        # them finish.
+        async with trio.open_nursery() as accepting:
+            if drain is not None:
+                accepting.start_soon(_stop_accepting_on, drain, accepting.cancel_scope)
+            await accepting.start(partial(trio.serve_listeners, handler, list(listeners), handler_nursery=connections))
+            task_status.started(address)
+        for listener in listeners:  # drained: a new client is refused at once, not left in the backlog
+            await listener.aclose()
+        await trio.sleep_forever()  # the connections end by themselves, or with the caller's cancel
+
+
+async def _stop_accepting_on(drain: Drain, accepting: trio.CancelScope) -> None:
+    await drain.begun.wait()
+    accepting.cancel()

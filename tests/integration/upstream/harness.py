@@ -12,6 +12,7 @@ import trio
 
 from gateway.upstream import Credentials, ServerConfig, serve_tcp, serve_unix
 from gateway.upstream.frames import FrameDecoder, RawFrame, decode_payload, encode_frame
+from gateway.upstream.server import Drain
 from tests.integration.upstream.memory_backend import MemoryBackend
 
 ACCOUNT = "shop"
@@ -23,9 +24,11 @@ CREDENTIALS = Credentials({ACCOUNT: SECRET, OTHER_ACCOUNT: OTHER_SECRET})
 
 
 @asynccontextmanager
-async def tcp_server(backend: MemoryBackend, config: ServerConfig = DEFAULT_CONFIG) -> AsyncIterator[tuple[str, int]]:
+async def tcp_server(
+    backend: MemoryBackend, config: ServerConfig = DEFAULT_CONFIG, drain: Drain | None = None
+) -> AsyncIterator[tuple[str, int]]:
     async with trio.open_nursery() as nursery:
-        address = await nursery.start(partial(serve_tcp, backend, CREDENTIALS, config))
+        address = await nursery.start(partial(serve_tcp, backend, CREDENTIALS, config, drain=drain))
         yield address
         nursery.cancel_scope.cancel()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from gateway.errors import StoreFull
@@ -25,6 +26,7 @@ from gateway.upstream import (
     open_tcp_client,
     open_unix_client,
 )
+from gateway.upstream.server import Drain
 from tests.integration.upstream.harness import (
     ACCOUNT,
     OTHER_ACCOUNT,
@@ -420,3 +422,27 @@ async def test_a_stream_that_ends_inside_a_frame_is_told_so_before_the_close() -
             assert error is not None
             assert (error["type"], error["code"], error["id"]) == ("error", "bad_frame", None)
             assert await conn.receive() is None
+
+
+async def test_a_request_read_before_the_shutdown_is_answered_before_the_close() -> None:
+    # A submit that arrived just as SIGTERM did was committed but never answered: the connection was torn
+    # down. A drain stops reading and accepting, lets what was read finish and be answered, then closes.
+    backend = MemoryBackend()
+    backend.gate = trio.Event()
+    drain = Drain()
+    with trio.fail_after(10):
+        async with tcp_server(backend, drain=drain) as address, RawConnection.open(address) as conn:
+            await conn.hello()
+            await conn.send(submit_frame(7))
+            await backend.wait_in_submit(1)
+            drain.begin()
+            await trio.lowlevel.checkpoint()
+            backend.gate.set()  # the store commits it now, after the shutdown began
+            answer = await conn.receive()
+            assert answer is not None
+            assert (answer["type"], answer["id"]) == ("result", 7)
+            assert await conn.receive() is None  # then the close
+            await drain.wait()
+            with pytest.raises(OSError, match="connect"):  # and no new connection is accepted
+                await trio.open_tcp_stream(*address)
+    assert len(backend.records) == 1
