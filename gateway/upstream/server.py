@@ -569,6 +569,9 @@ def _remove_stale_socket(path: str) -> None:
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
             raise FileExistsError(f"{path} exists and is not a socket")
         os.unlink(path)
+        # A gateway removes its socket when it stops cleanly: one left behind means the last one did not.
+        log.warning("previous_stop_unclean", path=path,
+                    note="a socket file was left: the last gateway here was killed or crashed")  # fmt: skip
 
 
 async def _serve_listeners(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import struct
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from structlog.testing import capture_logs
 
 from gateway.errors import StoreFull
 from gateway.upstream import (
@@ -446,3 +448,20 @@ async def test_a_request_read_before_the_shutdown_is_answered_before_the_close()
             with pytest.raises(OSError, match="connect"):  # and no new connection is accepted
                 await trio.open_tcp_stream(*address)
     assert len(backend.records) == 1
+
+
+async def test_a_socket_left_by_a_killed_gateway_is_replaced_and_said(tmp_path: Path) -> None:
+    # A gateway removes its socket when it stops cleanly; after kill -9 the next start said nothing of it.
+    path = tmp_path / "upstream.sock"
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(str(path))
+    dead.close()  # what a killed gateway leaves: the file, no listener
+    with trio.fail_after(10), capture_logs() as logs:
+        async with unix_server(MemoryBackend(), path) as bound, open_unix_client(
+            bound, account=ACCOUNT, secret=SECRET
+        ) as client:
+            await client.ping()
+        assert [e["path"] for e in logs if e["event"] == "previous_stop_unclean"] == [str(path)]
+        async with unix_server(MemoryBackend(), path):  # after a clean stop: nothing to say
+            pass
+    assert len([e for e in logs if e["event"] == "previous_stop_unclean"]) == 1
