@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     OVERLOADED = "overloaded"
     INTERNAL = "internal"
     CLIENT_REF_CONFLICT = "client_ref_conflict"
+    SHUTTING_DOWN = "shutting_down"
 
 
 class UpstreamError(GatewayError):
@@ -121,6 +122,12 @@ class ClientRefConflict(UpstreamError):
     code = ErrorCode.CLIENT_REF_CONFLICT
 
 
+class ShuttingDown(UpstreamError):
+    """The gateway is stopping: the requests it had read were answered; connect again once it is back."""
+
+    code = ErrorCode.SHUTTING_DOWN
+
+
 class ConnectionLost(UpstreamError):
     """Client side only: the connection closed before the answer came, without a fatal error frame."""
 
@@ -146,6 +153,7 @@ _BY_CODE: dict[str, type[UpstreamError]] = {
         Overloaded,
         InternalError,
         ClientRefConflict,
+        ShuttingDown,
     )
 }
 

@@ -38,6 +38,7 @@ from gateway.upstream.errors import (
     InternalError,
     InvalidRequest,
     NotAuthenticated,
+    ShuttingDown,
     UnsupportedVersion,
     UpstreamError,
     upstream_error_for,
@@ -141,6 +142,7 @@ class _Connection:
     ) -> None:
         self._stream = stream
         self._drain = drain
+        self._drain_watch = trio.CancelScope()
         self._faults = faults
         self._auth_log = auth_log or AuthLog()
         self._peer = _peer(stream)
@@ -167,12 +169,17 @@ class _Connection:
                 nursery.start_soon(self._stop_reading_on, self._drain)
             async with trio.open_nursery() as work:
                 fatal = await self._read_until_done(work)
+                self._drain_watch.cancel()  # reading is over either way
                 # Whatever ended the reading, the rest (in-flight answers, a last error frame) gets a bound.
                 nursery.cancel_scope.deadline = trio.current_time() + self._config.close_timeout_seconds
                 if fatal is not None:
                     work.cancel_scope.cancel()
                 elif self._subscription is not None:
                     self._subscription.scope.cancel()
+            if fatal is None and self._drain is not None and self._drain.begun.is_set():
+                # The last word of a connection the shutdown ended: not a silent EOF.
+                last = error_frame(None, self._shutting_down(), fatal=True)
+                await self._out_send.send(_Out(encode_frame(last), False))
             if fatal is not None:
                 if isinstance(fatal, AuthFailed):  # counted with the failed hellos, under the same bound
                     self._auth_log.failed(trio.current_time(), "upstream_connection_refused", code=str(fatal.code),
@@ -184,10 +191,15 @@ class _Connection:
 
     # --- reading ------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _shutting_down() -> ShuttingDown:
+        return ShuttingDown("the gateway is stopping; the requests it read were answered: connect again later")
+
     async def _stop_reading_on(self, drain: Drain) -> None:
         """The gateway is stopping: read no more requests; what was read is answered (run's close bound)."""
-        await drain.begun.wait()
-        self._read_scope.cancel()
+        with self._drain_watch:
+            await drain.begun.wait()
+            self._read_scope.cancel()
 
     async def _read_until_done(self, work: trio.Nursery) -> UpstreamError | None:
         """Read until the end of the stream (None) or an error that ends the connection (returned)."""

@@ -443,6 +443,9 @@ async def test_a_request_read_before_the_shutdown_is_answered_before_the_close()
             answer = await conn.receive()
             assert answer is not None
             assert (answer["type"], answer["id"]) == ("result", 7)
+            last = await conn.receive()  # then a last word, not a silent EOF
+            assert last is not None
+            assert (last["type"], last["code"], last["id"], last["fatal"]) == ("error", "shutting_down", None, True)
             assert await conn.receive() is None  # then the close
             await drain.wait()
             with pytest.raises(OSError, match="connect"):  # and no new connection is accepted
