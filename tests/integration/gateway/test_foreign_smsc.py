@@ -7,6 +7,7 @@ from pathlib import Path
 
 import trio
 
+from gateway.engine import EngineSettings
 from gateway.smpp import pdu as P
 from gateway.smpp.constants import EsmClass
 
@@ -69,3 +70,17 @@ async def test_a_long_mo_acknowledged_in_part_survives_a_restart(tmp_path: Path)
             gw.sim.inject_deliver(mo_part(2, b"after six."))
             assert await mo_texts(client, 1) == ["Please call me back after six."]
             assert gw.running.engine.store.mo_parts() == ([], 0)  # gone with the whole message, in its write
+
+
+async def test_a_long_mo_whose_other_parts_never_come_still_ends_after_a_restart(tmp_path: Path) -> None:
+    # Kept parts wait again after a restart, and the reassembly timeout still ends the message: incomplete,
+    # with what it has, and its parts leave the store in the same write.
+    engine = EngineSettings(default_country_code="44", scheduler_poll_seconds=0.1, mo_reassembly_timeout_seconds=0.4)
+    with trio.fail_after(LIMIT):
+        async with two_carriers(tmp_path, {"a": sim_config()}, engine=engine) as two:
+            two.sims["a"].inject_deliver(mo_part(1, b"Only the first half ", ref=9, total=3))
+            await poll_until(lambda: two.sims["a"].stats()["mo_acked"] == 1)
+        async with two_carriers(tmp_path, {"a": sim_config()}, engine=engine) as two, two.client() as client:
+            (text,) = await mo_texts(client, 1)
+            assert text == "Only the first half  [incomplete: parts [2, 3] missing]"
+            assert two.running.engine.store.mo_parts() == ([], 0)
