@@ -33,6 +33,7 @@ from gateway.engine.settings import CarrierSettings, EngineSettings, ErrorClasse
 from gateway.errors import GatewayError, MessageTooLong, SegmentingError, WireError
 from gateway.lifecycle import DUE_STATES, Ev, Event, State, carrier_rejected
 from gateway.logbudget import LogBudget
+from gateway.memtrim import Trimmer
 from gateway.routing import RouteTable, normalise
 from gateway.segmenting import (
     MoMessage,
@@ -726,8 +727,10 @@ class Engine:
                 ops.append(SetOptOut(number, scope=account))
 
     async def _housekeeping(self) -> None:
+        trimmer = Trimmer()
         while True:
             await trio.sleep(min(30.0, self.settings.mo_reassembly_timeout_seconds / 4))
+            trimmer.maybe()
             ops: list[Op] = []
             for mo in self._reassembler.expire(trio.current_time()):
                 self._mo_ops(mo, "", ops)

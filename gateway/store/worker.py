@@ -33,6 +33,7 @@ import msgpack
 
 from gateway import gctune
 from gateway.errors import StoreError
+from gateway.memtrim import Trimmer
 from gateway.store import wire
 from gateway.store.store import Store
 
@@ -95,8 +96,10 @@ def serve(sock: socket.socket) -> int:
     try:
         report = store.last_recovery
         sock.sendall(wire.frame(msgpack.packb([store.last_seq(), report.resent, report.unknown])))
+        trimmer = Trimmer()
         while (data := _recv_frame(sock)) is not None:
             sock.sendall(wire.frame(_commit(store, data)))
+            trimmer.maybe()  # after the reply: the gateway is not kept waiting
     finally:
         store.close()
     return 0

@@ -143,6 +143,9 @@ class _Connection:
         self._stream = stream
         self._drain = drain
         self._drain_watch = trio.CancelScope()
+        # When the write in progress began (None: none waits) and its size, for the stall watch.
+        self._writing_since: float | None = None
+        self._writing_bytes = 0
         self._faults = faults
         self._auth_log = auth_log or AuthLog()
         self._peer = _peer(stream)
@@ -369,6 +372,27 @@ class _Connection:
         await self._out_send.send(_Out(data, False))
 
     async def _writer(self, connection_scope: trio.CancelScope) -> None:
+        async with trio.open_nursery() as watching:
+            watching.start_soon(self._stall_watch, connection_scope)
+            try:
+                await self._write_all(connection_scope)
+            finally:
+                watching.cancel_scope.cancel()
+
+    async def _stall_watch(self, connection_scope: trio.CancelScope) -> None:
+        """Cut off a client that has taken nothing from its socket for write_timeout_seconds while a write
+        waits for it. One sleeping task per connection, not a deadline per write (the writer's hot path)."""
+        timeout = self._config.write_timeout_seconds
+        while True:
+            await trio.sleep(timeout / 4)
+            since = self._writing_since
+            if since is not None and trio.current_time() - since >= timeout:
+                log.warning("upstream_connection_stalled", account=self._account, seconds=timeout,
+                            unread_bytes=self._writing_bytes)  # fmt: skip
+                connection_scope.cancel()
+                return
+
+    async def _write_all(self, connection_scope: trio.CancelScope) -> None:
         try:
             async with self._out_recv:
                 async for first in self._out_recv:
@@ -381,14 +405,9 @@ class _Connection:
                             break
                         batch.append(item)
                         size += len(item.data)
-                    with trio.move_on_after(self._config.write_timeout_seconds) as stalled:
-                        await self._stream.send_all(b"".join(item.data for item in batch))
-                    if stalled.cancelled_caught:
-                        log.warning("upstream_connection_stalled", account=self._account,
-                                    seconds=self._config.write_timeout_seconds,
-                                    unread_bytes=size)  # fmt: skip
-                        connection_scope.cancel()
-                        return
+                    self._writing_since, self._writing_bytes = trio.current_time(), size
+                    await self._stream.send_all(b"".join(item.data for item in batch))
+                    self._writing_since = None
                     for item in batch:
                         if item.frees_slot:
                             self._slots.release()
