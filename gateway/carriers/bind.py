@@ -131,8 +131,7 @@ class Bind:
         self._window_free = trio.Event()
         self._unacked = 0
         self._inbound_room = trio.Event()
-        self._repaired = 0
-        self._no_id_logged = False
+        self._said: set[str] = set()  # what the link's SMSC does to every PDU, said once per link
         # An SMSC whose every PDU is malformed gets each one answered, but the log a bounded number of lines.
         self._rejected_log = LogBudget("pdu_rejected_more")
         self._ack_link: Link | None = None
@@ -242,8 +241,7 @@ class Bind:
         link = Link(stream, session)
         self._link = link
         self._unacked = 0  # what the last link brought and was never acked, the SMSC will redeliver
-        self._repaired = 0  # responses taken from their readable fields on this link (the first is logged)
-        self._no_id_logged = False
+        self._said = set()
         try:
             with link.scope:
                 async with trio.open_nursery() as nursery:
@@ -387,13 +385,8 @@ class Bind:
             elif isinstance(event, UnexpectedResponse):
                 self._log.info("unexpected_response", seq=event.pdu.sequence_number, command=type(event.pdu).__name__)
             elif isinstance(event, ResponseRepaired):
-                # An SMSC that does it once does it to every response: say so once per link, not per PDU.
-                self._repaired += 1
-                if self._repaired == 1:
-                    self._log.warning(
-                        "response_repaired", seq=event.sequence_number, reason=event.reason,
-                        note="read from its mandatory fields; what did not parse was dropped (logged once per link)",
-                    )  # fmt: skip
+                self._say_once("response_repaired", seq=event.sequence_number, reason=event.reason,
+                               note="read from its mandatory fields; what did not parse was dropped")  # fmt: skip
 
     async def _on_response(self, link: Link, req: Outstanding, resp: P.Pdu) -> None:
         self._window_free.set()
@@ -404,11 +397,9 @@ class Bind:
         status = resp.command_status
         if status == 0 and isinstance(resp, P.SubmitSmResp):
             self.core.on_accepted()
-            if not resp.message_id and not self._no_id_logged:
-                # No receipt can be matched to it: it ends no_receipt at the receipt timeout. Once per link.
-                self._no_id_logged = True
-                self._log.warning("submit_accepted_without_id", seq=req.sequence_number,
-                                  note="receipts cannot be matched; logged once per link")  # fmt: skip
+            if not resp.message_id:  # no receipt can be matched to it: it ends no_receipt at the timeout
+                self._say_once("submit_accepted_without_id", seq=req.sequence_number,
+                               note="receipts cannot be matched")  # fmt: skip
             await self._emit(
                 self._outcome(item.job, OutcomeKind.ACCEPTED, seq=req.sequence_number, message_id=resp.message_id)
             )
@@ -419,6 +410,12 @@ class Bind:
             await self._emit(
                 self._outcome(item.job, OutcomeKind.REJECTED, seq=req.sequence_number, status=status or 0x08)
             )
+
+    def _say_once(self, event: str, **context: object) -> None:
+        """A warning about what an SMSC that does it once does to every PDU: once per link, not per PDU."""
+        if event not in self._said:
+            self._said.add(event)
+            self._log.warning(event, **context, logged="once per link")
 
     def _on_throttled(self, link: Link, item: Pending, status: int) -> None:
         """Refused, so not acted on: safe to resend, first and in order, once the pause is over."""

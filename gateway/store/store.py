@@ -400,10 +400,8 @@ class Store:
         seq = self._log(tx, EventKind.MO, op.account, number=op.source, address=op.destination, text=op.text,
                         carrier=op.carrier)  # fmt: skip
         if op.parts > 1:  # the parts kept while it was incomplete are in the event now
-            for part in range(1, op.parts + 1):
-                key = keys.mo_part_key(op.source, op.destination, op.ref, op.parts, part)
-                if tx.get(b"mo_parts", key) is not None:
-                    tx.delete(b"mo_parts", key)
+            for part in range(1, op.parts + 1):  # a part never kept (the last one, say): nothing deleted
+                tx.delete(b"mo_parts", keys.mo_part_key(op.source, op.destination, op.ref, op.parts, part))
         return Done(seq)
 
     def _keep_mo_part(self, tx: _Tx, op: KeepMoPart) -> Done:
