@@ -241,9 +241,9 @@ class Engine:
             return
         now, wall = trio.current_time(), self._wall_ms()
         ops: list[Op] = []
-        for p in sorted(stored, key=lambda p: p.received_ms):
+        for p, received_ms in sorted(stored, key=lambda kept: kept[1]):
             part = MoPart(p.source, p.destination, p.text, p.data_coding, p.ref, p.total, p.seq)
-            for mo in self._reassembler.add(part, now - max(0, wall - p.received_ms) / 1000):
+            for mo in self._reassembler.add(part, now - max(0, wall - received_ms) / 1000):
                 self._mo_ops(mo, p.carrier, ops)
         if ops:
             self._check_results(ops, await self._apply(ops))

@@ -14,6 +14,7 @@ import msgpack
 
 from gateway.errors import StoreError
 from gateway.lifecycle import Ev, Segment, State, message_reason, message_state
+from gateway.store.ops import KeepMoPart
 
 VERSION = 1
 
@@ -340,26 +341,12 @@ def unpack_unmatched(key: bytes, data: bytes) -> UnmatchedReceipt:
     return UnmatchedReceipt(key, f[1], f[2], Ev(f[3]), f[4], f[5], f[6], bytes(f[7]), tuple(f[8]))
 
 
-class StoredMoPart(NamedTuple):
-    """A long MO's part kept in the store (ops.KeepMoPart), as the engine reloads it at start."""
-
-    carrier: str
-    source: str
-    destination: str
-    ref: int
-    total: int
-    seq: int
-    text: str
-    data_coding: int
-    received_ms: int
-
-
 def pack_mo_part(carrier: str, text: str, data_coding: int, received_ms: int) -> bytes:
     return _pack([VERSION, carrier, text, data_coding, received_ms])
 
 
-def unpack_mo_part(key: bytes, data: bytes) -> StoredMoPart:
-    """From its key (keys.mo_part_key) and value (pack_mo_part)."""
+def unpack_mo_part(key: bytes, data: bytes) -> tuple[KeepMoPart, int]:
+    """The part as it was kept, and when (ms), from its key (keys.mo_part_key) and value (pack_mo_part)."""
     source, destination, tail = bytes(key).split(b"\0", 2)
     if len(tail) != 4:
         raise CorruptRecord(f"MO part key {bytes(key)!r}")
@@ -367,10 +354,10 @@ def unpack_mo_part(key: bytes, data: bytes) -> StoredMoPart:
     if len(fields) != 5:
         raise CorruptRecord(f"MO part: {len(fields)} fields")
     _, carrier, text, data_coding, received_ms = fields
-    return StoredMoPart(
-        carrier, source.decode(), destination.decode(), tail[0] << 8 | tail[1], tail[2], tail[3], text,
-        data_coding, received_ms,
-    )  # fmt: skip
+    part = KeepMoPart(
+        carrier, source.decode(), destination.decode(), tail[0] << 8 | tail[1], tail[2], tail[3], text, data_coding
+    )
+    return part, received_ms
 
 
 def pack_idem(created_ms: int, ids: tuple[int, ...], fingerprint: bytes = b"") -> bytes:

@@ -1177,10 +1177,12 @@ class Store:
         with self._lock, self._read() as txn:
             return _unmatched_rows(txn.cursor(db=self._dbs[b"unmatched"]), after, limit)
 
-    def mo_parts(self) -> tuple[list[records.StoredMoPart], int]:
-        """Every long MO's part kept while its message is incomplete (the engine reloads them at start),
-        and how many rows could not be read (skipped: one bad row must not stop a start)."""
-        parts, unreadable = [], 0
+    def mo_parts(self) -> tuple[list[tuple[KeepMoPart, int]], int]:
+        """Every long MO's part kept while its message is incomplete, with when it came (ms; the engine
+        reloads them at start), and how many rows could not be read (skipped: one bad row must not stop a
+        start)."""
+        parts: list[tuple[KeepMoPart, int]] = []
+        unreadable = 0
         with self._lock, self._read() as txn:
             for k, v in txn.cursor(db=self._dbs[b"mo_parts"]):
                 try:
