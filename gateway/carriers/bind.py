@@ -34,10 +34,11 @@ from gateway.carriers.config import BindConfig, BindMode
 from gateway.carriers.core import BindCore, BindState, Pending
 from gateway.carriers.jobs import Inbound, OutcomeKind, SubmitJob, SubmitOutcome
 from gateway.carriers.link import Link, LinkLost
-from gateway.errors import ConfigError, ProtocolError
+from gateway.errors import ConfigError
 from gateway.logbudget import LogBudget
 from gateway.smpp import pdu as P
 from gateway.smpp.constants import THROTTLE_STATUSES, CommandId, status_name
+from gateway.smpp.errors import ProtocolError
 from gateway.smpp.session import (
     Event,
     LinkDead,

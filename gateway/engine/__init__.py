@@ -1,6 +1,26 @@
-"""The engine [trio]: accept -> persist -> schedule -> route and split -> submit -> correlate -> event."""
+"""The engine [trio]: accept -> persist -> schedule -> route and split -> submit -> correlate -> event.
 
-from gateway.engine.core import AccountSettings, Engine
+`core` runs under trio; `plan` (its decisions), `sequencer` and `settings` are pure. `Engine` and
+`AccountSettings` are imported on first use (PEP 562), so importing `gateway.engine.plan` does not import trio.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from gateway.engine.settings import CarrierSettings, EncodingSettings, EngineSettings, RouteSettings
 
+if TYPE_CHECKING:
+    from gateway.engine.core import AccountSettings, Engine
+
+_SHELL = {"AccountSettings": "core", "Engine": "core"}
+
 __all__ = ["AccountSettings", "CarrierSettings", "EncodingSettings", "Engine", "EngineSettings", "RouteSettings"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _SHELL.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gateway.engine' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"gateway.engine.{module}"), name)

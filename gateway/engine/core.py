@@ -30,7 +30,7 @@ from gateway.carriers.pool import CarrierPool
 from gateway.engine import plan
 from gateway.engine.sequencer import Sequencer
 from gateway.engine.settings import CarrierSettings, EngineSettings, ErrorClasses
-from gateway.errors import GatewayError, MessageTooLong, SegmentingError, WireError
+from gateway.errors import GatewayError
 from gateway.lifecycle import DUE_STATES, Ev, Event, State, carrier_rejected
 from gateway.logbudget import LogBudget
 from gateway.memtrim import Trimmer
@@ -48,6 +48,7 @@ from gateway.segmenting import (
 )
 from gateway.smpp import pdu as P
 from gateway.smpp.constants import CommandStatus, status_name
+from gateway.smpp.errors import MessageTooLong, SegmentingError, WireError
 from gateway.smpp.receipt import ReceiptError, parse_receipt_status
 from gateway.store import (
     Advance,

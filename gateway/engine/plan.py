@@ -15,8 +15,9 @@ from gateway.smpp.constants import MessageState, Npi, Ton, status_name
 from gateway.smpp.msgid import CarrierIdFormats
 from gateway.smpp.receipt import Receipt, ReceiptStatus
 from gateway.smpp.tlv import encode_tlvs
-from gateway.store import Message, Recovery
-from gateway.store import Receipt as ReceiptOp
+from gateway.store.config import Recovery
+from gateway.store.ops import Receipt as ReceiptOp
+from gateway.store.records import Message
 
 
 class SegmentRef(NamedTuple):

@@ -8,7 +8,6 @@ Inbound: `decode_text` by data_coding, `mo_part` from deliver_sm fields, `Reasse
 References: `RefAllocator` per destination.
 """
 
-from gateway.errors import MessageTooLong, NotEncodable, SegmentingError
 from gateway.segmenting.decode import DecodedText, decode_text
 from gateway.segmenting.gsm import gsm_codec, pack_septets, unpack_septets
 from gateway.segmenting.reassembly import MoMessage, MoPart, Reassembler, mo_part
@@ -18,6 +17,7 @@ from gateway.segmenting.split import Part, Plan, Preview, preview, rereference, 
 from gateway.segmenting.tables import NationalLanguage
 from gateway.segmenting.translit import Replacement, transliterate
 from gateway.segmenting.udh import Concat, Udh, UdhError, parse_udh
+from gateway.smpp.errors import MessageTooLong, NotEncodable, SegmentingError
 
 __all__ = [
     "Concat",

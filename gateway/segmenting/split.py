@@ -20,7 +20,6 @@ from typing import Final, NamedTuple, overload
 
 import regex
 
-from gateway.errors import MessageTooLong, NotEncodable
 from gateway.segmenting.gsm import (
     DEFAULT_CODEC,
     GsmCodec,
@@ -33,6 +32,7 @@ from gateway.segmenting.tables import NationalLanguage, has_locking_table
 from gateway.segmenting.translit import Replacement, transliterate
 from gateway.segmenting.udh import CONCAT_IE_OCTETS, SHIFT_IE_OCTETS, Iei, build_udh, concat_ie, fill_bits
 from gateway.smpp.constants import DataCoding, EsmClass, Tag
+from gateway.smpp.errors import MessageTooLong, NotEncodable
 
 TlvValue = int | str | bytes
 Tlvs = tuple[tuple[int, TlvValue], ...]

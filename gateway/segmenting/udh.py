@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
-from gateway.errors import SegmentingError
+from gateway.smpp.errors import SegmentingError
 
 
 class Iei(IntEnum):

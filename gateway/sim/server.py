@@ -25,7 +25,6 @@ import trio
 
 from gateway.carriers.bucket import TokenBucket
 from gateway.carriers.link import Link, LinkLost
-from gateway.errors import EncodeError, ProtocolError
 from gateway.sim.concat import ConcatChecker
 from gateway.sim.config import IdFormat, SimConfig
 from gateway.sim.counters import Counters
@@ -34,6 +33,7 @@ from gateway.smpp import codec
 from gateway.smpp import pdu as P
 from gateway.smpp.constants import HEADER_SIZE, CommandId, EsmClass
 from gateway.smpp.constants import CommandStatus as S
+from gateway.smpp.errors import EncodeError, ProtocolError
 from gateway.smpp.framing import Framer
 from gateway.smpp.session import (
     Event,

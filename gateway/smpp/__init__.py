@@ -2,8 +2,9 @@
 
 Pure: no trio, no lmdb, no socket. Bytes in, PDUs and events out.
 
-The names below are imported on first use (PEP 562): `gateway.errors` imports `gateway.smpp.constants`, and an
-eager import of the codec here would import `gateway.errors` back before it finished loading.
+The errors that answer with an SMPP status are in `gateway.smpp.errors`. The names below are imported on first
+use (PEP 562), so a module that needs only `constants` or `errors` (segmenting, carrier config) does not build
+the codec's PDU tables, which are most of this package's import time.
 """
 
 from __future__ import annotations

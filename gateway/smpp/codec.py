@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
-from gateway.errors import DecodeError, EncodeError
 from gateway.smpp import pdu as P
 from gateway.smpp import tlv
 from gateway.smpp.constants import HEADER_SIZE, RESPONSE_BIT, CommandId
 from gateway.smpp.constants import CommandStatus as S
+from gateway.smpp.errors import DecodeError, EncodeError
 
 _HEADER = struct.Struct(">IIII")
 pack_header = _HEADER.pack

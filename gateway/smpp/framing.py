@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import struct
 
-from gateway.errors import FrameError
 from gateway.smpp.constants import HEADER_SIZE
 from gateway.smpp.constants import CommandStatus as S
+from gateway.smpp.errors import FrameError
 
 DEFAULT_MAX_COMMAND_LENGTH = 64 * 1024
 _unpack_len = struct.Struct(">I").unpack_from

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from gateway.errors import DecodeError
 from gateway.smpp.constants import CommandStatus, MessageState, Tag
+from gateway.smpp.errors import DecodeError
 
 __all__ = ["Receipt", "ReceiptError", "ReceiptStatus", "parse_receipt", "parse_receipt_status", "stat_to_state"]
 

@@ -21,12 +21,12 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import DecodeError, FrameError, ProtocolError, WindowFull
 from gateway.fastinit import fast_init
 from gateway.smpp import codec
 from gateway.smpp import pdu as P
 from gateway.smpp.constants import HEADER_SIZE, MAX_SEQUENCE, RESPONSE_BIT, CommandId
 from gateway.smpp.constants import CommandStatus as S
+from gateway.smpp.errors import DecodeError, FrameError, ProtocolError, WindowFull
 from gateway.smpp.framing import DEFAULT_MAX_COMMAND_LENGTH, Framer
 from gateway.smpp.state import ALLOWED, BINDS, RECV, SEND, TRANSITIONS, Role, State, next_state
 

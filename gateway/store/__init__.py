@@ -5,7 +5,15 @@
     await nursery.start(writer.run)
     result = await writer.do(Submit(...))        # returns after the group commit, never before
     store.due(now_ms, after=cursor)              # short read transactions, never across an await
+
+`config`, `keys`, `ops` and `records` import no lmdb and no trio; `Store` (LMDB) and `Writer` (trio) are imported
+on first use (PEP 562), so a pure module that needs an op or a record (the engine's plan) loads neither.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from gateway.store.config import MESSAGE_CLASSES, Recovery, StoreConfig
 from gateway.store.ops import (
@@ -34,8 +42,22 @@ from gateway.store.ops import (
     SweepResult,
 )
 from gateway.store.records import BatchCounters, CorruptRecord, EventKind, LogEvent, Message
-from gateway.store.store import DueEntry, InvalidField, OpFailed, RecoveryReport, Store, UnknownMessage, WrongState
-from gateway.store.writer import Writer, WriterClosed
+
+if TYPE_CHECKING:
+    from gateway.store.store import DueEntry, InvalidField, OpFailed, RecoveryReport, Store, UnknownMessage, WrongState
+    from gateway.store.writer import Writer, WriterClosed
+
+_SHELL = {
+    "DueEntry": "store",
+    "InvalidField": "store",
+    "OpFailed": "store",
+    "RecoveryReport": "store",
+    "Store": "store",
+    "UnknownMessage": "store",
+    "WrongState": "store",
+    "Writer": "writer",
+    "WriterClosed": "writer",
+}
 
 __all__ = [
     "MESSAGE_CLASSES",
@@ -79,3 +101,10 @@ __all__ = [
     "WriterClosed",
     "WrongState",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _SHELL.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gateway.store' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"gateway.store.{module}"), name)

@@ -24,7 +24,7 @@ from typing import Any
 
 import lmdb
 
-from gateway.errors import ClientRefReused, GatewayError, StoreError, StoreFull, WireError
+from gateway.errors import ClientRefReused, GatewayError, StoreError
 from gateway.fastinit import fast_init
 from gateway.lifecycle import (
     AWAITING_STATES,
@@ -43,6 +43,7 @@ from gateway.lifecycle import (
     message_state,
 )
 from gateway.smpp.constants import CommandStatus
+from gateway.smpp.errors import StoreFull, WireError
 from gateway.store import keys, records
 from gateway.store.config import Recovery, StoreConfig
 from gateway.store.ops import (

@@ -26,8 +26,9 @@ from typing import Any
 
 import msgpack
 
-from gateway.errors import ClientRefReused, GatewayError, StoreError, StoreFull
+from gateway.errors import ClientRefReused, GatewayError, StoreError
 from gateway.lifecycle import Ev, Event, InvalidReason, InvalidTransition, State
+from gateway.smpp.errors import StoreFull
 from gateway.store.config import Recovery, StoreConfig
 from gateway.store.ops import (
     Advance,

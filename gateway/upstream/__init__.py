@@ -3,12 +3,18 @@
 Wire contract: docs/protocol.md. Pure parts (no trio): `frames` (length-prefixed msgpack codec),
 `schema` (requests, validation, results), `session` (client side, sans-IO), `auth`, `errors`.
 Shell: `server` (serve_unix / serve_tcp over an `UpstreamBackend`), `client` (trio), `blocking` (socket).
+
+The shell's names are imported on first use (PEP 562), so importing a pure module of this package
+(`gateway.upstream.frames`, or `schema` from the engine's pure plan) does not import trio or socket.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from gateway.upstream.auth import Credentials
 from gateway.upstream.backend import UpstreamBackend
-from gateway.upstream.blocking import BlockingClient
-from gateway.upstream.client import Subscription, UpstreamClient, open_tcp_client, open_unix_client
 from gateway.upstream.errors import (
     AuthFailed,
     BadFrame,
@@ -45,7 +51,22 @@ from gateway.upstream.schema import (
     SubmitResult,
     SubmittedMessage,
 )
-from gateway.upstream.server import ServerConfig, serve_tcp, serve_unix
+
+if TYPE_CHECKING:
+    from gateway.upstream.blocking import BlockingClient
+    from gateway.upstream.client import Subscription, UpstreamClient, open_tcp_client, open_unix_client
+    from gateway.upstream.server import ServerConfig, serve_tcp, serve_unix
+
+_SHELL = {
+    "BlockingClient": "blocking",
+    "Subscription": "client",
+    "UpstreamClient": "client",
+    "open_tcp_client": "client",
+    "open_unix_client": "client",
+    "ServerConfig": "server",
+    "serve_tcp": "server",
+    "serve_unix": "server",
+}
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -91,3 +112,10 @@ __all__ = [
     "serve_tcp",
     "serve_unix",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _SHELL.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gateway.upstream' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"gateway.upstream.{module}"), name)

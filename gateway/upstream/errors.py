@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from gateway.errors import ClientRefReused, GatewayError, MessageTooLong, NotEncodable, StoreFull
+from gateway.errors import ClientRefReused, GatewayError
+from gateway.smpp.errors import MessageTooLong, NotEncodable, StoreFull
 
 
 class ErrorCode(StrEnum):

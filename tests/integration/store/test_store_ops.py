@@ -7,9 +7,9 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from gateway.errors import StoreFull
 from gateway.lifecycle import Ev, Event, InvalidReason, InvalidTransition, State
 from gateway.smpp.constants import CommandStatus
+from gateway.smpp.errors import StoreFull
 from gateway.store import (
     Advance,
     AdvanceResult,

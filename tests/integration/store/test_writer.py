@@ -7,9 +7,9 @@ import pytest
 import trio
 import trio.testing
 
-from gateway.errors import StoreFull
 from gateway.lifecycle import Ev, Event, State
 from gateway.smpp.constants import CommandStatus
+from gateway.smpp.errors import StoreFull
 from gateway.store import Advance, Store, SubmitResult, UnknownMessage, Writer, WriterClosed
 from tests.integration.store.conftest import StoreFactory
 from tests.integration.store.support import submit

@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from gateway.errors import NotEncodable, StoreFull
+from gateway.smpp.errors import NotEncodable, StoreFull
 from gateway.upstream import (
     CancelResult,
     ClientRefConflict,

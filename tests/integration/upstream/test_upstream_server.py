@@ -14,7 +14,7 @@ import trio.lowlevel
 import trio.testing
 from structlog.testing import capture_logs
 
-from gateway.errors import StoreFull
+from gateway.smpp.errors import StoreFull
 from gateway.upstream import (
     AuthFailed,
     FrameTooLarge,

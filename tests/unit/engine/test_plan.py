@@ -9,11 +9,11 @@ from hypothesis import strategies as st
 from gateway.carriers.jobs import OutcomeKind, SubmitOutcome
 from gateway.engine import plan
 from gateway.engine.settings import ErrorClasses
-from gateway.errors import SegmentingError
 from gateway.lifecycle import Ev, Event
 from gateway.segmenting import RouteEncoding, segment
 from gateway.smpp import codec
 from gateway.smpp.constants import CommandStatus
+from gateway.smpp.errors import SegmentingError
 from gateway.smpp.msgid import CarrierIdFormats, IdBase, IdFormat
 from gateway.store import Message, Recovery
 from tests.unit.segmenting.seg_helpers import routes, texts

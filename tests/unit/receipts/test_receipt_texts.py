@@ -7,8 +7,8 @@ from datetime import datetime
 
 import pytest
 
-from gateway.errors import DecodeError
 from gateway.smpp.constants import CommandStatus, MessageState, Tag
+from gateway.smpp.errors import DecodeError
 from gateway.smpp.receipt import Receipt, ReceiptError, parse_receipt, stat_to_state
 
 DELIVERED = MessageState.DELIVERED

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.errors import DecodeError, EncodeError, FrameError
 from gateway.smpp import codec
 from gateway.smpp import pdu as P
 from gateway.smpp.constants import CommandStatus, Tag
+from gateway.smpp.errors import DecodeError, EncodeError, FrameError
 from gateway.smpp.framing import Framer
 
 from .strategies import any_pdu, pdus_of

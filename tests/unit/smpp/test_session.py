@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from gateway.errors import ProtocolError, WindowFull
 from gateway.smpp import codec
 from gateway.smpp import pdu as P
 from gateway.smpp.constants import MAX_SEQUENCE, CommandId, CommandStatus
+from gateway.smpp.errors import ProtocolError, WindowFull
 from gateway.smpp.session import (
     Event,
     LinkDead,

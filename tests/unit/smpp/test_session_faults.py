@@ -6,10 +6,10 @@ import struct
 
 import pytest
 
-from gateway.errors import FrameError
 from gateway.smpp import codec
 from gateway.smpp import pdu as P
 from gateway.smpp.constants import CommandId, CommandStatus
+from gateway.smpp.errors import FrameError
 from gateway.smpp.framing import Framer
 from gateway.smpp.session import LinkDead, PduReceived, Rejected, ResponseReceived, Session, StateChanged
 from gateway.smpp.state import Role, State

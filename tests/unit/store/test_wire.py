@@ -6,8 +6,9 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from gateway.errors import GatewayError, StoreError, StoreFull
+from gateway.errors import GatewayError, StoreError
 from gateway.lifecycle import Ev, Event, InvalidReason, InvalidTransition, State
+from gateway.smpp.errors import StoreFull
 from gateway.store import wire
 from gateway.store.ops import (
     Advance,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.errors import MessageTooLong, NotEncodable, StoreFull
+from gateway.smpp.errors import MessageTooLong, NotEncodable, StoreFull
 from gateway.upstream.auth import Credentials
 from gateway.upstream.errors import (
     ErrorCode,
