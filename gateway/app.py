@@ -17,6 +17,7 @@ import errno
 import faulthandler
 import logging
 import os
+import re
 import signal
 import socket
 import stat
@@ -36,9 +37,11 @@ from gateway.carriers.jobs import Inbound, OutcomeKind, SubmitOutcome
 from gateway.carriers.pool import CarrierPool
 from gateway.config import Problems, build_into, changed_keys, choices, limits, load_toml, read_secret
 from gateway.engine import AccountSettings, CarrierSettings, EncodingSettings, Engine, EngineSettings
-from gateway.engine.settings import ErrorClasses, RouteSettings
+from gateway.engine.settings import ErrorClasses, NetworkSettings, RouteSettings, WordListSettings
 from gateway.errors import ConfigError, GatewayError
-from gateway.routing import Route, RouteTable
+from gateway.routing.content import WordLists
+from gateway.routing.numbers import NumberBook
+from gateway.routing.router import CarrierProfile, Connection, NetworkTable, Router, RouteRule, Routing
 from gateway.sim.config import SimConfig
 from gateway.sim.server import Simulator
 from gateway.smpp.msgid import ALL_FORMS, IdForm, IdFormat
@@ -89,6 +92,9 @@ class CarrierSection:
     errors: ErrorClasses = field(default_factory=ErrorClasses)
     receipt_timeout_seconds: float = field(default=72 * 3600.0, metadata=limits(1.0, 90 * 86400.0))
     handback_seconds: float = field(default=30.0, metadata=limits(0.0, 86400.0))
+    # Word lists ([[word_lists]] names) whose words this carrier blocks: a text with one goes to another
+    # carrier of its route, or is refused content_blocked.
+    blocked_words: tuple[str, ...] = ()
 
     def carrier_config(self) -> CarrierConfig:
         return CarrierConfig(
@@ -125,6 +131,8 @@ class GatewayConfig:
     carriers: tuple[CarrierSection, ...] = ()
     routes: tuple[RouteSettings, ...] = ()
     simulators: tuple[SimulatorSection, ...] = ()
+    networks: tuple[NetworkSettings, ...] = ()
+    word_lists: tuple[WordListSettings, ...] = ()
 
 
 def load_config(path: Path) -> GatewayConfig:
@@ -137,11 +145,122 @@ def load_config(path: Path) -> GatewayConfig:
     cfg = build_into(GatewayConfig, raw, file=file, key="", problems=problems)
     _check_references(raw, file, problems)  # on the raw tables, so they are reported even beside type errors
     if cfg is not None:
-        cfg = _resolve_paths(cfg, path.parent.parent if path.parent.name == "conf" else path.parent)
+        # The project directory: the parent of conf/ (conf/examples/ too), else the config's own directory.
+        cfg = _resolve_paths(cfg, next((p.parent for p in path.parents if p.name == "conf"), path.parent))
         _check_secrets(cfg, file, problems)
+        if not problems:
+            build_routing(cfg, file, problems)
     if problems or cfg is None:
         raise ConfigError(problems)
     return cfg
+
+
+def build_routing(cfg: GatewayConfig, file: str = "", problems: Problems | None = None) -> Routing | None:
+    """The route table, networks, word lists and number rules of `cfg`; every problem is added to
+    `problems` as (file, key, reason) (None returned), or raised as ConfigError when `problems` is None."""
+    found: Problems = []
+    numbers = None
+    try:
+        numbers = NumberBook(cfg.engine.test_prefixes)
+    except ValueError as err:
+        found.append((file, "engine.test_prefixes", str(err)))
+    book = numbers or NumberBook()
+    default_region = cfg.engine.default_region.upper()
+    if not default_region and cfg.engine.default_country_code:
+        default_region = _region_of_code(cfg.engine.default_country_code)
+        if not default_region:
+            code = cfg.engine.default_country_code
+            found.append((file, "engine.default_country_code", f"{code!r} is no country code"))
+    if default_region and not book.is_region(default_region):
+        found.append((file, "engine.default_region", f"{default_region!r} is not an ISO 3166 region"))
+    regions = {}
+    for i, a in enumerate(cfg.accounts):
+        if a.region and not book.is_region(a.region):
+            found.append((file, f"accounts[{i}].region", f"{a.region!r} is not an ISO 3166 region"))
+        regions[a.name] = (a.region or default_region).upper()
+    networks = None
+    names = [n.name for n in cfg.networks]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        found.append((file, "networks", f"network {dup!r} is defined twice"))
+    try:
+        networks = NetworkTable({n.name: n.blocks for n in cfg.networks})
+    except ValueError as err:
+        found.append((file, "networks", str(err)))
+    words = None
+    lists: dict[str, tuple[str, ...]] = {}
+    for i, w in enumerate(cfg.word_lists):
+        if w.name in lists:
+            found.append((file, f"word_lists[{i}].name", f"word list {w.name!r} is defined twice"))
+        items = w.words
+        if w.file:
+            try:
+                lines = Path(w.file).read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as err:
+                found.append((file, f"word_lists[{i}].file", f"{w.file}: {err}"))
+                lines = []
+            items = items + tuple(x.strip() for x in lines if x.strip() and not x.lstrip().startswith("#"))
+        lists[w.name] = items
+    if lists:
+        try:
+            words = WordLists(lists)
+        except ValueError as err:
+            found.append((file, "word_lists", str(err)))
+    carriers: dict[str, CarrierProfile] = {}
+    for i, c in enumerate(cfg.carriers):
+        for name in c.blocked_words:
+            if name not in lists:
+                found.append((file, f"carriers[{i}].blocked_words", f"no word list {name!r}"))
+        carriers[c.name] = CarrierProfile(c.encoding.route_encoding(), frozenset(c.blocked_words))
+    rules = []
+    for i, r in enumerate(cfg.routes):
+        key = f"routes[{i}]"
+        connections = [Connection(c, priority=n + 1) for n, c in enumerate(r.carriers)]
+        connections += [Connection(c.carrier, c.priority, c.weight, c.cost) for c in r.connections]
+        if not connections:
+            found.append((file, f"{key}.carriers", "a route needs carriers (or connections)"))
+        for conn in connections:
+            if conn.carrier not in carriers:
+                found.append((file, f"{key}.connections", f"unknown carrier {conn.carrier!r}"))
+        for p in (r.prefix, *r.prefixes):
+            if p and (not p.isascii() or not p.isdigit()):
+                found.append((file, f"{key}.prefixes", f"{p!r} must be digits (\"\" for every number)"))
+        for n in r.networks:
+            if n not in names:
+                found.append((file, f"{key}.networks", f"no network {n!r}"))
+        for country in r.countries:
+            if not book.is_region(country):
+                found.append((file, f"{key}.countries", f"{country!r} is not an ISO 3166 region"))
+        prefixes = tuple(p for p in (r.prefix, *r.prefixes) if p)
+        rules.append(RouteRule(
+            r.name or key, tuple(connections), networks=frozenset(r.networks), prefixes=prefixes,
+            countries=frozenset(x.upper() for x in r.countries), classes=frozenset(r.classes),
+            accounts=frozenset(r.accounts), senders=frozenset(r.senders), strategy=r.strategy,
+            mobile_only=r.mobile_only,
+        ))  # fmt: skip
+    router = None
+    if not found:
+        try:
+            router = Router(rules, carriers, networks=networks, words=words)
+        except ValueError as err:
+            found.append((file, "routes", str(err)))
+    if found or router is None or numbers is None:
+        if problems is None:
+            raise ConfigError(found)
+        problems.extend(found)
+        return None
+    return Routing(router, numbers, regions, default_region)
+
+
+def _routing(cfg: GatewayConfig) -> Routing:
+    routing = build_routing(cfg)  # raises ConfigError rather than return None
+    assert routing is not None
+    return routing
+
+
+def _region_of_code(code: str) -> str:
+    import phonenumbers  # only for this older setting
+
+    return str(phonenumbers.region_code_for_country_code(int(code))) if code.isdigit() else ""
 
 
 def _tables(raw: dict[str, Any], key: str) -> list[dict[str, Any]]:
@@ -164,6 +283,9 @@ def _check_references(raw: dict[str, Any], file: str, problems: Problems) -> Non
         prefix = route.get("prefix", "")
         if isinstance(prefix, str) and prefix and not prefix.isdigit():
             problems.append((file, f"routes[{i}].prefix", "must be digits (\"\" for every number)"))
+    for i, w in enumerate(_tables(raw, "word_lists")):
+        if not w.get("words") and not w.get("file"):
+            problems.append((file, f"word_lists[{i}]", "needs words or a file"))
     accounts = _tables(raw, "accounts")
     if not accounts:
         problems.append((file, "accounts", "at least one upstream account is needed"))
@@ -198,8 +320,7 @@ def _resolve_paths(cfg: GatewayConfig, base: Path) -> GatewayConfig:
     store = cfg.store
     server = cfg.server
     accounts = tuple(
-        AccountSettings(a.name, a.secret_env, resolve(a.secret_file) if a.secret_file else None, a.mo_addresses)
-        for a in cfg.accounts
+        dataclasses.replace(a, secret_file=resolve(a.secret_file) if a.secret_file else None) for a in cfg.accounts
     )
     return GatewayConfig(
         store=StoreConfig(**{**_fields(store), "path": resolve(store.path)}),
@@ -212,6 +333,8 @@ def _resolve_paths(cfg: GatewayConfig, base: Path) -> GatewayConfig:
         ),
         routes=cfg.routes,
         simulators=cfg.simulators,
+        networks=cfg.networks,
+        word_lists=tuple(dataclasses.replace(w, file=resolve(w.file) if w.file else "") for w in cfg.word_lists),
     )
 
 
@@ -284,29 +407,72 @@ def setup_logging(server: ServerSection) -> None:
 
 # What a reload applies to the running process; every other changed key waits for a restart.
 LIVE_KEYS = frozenset({"server.log_level", "server.log_format"})
+# The routing a reload swaps in whole (routes, networks, word lists, which lists each carrier blocks, how
+# numbers are read): new messages take it; a message keeps the carriers its accept chose.
+_ROUTING_KEY = re.compile(
+    r"(routes|networks|word_lists)(\[|$)|carriers\[\d+\]\.blocked_words|accounts\[\d+\]\.region"
+    r"|engine\.(default_region|default_country_code|test_prefixes)$"
+)
 
 
-def reload_config(path: Path, active: GatewayConfig) -> GatewayConfig:
+def is_live_key(key: str) -> bool:
+    return key in LIVE_KEYS or _ROUTING_KEY.match(key) is not None
+
+
+def reload_config(path: Path, active: GatewayConfig) -> tuple[GatewayConfig, Routing | None]:
     """SIGHUP: the config file again. Refused (logged with every problem) when it is not valid, and the
     running config stays; otherwise the live keys are applied and the returned config is the running one
-    with them. Keys that differ from the running config and need a restart are named each time."""
+    with them, with the new routing when it changed (the caller swaps it in). Keys that differ from the
+    running config and need a restart are named each time."""
     try:
         new = load_config(path)
     except ConfigError as err:
-        problems = [f"{file}: {key}: {reason}" for file, key, reason in err.problems]
-        log.error("config_reload_refused", path=str(path), problems=problems)
-        return active
+        said = [f"{file}: {key}: {reason}" for file, key, reason in err.problems]
+        log.error("config_reload_refused", path=str(path), problems=said)
+        return active, None
     changed = changed_keys(active, new)
-    applied = [key for key in changed if key in LIVE_KEYS]
+    applied = [key for key in changed if is_live_key(key)]
     running = dataclasses.replace(
         active,
         server=dataclasses.replace(active.server, log_level=new.server.log_level, log_format=new.server.log_format),
     )
+    routing = None
+    if any(_ROUTING_KEY.match(key) for key in changed):
+        candidate = _with_routing(running, new)
+        problems: Problems = []
+        routing = build_routing(candidate, str(path), problems)
+        if routing is None:  # it names what only a restart brings (a new carrier): the old routing stays
+            log.error("routing_reload_refused", path=str(path), problems=[f"{f}: {k}: {r}" for f, k, r in problems])
+            applied = [key for key in applied if not _ROUTING_KEY.match(key)]
+        else:
+            running = candidate
     setup_logging(running.server)
-    restart = [key for key in changed if key not in LIVE_KEYS]
+    restart = [key for key in changed if not is_live_key(key)]
     # A warning when something waits for a restart: the operator has to act on it.
     (log.warning if restart else log.info)("config_reloaded", path=str(path), applied=applied, restart_needed=restart)
-    return running
+    return running, routing
+
+
+def _with_routing(running: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
+    """`running` with the routing keys of `new` (carriers and accounts matched by name)."""
+    blocked = {c.name: c.blocked_words for c in new.carriers}
+    regions = {a.name: a.region for a in new.accounts}
+    return dataclasses.replace(
+        running,
+        routes=new.routes,
+        networks=new.networks,
+        word_lists=new.word_lists,
+        engine=dataclasses.replace(
+            running.engine,
+            default_region=new.engine.default_region,
+            default_country_code=new.engine.default_country_code,
+            test_prefixes=new.engine.test_prefixes,
+        ),
+        carriers=tuple(
+            dataclasses.replace(c, blocked_words=blocked.get(c.name, c.blocked_words)) for c in running.carriers
+        ),
+        accounts=tuple(dataclasses.replace(a, region=regions.get(a.name, a.region)) for a in running.accounts),
+    )
 
 
 # --- the process ------------------------------------------------------------------------------------
@@ -426,12 +592,12 @@ class Gateway:
             writer=writer,
             pools=pools,
             carriers={c.name: c.settings() for c in cfg.carriers},
-            routes=RouteTable(Route(r.prefix, r.carriers) for r in cfg.routes),
+            routing=_routing(cfg),
             settings=cfg.engine,
             accounts=cfg.accounts,
             results=results_rx,
             inbound=inbound_rx,
-            **({"wall_ms": self._wall_ms} if self._wall_ms else {}),
+            wall_ms=self._wall_ms or store_wall_ms,
         )
         async with trio.open_nursery() as carriers:
             for pool in pools.values():
@@ -687,7 +853,9 @@ async def _handle_signals(signals: AsyncIterator[int], gateway: Gateway, config_
         if signum != signal.SIGHUP:
             gateway.shutdown()
         elif not gateway.stopping:
-            active = await trio.to_thread.run_sync(reload_config, config_path, active)
+            active, routing = await trio.to_thread.run_sync(reload_config, config_path, active)
+            if routing is not None and gateway.running is not None:
+                gateway.running.engine.set_routing(routing)
 
 
 def serve_command(config_path: str) -> int:

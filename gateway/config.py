@@ -227,7 +227,9 @@ def changed_keys(old: Any, new: Any) -> list[str]:
         if before.get(key, _MISSING) != after.get(key, _MISSING):
             other = after if key in before else before
             changed.add(_first_absent_table(key, other))
-    return sorted(changed)
+    # An empty table list flattens to its own key (`word_lists` = ()); once it has tables, their keys name
+    # the change (`word_lists[0]`), not the list as well.
+    return sorted(k for k in changed if not any(c.startswith(k + "[") for c in changed))
 
 
 def _flatten(value: Any, key: str, out: dict[str, Any]) -> None:

@@ -153,7 +153,7 @@ def _run(args: argparse.Namespace, client: BlockingClient) -> int:
         )
         result = client.submit(req)
         for m in result.messages:
-            reason = f" ({m.reason})" if m.reason else ""
+            reason = f" ({m.reason}{': ' + m.detail if m.detail else ''})" if m.reason else ""
             _out(args, asdict(m), f"{m.message_id}  {m.to}  {m.state}{reason}")
         return 0
     if args.command in ("status", "cancel"):

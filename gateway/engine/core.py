@@ -17,6 +17,7 @@ It also implements `UpstreamBackend`, so the upstream server calls it directly.
 from __future__ import annotations
 
 import itertools
+import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -34,7 +35,10 @@ from gateway.errors import GatewayError
 from gateway.lifecycle import DUE_STATES, Ev, Event, State, carrier_rejected
 from gateway.logbudget import LogBudget
 from gateway.memtrim import Trimmer
-from gateway.routing import RouteTable, normalise
+from gateway.routing.content import Scan
+from gateway.routing.numbers import BadNumber, Number, normalise
+from gateway.routing.router import Plan as RoutePlan
+from gateway.routing.router import Refusal, Routing
 from gateway.segmenting import (
     MoMessage,
     MoPart,
@@ -123,6 +127,8 @@ class AccountSettings:
     secret_file: str | None = None
     # MO sent to these addresses (short codes, long numbers) belongs to this account.
     mo_addresses: tuple[str, ...] = ()
+    # Its national numbers are read as this region's (ISO 3166); "" takes engine.default_region.
+    region: str = ""
 
 
 T = TypeVar("T")
@@ -151,18 +157,21 @@ class Engine:
         writer: Writer,
         pools: dict[str, CarrierPool],
         carriers: dict[str, CarrierSettings],
-        routes: RouteTable,
+        routing: Routing,
         settings: EngineSettings,
         accounts: Sequence[AccountSettings],
         results: trio.MemoryReceiveChannel[SubmitOutcome],
         inbound: trio.MemoryReceiveChannel[Inbound],
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        rng: random.Random | None = None,
     ) -> None:
         self.store = store
         self.writer = writer
         self.pools = pools
         self.carriers = carriers
-        self.routes = routes
+        # Routes, networks, word lists and number rules: replaced whole by a reload (set_routing).
+        self.routing = routing
+        self._rng = rng or random.Random()
         self.settings = settings
         self.accounts = {a.name: a for a in accounts}
         self._mo_accounts = {addr: a.name for a in accounts for addr in a.mo_addresses}
@@ -307,7 +316,7 @@ class Engine:
             return msg.carrier if msg.carrier in transmitting else None
         left = {c for c, _ in msg.trail}
         fallback = None
-        for carrier in self.routes.carriers_for(msg.recipient):
+        for carrier in self._route_of(msg):
             if carrier in transmitting and carrier in self._encodings and not self._fit(msg.text, carrier)[0]:
                 if carrier not in left:
                     return carrier
@@ -321,7 +330,7 @@ class Engine:
             return False
         left = {c for c, _ in msg.trail}
         left.add(carrier)
-        return any(c not in left for c in self.routes.carriers_for(msg.recipient))
+        return any(c not in left for c in self._route_of(msg))
 
     async def _scheduler(self) -> None:
         poll = self.settings.scheduler_poll_seconds
@@ -414,18 +423,41 @@ class Engine:
         if msg.carrier and msg.carrier not in transmitting and self._handing_back(msg.carrier):
             ops.append(Reroute(msg.id, msg.carrier, "no_bind"))  # ignored if a part is already there
             return True
-        route = self.routes.carriers_for(msg.recipient)
-        if not msg.carrier and route and all(self._fit(msg.text, c)[0] for c in route if c in self._encodings):
-            # Accepted under a configuration that has changed since: no carrier of its route can send it.
-            ops.append(Advance(msg.id, None, Event(Ev.FAIL, self._fit(msg.text, route[0])[0] or "no_route")))
-            return True
+        if not msg.carrier:
+            route = [c for c in self._route_of(msg) if c in self._encodings]
+            if not route or all(self._fit(msg.text, c)[0] for c in route):
+                # Accepted under a configuration that has changed since: no carrier of its route is left
+                # that can send it.
+                reason = self._fit(msg.text, route[0])[0] if route else "no_route"
+                ops.append(Advance(msg.id, None, Event(Ev.FAIL, reason or "no_route")))
+                return True
         return self._hand_over(msg, transmitting)
+
+    def set_routing(self, routing: Routing) -> None:
+        """A reload's routes, networks, word lists and number rules: they apply to messages accepted from now
+        on (each message keeps the carriers its accept chose)."""
+        self.routing = routing
+        self._fits.clear()
+
+    def _route_of(self, msg: Message) -> tuple[str, ...]:
+        """The carriers to try for `msg`, in order: as the route table chose them at its accept; for a message
+        stored before routes were (no stored route), as the route table of the day chooses now."""
+        if msg.route:
+            return msg.route
+        number = self.routing.numbers.check_e164(msg.recipient)
+        if not isinstance(number, Number):
+            return ()
+        plan = self.routing.router.decide(
+            number, account=msg.account, message_class=msg.message_class, sender=msg.sender, text=msg.text,
+            rng=self._rng,
+        )  # fmt: skip
+        return plan.carriers if isinstance(plan, RoutePlan) else ()
 
     def _hand_over(self, msg: Message, transmitting: set[str]) -> bool:
         """Queue `msg` for its carrier's dispatcher; False when that carrier has no room right now."""
         carrier = self._carrier_for(msg, transmitting)
         if carrier is None:
-            if not msg.carrier and not self.routes.carriers_for(msg.recipient):
+            if not msg.carrier and not self._route_of(msg):
                 log.warning("no_route", message_id=msg.id)
             return True  # nowhere to send it now: it stays due, and the next wrap-around sees it again
         try:
@@ -723,7 +755,7 @@ class Engine:
         self.counters["mo"] += 1
         ops.append(Mo(account, carrier, mo.source, mo.destination, text, mo.ref or 0, mo.parts))
         if mo.complete and mo.text.strip().upper() in self.settings.optout_keywords:
-            number = normalise(mo.source, default_country_code=self.settings.default_country_code)
+            number = normalise(mo.source, default_country_code=self.routing.country_code)
             if number:
                 ops.append(SetOptOut(number, scope=account))
 
@@ -867,8 +899,11 @@ class Engine:
 
     async def submit(self, account: str, request: SubmitRequest) -> SubmitResult:
         now_ms = self._wall_ms()
-        recipients = tuple(self._recipient(to, request.text) for to in request.to)
-        self._refuse_text(recipients, request.text)
+        routing = self.routing  # one snapshot for the whole request, whatever a reload does meanwhile
+        scan = routing.router.scan_text(request.text)  # the text's words, once for every recipient
+        checked = [self._recipient(routing, account, request, to, scan) for to in request.to]
+        recipients = tuple(r for r, _, _ in checked)
+        self._refuse_text(checked, request.text)
         op = Submit(
             account=account,
             message_class=str(request.message_class),
@@ -889,34 +924,44 @@ class Engine:
         messages = []
         # A duplicate answers each message's state now, as status names it (delivered, failed, ...).
         states = _PUBLIC_STATES if result.duplicate else _ACCEPT_STATES  # type: ignore[union-attr]
-        for to, r, outcome in zip(request.to, recipients, result.outcomes, strict=False):  # type: ignore[union-attr]
+        for to, (r, detail, _), outcome in zip(request.to, checked, result.outcomes, strict=False):  # type: ignore[union-attr]
             state = states.get(outcome.state, "accepted")
             number = None if r.reject == "invalid_number" else r.number  # docs/protocol.md: normalised form
-            messages.append(SubmittedMessage(to, str(outcome.message_id), state, outcome.reason or None, number))
+            # The detail belongs to this request's own refusal; a duplicate answers the stored state.
+            why = detail if r.reject and outcome.reason == r.reject and not result.duplicate else None  # type: ignore[union-attr]
+            messages.append(SubmittedMessage(to, str(outcome.message_id), state, outcome.reason or None, number, why))
         return SubmitResult(tuple(messages), result.duplicate)  # type: ignore[union-attr]
 
-    def _recipient(self, to: str, text: str) -> Recipient:
-        """One recipient, checked against the carriers its number routes to (not the first configured):
-        refused when none of them can send the text."""
-        number = normalise(to, default_country_code=self.settings.default_country_code)
-        if number is None:
-            return Recipient(to[:64], reject="invalid_number")
-        route = [c for c in self.routes.carriers_for(number) if c in self._encodings]
-        if not route:
-            return Recipient(number, reject="no_route")
-        reasons = [self._fit(text, c)[0] for c in route]
-        if all(reasons):
-            return Recipient(number, reject=reasons[0])
-        return Recipient(number)
+    def _recipient(
+        self, routing: Routing, account: str, request: SubmitRequest, to: str, scan: Scan | None
+    ) -> tuple[Recipient, str, str]:
+        """One recipient: its number checked, its route chosen (routing/router.py) against the carriers it
+        routes to; refused with the reason (and a detail for a person) when it cannot go. Also the carrier
+        whose encodings refused the text, when that was the reason."""
+        number = routing.numbers.parse(to, routing.region_of(account))
+        if isinstance(number, BadNumber):
+            return Recipient(to[:64], reject="invalid_number"), str(number), ""
+        plan = routing.router.decide(
+            number, account=account, message_class=str(request.message_class), sender=request.sender,
+            text=request.text, rng=self._rng, scan=scan,
+        )  # fmt: skip
+        if isinstance(plan, Refusal):
+            return Recipient(number.e164, reject=plan.reason), plan.detail, ""
+        route = tuple(c for c in plan.carriers if c in self._encodings)
+        if not route:  # the route names only carriers this process does not run (a reload added them)
+            return Recipient(number.e164, reject="no_route"), f"route {plan.route}: no running carrier", ""
+        return Recipient(number.e164, route=route), "", ""
 
-    def _refuse_text(self, recipients: Sequence[Recipient], text: str) -> None:
+    def _refuse_text(self, checked: Sequence[tuple[Recipient, str, str]], text: str) -> None:
         """A text that no routed carrier of any recipient can send is refused as a whole, as a request error
         (message_too_long, not_encodable), as before routes were checked: nothing is stored."""
-        routed = [r for r in recipients if r.reject not in ("invalid_number", "no_route")]
+        routed = [r for r, _, _ in checked if r.reject not in ("invalid_number", "no_route")]
         if routed and all(r.reject in _TEXT_REASONS for r in routed):
-            number = routed[0].number
-            carrier = next(c for c in self.routes.carriers_for(number) if c in self._encodings)
-            error = self._fit(text, carrier)[1]
+            error = None
+            for carrier in self._encodings:  # the first carrier's words for it, as a request error
+                reason, error = self._fit(text, carrier)
+                if reason == routed[0].reject:
+                    break
             if error is not None:
                 raise error
 

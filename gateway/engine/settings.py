@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.config import limits
+from gateway.config import choices, limits
 from gateway.segmenting import DefaultAlphabet, Encoding, NationalLanguage, RouteEncoding, SplitMethod
 from gateway.smpp.msgid import ALL_FORMS, CarrierIdFormats, IdForm, IdFormat
 
@@ -104,16 +104,67 @@ class CarrierSettings:
         return CarrierIdFormats(response=self.response_ids, receipt=self.receipt_ids, forms=self.receipt_id_forms)
 
 
+MESSAGE_CLASSES = ("marketing", "notification", "verification")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """A carrier as a route names it: priority 1 is tried first; weight shares messages among equal
+    priorities; cost is the carrier's price per part (least_cost routes)."""
+
+    carrier: str
+    priority: int = field(default=1, metadata=limits(1, 1000))
+    weight: float = field(default=1.0, metadata=limits(0.001, 1_000_000.0))
+    cost: float = field(default=0.0, metadata=limits(0.0, None))
+
+
 @dataclass(frozen=True, slots=True)
 class RouteSettings:
-    prefix: str
-    carriers: tuple[str, ...]
+    """One rule of the ordered route table (routing/router.py): the first whose conditions all hold takes
+    the recipient. A condition left empty matches everything."""
+
+    prefix: str = ""  # one E.164 prefix (the original form; "" every number); `prefixes` for several
+    carriers: tuple[str, ...] = ()  # shorthand: these carriers at priorities 1, 2, ... in order
+    name: str = ""  # for logs and refusals; default "routes[i]"
+    prefixes: tuple[str, ...] = ()
+    networks: tuple[str, ...] = ()  # destination networks ([[networks]] names)
+    countries: tuple[str, ...] = ()  # ISO 3166 regions of the number ("GB", "CN")
+    classes: tuple[str, ...] = field(default=(), metadata=choices(*MESSAGE_CLASSES))
+    accounts: tuple[str, ...] = ()
+    senders: tuple[str, ...] = ()
+    strategy: str = field(default="priority", metadata=choices("priority", "least_cost"))
+    mobile_only: bool = False  # refuse numbers that are not mobile (invalid_number, not_mobile)
+    connections: tuple[ConnectionSettings, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSettings:
+    """A destination network (operator) and the E.164 number blocks it owns."""
+
+    name: str
+    blocks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WordListSettings:
+    """Words a carrier blocks (a carrier names lists in its `blocked_words`): inline, or a UTF-8 file with
+    one word per line (blank lines and lines starting with # skipped)."""
+
+    name: str
+    words: tuple[str, ...] = ()
+    file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
-    # A national number (leading 0) gets this country code; "" refuses national numbers.
+    # National numbers (07911 123456, 13800138000) are read as this region's (ISO 3166, "GB", "CN"); an
+    # account's own `region` comes first. "" refuses national numbers.
+    default_region: str = ""
+    # Older form of the same: the country calling code ("44"), used when default_region is "".
     default_country_code: str = ""
+    # E.164 prefixes of reserved test ranges whose numbers are accepted though no real numbering plan has
+    # them (Ofcom's drama range 447700900, which the shipped simulators use): for test setups only.
+    test_prefixes: tuple[str, ...] = ()
     # Temporary carrier errors (SMPP 3.4 5.1.3: RSYSERR, RMSGQFUL after the bind's own retries, ...).
     retry_max_attempts: int = field(default=5, metadata=limits(0, 1000))
     retry_backoff_min_seconds: float = field(default=5.0, metadata=limits(0.0, 86400.0))

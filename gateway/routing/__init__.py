@@ -1,6 +1,2 @@
-"""Routing and policy [pure]: number normalisation and the carrier route table."""
-
-from gateway.routing.numbers import normalise
-from gateway.routing.table import Route, RouteTable
-
-__all__ = ["Route", "RouteTable", "normalise"]
+"""Routing [pure]: numbers (numbers.py), which carriers take a recipient and in what order (router.py), and
+the words each carrier blocks (content.py). Import the modules themselves."""

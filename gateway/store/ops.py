@@ -24,6 +24,7 @@ class Recipient:
     number: str
     reject: str = ""
     defer_until_ms: int = 0
+    route: tuple[str, ...] = ()  # the carriers to try, in order (Message.route)
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,10 @@ class Message(NamedTuple):
     # The carriers it left, in order, each with why: ((carrier, reason), ...); reason a reason code or
     # "no_bind" (handed back: no bound transmitter in time). Records written before the trail have none.
     trail: tuple[tuple[str, str], ...] = ()
+    # The carriers to try, in order, as the route table chose them when the message was accepted (routes
+    # reloaded later apply to new messages). Records written before routes were stored have none: the
+    # engine asks the route table of the day.
+    route: tuple[str, ...] = ()
 
     @property
     def possible_duplicate(self) -> bool:
@@ -189,8 +193,11 @@ def unpack_message(data: bytes) -> Message:
     segs = tuple(_seg(s) for s in f[12])
     f[12] = segs
     if len(f) == _FIELDS_V1_0:
-        return Message._make([*f[1:_FIELDS_V1_0], ()])
+        return Message._make([*f[1:_FIELDS_V1_0], (), ()])
     f[F_TRAIL] = tuple((str(c), str(r)) for c, r in f[F_TRAIL])
+    if len(f) == _FIELDS_V1_1:
+        return Message._make([*f[1:_FIELDS_V1_1], ()])
+    f[F_ROUTE] = tuple(str(c) for c in f[F_ROUTE])
     return Message._make(f[1:_FIELDS])
 
 
@@ -212,9 +219,12 @@ F_CONCAT_REF = 14
 F_FINAL_MS = 15
 F_REPORTED = 16
 F_TRAIL = 17
-# Version 1 records had 17 entries until the trail was added at the end: both are read, the longer written.
+F_ROUTE = 18
+# Version 1 records had 17 entries until the trail was added at the end, 18 until the route was: all three
+# are read, the longest written.
 _FIELDS_V1_0 = 17
-_FIELDS = 18
+_FIELDS_V1_1 = 18
+_FIELDS = 19
 # Segment array positions (Segment's field order).
 S_STATE = 0
 S_REASON = 1
@@ -233,10 +243,11 @@ def message_fields(m: Message) -> MessageFields:
 def unpack_message_fields(data: bytes) -> MessageFields:
     """The stored array of a message record, version checked; segments stay arrays with int states."""
     f = _unpack(data, "message")
-    if len(f) != _FIELDS:
-        if len(f) != _FIELDS_V1_0:
+    n = len(f)
+    if n != _FIELDS:
+        if n not in (_FIELDS_V1_0, _FIELDS_V1_1):
             raise CorruptRecord("message: wrong number of fields")
-        f.append([])
+        f.extend([[]] * (_FIELDS - n))
     return f
 
 

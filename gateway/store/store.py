@@ -487,7 +487,7 @@ class Store:
         f: MessageFields = [
             VERSION, self._ids.next(now), op.account, op.batch, op.message_class, op.sender, r.number, op.text,
             op.receipt, op.client_ref, now, op.expires_ms, [[state, reason, "", "", 0, 0, False, now, due]],
-            "", 0, 0, 0,
+            "", 0, 0, 0, [], list(r.route),
         ]  # fmt: skip
         if not reason:
             tx.batch(op.batch).valid += 1

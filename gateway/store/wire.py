@@ -139,7 +139,7 @@ def _op_fields(op: Op) -> list[Any]:
     values = [tag, *_OP_FIELDS[cls](op)]
     if tag == _SUBMIT:
         assert isinstance(op, Submit)
-        values[5] = [(r.number, r.reject, r.defer_until_ms) for r in op.recipients]
+        values[5] = [(r.number, r.reject, r.defer_until_ms, r.route) for r in op.recipients]
         cap = op.frequency_cap
         values[12] = None if cap is None else (cap.limit, cap.window_seconds)
     return values
@@ -162,7 +162,7 @@ def _op(f: list[Any]) -> Op:
     if tag == _RECEIPT:
         return Receipt(f[1], f[2], _EVS[f[3]], f[4], tuple(f[5]), f[6], f[7])
     if tag == _SUBMIT:
-        recipients = tuple(Recipient(n, r, d) for n, r, d in f[5])
+        recipients = tuple(Recipient(n, r, d, tuple(route)) for n, r, d, route in f[5])
         cap = None if f[12] is None else FrequencyCap(*f[12])
         return Submit(f[1], f[2], f[3], f[4], recipients, f[6], f[7], f[8], f[9], f[10], f[11], cap)
     cls: type[Op] = OP_TYPES[tag]

@@ -158,6 +158,9 @@ class SubmittedMessage:
     # The recipient as the gateway normalised it (E.164 without "+", as status and events name it), when
     # it could: `to` is echoed as the client sent it.
     number: str | None = None
+    # Why a rejected recipient was refused, for a person: the number's fault (too_short: ...), the route
+    # and the word a carrier blocks, the carrier that cannot take the text's length.
+    detail: str | None = None
 
 
 # Built once per recipient: by the engine for each submit result, by the client for each one it reads.
@@ -566,6 +569,8 @@ def _submitted_map(m: SubmittedMessage) -> dict[str, Any]:
         out["reason"] = m.reason
     if m.number is not None:
         out["number"] = m.number
+    if m.detail is not None:
+        out["detail"] = m.detail
     return out
 
 
@@ -628,12 +633,14 @@ def _submitted_fast(items: list[Any]) -> tuple[SubmittedMessage, ...] | None:
             return None
         get = m.get
         to, message_id, state, reason = get("to"), get("message_id"), get("state", "accepted"), get("reason")
-        number = get("number")
+        number, detail = get("number"), get("detail")
         if type(to) is not str or type(message_id) is not str or type(state) is not str:
             return None
         if (reason is not None and type(reason) is not str) or (number is not None and type(number) is not str):
             return None
-        out.append(SubmittedMessage(to, message_id, state, reason, number))
+        if detail is not None and type(detail) is not str:
+            return None
+        out.append(SubmittedMessage(to, message_id, state, reason, number, detail))
     return tuple(out)
 
 
@@ -645,6 +652,7 @@ def _submit_result_checked(body: dict[str, Any]) -> SubmitResult:
             str(m.get("state", "accepted")),
             _opt_str(m, "reason"),
             _opt_str(m, "number"),
+            _opt_str(m, "detail"),
         )
         for m in (_wire(item, "message") for item in _server_field(body, "messages", list))
     )

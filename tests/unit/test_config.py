@@ -219,3 +219,76 @@ def test_changed_keys_names_each_changed_value_and_a_new_table_once(tmp_path: Pa
     assert changed_keys(old, new) == ["engine.retry_max_attempts", "server.log_level", "simulators[1]"]
     assert changed_keys(new, old) == ["engine.retry_max_attempts", "server.log_level", "simulators[1]"]
     assert changed_keys(old, old) == []
+
+
+# --- routing ----------------------------------------------------------------------------------------------
+
+
+def test_bad_routing_is_refused_with_every_problem_at_once(tmp_path: Path) -> None:
+    path = gateway_toml(tmp_path, engine='default_region = "XX"\ntest_prefixes = ["44x"]')
+    blocking = 'name = "sim"\nblocked_words = ["nope"]\n[[carriers.binds]]'
+    path.write_text(
+        path.read_text().replace('name = "sim"\n[[carriers.binds]]', blocking)
+        + '\n[[networks]]\nname = "net"\nblocks = ["86138", "8613x"]\n'
+        + '\n[[word_lists]]\nname = "w"\nfile = "missing-words.txt"\n'
+        + '\n[[word_lists]]\nname = "empty"\n'
+        + '\n[[routes]]\nname = "r2"\nnetworks = ["elsewhere"]\ncountries = ["ZZ"]\nclasses = ["promo"]\n'
+        + 'strategy = "cheapest"\nconnections = [{ carrier = "gone", weight = 0 }]\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    found = {key: reason for _, key, reason in info.value.problems}
+    assert found["routes[1].classes[0]"].startswith("'promo' is not one of")
+    assert found["routes[1].strategy"] == "'cheapest' is not one of 'priority', 'least_cost'"
+    assert found["routes[1].connections[0].weight"].startswith("must be between")
+    assert found["word_lists[1]"] == "needs words or a file"
+    # Reported before anything is built: the references the tables make to each other come after.
+    path.write_text(path.read_text().replace('classes = ["promo"]\n', "").replace('strategy = "cheapest"\n', "")
+                    .replace("weight = 0", "weight = 1").replace('\n[[word_lists]]\nname = "empty"\n', ""))  # fmt: skip
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    found = {key: reason for _, key, reason in info.value.problems}
+    assert found == {
+        "engine.test_prefixes": "test prefix '44x' must be digits",
+        "engine.default_region": "'XX' is not an ISO 3166 region",
+        "networks": "network 'net': block '8613x' must be digits",
+        "word_lists[0].file": found["word_lists[0].file"],
+        "carriers[0].blocked_words": "no word list 'nope'",
+        "routes[1].connections": "unknown carrier 'gone'",
+        "routes[1].networks": "no network 'elsewhere'",
+        "routes[1].countries": "'ZZ' is not an ISO 3166 region",
+    }
+    assert "missing-words.txt" in found["word_lists[0].file"]
+
+
+def test_the_china_example_routes_each_operators_numbers_to_its_own_smsc() -> None:
+    import random
+
+    from gateway.app import build_routing
+    from gateway.routing.numbers import Number
+    from gateway.routing.router import Plan, Refusal
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "conf" / "examples" / "china.toml")
+    routing = build_routing(cfg)
+    assert routing is not None
+    networks = routing.router.networks
+    # The blocks the issue lists, one sample each: China Mobile, China Unicom, China Telecom.
+    mobile = [134, 135, 136, 137, 138, 139, 147, 150, 151, 152, 157, 158, 159, 178, 182, 183, 184, 187, 188, 198]
+    unicom = [130, 131, 132, 145, 155, 156, 166, 175, 176, 185, 186]
+    telecom = [133, 149, 153, 173, 177, 180, 181, 189, 199]
+    for blocks, name in ((mobile, "china-mobile"), (unicom, "china-unicom"), (telecom, "china-telecom")):
+        assert [networks.network_of(f"86{b}12345678") for b in blocks] == [name] * len(blocks)
+
+    def decide(number: str, cls: str, text: str = "您的验证码是 123456") -> Plan | Refusal:
+        found = routing.numbers.parse(number, routing.region_of("demo"))
+        assert isinstance(found, Number), found
+        return routing.router.decide(found, account="demo", message_class=cls, sender="", text=text,
+                                     rng=random.Random(1))  # fmt: skip
+
+    plans = {n: decide(n, "notification") for n in ("13800138000", "13012345678", "13312345678")}
+    assert [(p.route, p.carriers[0]) for p in plans.values() if isinstance(p, Plan)] == [
+        ("mobile", "cmcc"), ("unicom", "cucc"), ("telecom", "ctcc"),
+    ]  # fmt: skip
+    cheapest = decide("13800138000", "marketing", "周末特卖 全场五折")
+    assert isinstance(cheapest, Plan)
+    assert cheapest.carriers == ("cucc", "ctcc", "cmcc")  # 0.040 < 0.042 < 0.045 a part

@@ -23,6 +23,9 @@ from gateway.upstream.schema import Event
 
 SECRET = "s3cret"
 SIM_PASSWORD = "simpw"
+# The numbers the tests send (447700900001, 4477{8 digits}) are mostly in no real numbering plan: accepted
+# as a reserved test range, the way Ofcom's 07700 900xxx drama range is in the shipped config.
+TEST_PREFIXES = ("4477",)
 
 
 @dataclass
@@ -55,7 +58,10 @@ def gateway_config(tmp: Path, sim_port: int, *, sync: bool = False, window: int 
     return GatewayConfig(
         store=StoreConfig(path=str(tmp / "store"), sync=sync, map_size_bytes=1 << 28),
         server=ServerSection(socket_path=str(tmp / "gw.sock"), log_level="warning", shutdown_grace_seconds=2.0),
-        engine=EngineSettings(default_country_code="44", retry_backoff_min_seconds=0.05, scheduler_poll_seconds=0.2),
+        engine=EngineSettings(
+            default_region="GB", test_prefixes=TEST_PREFIXES, retry_backoff_min_seconds=0.05,
+            scheduler_poll_seconds=0.2,
+        ),
         accounts=(AccountSettings("acme", secret_file=str(tmp / "acme.secret"), mo_addresses=("ACME",)),),
         carriers=(
             CarrierSection(

@@ -11,7 +11,7 @@ from gateway.engine import EngineSettings
 from gateway.smpp import pdu as P
 from gateway.smpp.constants import EsmClass
 
-from .harness import running_gateway
+from .harness import TEST_PREFIXES, running_gateway
 from .test_survival import LIMIT, finals, numbers, poll_until, send, sim_config, two_carriers
 
 
@@ -75,7 +75,9 @@ async def test_a_long_mo_acknowledged_in_part_survives_a_restart(tmp_path: Path)
 async def test_a_long_mo_whose_other_parts_never_come_still_ends_after_a_restart(tmp_path: Path) -> None:
     # Kept parts wait again after a restart, and the reassembly timeout still ends the message: incomplete,
     # with what it has, and its parts leave the store in the same write.
-    engine = EngineSettings(default_country_code="44", scheduler_poll_seconds=0.1, mo_reassembly_timeout_seconds=0.4)
+    engine = EngineSettings(
+        default_region="GB", test_prefixes=TEST_PREFIXES, scheduler_poll_seconds=0.1, mo_reassembly_timeout_seconds=0.4
+    )
     with trio.fail_after(LIMIT):
         async with two_carriers(tmp_path, {"a": sim_config()}, engine=engine) as two:
             two.sims["a"].inject_deliver(mo_part(1, b"Only the first half ", ref=9, total=3))

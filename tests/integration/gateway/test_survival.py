@@ -16,6 +16,7 @@ import trio
 from gateway.app import CarrierSection, Gateway, GatewayConfig, Running, ServerSection
 from gateway.carriers.config import BindConfig, BindMode
 from gateway.engine import AccountSettings, EncodingSettings, EngineSettings, RouteSettings
+from gateway.routing.router import Connection, Router, RouteRule, Routing
 from gateway.segmenting import Encoding, SplitMethod
 from gateway.sim.concat import part_info
 from gateway.sim.config import IdFormat as SimIdFormat
@@ -28,7 +29,7 @@ from gateway.store import StoreConfig
 from gateway.upstream import MessageClass, SubmitRequest, UpstreamClient, open_unix_client
 from gateway.upstream.schema import Event
 
-from .harness import SECRET, SIM_PASSWORD, collect_final_events, running_gateway
+from .harness import SECRET, SIM_PASSWORD, TEST_PREFIXES, collect_final_events, running_gateway
 
 LIMIT = 40
 LONG = "Sale! Everything must go, up to 70% off today only, in every store and online. " * 3  # 3 GSM-7 parts
@@ -53,6 +54,7 @@ class Two:
     running: Running
     sims: dict[str, Simulator]
     tmp: Path
+    config: GatewayConfig
 
     @asynccontextmanager
     async def client(self) -> AsyncIterator[UpstreamClient]:
@@ -67,8 +69,11 @@ async def two_carriers(
     *,
     carriers: Callable[[dict[str, int]], Sequence[CarrierSection]] | None = None,
     engine: EngineSettings | None = None,
+    routes: Sequence[RouteSettings] | None = None,
+    **config: Any,
 ) -> AsyncIterator[Two]:
-    """One route ("" -> a, b) over two simulators; `carriers` may replace the carrier sections."""
+    """One route ("" -> a, b) over two simulators; `carriers` may replace the carrier sections, `routes` the
+    route, `config` sets more of GatewayConfig (networks, word_lists)."""
     (tmp / "acme.secret").write_text(SECRET)
     (tmp / "sim.secret").write_text(SIM_PASSWORD)
     simulators = {name: Simulator(cfg) for name, cfg in sims.items()}
@@ -79,10 +84,14 @@ async def two_carriers(
             store=StoreConfig(path=str(tmp / "store"), sync=False, map_size_bytes=1 << 28),
             server=ServerSection(socket_path=str(tmp / "gw.sock"), log_level="warning", shutdown_grace_seconds=2.0),
             engine=engine
-            or EngineSettings(default_country_code="44", retry_backoff_min_seconds=0.05, scheduler_poll_seconds=0.1),
+            or EngineSettings(
+                default_region="GB", test_prefixes=TEST_PREFIXES, retry_backoff_min_seconds=0.05,
+                scheduler_poll_seconds=0.1,
+            ),
             accounts=(AccountSettings("acme", secret_file=str(tmp / "acme.secret")),),
             carriers=sections,
-            routes=(RouteSettings("", tuple(c.name for c in sections)),),
+            routes=tuple(routes) if routes else (RouteSettings("", tuple(c.name for c in sections)),),
+            **config,
         )
         gateway = Gateway(cfg)
         running: Running = await nursery.start(gateway.run)
@@ -90,7 +99,7 @@ async def two_carriers(
             if name in simulators:
                 await pool.wait_bound()
         try:
-            yield Two(running, simulators, tmp)
+            yield Two(running, simulators, tmp, cfg)
         finally:
             gateway.shutdown()
             with trio.move_on_after(10):
@@ -202,7 +211,8 @@ async def test_accept_checks_the_text_against_the_carrier_the_number_routes_to(t
 
     with trio.fail_after(LIMIT):
         async with two_carriers(tmp_path, {"a": sim_config(), "b": sim_config()}, carriers=configured) as two:
-            two.running.engine.routes = _routes({"44": ("b",), "": ("a",)})
+            engine = two.running.engine
+            engine.set_routing(_routes(engine.routing, {"44": ("b",), "": ("a",)}))
             async with two.client() as client:
                 ids = await send(client, ["447700900001"], "您的验证码是 482913")
                 done = await finals(client, ids)
@@ -219,10 +229,16 @@ async def test_accept_checks_the_text_against_the_carrier_the_number_routes_to(t
                 ]  # fmt: skip
 
 
-def _routes(table: dict[str, tuple[str, ...]]) -> Any:
-    from gateway.routing import Route, RouteTable
-
-    return RouteTable([Route(prefix, carriers) for prefix, carriers in table.items()])
+def _routes(routing: Routing, table: dict[str, tuple[str, ...]]) -> Routing:
+    """`routing` with prefix routes instead of its own: the longest prefix first (the table takes the first
+    rule that matches)."""
+    rules = [
+        RouteRule(prefix or "default", tuple(Connection(c, i + 1) for i, c in enumerate(carriers)),
+                  prefixes=(prefix,) if prefix else ())
+        for prefix, carriers in sorted(table.items(), key=lambda item: -len(item[0]))
+    ]  # fmt: skip
+    router = Router(rules, routing.router.carriers, networks=routing.router.networks)
+    return dataclasses.replace(routing, router=router)
 
 
 async def test_message_whose_carriers_are_all_down_still_expires_at_its_validity(tmp_path: Path) -> None:

@@ -64,7 +64,8 @@ path = "{directory / "store"}"
 sync = true
 
 [engine]
-default_country_code = "44"
+default_region = "GB"
+test_prefixes = ["4477"]            # the numbers these tests send: mostly not in any real plan
 retry_backoff_min_seconds = 0.2
 retry_backoff_max_seconds = 1.0
 scheduler_poll_seconds = 0.2

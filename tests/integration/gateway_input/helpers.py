@@ -53,7 +53,8 @@ path = "{directory / "store"}"
 sync = false
 
 [engine]
-default_country_code = "44"
+default_region = "GB"
+test_prefixes = ["4477"]            # the numbers these tests send: mostly not in any real plan
 
 [[accounts]]
 name = "{ACCOUNT}"

@@ -237,8 +237,28 @@ async def test_sighup_reloads_refuses_a_broken_config_and_keeps_serving(tmp_path
                 assert reloaded["applied"] == ["server.log_level"]
                 assert reloaded["restart_needed"] == ["carriers[0].binds[0].window"]
 
+                # The routing applies at once: the carrier now blocks a word list, so a text with one of its
+                # words is refused (its route has no other carrier), and says which word.
+                routed = shipped.replace('log_level = "info"', 'log_level = "debug"').replace(
+                    "window = 10", "window = 20").replace(
+                    'name = "sim"\n', 'name = "sim"\nblocked_words = ["banned"]\n') + (
+                    '\n[[word_lists]]\nname = "banned"\nwords = ["jackpot"]\n')  # fmt: skip
+                config.write_text(routed)
+                gw.send_signal(signal.SIGHUP)
+                reloaded = json_events(await gw.wait_for_log("config_reloaded", 2), "config_reloaded")[-1]
+                assert reloaded["applied"] == ["carriers[0].blocked_words", "word_lists[0]"]
+                async with RawConnection.open(socket_path) as conn:
+                    assert (await conn.hello())["type"] == "result"
+                    await conn.send({
+                        "op": "submit", "id": 2, "to": ["447700900001", "447700900002"],
+                        "text": "Win the J-A-C-K-P-O-T", "class": "marketing", "sender": "SHOP",
+                    })  # fmt: skip
+                    refused = (await conn.answer(2))["result"]["messages"]
+                    assert [(m["state"], m["reason"]) for m in refused] == [("rejected", "content_blocked")] * 2
+                    assert "'jackpot'" in refused[0]["detail"]
+
                 # A broken one: every problem logged, the running config kept.
-                config.write_text(shipped.replace('log_level = "info"', 'log_level = "verbose"\ntcp_port = 99999'))
+                config.write_text(routed.replace('log_level = "debug"', 'log_level = "verbose"\ntcp_port = 99999'))
                 gw.send_signal(signal.SIGHUP)
                 (refused,) = json_events(await gw.wait_for_log("config_reload_refused"), "config_reload_refused")
                 assert f"{config}: server.log_level: 'verbose' is not one of" in "\n".join(refused["problems"])

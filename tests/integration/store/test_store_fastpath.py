@@ -3,11 +3,25 @@ is empty: records written earlier must still read and update, and no early recei
 
 from __future__ import annotations
 
+from typing import Any
+
 import lmdb
 import msgpack
+import pytest
 
 from gateway.lifecycle import Ev, Event, State
-from gateway.store import Advance, AdvanceResult, EventKind, Prepare, Receipt, ReceiptResult, Store
+from gateway.store import (
+    Advance,
+    AdvanceResult,
+    EventKind,
+    Prepare,
+    Receipt,
+    ReceiptResult,
+    Recipient,
+    Store,
+    Submit,
+    SubmitResult,
+)
 from gateway.store import keys as store_keys
 from tests.integration.store.conftest import StoreFactory
 from tests.integration.store.support import T0, ok, submit
@@ -62,17 +76,20 @@ def test_early_receipts_after_the_table_emptied_are_still_found(open_store: Stor
     assert store.check() == []
 
 
-def test_a_record_in_the_version_1_layout_reads_and_updates(open_store: StoreFactory) -> None:
+@pytest.mark.parametrize("added", [[], [[]]], ids=["17 fields", "18 fields, with the trail"])
+def test_a_record_in_the_version_1_layout_reads_and_updates(open_store: StoreFactory, added: list[Any]) -> None:
     store = open_store()
     (msg_id,) = only_id(store, "+44790")
     store.close()
-    # The documented version 1 array, built here by hand, replaces what the store wrote.
+    # The documented version 1 array, built here by hand, replaces what the store wrote. Version 1 grew
+    # at its end: the trail (18 fields), then the route (19): records of each length are read.
     seg = [int(State.ACCEPTED), "", "", "", 0, 0, False, T0, T0]
     v1 = [1, msg_id, "acme", "b", "notification", "ACME", "+44790", "hello", True, "", T0, 0, [seg], "", 0, 0, 0]
-    raw = msgpack.packb(v1, use_bin_type=True)
+    raw = msgpack.packb(v1 + added, use_bin_type=True)
     with lmdb.open(store.cfg.path, max_dbs=20) as env, env.begin(write=True) as txn:
         db = env.open_db(b"messages", txn=txn)
-        assert txn.get(store_keys.u64(msg_id), db=db) == raw  # the layout did not change
+        written = msgpack.packb([*v1, [], []], use_bin_type=True)  # trail and route, both empty here
+        assert txn.get(store_keys.u64(msg_id), db=db) == written  # the layout did not change
         txn.put(store_keys.u64(msg_id), raw, db=db)
     store = open_store()
     msg = store.get(msg_id)
@@ -128,3 +145,22 @@ def test_a_receipt_queued_before_its_response_in_one_group_matches_at_once(open_
     kinds = [e.kind for e in store.events(0) if e.message_id == msg_id]
     assert kinds == [EventKind.SUBMITTED, EventKind.DELIVERED]
     assert store.check() == []
+
+
+def test_the_carriers_a_recipient_was_routed_to_are_stored_with_it(open_store: StoreFactory) -> None:
+    store = open_store()
+    routed = Submit(
+        account="acme", message_class="notification", sender="ACME", text="hello",
+        recipients=(Recipient("447400123456", route=("cmcc", "cucc")), Recipient("447400123457")),
+    )  # fmt: skip
+    (result,) = ok(store, [routed])
+    assert isinstance(result, SubmitResult)
+    first, second = (store.get(o.message_id) for o in result.outcomes)
+    assert first is not None
+    assert second is not None
+    assert (first.route, second.route) == (("cmcc", "cucc"), ())
+    # Kept through every write the message goes through.
+    dispatch(store, first.id)
+    again = store.get(first.id)
+    assert again is not None
+    assert again.route == ("cmcc", "cucc")

@@ -1,0 +1,372 @@
+"""Which carriers a recipient's message goes to, in what order, and why the others were left out [pure].
+
+Three tables decide it, all from configuration and reloaded together as one `Router`:
+
+- **Networks** (`NetworkTable`): which operator owns a number, by the longest matching block of its E.164
+  digits (`conf/examples/china-networks.toml` holds the three mainland China operators' mobile blocks); a
+  ported number (number -> network, looked up by the caller) overrides its block.
+- **Routes** (`RouteRule`), an ordered table: the first rule whose conditions all hold takes the message.
+  A rule may name destination networks, E.164 prefixes, countries (ISO regions), message classes, accounts
+  and senders; a condition left out matches everything, several values of one condition match any of them.
+  It names its carriers (`Connection`s), each with a priority (1 is tried first), a weight and a cost per
+  part.
+- **Carriers** (`CarrierProfile`): each carrier's encodings (how many parts a text needs there, or that it
+  cannot take it) and the word lists it blocks (`routing.content.WordLists`).
+
+`Router.decide` returns a `Plan`: the carriers in the order to try (highest priority first, weighted random
+among equal priorities; or least cost first, where the cost is the carrier's price per part times the parts
+the text needs with that carrier's encodings), the parts each needs, and the carriers of the route left out
+with the reason (`content_blocked`, `message_too_long`, `not_encodable`, `unknown_carrier`). When none is
+left it returns a `Refusal` with the reason of the first carrier left out (or `no_route`) and a detail for a
+person. Whether a carrier is bound right now is not decided here: the dispatcher takes the first carrier of
+the plan with a bound transmitter, and the failover rules move along the plan.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from gateway.routing.content import Scan, WordLists
+from gateway.routing.numbers import MOBILE_KINDS, Number, NumberBook
+from gateway.segmenting import RouteEncoding, preview
+from gateway.smpp.errors import SegmentingError
+
+STRATEGIES = ("priority", "least_cost")
+_FITS_ENTRIES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """A carrier as a route names it."""
+
+    carrier: str
+    priority: int = 1  # 1 is tried first, then 2, ...
+    weight: float = 1.0  # share of the messages among connections of equal priority (or equal cost)
+    cost: float = 0.0  # price per part (any currency: only compared within one route)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRule:
+    name: str
+    connections: tuple[Connection, ...]
+    networks: frozenset[str] = frozenset()
+    prefixes: tuple[str, ...] = ()
+    countries: frozenset[str] = frozenset()
+    classes: frozenset[str] = frozenset()
+    accounts: frozenset[str] = frozenset()
+    senders: frozenset[str] = frozenset()
+    strategy: str = "priority"
+    mobile_only: bool = False  # refuse numbers that are not mobile (invalid_number, not_mobile)
+
+    def matches_number(self, number: Number, network: str) -> bool:
+        if self.networks and network not in self.networks:
+            return False
+        if self.countries and number.region not in self.countries:
+            return False
+        return not self.prefixes or number.e164.startswith(self.prefixes)
+
+    def matches_message(self, account: str, message_class: str, sender: str) -> bool:
+        return (
+            (not self.classes or message_class in self.classes)
+            and (not self.accounts or account in self.accounts)
+            and (not self.senders or sender in self.senders)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CarrierProfile:
+    encoding: RouteEncoding
+    word_lists: frozenset[str] = frozenset()  # names of WordLists lists this carrier blocks
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    route: str
+    carriers: tuple[str, ...]  # in the order to try
+    parts: tuple[int, ...]  # parts of the text with each of them
+    left_out: tuple[tuple[str, str], ...] = ()  # (carrier, reason) of the route's carriers not in `carriers`
+    detail: str = ""  # why they were left out, for a person
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    reason: str  # a reason code (lifecycle.REASONS)
+    detail: str  # for a person: which rule, which word, which carrier
+
+
+class NetworkTable:
+    """Which network (operator) owns a number: the longest block (E.164 prefix) that starts it."""
+
+    def __init__(self, blocks: Mapping[str, Iterable[str]] | None = None) -> None:
+        self._by_prefix: dict[str, str] = {}
+        for network, prefixes in (blocks or {}).items():
+            for prefix in prefixes:
+                if not prefix.isascii() or not prefix.isdigit():
+                    raise ValueError(f"network {network!r}: block {prefix!r} must be digits")
+                owner = self._by_prefix.get(prefix)
+                if owner is not None and owner != network:
+                    raise ValueError(f"block {prefix!r} belongs to both {owner!r} and {network!r}")
+                self._by_prefix[prefix] = network
+        self._lengths = sorted({len(p) for p in self._by_prefix}, reverse=True)
+        self.networks = frozenset(self._by_prefix.values())
+
+    def __len__(self) -> int:
+        return len(self._by_prefix)
+
+    def network_of(self, e164: str) -> str:
+        """The network whose longest block starts `e164`; "" when no block does."""
+        table = self._by_prefix
+        for n in self._lengths:
+            found = table.get(e164[:n])
+            if found is not None:
+                return found
+        return ""
+
+
+class _RuleIndex:
+    """The rules a recipient can match, found without testing every rule: each rule is filed under one of its
+    conditions, the most selective it has (accounts, senders, networks, prefixes, countries, classes, in that
+    order; a rule without conditions matches everyone), and a recipient's candidates are the rules filed
+    under its own values, tested in table order."""
+
+    def __init__(self, rules: Sequence[RouteRule]) -> None:
+        self.by_account: dict[str, list[int]] = {}
+        self.by_sender: dict[str, list[int]] = {}
+        self.by_network: dict[str, list[int]] = {}
+        self.by_prefix: dict[str, list[int]] = {}
+        self.by_country: dict[str, list[int]] = {}
+        self.by_class: dict[str, list[int]] = {}
+        self.everyone: list[int] = []
+        for i, rule in enumerate(rules):
+            for values, index in (
+                (rule.accounts, self.by_account), (rule.senders, self.by_sender), (rule.networks, self.by_network),
+                (rule.prefixes, self.by_prefix), (rule.countries, self.by_country), (rule.classes, self.by_class),
+            ):  # fmt: skip
+                if values:
+                    for value in values:
+                        index.setdefault(value, []).append(i)
+                    break
+            else:
+                self.everyone.append(i)
+        self.prefix_lengths = sorted({len(p) for p in self.by_prefix})
+
+    def candidates(self, number: Number, network: str, account: str, message_class: str, sender: str) -> list[int]:
+        found = list(self.everyone)
+        for index, value in (
+            (self.by_account, account), (self.by_sender, sender), (self.by_network, network),
+            (self.by_country, number.region), (self.by_class, message_class),
+        ):  # fmt: skip
+            if value and (ids := index.get(value)):
+                found += ids
+        e164 = number.e164
+        for n in self.prefix_lengths:
+            if n > len(e164):
+                break
+            if ids := self.by_prefix.get(e164[:n]):
+                found += ids
+        found.sort()
+        return found
+
+
+class Router:
+    """One snapshot of the routing configuration; a reload builds a new one and swaps it in whole."""
+
+    def __init__(
+        self,
+        rules: Sequence[RouteRule],
+        carriers: Mapping[str, CarrierProfile],
+        *,
+        networks: NetworkTable | None = None,
+        words: WordLists | None = None,
+    ) -> None:
+        names = [r.name for r in rules]
+        for r in rules:
+            if names.count(r.name) > 1:
+                raise ValueError(f"route {r.name!r} appears twice")
+            if r.strategy not in STRATEGIES:
+                raise ValueError(f"route {r.name!r}: strategy {r.strategy!r} is none of {', '.join(STRATEGIES)}")
+            for c in r.connections:
+                if c.priority < 1 or c.weight <= 0 or c.cost < 0:
+                    raise ValueError(f"route {r.name!r}: carrier {c.carrier!r} needs priority >= 1, weight > 0, "
+                                     "cost >= 0")  # fmt: skip
+        self.rules = tuple(rules)
+        self.carriers = dict(carriers)
+        self.networks = networks or NetworkTable()
+        self.words = words
+        self._index = _RuleIndex(self.rules)
+        self._fits: dict[tuple[str, str], tuple[str, int, str]] = {}
+
+    def rule_for(
+        self, number: Number, account: str, message_class: str, sender: str, network: str | None = None
+    ) -> RouteRule | None:
+        """The first rule, in table order, whose conditions all hold."""
+        if network is None:
+            network = self.networks.network_of(number.e164)
+        rules = self.rules
+        for i in self._index.candidates(number, network, account, message_class, sender):
+            rule = rules[i]
+            if rule.matches_number(number, network) and rule.matches_message(account, message_class, sender):
+                return rule
+        return None
+
+    def fit(self, text: str, carrier: str) -> tuple[str, int, str]:
+        """(reason, parts, detail): reason "" when `carrier` can send `text` in `parts` parts, else
+        message_too_long or not_encodable with the detail."""
+        key = (text, carrier)
+        found = self._fits.get(key)
+        if found is None:
+            if len(self._fits) >= _FITS_ENTRIES:
+                self._fits.clear()
+            encoding = self.carriers[carrier].encoding
+            try:
+                shape = preview(text, encoding)
+                if shape.too_long:
+                    why = f"{shape.parts} parts with {carrier}, which takes at most {encoding.max_parts}"
+                    found = ("message_too_long", shape.parts, why)
+                else:
+                    found = ("", shape.parts, "")
+            except SegmentingError as err:
+                found = ("not_encodable", 0, f"{carrier}: {err}")
+            self._fits[key] = found
+        return found
+
+    def decide(
+        self,
+        number: Number,
+        *,
+        account: str,
+        message_class: str,
+        sender: str,
+        text: str,
+        rng: random.Random | Callable[[], float],
+        network: str | None = None,
+        scan: Scan | None = None,
+    ) -> Plan | Refusal:
+        """The plan for one recipient. `network` overrides the block table (a ported number); `scan` is the
+        text's word scan when the caller decides many recipients of one text (scan once, see scan_text)."""
+        if network is None:
+            network = self.networks.network_of(number.e164)
+        rule = self.rule_for(number, account, message_class, sender, network)
+        if rule is None:
+            where = f" (network {network})" if network else ""
+            return Refusal("no_route", f"no route takes +{number.e164}{where} for {message_class} from "
+                                       f"{account}")  # fmt: skip
+        if rule.mobile_only and number.kind not in MOBILE_KINDS and number.kind != "unknown":
+            return Refusal("invalid_number", f"not_mobile: route {rule.name} takes mobile numbers, "
+                                             f"+{number.e164} is {number.kind}")  # fmt: skip
+        if scan is None and self.words is not None and any(
+            self.carriers[c.carrier].word_lists for c in rule.connections if c.carrier in self.carriers
+        ):
+            scan = self.words.scan(text)
+        usable: list[tuple[Connection, int]] = []
+        left_out: list[tuple[str, str]] = []
+        details: list[str] = []
+        for c in rule.connections:
+            profile = self.carriers.get(c.carrier)
+            if profile is None:
+                left_out.append((c.carrier, "unknown_carrier"))
+                details.append(f"{c.carrier}: not configured")
+                continue
+            if scan is not None and profile.word_lists:
+                hit = scan.first_hit(profile.word_lists)
+                if hit is not None:
+                    left_out.append((c.carrier, "content_blocked"))
+                    details.append(f"{c.carrier} blocks {hit.word!r} (list {hit.list_name})")
+                    continue
+            reason, parts, detail = self.fit(text, c.carrier)
+            if reason:
+                left_out.append((c.carrier, reason))
+                details.append(detail)
+                continue
+            usable.append((c, parts))
+        if not usable:
+            reason = left_out[0][1] if left_out else "no_route"
+            if reason == "unknown_carrier":
+                reason = "no_route"
+            return Refusal(reason, f"route {rule.name}: " + ("; ".join(details) or "names no carrier"))
+        ordered = _order(usable, rule.strategy, rng)
+        return Plan(
+            rule.name, tuple(c.carrier for c, _ in ordered), tuple(p for _, p in ordered), tuple(left_out),
+            "; ".join(details),
+        )  # fmt: skip
+
+    def scan_text(self, text: str) -> Scan | None:
+        return self.words.scan(text) if self.words is not None else None
+
+
+def _order(
+    usable: list[tuple[Connection, int]], strategy: str, rng: random.Random | Callable[[], float]
+) -> list[tuple[Connection, int]]:
+    """Priority groups (or cost groups) in order, each group in weighted random order."""
+    if len(usable) == 1:
+        return usable
+    draw = rng.random if isinstance(rng, random.Random) else rng
+    least_cost = strategy == "least_cost"
+    groups: dict[tuple[float, ...], list[tuple[Connection, int]]] = {}
+    for c, parts in usable:
+        key = (c.cost * parts, c.priority) if least_cost else (c.priority,)
+        groups.setdefault(key, []).append((c, parts))
+    out: list[tuple[Connection, int]] = []
+    for k in sorted(groups):
+        out.extend(_weighted(groups[k], draw))
+    return out
+
+
+def _weighted(group: list[tuple[Connection, int]], draw: Callable[[], float]) -> list[tuple[Connection, int]]:
+    """`group` in a random order where each comes first with a chance proportional to its weight (draws
+    without replacement: the second place among the rest the same way)."""
+    if len(group) == 1:
+        return group
+    rest = list(group)
+    out = []
+    while len(rest) > 1:
+        total = sum(cp[0].weight for cp in rest)
+        point = draw() * total
+        pick = len(rest) - 1  # if no break: a draw of exactly 1.0, or rounding
+        for i, cp in enumerate(rest):
+            point -= cp[0].weight
+            if point < 0:
+                pick = i
+                break
+        out.append(rest.pop(pick))
+    out.extend(rest)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """What the engine decides routes with; a reload builds a new one and swaps it in whole."""
+
+    router: Router
+    numbers: NumberBook
+    regions: Mapping[str, str]  # account -> region its national numbers are read in
+    default_region: str = ""
+
+    def region_of(self, account: str) -> str:
+        return self.regions.get(account, self.default_region)
+
+    @property
+    def country_code(self) -> str:
+        """The default region's calling code ("44"), for the lenient reading of numbers carriers send."""
+        return self.numbers.country_code_of(self.default_region)
+
+
+def plan_summary(plan: Plan | Refusal) -> str:
+    """One line for logs and gatewayctl."""
+    if isinstance(plan, Refusal):
+        return f"refused {plan.reason}: {plan.detail}"
+    return f"route {plan.route}: " + ", ".join(f"{c} ({p} parts)" for c, p in zip(plan.carriers, plan.parts,
+                                                                                    strict=True))  # fmt: skip
+
+
+def collect_words(lists: Mapping[str, Collection[str]]) -> WordLists | None:
+    """A WordLists of the configured lists, None when there are none (no scan per message then)."""
+    return WordLists(lists) if lists else None
+
+
+__all__ = [
+    "STRATEGIES", "CarrierProfile", "Connection", "NetworkTable", "Plan", "Refusal", "RouteRule", "Router", "Routing",
+    "collect_words", "plan_summary",
+]  # fmt: skip
