@@ -37,7 +37,13 @@ from gateway.carriers.jobs import Inbound, OutcomeKind, SubmitOutcome
 from gateway.carriers.pool import CarrierPool
 from gateway.config import Problems, build_into, changed_keys, choices, limits, load_toml, read_secret
 from gateway.engine import AccountSettings, CarrierSettings, EncodingSettings, Engine, EngineSettings
-from gateway.engine.settings import ErrorClasses, NetworkSettings, RouteSettings, WordListSettings
+from gateway.engine.settings import (
+    ErrorBudgetSettings,
+    ErrorClasses,
+    NetworkSettings,
+    RouteSettings,
+    WordListSettings,
+)
 from gateway.errors import ConfigError, GatewayError
 from gateway.routing.content import WordLists
 from gateway.routing.numbers import NumberBook
@@ -95,6 +101,8 @@ class CarrierSection:
     # Word lists ([[word_lists]] names) whose words this carrier blocks: a text with one goes to another
     # carrier of its route, or is refused content_blocked.
     blocked_words: tuple[str, ...] = ()
+    # Too many failures in a window: skipped for a cool-down while its routes have another carrier.
+    error_budget: ErrorBudgetSettings = field(default_factory=ErrorBudgetSettings)
 
     def carrier_config(self) -> CarrierConfig:
         return CarrierConfig(
@@ -109,6 +117,7 @@ class CarrierSection:
         return CarrierSettings(
             self.name, self.encoding, self.response_ids, self.receipt_ids, self.receipts, self.errors,
             self.receipt_timeout_seconds, self.handback_seconds, receipt_id_forms=self.receipt_id_forms,
+            error_budget=self.error_budget,
         )  # fmt: skip
 
 

@@ -36,6 +36,7 @@ from gateway.lifecycle import DUE_STATES, Ev, Event, State, carrier_rejected
 from gateway.logbudget import LogBudget
 from gateway.memtrim import Trimmer
 from gateway.routing.content import Scan
+from gateway.routing.health import Budget, ErrorBudget
 from gateway.routing.numbers import BadNumber, Number, normalise
 from gateway.routing.router import Plan as RoutePlan
 from gateway.routing.router import Refusal, Routing
@@ -172,6 +173,11 @@ class Engine:
         # Routes, networks, word lists and number rules: replaced whole by a reload (set_routing).
         self.routing = routing
         self._rng = rng or random.Random()
+        # Carriers failing too often are skipped for a cool-down (routing/health.py).
+        self._health = ErrorBudget({
+            name: Budget(b.max_error_rate, b.window_seconds, b.min_submits, b.cooldown_seconds)
+            for name, b in ((n, c.error_budget) for n, c in carriers.items())
+        })  # fmt: skip
         self.settings = settings
         self.accounts = {a.name: a for a in accounts}
         self._mo_accounts = {addr: a.name for a in accounts for addr in a.mo_addresses}
@@ -201,7 +207,7 @@ class Engine:
         self._inbound_done = trio.Event()
         self.counters = {
             "receipts_unparseable": 0, "receipts_early": 0, "receipts_ignored": 0, "mo": 0, "internal_errors": 0,
-            "rerouted": 0, "handed_back": 0, "overdue_ended": 0, "inbound_refused": 0,
+            "rerouted": 0, "handed_back": 0, "overdue_ended": 0, "inbound_refused": 0, "carrier_cool_downs": 0,
             "receipts_unmatched": store.unmatched_count(),
         }  # fmt: skip
         # What a carrier sends wrong is logged, within a bound (an SMSC can repeat a mistake at its full rate).
@@ -315,12 +321,13 @@ class Engine:
         if msg.carrier:
             return msg.carrier if msg.carrier in transmitting else None
         left = {c for c, _ in msg.trail}
+        now = trio.current_time()
         fallback = None
         for carrier in self._route_of(msg):
             if carrier in transmitting and carrier in self._encodings and not self._fit(msg.text, carrier)[0]:
-                if carrier not in left:
+                if carrier not in left and not self._health.cooling(carrier, now):
                     return carrier
-                fallback = fallback or carrier
+                fallback = fallback or carrier  # one it left, or one cooling down: when there is no other
         return fallback
 
     def _movable(self, msg: Message, carrier: str, first: int) -> bool:
@@ -619,6 +626,7 @@ class Engine:
         formats = self._id_formats
         deadlines = self._receipt_deadlines(now_ms)
         sequencer = self._sequencer
+        self._count_health(outcomes)
         for o in outcomes:
             ref: plan.SegmentRef = o.context
             try:
@@ -655,6 +663,33 @@ class Engine:
             self._rescan()
         elif any(isinstance(op, Advance) and op.event.kind is Ev.SUBMIT_RETRY for op in ops):
             self.wake()
+
+    def _count_health(self, outcomes: list[SubmitOutcome]) -> None:
+        """Each answer into its carrier's error budget (routing/health.py): accepted, or a failure that says
+        the carrier is unwell (a "next carrier" status, no answer); the others count as neither."""
+        now = trio.current_time()
+        health = self._health
+        for o in outcomes:
+            if o.kind is _ACCEPTED:
+                failed = False
+            elif o.kind is OutcomeKind.UNKNOWN:
+                failed = True
+            elif o.kind is OutcomeKind.REJECTED:
+                settings = self.carriers.get(o.carrier)
+                errors = settings.errors if settings is not None else ErrorClasses()
+                if plan.error_class(o.status, errors) != "next_carrier":
+                    continue
+                failed = True
+            else:
+                continue  # never sent: the link, not the carrier's answer
+            tripped = health.record(o.carrier, failed, now)
+            if tripped is not None:
+                log.warning(
+                    "carrier_cooling_down", carrier=o.carrier, error_rate=round(tripped.error_rate, 3),
+                    submits=tripped.submits, seconds=round(tripped.until - now, 1),
+                )  # fmt: skip
+                self.counters["carrier_cool_downs"] += 1
+                self._rescan()  # its waiting messages may take another carrier now
 
     def _receipt_deadlines(self, now_ms: int) -> dict[str, int]:
         return {name: now_ms + int(c.receipt_timeout_seconds * 1000) for name, c in self.carriers.items()}

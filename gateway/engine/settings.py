@@ -79,6 +79,17 @@ class ErrorClasses:
 
 
 @dataclass(frozen=True, slots=True)
+class ErrorBudgetSettings:
+    """Skip a carrier for `cooldown_seconds` once more than `max_error_rate` of its last `window_seconds` of
+    answers (at least `min_submits`) were failures: "next carrier" errors or no answer (routing/health.py)."""
+
+    max_error_rate: float = field(default=0.5, metadata=limits(0.0, 1.0))
+    window_seconds: float = field(default=60.0, metadata=limits(1.0, 86400.0))
+    min_submits: int = field(default=20, metadata=limits(1, None))
+    cooldown_seconds: float = field(default=120.0, metadata=limits(0.0, 86400.0))
+
+
+@dataclass(frozen=True, slots=True)
 class CarrierSettings:
     """Per-carrier engine settings: encoding and how its message ids are written on each side."""
 
@@ -98,6 +109,7 @@ class CarrierSettings:
     # How this carrier's receipts may write the submit_sm_resp's id besides as given: "case", "zero-padded",
     # "hex", "decimal" (gateway.smpp.msgid.IdForm; default all). Each is tried, best first.
     receipt_id_forms: tuple[IdForm, ...] = ALL_FORMS
+    error_budget: ErrorBudgetSettings = field(default_factory=ErrorBudgetSettings)
 
     @property
     def id_formats(self) -> CarrierIdFormats:

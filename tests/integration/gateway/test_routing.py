@@ -11,11 +11,12 @@ import trio
 
 from gateway.app import CarrierSection, build_routing
 from gateway.engine import EngineSettings, RouteSettings
-from gateway.engine.settings import ConnectionSettings, NetworkSettings, WordListSettings
+from gateway.engine.settings import ConnectionSettings, ErrorBudgetSettings, NetworkSettings, WordListSettings
+from gateway.smpp.constants import CommandStatus
 from gateway.upstream import MessageClass, SubmitRequest
 
 from .harness import TEST_PREFIXES
-from .test_survival import LIMIT, carrier, finals, send, sim_config, two_carriers
+from .test_survival import LIMIT, carrier, finals, numbers, send, sim_config, two_carriers
 
 CN_ENGINE = EngineSettings(default_region="CN", test_prefixes=TEST_PREFIXES, scheduler_poll_seconds=0.1)
 NETWORKS = (
@@ -156,3 +157,27 @@ async def test_routes_and_word_lists_reload_without_dropping_a_message(tmp_path:
             assert {done[i].carrier for i in before} == {"b"}  # "a" blocked the word from the start
             assert {(done[i].kind, done[i].reason) for i in after} == {("failed", "content_blocked")}
 
+
+
+async def test_a_carrier_over_its_error_budget_is_skipped_for_a_cool_down(tmp_path: Path) -> None:
+    # "a" answers ESME_RSYSERR to everything: each message fails over to "b" (issue 11). Past its budget
+    # (more than half of at least 20 answers) "a" is skipped, and the next messages go to "b" directly.
+    budget = ErrorBudgetSettings(max_error_rate=0.5, window_seconds=60.0, min_submits=20, cooldown_seconds=600.0)
+
+    def configured(ports: dict[str, int]) -> list[CarrierSection]:
+        return [carrier("a", ports["a"], tmp_path, error_budget=budget), carrier("b", ports["b"], tmp_path)]
+
+    sims = {"a": sim_config(error_rate=1.0, error_status=int(CommandStatus.ESME_RSYSERR)), "b": sim_config()}
+    with trio.fail_after(LIMIT):
+        async with two_carriers(tmp_path, sims, carriers=configured) as two, two.client() as client:
+            first = await send(client, numbers(100))
+            done = await finals(client, first)
+            assert {e.kind for e in done.values()} == {"delivered"}
+            tried = two.sims["a"].counters.submits  # all of them: on their way to "a" before its answers came
+            assert tried >= 20
+            assert two.running.engine.counters["carrier_cool_downs"] == 1
+            async with two.client() as again:  # one subscription per connection
+                later = await send(again, numbers(100, start=100))
+                done = await finals(again, later)
+            assert {(e.kind, e.carrier) for e in done.values()} == {("delivered", "b")}
+            assert two.sims["a"].counters.submits == tried  # not one more while it cools down
