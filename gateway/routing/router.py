@@ -28,6 +28,7 @@ import random
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from gateway.fastinit import fast_init
 from gateway.routing.content import Scan, WordLists
 from gateway.routing.numbers import MOBILE_KINDS, Number, NumberBook
 from gateway.segmenting import RouteEncoding, preview
@@ -94,6 +95,11 @@ class Plan:
 class Refusal:
     reason: str  # a reason code (lifecycle.REASONS)
     detail: str  # for a person: which rule, which word, which carrier
+
+
+# Built once per recipient (gateway/fastinit.py).
+fast_init(Plan)
+fast_init(Refusal)
 
 
 class NetworkTable:
@@ -196,6 +202,12 @@ class Router:
         self.networks = networks or NetworkTable()
         self.words = words
         self._index = _RuleIndex(self.rules)
+        # Rules with a carrier that blocks words: only their texts need a scan.
+        self._scanned = frozenset(
+            r.name for r in self.rules
+            if words is not None and any(self.carriers[c.carrier].word_lists for c in r.connections
+                                         if c.carrier in self.carriers)
+        )  # fmt: skip
         self._fits: dict[tuple[str, str], tuple[str, int, str]] = {}
 
     def rule_for(
@@ -256,9 +268,7 @@ class Router:
         if rule.mobile_only and number.kind not in MOBILE_KINDS and number.kind != "unknown":
             return Refusal("invalid_number", f"not_mobile: route {rule.name} takes mobile numbers, "
                                              f"+{number.e164} is {number.kind}")  # fmt: skip
-        if scan is None and self.words is not None and any(
-            self.carriers[c.carrier].word_lists for c in rule.connections if c.carrier in self.carriers
-        ):
+        if scan is None and self.words is not None and rule.name in self._scanned:
             scan = self.words.scan(text)
         usable: list[tuple[Connection, int]] = []
         left_out: list[tuple[str, str]] = []
