@@ -24,6 +24,13 @@ Sub-databases and their keys (values are in records.py):
     idem        account \\0 client reference              -> idempotency record
     idem_time   created_ms(8) account \\0 reference       -> b""
     concat      destination                              -> last reference(2)
+    ported      generation(4) E.164 digits (ascii)       -> network name utf-8 (number portability)
+    ported_meta b"current"                               -> generation(4) the lookups read (0: no table)
+
+Portability generations: an import (a full replace) writes every row under a generation no reader uses,
+chunk by chunk, then one op switches `current` to it, and the other generations are purged in bounded
+chunks. A lookup reads `current` and its row in one read transaction, so it sees one table or the other,
+never a mix.
 """
 
 from __future__ import annotations
@@ -59,6 +66,8 @@ DB_NAMES = (
     b"early_time",
     b"unmatched",
     b"mo_parts",  # a long MO's parts received and acknowledged while it waits for the rest (ops.KeepMoPart)
+    b"ported",  # number portability rows, by generation (ops.PortedRows)
+    b"ported_meta",  # the current portability generation (ops.PortedSwitch)
 )
 
 # Message ids: milliseconds since EPOCH_MS in the top 42 bits (139 years), a counter in the low 22 bits
@@ -106,6 +115,16 @@ seg_key: Callable[[int, int], bytes] = _U64U16.pack
 
 # Its inverse, the struct's own method too: a receipt splits the carrier_ix value it found.
 split_seg_key: Callable[[bytes], tuple[int, int]] = _U64U16.unpack
+
+
+# Portability: the meta key holding the current generation, and the generation's bounds (a u32).
+PORTED_CURRENT = b"current"
+MAX_GENERATION = 0xFFFF_FFFF
+
+
+def ported_key(generation: int, e164: str) -> bytes:
+    """`generation(4) digits`: a generation's rows sit together, in number order."""
+    return _U32.pack(generation) + e164.encode()
 
 
 def text_pair(a: str, b: str) -> bytes:

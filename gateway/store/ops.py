@@ -232,6 +232,44 @@ class SweepResult:
 
 
 @dataclass(frozen=True, slots=True)
+class PortedRows:
+    """Number portability rows (E.164 digits, network name) for `generation` (>= 1): each number's row is
+    put, or deleted when its network is "" (no longer ported). A full replace writes a new generation in
+    many of these, then PortedSwitch makes it current; an update writes the current generation directly.
+    One invalid row (a number that is not 1-15 ASCII digits, a network over 64 UTF-8 bytes) refuses the
+    whole op with InvalidField, and none of its rows is written. A number twice: its last row wins."""
+
+    generation: int
+    rows: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PortedSwitch:
+    """Make `generation` the one lookups read (an import's, or a lower one still stored, to roll back);
+    0: no portability table. Nothing else changes: the other generations stay until PortedPurge."""
+
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class PortedPurge:
+    """Delete up to `limit` rows of every generation but `keep`: an old table after a switch, and the rows
+    of an import that never switched (abandoned, or cut by a crash). Never while an import is being
+    written: it would delete that import's rows too."""
+
+    keep: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class PortedPurged:
+    """What a PortedPurge deleted; `more` when rows of other generations remain."""
+
+    rows: int
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Done:
     """Result of an operation that returns nothing else (opt-out, blacklist)."""
 
@@ -240,9 +278,9 @@ class Done:
 
 Op = (
     Submit | Prepare | Advance | Receipt | Mo | SetOptOut | SetBlacklist | SetCursor | Sweep | Reroute | Overdue
-    | KeepMoPart
+    | KeepMoPart | PortedRows | PortedSwitch | PortedPurge
 )
-Result = SubmitResult | PrepareResult | AdvanceResult | ReceiptResult | SweepResult | Done
+Result = SubmitResult | PrepareResult | AdvanceResult | ReceiptResult | SweepResult | Done | PortedPurged
 
 
 # The results built once per operation on the writer's hot path, and the operations the engine builds per

@@ -55,6 +55,10 @@ from gateway.store.ops import (
     Op,
     Outcome,
     Overdue,
+    PortedPurge,
+    PortedPurged,
+    PortedRows,
+    PortedSwitch,
     Prepare,
     PrepareResult,
     Receipt,
@@ -248,6 +252,9 @@ class Store:
         )
         self._dbs = {name: self._env.open_db(name) for name in keys.DB_NAMES}
         self._hot_dbs = tuple(self._dbs[name] for name in _HOT_DBS)
+        # The portability lookup runs once per recipient at accept: its handles without a dict probe.
+        self._ported = self._dbs[b"ported"]
+        self._ported_meta = self._dbs[b"ported_meta"]
         with self._env.begin() as txn:
             self._ids = keys.IdClock(self._last_key_int(txn, b"messages"))
             self._seq = self._last_key_int(txn, b"events")
@@ -270,6 +277,9 @@ class Store:
             Sweep: self._sweep,
             Reroute: self._reroute,
             Overdue: self._overdue,
+            PortedRows: self._ported_rows,
+            PortedSwitch: self._ported_switch,
+            PortedPurge: self._ported_purge,
         }
 
     @classmethod
@@ -431,6 +441,42 @@ class Store:
         else:
             tx.delete(db, key)
         return Done()
+
+    # --- number portability (keys.py: generations) ---------------------------------------------------
+
+    def _ported_rows(self, tx: _Tx, op: PortedRows) -> Done:
+        entries, deletes = _ported_entries(op)  # every row checked before the first is written
+        prefix = keys.u32(op.generation)
+        # In key order (the numbers' order: the prefix is the same, and str sorts faster than bytes), so
+        # LMDB walks its pages forward. An import puts only: one C loop (putmulti) writes the chunk.
+        numbers = sorted(entries)
+        cur = tx.txn.cursor(db=tx.db[b"ported"])
+        if not deletes:
+            cur.putmulti(zip([prefix + n.encode() for n in numbers], [entries[n] for n in numbers], strict=True))
+            return Done()
+        for n in numbers:
+            value = entries[n]
+            if value:
+                cur.put(prefix + n.encode(), value)
+            elif cur.set_key(prefix + n.encode()):
+                cur.delete()
+        return Done()
+
+    def _ported_switch(self, tx: _Tx, op: PortedSwitch) -> Done:
+        tx.put(b"ported_meta", keys.PORTED_CURRENT, _generation(op.generation, lowest=0))
+        return Done()
+
+    def _ported_purge(self, tx: _Tx, op: PortedPurge) -> PortedPurged:
+        keep = _generation(op.keep, lowest=0)
+        after = keys.u32(op.keep + 1) if op.keep < keys.MAX_GENERATION else None
+        cur = tx.txn.cursor(db=tx.db[b"ported"])
+        found = cur.first() and _other_generation(cur, keep, after)
+        purged = 0
+        while found and purged < op.limit:
+            cur.delete()  # and moves to the next row
+            purged += 1
+            found = _other_generation(cur, keep, after)
+        return PortedPurged(purged, found)
 
     # --- submit -------------------------------------------------------------------------------------
 
@@ -1218,6 +1264,79 @@ class Store:
             db = self._dbs[b"optout"]
             return any(txn.get(keys.text_pair(s, number), db=db) is not None for s in ("", account))
 
+    def ported_network(self, e164: str) -> str | None:
+        """The network a ported number (E.164 digits, no "+") moved to, in the current generation; None
+        when it is not ported or there is no table. The generation and the row are read in one read
+        transaction, so a switch is seen whole. On the accept path: two gets, one key built."""
+        with self._lock, self._read() as txn:
+            # bytes, not buffers (see _read): no _b() call on the hot path.
+            current: bytes | None = txn.get(keys.PORTED_CURRENT, db=self._ported_meta)  # type: ignore[assignment]
+            if current is None or len(e164) > MAX_E164_DIGITS:
+                return None
+            raw: bytes | None = txn.get(current + e164.encode(), db=self._ported)  # type: ignore[assignment]
+        return None if raw is None else raw.decode()
+
+    def ported_networks(self, numbers: Sequence[str]) -> list[str | None]:
+        """`ported_network` of each number, in one read transaction (a submit's recipients together)."""
+        with self._lock, self._read() as txn:
+            current: bytes | None = txn.get(keys.PORTED_CURRENT, db=self._ported_meta)  # type: ignore[assignment]
+            if current is None:
+                return [None] * len(numbers)
+            get, db = txn.get, self._ported
+            # bytes, not buffers (see _read)
+            raw: list[bytes | None] = [
+                get(current + n.encode(), db=db) if len(n) <= MAX_E164_DIGITS else None  # type: ignore[misc]
+                for n in numbers
+            ]
+        return [None if r is None else r.decode() for r in raw]
+
+    def ported_generation(self) -> int:
+        """The generation lookups read (0: no portability table)."""
+        with self._lock, self._read() as txn:
+            raw = txn.get(keys.PORTED_CURRENT, db=self._ported_meta)
+        return keys.from_u32(_b(raw)) if raw is not None else 0
+
+    def ported_generations(self) -> tuple[int, ...]:
+        """The generations that have rows, in order (the current one, and any an import is writing, one
+        that never switched, or an old one not purged yet). One seek per generation."""
+        found: list[int] = []
+        with self._lock, self._read() as txn:
+            cur = txn.cursor(db=self._ported)
+            more = cur.first()
+            while more:
+                found.append(keys.from_u32(_b(cur.key())[:4]))
+                more = found[-1] < keys.MAX_GENERATION and cur.set_range(keys.u32(found[-1] + 1))
+        return tuple(found)
+
+    def ported_next_generation(self) -> int:
+        """The generation a new import writes: above the current one and any with rows (a crashed
+        import's partial rows must not mix into the next import)."""
+        return max(self.ported_generation(), *self.ported_generations(), 0) + 1
+
+    def ported_count(self, generation: int | None = None, chunk: int = 100_000) -> int:
+        """Rows of `generation` (default: the current one). Free when it is the only generation stored;
+        otherwise a cursor walk in read transactions of `chunk` rows (for status and tests, not a hot
+        path), which counts each chunk as it was when read."""
+        gen = self.ported_generation() if generation is None else generation
+        if not 1 <= gen <= keys.MAX_GENERATION:
+            return 0
+        prefix, total, after = keys.u32(gen), 0, keys.u32(gen)
+        with self._lock, self._read() as txn:
+            cur = txn.cursor(db=self._ported)
+            if cur.first() and _b(cur.key())[:4] == prefix and cur.last() and _b(cur.key())[:4] == prefix:
+                return int(txn.stat(self._ported)["entries"])  # its rows are all the rows
+        while True:
+            with self._lock, self._read() as txn:
+                cur = txn.cursor(db=self._ported)
+                if not cur.set_range(after):
+                    return total
+                rows = list(islice(cur.iternext(values=False), chunk))
+            inside = sum(1 for k in rows if k[:4] == prefix)
+            total += inside
+            if inside < chunk:
+                return total
+            after = _b(rows[-1]) + b"\0"
+
     def count(self, db: bytes) -> int:
         with self._lock, self._read() as txn:
             return int(txn.stat(self._dbs[db])["entries"])
@@ -1328,6 +1447,47 @@ def _unmatched_rows(cur: lmdb.Cursor, after: bytes, limit: int) -> list[records.
         out.append(records.unpack_unmatched(_b(cur.key()), _b(cur.value())))
         found = cur.next()
     return out
+
+
+# Portability rows: E.164 allows 15 digits (ITU-T E.164 6.1); network names are configuration names.
+MAX_E164_DIGITS = 15
+MAX_NETWORK_BYTES = 64
+
+
+def _generation(generation: int, lowest: int) -> bytes:
+    """A generation as its key prefix, refused (InvalidField) outside `lowest` .. keys.MAX_GENERATION."""
+    if type(generation) is not int or not lowest <= generation <= keys.MAX_GENERATION:
+        raise InvalidField(f"portability generation {generation!r} is not in {lowest}..{keys.MAX_GENERATION}")
+    return keys.u32(generation)
+
+
+def _ported_entries(op: PortedRows) -> tuple[dict[str, bytes], bool]:
+    """Number -> network (b"" to delete) of each row, a number's last row winning, and whether any row
+    deletes; InvalidField for the first invalid row (or generation), so nothing of the op is written."""
+    _generation(op.generation, lowest=1)
+    entries: dict[str, bytes] = {}
+    deletes = False
+    for number, network in op.rows:
+        if not (0 < len(number) <= MAX_E164_DIGITS and number.isascii() and number.isdigit()):
+            raise InvalidField(f"ported number {number[:20]!r} is not 1-{MAX_E164_DIGITS} ASCII digits")
+        value = network.encode()
+        if len(value) > MAX_NETWORK_BYTES:
+            raise InvalidField(f"network {network[:20]!r}... of {number} is over {MAX_NETWORK_BYTES} bytes")
+        if not value:
+            deletes = True
+        entries[number] = value
+    return entries, deletes
+
+
+def _other_generation(cur: lmdb.Cursor, keep: bytes, after: bytes | None) -> bool:
+    """Leave `cur` on a row of another generation than `keep` (its prefix), at or after where it is; False
+    when there is none. `after` is the first key past `keep`'s rows (None when keep is the last one)."""
+    key = cur.key()
+    if not key:  # past the last row (a delete of the last row leaves the cursor there)
+        return False
+    if key[:4] != keep:
+        return True
+    return after is not None and cur.set_range(after)
 
 
 def _check_lengths(*parts: str) -> None:

@@ -13,7 +13,8 @@ matched ReceiptResult with a state that was not ignored [tag, message_id, segmen
 
 Tags are positions in OP_TYPES / RESULT_TYPES: add new types at the end. Fields go in dataclass field
 order; nested values (recipients, the frequency cap, lifecycle events) are arrays of their fields, enums
-their ints. Decoding rebuilds the same objects, so the writer's callers cannot tell the two writers apart.
+their ints, portability rows [number, network] pairs. Decoding rebuilds the same objects, so the writer's
+callers cannot tell the two writers apart.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ from gateway.store.ops import (
     Op,
     Outcome,
     Overdue,
+    PortedPurge,
+    PortedPurged,
+    PortedRows,
+    PortedSwitch,
     Prepare,
     PrepareResult,
     Receipt,
@@ -59,8 +64,11 @@ from gateway.store.store import InvalidField, OpFailed, UnknownMessage, WrongSta
 
 OP_TYPES: tuple[type, ...] = (
     Submit, Prepare, Advance, Receipt, Mo, SetOptOut, SetBlacklist, SetCursor, Sweep, Reroute, Overdue, KeepMoPart,
+    PortedRows, PortedSwitch, PortedPurge,
 )  # fmt: skip
-RESULT_TYPES: tuple[type, ...] = (SubmitResult, PrepareResult, AdvanceResult, ReceiptResult, SweepResult, Done)
+RESULT_TYPES: tuple[type, ...] = (
+    SubmitResult, PrepareResult, AdvanceResult, ReceiptResult, SweepResult, Done, PortedPurged,
+)  # fmt: skip
 ERROR = 99
 
 _STATES = {int(s): s for s in State}
@@ -86,6 +94,7 @@ _OP_FIELDS = {cls: _getter(cls) for cls in OP_TYPES}
 _RESULT_TAGS = {cls: tag for tag, cls in enumerate(RESULT_TYPES)}
 _RESULT_FIELDS = {cls: _getter(cls) for cls in RESULT_TYPES}
 _SUBMIT, _PREPARE, _ADVANCE, _RECEIPT = 0, 1, 2, 3
+_PORTED_ROWS = OP_TYPES.index(PortedRows)
 _SUBMIT_RESULT, _ADVANCE_RESULT, _RECEIPT_RESULT = 0, 2, 3
 
 
@@ -165,6 +174,9 @@ def _op(f: list[Any]) -> Op:
         recipients = tuple(Recipient(n, r, d, tuple(route)) for n, r, d, route in f[5])
         cap = None if f[12] is None else FrequencyCap(*f[12])
         return Submit(f[1], f[2], f[3], f[4], recipients, f[6], f[7], f[8], f[9], f[10], f[11], cap)
+    if tag == _PORTED_ROWS:  # msgpack gives the rows back as lists: pairs again, and nothing else
+        _, generation, rows = f
+        return PortedRows(generation, tuple([(number, network) for number, network in rows]))
     cls: type[Op] = OP_TYPES[tag]
     return cls(*f[1:])
 

@@ -20,6 +20,10 @@ from gateway.store.ops import (
     Op,
     Outcome,
     Overdue,
+    PortedPurge,
+    PortedPurged,
+    PortedRows,
+    PortedSwitch,
     Prepare,
     PrepareResult,
     Receipt,
@@ -79,6 +83,11 @@ OPS: list[Op] = [
     Sweep(500),
     Reroute(42, "carA", "carrier_rejected:ESME_RSYSERR"),
     Overdue(100),
+    PortedRows(7, (("8613800138000", "cmcc"), ("8613900139000", ""), ("447700900001", "r\u00e9seau"))),
+    PortedRows(1, ()),
+    PortedSwitch(7),
+    PortedSwitch(0),
+    PortedPurge(7, 50_000),
 ]
 
 RESULTS: list[Result] = [
@@ -104,6 +113,8 @@ RESULTS: list[Result] = [
     SweepResult(10, 20, 3, True),
     Done(),
     Done(17),
+    PortedPurged(50_000, True),
+    PortedPurged(0, False),
 ]
 
 
@@ -270,6 +281,12 @@ BAD_REQUESTS = [
     msgpack.packb([NOW, [[2, 42, 0, [4, "", "cid", "", 0, 0, 0]]]]),  # ... or one field too long
     msgpack.packb([NOW, [[3, "carA", "cid", 999, ""]]]),  # Receipt likewise
     msgpack.packb([NOW, [[0, "acme"]]]),  # Submit cut short
+    msgpack.packb([NOW, [[12, 1]]]),  # PortedRows without its rows
+    msgpack.packb([NOW, [[12, 1, [["8613800138000", "cmcc"]], 2]]]),  # ... or with a field too many
+    msgpack.packb([NOW, [[12, 1, [["8613800138000"]]]]]),  # a row that is not a pair
+    msgpack.packb([NOW, [[12, 1, [["8613800138000", "cmcc", "x"]]]]]),
+    msgpack.packb([NOW, [[12, 1, 5]]]),  # rows that are not a list
+    msgpack.packb([NOW, [[14, 1]]]),  # PortedPurge without its limit
 ]
 
 
@@ -297,6 +314,7 @@ BAD_REPLIES = [
     msgpack.packb([1, [[wire.ERROR, "InvalidTransition", 999, 1]]]),
     msgpack.packb([1, [[wire.ERROR, "UnknownMessage"]]]),  # an error without its message
     msgpack.packb([1, [[5, 1, 2]]]),  # Done with a field too many
+    msgpack.packb([1, [[6, 1]]]),  # PortedPurged without `more`
 ]
 
 
@@ -332,3 +350,12 @@ def test_usual_segment_results_cross_in_their_short_form() -> None:
         wire.pack_reply(0, [AdvanceResult(42, State.SUBMITTED), ReceiptResult(True, 42, 1, State.DELIVERED)])
     )
     assert reply == [0, [[2, 42, int(State.SUBMITTED)], [3, 42, 1, int(State.DELIVERED)]]]
+
+
+def test_ported_rows_are_pairs_again() -> None:
+    rows = (("8613800138000", "cmcc"), ("8613900139000", ""))
+    (op,) = wire.unpack_request(wire.pack_request(NOW, [PortedRows(3, rows)]))[1]
+    assert isinstance(op, PortedRows)
+    assert op.rows == rows
+    assert type(op.rows) is tuple
+    assert all(type(row) is tuple for row in op.rows)
