@@ -37,6 +37,7 @@ from gateway.carriers.jobs import Inbound, OutcomeKind, SubmitOutcome
 from gateway.carriers.pool import CarrierPool
 from gateway.config import Problems, build_into, changed_keys, choices, limits, load_toml, read_secret
 from gateway.engine import AccountSettings, CarrierSettings, EncodingSettings, Engine, EngineSettings
+from gateway.engine.portability import PortabilitySettings
 from gateway.engine.settings import (
     ErrorBudgetSettings,
     ErrorClasses,
@@ -142,6 +143,7 @@ class GatewayConfig:
     simulators: tuple[SimulatorSection, ...] = ()
     networks: tuple[NetworkSettings, ...] = ()
     word_lists: tuple[WordListSettings, ...] = ()
+    portability: PortabilitySettings = field(default_factory=PortabilitySettings)
 
 
 def load_config(path: Path) -> GatewayConfig:
@@ -266,6 +268,12 @@ def _routing(cfg: GatewayConfig) -> Routing:
     return routing
 
 
+def _configure_portability(engine: Engine, cfg: GatewayConfig) -> None:
+    """The portability file (checked against the table in the store, imported when it changed) and the
+    networks its rows may name (any, when no network is configured)."""
+    engine.portability.configure(cfg.portability, [n.name for n in cfg.networks])
+
+
 def _region_of_code(code: str) -> str:
     import phonenumbers  # only for this older setting
 
@@ -344,6 +352,8 @@ def _resolve_paths(cfg: GatewayConfig, base: Path) -> GatewayConfig:
         simulators=cfg.simulators,
         networks=cfg.networks,
         word_lists=tuple(dataclasses.replace(w, file=resolve(w.file) if w.file else "") for w in cfg.word_lists),
+        portability=dataclasses.replace(cfg.portability, file=resolve(cfg.portability.file))
+        if cfg.portability.file else cfg.portability,
     )
 
 
@@ -419,7 +429,7 @@ LIVE_KEYS = frozenset({"server.log_level", "server.log_format"})
 # The routing a reload swaps in whole (routes, networks, word lists, which lists each carrier blocks, how
 # numbers are read): new messages take it; a message keeps the carriers its accept chose.
 _ROUTING_KEY = re.compile(
-    r"(routes|networks|word_lists)(\[|$)|carriers\[\d+\]\.blocked_words|accounts\[\d+\]\.region"
+    r"(routes|networks|word_lists|portability)(\[|\.|$)|carriers\[\d+\]\.blocked_words|accounts\[\d+\]\.region"
     r"|engine\.(default_region|default_country_code|test_prefixes)$"
 )
 
@@ -471,6 +481,7 @@ def _with_routing(running: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
         routes=new.routes,
         networks=new.networks,
         word_lists=new.word_lists,
+        portability=new.portability,
         engine=dataclasses.replace(
             running.engine,
             default_region=new.engine.default_region,
@@ -608,6 +619,7 @@ class Gateway:
             inbound=inbound_rx,
             wall_ms=self._wall_ms or store_wall_ms,
         )
+        _configure_portability(engine, cfg)
         async with trio.open_nursery() as carriers:
             for pool in pools.values():
                 await carriers.start(pool.run)
@@ -863,8 +875,12 @@ async def _handle_signals(signals: AsyncIterator[int], gateway: Gateway, config_
             gateway.shutdown()
         elif not gateway.stopping:
             active, routing = await trio.to_thread.run_sync(reload_config, config_path, active)
-            if routing is not None and gateway.running is not None:
-                gateway.running.engine.set_routing(routing)
+            if gateway.running is not None:
+                if routing is not None:
+                    gateway.running.engine.set_routing(routing)
+                # Every SIGHUP looks at the portability file again: a new file under the same name is the
+                # usual way to replace the table.
+                _configure_portability(gateway.running.engine, active)
 
 
 def serve_command(config_path: str) -> int:

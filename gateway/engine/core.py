@@ -29,6 +29,7 @@ import trio
 from gateway.carriers.jobs import Inbound, OutcomeKind, SubmitJob, SubmitOutcome
 from gateway.carriers.pool import CarrierPool
 from gateway.engine import plan
+from gateway.engine.portability import PortabilityImporter
 from gateway.engine.sequencer import Sequencer
 from gateway.engine.settings import CarrierSettings, EngineSettings, ErrorClasses
 from gateway.errors import GatewayError
@@ -173,6 +174,8 @@ class Engine:
         # Routes, networks, word lists and number rules: replaced whole by a reload (set_routing).
         self.routing = routing
         self._rng = rng or random.Random()
+        # The number-portability table, imported from its CSV while the gateway runs (portability.py).
+        self.portability = PortabilityImporter(store, self._apply)
         # Carriers failing too often are skipped for a cool-down (routing/health.py).
         self._health = ErrorBudget({
             name: Budget(b.max_error_rate, b.window_seconds, b.min_submits, b.cooldown_seconds)
@@ -245,6 +248,7 @@ class Engine:
             nursery.start_soon(self._housekeeping)
             nursery.start_soon(self._overdue_loop)
             nursery.start_soon(self._failer)
+            nursery.start_soon(self.portability.run)
             task_status.started()
 
     async def _restore_mo_parts(self) -> None:
@@ -454,9 +458,10 @@ class Engine:
         number = self.routing.numbers.check_e164(msg.recipient)
         if not isinstance(number, Number):
             return ()
+        network = self.store.ported_network(number.e164) if self.portability.active else None
         plan = self.routing.router.decide(
             number, account=msg.account, message_class=msg.message_class, sender=msg.sender, text=msg.text,
-            rng=self._rng,
+            rng=self._rng, network=network,
         )  # fmt: skip
         return plan.carriers if isinstance(plan, RoutePlan) else ()
 
@@ -936,8 +941,15 @@ class Engine:
         now_ms = self._wall_ms()
         routing = self.routing  # one snapshot for the whole request, whatever a reload does meanwhile
         scan = routing.router.scan_text(request.text)  # the text's words, once for every recipient
-        checked = [self._recipient(routing, account, request, to, scan) for to in request.to]
-        recipients = tuple(r for r, _, _ in checked)
+        region = routing.region_of(account)
+        numbers = [routing.numbers.parse(to, region) for to in request.to]
+        ported = self._ported(numbers)
+        checked = [
+            self._recipient(routing, account, request, number, scan, ported.get(number.e164))
+            if isinstance(number, Number) else (Recipient(to[:64], reject="invalid_number"), str(number))
+            for to, number in zip(request.to, numbers, strict=True)
+        ]  # fmt: skip
+        recipients = tuple(r for r, _ in checked)
         self._refuse_text(checked, request.text)
         op = Submit(
             account=account,
@@ -959,7 +971,7 @@ class Engine:
         messages = []
         # A duplicate answers each message's state now, as status names it (delivered, failed, ...).
         states = _PUBLIC_STATES if result.duplicate else _ACCEPT_STATES  # type: ignore[union-attr]
-        for to, (r, detail, _), outcome in zip(request.to, checked, result.outcomes, strict=False):  # type: ignore[union-attr]
+        for to, (r, detail), outcome in zip(request.to, checked, result.outcomes, strict=False):  # type: ignore[union-attr]
             state = states.get(outcome.state, "accepted")
             number = None if r.reject == "invalid_number" else r.number  # docs/protocol.md: normalised form
             # The detail belongs to this request's own refusal; a duplicate answers the stored state.
@@ -967,30 +979,35 @@ class Engine:
             messages.append(SubmittedMessage(to, str(outcome.message_id), state, outcome.reason or None, number, why))
         return SubmitResult(tuple(messages), result.duplicate)  # type: ignore[union-attr]
 
+    def _ported(self, numbers: Sequence[Number | BadNumber]) -> dict[str, str]:
+        """The networks ported numbers among `numbers` moved to, in one read (none without a table)."""
+        if not self.portability.active:
+            return {}
+        e164s = [n.e164 for n in numbers if isinstance(n, Number)]
+        return {n: net for n, net in zip(e164s, self.store.ported_networks(e164s), strict=True) if net}
+
     def _recipient(
-        self, routing: Routing, account: str, request: SubmitRequest, to: str, scan: Scan | None
-    ) -> tuple[Recipient, str, str]:
-        """One recipient: its number checked, its route chosen (routing/router.py) against the carriers it
-        routes to; refused with the reason (and a detail for a person) when it cannot go. Also the carrier
-        whose encodings refused the text, when that was the reason."""
-        number = routing.numbers.parse(to, routing.region_of(account))
-        if isinstance(number, BadNumber):
-            return Recipient(to[:64], reject="invalid_number"), str(number), ""
+        self, routing: Routing, account: str, request: SubmitRequest, number: Number, scan: Scan | None,
+        network: str | None,
+    ) -> tuple[Recipient, str]:
+        """One recipient with a valid number: its route chosen (routing/router.py), the network a ported
+        number moved to overriding its block; refused with the reason (and a detail for a person) when it
+        cannot go."""
         plan = routing.router.decide(
             number, account=account, message_class=str(request.message_class), sender=request.sender,
-            text=request.text, rng=self._rng, scan=scan,
+            text=request.text, rng=self._rng, scan=scan, network=network,
         )  # fmt: skip
         if isinstance(plan, Refusal):
-            return Recipient(number.e164, reject=plan.reason), plan.detail, ""
+            return Recipient(number.e164, reject=plan.reason), plan.detail
         route = tuple(c for c in plan.carriers if c in self._encodings)
         if not route:  # the route names only carriers this process does not run (a reload added them)
-            return Recipient(number.e164, reject="no_route"), f"route {plan.route}: no running carrier", ""
-        return Recipient(number.e164, route=route), "", ""
+            return Recipient(number.e164, reject="no_route"), f"route {plan.route}: no running carrier"
+        return Recipient(number.e164, route=route), ""
 
-    def _refuse_text(self, checked: Sequence[tuple[Recipient, str, str]], text: str) -> None:
+    def _refuse_text(self, checked: Sequence[tuple[Recipient, str]], text: str) -> None:
         """A text that no routed carrier of any recipient can send is refused as a whole, as a request error
         (message_too_long, not_encodable), as before routes were checked: nothing is stored."""
-        routed = [r for r, _, _ in checked if r.reject not in ("invalid_number", "no_route")]
+        routed = [r for r, _ in checked if r.reject not in ("invalid_number", "no_route")]
         if routed and all(r.reject in _TEXT_REASONS for r in routed):
             error = None
             for carrier in self._encodings:  # the first carrier's words for it, as a request error

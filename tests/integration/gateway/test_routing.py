@@ -11,12 +11,13 @@ import trio
 
 from gateway.app import CarrierSection, build_routing
 from gateway.engine import EngineSettings, RouteSettings
+from gateway.engine.portability import PortabilitySettings
 from gateway.engine.settings import ConnectionSettings, ErrorBudgetSettings, NetworkSettings, WordListSettings
 from gateway.smpp.constants import CommandStatus
 from gateway.upstream import MessageClass, SubmitRequest
 
 from .harness import TEST_PREFIXES
-from .test_survival import LIMIT, carrier, finals, numbers, send, sim_config, two_carriers
+from .test_survival import LIMIT, carrier, finals, numbers, poll_until, send, sim_config, two_carriers
 
 CN_ENGINE = EngineSettings(default_region="CN", test_prefixes=TEST_PREFIXES, scheduler_poll_seconds=0.1)
 NETWORKS = (
@@ -181,3 +182,37 @@ async def test_a_carrier_over_its_error_budget_is_skipped_for_a_cool_down(tmp_pa
                 done = await finals(again, later)
             assert {(e.kind, e.carrier) for e in done.values()} == {("delivered", "b")}
             assert two.sims["a"].counters.submits == tried  # not one more while it cools down
+
+
+async def test_a_ported_number_goes_by_its_new_network_and_the_table_is_replaced_while_running(
+    tmp_path: Path,
+) -> None:
+    routes = (
+        RouteSettings(name="mobile", networks=("china-mobile",), carriers=("a",)),
+        RouteSettings(name="unicom", networks=("china-unicom",), carriers=("b",)),
+    )
+    table = tmp_path / "ported.csv"
+    table.write_text("number,network\n+8613800138000,china-unicom\n# a comment\n8613800138001,nowhere\n")
+    with trio.fail_after(LIMIT):
+        async with two_carriers(
+            tmp_path, {"a": sim_config(), "b": sim_config()}, engine=CN_ENGINE, routes=routes, networks=NETWORKS,
+            portability=PortabilitySettings(file=str(table)),
+        ) as two, two.client() as client:  # fmt: skip
+            engine = two.running.engine
+            await poll_until(lambda: engine.portability.imports == 1)
+            assert two.running.engine.store.ported_network("8613800138000") == "china-unicom"
+            assert two.running.engine.store.ported_network("8613800138001") is None  # an unknown network: skipped
+            first = await send(client, ["13800138000", "13800138002"])
+            # The operator replaces the file and sends SIGHUP (app._handle_signals configures it again): the
+            # number went back to its block's network.
+            table.write_text("number,network\n8613800138002,china-unicom\n")
+            engine.portability.configure(PortabilitySettings(file=str(table)), [n.name for n in NETWORKS])
+            await poll_until(lambda: engine.portability.imports == 2)
+            second = await send(client, ["13800138000", "13800138002"])
+            done = await finals(client, first + second)
+            assert [done[i].carrier for i in first] == ["b", "a"]
+            assert [done[i].carrier for i in second] == ["a", "b"]
+            assert engine.store.ported_generations() == (engine.store.ported_generation(),)  # the old one purged
+            # Nothing changed since: a third look imports nothing.
+            engine.portability.configure(PortabilitySettings(file=str(table)), [n.name for n in NETWORKS])
+            assert not await engine.portability.import_if_changed()
