@@ -75,7 +75,7 @@ class Number:
     country_code: int
     region: str  # ISO 3166-1 alpha-2 ("GB"); "001" for non-geographic numbers (+800 ...)
     kind: str  # a value of KINDS; "unknown" only for a number accepted under a test prefix
-    time_zones: tuple[str, ...]  # IANA names; () when the data knows none
+    # Its time zones: NumberBook.time_zones(e164), asked for where a send window needs them (not per parse).
 
 
 fast_init(Number)  # one per recipient
@@ -197,7 +197,7 @@ class NumberBook:
 
     def __init__(self, test_prefixes: Iterable[str] = ()) -> None:
         self._countries: dict[int, tuple[_Region, ...]] = {}
-        self._codes = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+        self._code_prefixes = {str(cc): cc for cc in phonenumbers.COUNTRY_CODE_TO_REGION_CODE}
         self._region_codes: dict[str, int] = {}
         for cc, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items():
             for r in regions:
@@ -230,9 +230,10 @@ class NumberBook:
 
     def _split(self, digits: str) -> tuple[int, str] | None:
         """(country code, national number) of international digits, None when no country code starts them."""
+        codes = self._code_prefixes
         for n in (1, 2, 3):
-            cc = int(digits[:n]) if len(digits) >= n else -1
-            if cc in self._codes:
+            cc = codes.get(digits[:n])
+            if cc is not None:
                 return cc, digits[n:]
         return None
 
@@ -250,7 +251,7 @@ class NumberBook:
                 continue  # another region of the same country code (NANP, +44 GG/JE/IM) has this number
             kind = region.kind(national)
             if kind is not None:
-                return Number(digits, cc, region.code, kind, self.time_zones(digits))
+                return Number(digits, cc, region.code, kind)
         main = regions[0] if regions else None
         if main is not None and main.simple_trunk and national.startswith(main.trunk):
             # "+44 (0)7911 123456": a trunk prefix written after the country code, as phonenumbers reads it
@@ -267,10 +268,11 @@ class NumberBook:
         if len(national) > main.max_length:
             return BadNumber(TOO_LONG, f"+{digits}: {len(national)} digits after +{cc}, at most {main.max_length}")
         if test is not None:
-            return Number(digits, cc, main.code, "unknown", self.time_zones(digits))
+            return Number(digits, cc, main.code, "unknown")
         return BadNumber(INVALID_FOR_REGION, f"+{digits} is no number in {main.code}'s numbering plan")
 
     def time_zones(self, digits: str) -> tuple[str, ...]:
+        """The IANA time zones of the E.164 number `digits` (libphonenumber's prefix data); () when unknown."""
         for n in range(min(len(digits), TIMEZONE_LONGEST_PREFIX), 0, -1):
             zones = TIMEZONE_DATA.get(digits[:n])
             if zones is not None:

@@ -209,6 +209,13 @@ class Router:
                                          if c.carrier in self.carriers)
         )  # fmt: skip
         self._fits: dict[tuple[str, str], tuple[str, int, str]] = {}
+        # Plans of rules whose order involves no chance (no two connections share a priority, or, for
+        # least cost, a priority): the same for every recipient of one text, so kept per (rule, text).
+        self._fixed = frozenset(
+            r.name for r in self.rules
+            if len({c.priority for c in r.connections}) == len(r.connections)
+        )  # fmt: skip
+        self._plans: dict[tuple[str, str], Plan | Refusal] = {}
 
     def rule_for(
         self, number: Number, account: str, message_class: str, sender: str, network: str | None = None
@@ -268,8 +275,23 @@ class Router:
         if rule.mobile_only and number.kind not in MOBILE_KINDS and number.kind != "unknown":
             return Refusal("invalid_number", f"not_mobile: route {rule.name} takes mobile numbers, "
                                              f"+{number.e164} is {number.kind}")  # fmt: skip
+        key = (rule.name, text)
+        found = self._plans.get(key)  # the same text through the same rule: a bulk send's recipients
+        if found is not None:
+            return found
         if scan is None and self.words is not None and rule.name in self._scanned:
             scan = self.words.scan(text)
+        found = self._plan(rule, text, scan, rng)
+        if rule.name in self._fixed:
+            if len(self._plans) >= _FITS_ENTRIES:
+                self._plans.clear()
+            self._plans[key] = found
+        return found
+
+    def _plan(
+        self, rule: RouteRule, text: str, scan: Scan | None, rng: random.Random | Callable[[], float]
+    ) -> Plan | Refusal:
+        """The rule's carriers for `text`: those that can take it, in the rule's order."""
         usable: list[tuple[Connection, int]] = []
         left_out: list[tuple[str, str]] = []
         details: list[str] = []
