@@ -24,7 +24,7 @@ from typing import Any
 
 import lmdb
 
-from gateway.errors import ClientRefReused, GatewayError, StoreError
+from gateway.errors import ClientRefReused, GatewayError, StoreError, forget_traceback
 from gateway.fastinit import fast_init
 from gateway.lifecycle import (
     AWAITING_STATES,
@@ -404,7 +404,9 @@ class Store:
             return handler(tx, op)
         except (InvalidTransition, InvalidReason, InvalidField, UnknownMessage, WrongState, CorruptRecord) as err:
             # Raised before this op wrote anything (every op computes first, then writes); the record it
-            # loaded is its own copy, so not even an edit made before the raise stays (see _load).
+            # loaded is its own copy, so not even an edit made before the raise stays (see _load). Returned
+            # as a value: its traceback would keep this group's frames (and the records they hold) alive.
+            forget_traceback(err)
             return err
 
     def _mo(self, tx: _Tx, op: Mo) -> Done:

@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 import trio
 
+from gateway.errors import forget_traceback
 from gateway.upstream.auth import Credentials
 from gateway.upstream.backend import UpstreamBackend
 from gateway.upstream.errors import (
@@ -299,7 +300,8 @@ class _Connection:
         try:
             result = await self._call(envelope)
         except Exception as exc:  # every failure is answered by id; Cancelled is a BaseException
-            error = upstream_error_for(exc) or self.fault(exc, op=str(envelope.op))
+            error = upstream_error_for(exc) or self.fault(exc, op=str(envelope.op))  # a fault logs its traceback
+            forget_traceback(exc)  # answered: its frames, which hold `error`, are not kept for the collector
             await self.answer_error(envelope.id, error)
             return
         await self.answer(envelope.id, result)

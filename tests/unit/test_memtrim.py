@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 from gateway.memtrim import Trimmer, _libc_trim
 
 
@@ -20,3 +23,26 @@ def test_glibc_malloc_trim_is_found_and_callable_on_linux() -> None:
     trim = _libc_trim()
     assert trim is not None  # the CI machine runs glibc Linux
     trim()
+
+
+def test_garbage_cycles_are_freed_each_period_whatever_the_collector_thresholds() -> None:
+    class Node:
+        pass
+
+    now = [0.0]
+    trimmer = Trimmer(every_seconds=30.0, clock=lambda: now[0])
+    gc.collect()
+    gc.disable()  # as gctune's 50,000-allocation threshold does for half an hour at a quiet time
+    try:
+        node = Node()
+        node.me = node  # type: ignore[attr-defined]  # a cycle: reference counting alone never frees it
+        alive = weakref.ref(node)
+        del node
+        now[0] = 10.0
+        trimmer.maybe()
+        assert alive() is not None  # not yet a period
+        now[0] = 30.0
+        trimmer.maybe()
+        assert alive() is None
+    finally:
+        gc.enable()

@@ -3,17 +3,20 @@ receipts all the way back as events."""
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 from collections import Counter
 from pathlib import Path
 
 import trio
 
+from gateway.errors import ClientRefReused
 from gateway.lifecycle import State
 from gateway.sim.config import IdFormat as SimIdFormat
 from gateway.sim.config import ReceiptOutcome, SimConfig
 from gateway.store import Store, StoreConfig
 from gateway.upstream import MessageClass, SubmitRequest, UpstreamClient
-from gateway.upstream.errors import NotCancellable
+from gateway.upstream.errors import ClientRefConflict, NotCancellable
 
 from .harness import SIM_PASSWORD, Harness, collect_final_events, running_gateway
 
@@ -236,3 +239,28 @@ async def test_graceful_stop_queues_again_what_never_left_the_gateway(tmp_path: 
     assert State.SUBMITTING not in states
     assert states[State.QUEUED] > 0
     assert sum(states.values()) == 300
+
+
+async def test_refused_requests_leave_no_garbage_cycles_in_the_gateway(tmp_path: Path) -> None:
+    # A soak's resident memory crept: each refused request (a client_ref reused for another text) left its
+    # error, its traceback and the request's frames in a cycle that the tuned collector (gctune.py) freed
+    # only every half hour. Answered, a refusal must go with its request, by reference counting alone.
+    with trio.fail_after(60):
+        async with running_gateway(tmp_path, sim_config=_sim()) as h, h.client() as client:
+            request = SubmitRequest(to=("447700900001",), text="first", message_class=MessageClass.NOTIFICATION,
+                                    sender="ACME", client_ref="ref-1")  # fmt: skip
+            await client.submit(request)
+            gc.collect()
+            gc.disable()
+            try:
+                for _ in range(20):
+                    try:
+                        await client.submit(dataclasses.replace(request, text="another text"))
+                    except ClientRefConflict:
+                        pass
+                    else:
+                        raise AssertionError("a reused client_ref was accepted")
+                held = [o for o in gc.get_objects() if isinstance(o, ClientRefReused)]
+                assert len(held) <= 1  # the last one may still be in the writer loop's latest reply
+            finally:
+                gc.enable()
