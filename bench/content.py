@@ -15,7 +15,8 @@ import json
 import random
 import string
 import time
-from collections.abc import Callable
+
+from rates import rate  # bench/rates.py, beside this script
 
 from gateway.routing.content import WordLists
 
@@ -43,23 +44,6 @@ def random_lists(seed: int) -> dict[str, list[str]]:
     lists = {name: [word() for _ in range(5_000)] for name in "abc"}
     lists["b"][0] = "贷款"
     return lists
-
-
-def rate(fn: Callable[[], object], seconds: float) -> float:
-    """Calls per second over about `seconds` (best of three rounds, to damp other load)."""
-    best = 0.0
-    for _ in range(3):
-        count, start = 0, time.perf_counter()
-        deadline = start + seconds / 3
-        while True:
-            for _ in range(200):
-                fn()
-            count += 200
-            now = time.perf_counter()
-            if now >= deadline:
-                break
-        best = max(best, count / (now - start))
-    return best
 
 
 def route(lists: WordLists, text: str) -> list[bool]:

@@ -8,10 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import time
-from collections.abc import Callable
 
 import smpplib.gsm
+from rates import rate  # bench/rates.py, beside this script
 
 from gateway.segmenting import RouteEncoding, preview, segment
 
@@ -23,23 +22,6 @@ GSM_300 = (
 _rng = random.Random(4711)
 CHINESE_300 = "".join(chr(_rng.randint(0x4E00, 0x9FFF)) for _ in range(300))
 EMOJI_MIXED = ("Happy birthday 🎉🎂! Love from the family 👨‍👩‍👧‍👦 in 🇫🇷, see you 👋🏽 soon, café ") * 4
-
-
-def rate(fn: Callable[[], object], seconds: float) -> float:
-    """Calls per second over about `seconds` (best of three rounds, to damp other load)."""
-    best = 0.0
-    for _ in range(3):
-        count, start = 0, time.perf_counter()
-        deadline = start + seconds / 3
-        while True:
-            for _ in range(200):
-                fn()
-            count += 200
-            now = time.perf_counter()
-            if now >= deadline:
-                break
-        best = max(best, count / (now - start))
-    return best
 
 
 def main() -> None:

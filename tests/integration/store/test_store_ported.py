@@ -14,13 +14,14 @@ import pytest
 import trio
 
 from gateway.errors import GatewayError
-from gateway.store import Done, Op, Result, Store, StoreConfig, SubmitResult, Writer
+from gateway.store import Done, Op, Result, Store, SubmitResult, Writer
 from gateway.store.keys import MAX_GENERATION
 from gateway.store.ops import PortedPurge, PortedPurged, PortedRows, PortedSwitch
 from gateway.store.remote import WriterProcess
 from gateway.store.store import InvalidField
 from tests.integration.store.conftest import StoreFactory
 from tests.integration.store.support import FakeClock, ok, submit
+from tests.integration.store.test_writer_process import config, started
 
 Rows = tuple[tuple[str, str], ...]
 LIMIT_SECONDS = 25
@@ -228,10 +229,6 @@ def test_an_abandoned_import_survives_a_reopen_and_the_next_purge_removes_it(ope
 # --- through the writers -------------------------------------------------------------------------------
 
 
-def config(tmp_path: Path) -> StoreConfig:
-    return StoreConfig(path=str(tmp_path / "db"), sync=False)
-
-
 async def apply(writer: Writer, ops: Sequence[Op]) -> list[Result]:
     results = await writer.apply(ops)
     errors = [r for r in results if isinstance(r, GatewayError)]
@@ -276,21 +273,12 @@ async def test_the_thread_writer_imports_switches_and_purges(open_store: StoreFa
 
 
 async def test_the_writer_process_imports_switches_and_purges_readable_here(tmp_path: Path, clock: FakeClock) -> None:
-    cfg = config(tmp_path)
     with trio.fail_after(LIMIT_SECONDS):
-        process = await WriterProcess.start(cfg, clock())
-        try:
-            store = Store(cfg, clock)
-            try:
-                writer = Writer(store, process=process)
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(writer.run)
-                    await replace_then_purge(writer, store)
-                    await writer.aclose()
-            finally:
-                store.close()
-        finally:
-            await process.aclose()
+        async with started(config(tmp_path), clock) as (process, store), trio.open_nursery() as nursery:
+            writer = Writer(store, process=process)
+            await nursery.start(writer.run)
+            await replace_then_purge(writer, store)
+            await writer.aclose()
 
 
 async def test_a_writer_process_killed_mid_import_leaves_the_current_table_and_a_purgeable_rest(
