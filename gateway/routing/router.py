@@ -25,7 +25,7 @@ the plan with a bound transmitter, and the failover rules move along the plan.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.fastinit import fast_init
@@ -385,20 +385,6 @@ class Routing:
         return self.numbers.country_code_of(self.default_region)
 
 
-def plan_summary(plan: Plan | Refusal) -> str:
-    """One line for logs and gatewayctl."""
-    if isinstance(plan, Refusal):
-        return f"refused {plan.reason}: {plan.detail}"
-    return f"route {plan.route}: " + ", ".join(f"{c} ({p} parts)" for c, p in zip(plan.carriers, plan.parts,
-                                                                                    strict=True))  # fmt: skip
-
-
-def collect_words(lists: Mapping[str, Collection[str]]) -> WordLists | None:
-    """A WordLists of the configured lists, None when there are none (no scan per message then)."""
-    return WordLists(lists) if lists else None
-
-
 __all__ = [
     "STRATEGIES", "CarrierProfile", "Connection", "NetworkTable", "Plan", "Refusal", "RouteRule", "Router", "Routing",
-    "collect_words", "plan_summary",
 ]  # fmt: skip
