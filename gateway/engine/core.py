@@ -224,9 +224,6 @@ class Engine:
         # Messages each carrier's dispatchers are preparing now (see _ahead_limit).
         self._preparing = dict.fromkeys(pools, 0)
         self._answered = {name: trio.Event() for name in pools}
-        # Whether a text fits a carrier ("" or the reason it does not), per (text, carrier): bulk sends
-        # repeat one text, so this is worked out once per text. Bounded: cleared when full.
-        self._fits: dict[tuple[str, str], tuple[str, GatewayError | None]] = {}
         # Messages the gateway failed with internal_error, and those it could not even fail (a record it
         # cannot read): the scheduler never hands them out again, so no bug loops at start-up.
         self._failing: list[tuple[int, str]] = []
@@ -300,23 +297,19 @@ class Engine:
         limit = self.carriers[carrier].handback_seconds if carrier in self.carriers else 30.0
         return since is not None and trio.current_time() - since >= limit
 
-    def _fit(self, text: str, carrier: str) -> tuple[str, GatewayError | None]:
-        """("", None) when `carrier` can send `text` within its encodings and part limit, else the reason code
-        and the error a request for it alone gets (MessageTooLong, NotEncodable)."""
-        key = (text, carrier)
-        found = self._fits.get(key)
-        if found is None:
-            if len(self._fits) >= _FITS_ENTRIES:
-                self._fits.clear()
-            try:
-                shape = preview(text, self._encodings[carrier])
-                found = ("", None)
-                if shape.too_long:
-                    found = ("message_too_long", MessageTooLong(shape.parts, self._encodings[carrier].max_parts))
-            except SegmentingError as err:
-                found = ("not_encodable", err)
-            self._fits[key] = found
-        return found
+    def _fit(self, text: str, carrier: str) -> str:
+        """"" when `carrier` can send `text` within its encodings and part limit, else the reason code
+        (message_too_long, not_encodable): the route table's answer, kept per text (Router.fit)."""
+        return self.routing.router.fit(text, carrier)[0]
+
+    def _text_error(self, text: str, carrier: str) -> GatewayError | None:
+        """The error a request gets for a text `carrier` cannot send (MessageTooLong, NotEncodable)."""
+        encoding = self._encodings[carrier]
+        try:
+            shape = preview(text, encoding)
+        except SegmentingError as err:
+            return err
+        return MessageTooLong(shape.parts, encoding.max_parts) if shape.too_long else None
 
     def _carrier_for(self, msg: Message, transmitting: set[str]) -> str | None:
         """The carrier to send on now: the one already fixed for the message (its parts share a
@@ -328,7 +321,7 @@ class Engine:
         now = trio.current_time()
         fallback = None
         for carrier in self._route_of(msg):
-            if carrier in transmitting and carrier in self._encodings and not self._fit(msg.text, carrier)[0]:
+            if carrier in transmitting and carrier in self._encodings and not self._fit(msg.text, carrier):
                 if carrier not in left and not self._health.cooling(carrier, now):
                     return carrier
                 fallback = fallback or carrier  # one it left, or one cooling down: when there is no other
@@ -436,10 +429,10 @@ class Engine:
             return True
         if not msg.carrier:
             route = [c for c in self._route_of(msg) if c in self._encodings]
-            if not route or all(self._fit(msg.text, c)[0] for c in route):
+            if not route or all(self._fit(msg.text, c) for c in route):
                 # Accepted under a configuration that has changed since: no carrier of its route is left
                 # that can send it.
-                reason = self._fit(msg.text, route[0])[0] if route else "no_route"
+                reason = self._fit(msg.text, route[0]) if route else "no_route"
                 ops.append(Advance(msg.id, None, Event(Ev.FAIL, reason or "no_route")))
                 return True
         return self._hand_over(msg, transmitting)
@@ -448,7 +441,6 @@ class Engine:
         """A reload's routes, networks, word lists and number rules: they apply to messages accepted from now
         on (each message keeps the carriers its accept chose)."""
         self.routing = routing
-        self._fits.clear()
 
     def _route_of(self, msg: Message) -> tuple[str, ...]:
         """The carriers to try for `msg`, in order: as the route table chose them at its accept; for a message
@@ -603,7 +595,7 @@ class Engine:
                 texts[msg.text] = None
         parts = texts[msg.text]
         if parts is None:  # _carrier_for checks the fit: only a changed configuration gets here
-            ops.append(Advance(msg.id, None, Event(Ev.FAIL, self._fit(msg.text, carrier)[0] or "message_too_long")))
+            ops.append(Advance(msg.id, None, Event(Ev.FAIL, self._fit(msg.text, carrier) or "message_too_long")))
             return []
         # One segment per PDU: a message_payload split sends the whole text in one.
         n = len(parts)
@@ -1009,11 +1001,9 @@ class Engine:
         (message_too_long, not_encodable), as before routes were checked: nothing is stored."""
         routed = [r for r, _ in checked if r.reject not in ("invalid_number", "no_route")]
         if routed and all(r.reject in _TEXT_REASONS for r in routed):
-            error = None
-            for carrier in self._encodings:  # the first carrier's words for it, as a request error
-                reason, error = self._fit(text, carrier)
-                if reason == routed[0].reject:
-                    break
+            # The first carrier that refuses the text for that reason words the request's error.
+            carrier = next((c for c in self._encodings if self._fit(text, c) == routed[0].reject), None)
+            error = self._text_error(text, carrier) if carrier is not None else None
             if error is not None:
                 raise error
 
@@ -1118,7 +1108,6 @@ _REQUEUE = Event(Ev.REQUEUE)
 _INTERNAL_ERROR = Event(Ev.FAIL, "internal_error")
 # Outcomes that leave segments due behind the scheduler's cursor.
 _RESCAN = (Ev.RESEND, Ev.REQUEUE, Ev.LOST, Ev.SUBMIT_REJECT, Ev.FAIL)
-_FITS_ENTRIES = 4096
 _AHEAD_RECHECK_SECONDS = 0.05
 
 # What a submit answers per recipient (docs/protocol.md, submit).
