@@ -56,7 +56,7 @@ from gateway.store import Store, StoreConfig, Writer
 from gateway.store.lock import StoreInUse, StoreLock, lock_store
 from gateway.store.remote import WriterProcess
 from gateway.store.store import wall_ms as store_wall_ms
-from gateway.upstream import Credentials, ServerConfig, serve_tcp, serve_unix
+from gateway.upstream import Credentials, ServerConfig, UpstreamBackend, serve_tcp, serve_unix
 from gateway.upstream.server import Drain
 
 log = structlog.get_logger(__name__)
@@ -650,7 +650,9 @@ class Gateway:
         server = self.cfg.server
         try:
             path: str = await front.start(
-                partial(serve_unix, server.socket_path, engine, creds, server.upstream, drain=self._upstream_drain)
+                partial(
+                    serve_unix, server.socket_path, engine.backend, creds, server.upstream, drain=self._upstream_drain
+                )
             )
         except OSError as err:
             reason = f"{server.socket_path}: {err.strerror or err}"
@@ -659,7 +661,8 @@ class Gateway:
             return path, None
         try:
             tcp: tuple[str, int] = await front.start(
-                _serve_tcp, engine, creds, server.upstream, server.tcp_host, server.tcp_port, self._upstream_drain
+                _serve_tcp, engine.backend, creds, server.upstream, server.tcp_host, server.tcp_port,
+                self._upstream_drain,
             )
         except OSError as err:
             reason = _listen_problem(server.tcp_host, server.tcp_port, err)
@@ -822,7 +825,7 @@ def _store_config(cfg: GatewayConfig) -> StoreConfig:
 
 
 async def _serve_tcp(
-    backend: Engine,
+    backend: UpstreamBackend,
     creds: Credentials,
     config: ServerConfig,
     host: str,

@@ -1,7 +1,8 @@
 """The engine [trio]: accept -> persist -> schedule -> route and split -> submit -> correlate -> event.
 
-`core` runs under trio; `plan` (its decisions), `sequencer` and `settings` are pure. `Engine` and
-`AccountSettings` are imported on first use (PEP 562), so importing `gateway.engine.plan` does not import trio.
+`core` wires the parts (`scheduler`, `dispatch`, `correlate`, `backend`, sharing `context`), all under trio;
+`plan` (their decisions), `sequencer` and `settings` are pure. `Engine` is imported on first use (PEP 562),
+so importing `gateway.engine.plan` or the settings does not import trio.
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from gateway.engine.settings import CarrierSettings, EncodingSettings, EngineSettings, RouteSettings
+from gateway.engine.settings import AccountSettings, CarrierSettings, EncodingSettings, EngineSettings, RouteSettings
 
 if TYPE_CHECKING:
-    from gateway.engine.core import AccountSettings, Engine
+    from gateway.engine.core import Engine
 
-_SHELL = {"AccountSettings": "core", "Engine": "core"}
+_SHELL = {"Engine": "core"}
 
 __all__ = ["AccountSettings", "CarrierSettings", "EncodingSettings", "Engine", "EngineSettings", "RouteSettings"]
 

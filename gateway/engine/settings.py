@@ -194,3 +194,16 @@ class EngineSettings:
     mo_reassembly_timeout_seconds: float = field(default=300.0, metadata=limits(0.0, 86400.0))
     # MO texts (case-insensitive, whole message) that opt the sender out of the account's messages.
     optout_keywords: tuple[str, ...] = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "TD")
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSettings:
+    """An upstream account (gateway.config builds it from an [[accounts]] table)."""
+
+    name: str
+    secret_env: str | None = None
+    secret_file: str | None = None
+    # MO sent to these addresses (short codes, long numbers) belongs to this account.
+    mo_addresses: tuple[str, ...] = ()
+    # Its national numbers are read as this region's (ISO 3166); "" takes engine.default_region.
+    region: str = ""

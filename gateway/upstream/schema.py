@@ -587,15 +587,31 @@ def error_frame(ident: int | None, error: UpstreamError, *, fatal: bool = False)
     return frame
 
 
-_EVENT_FIELDS = Event._fields
 
 
 def event_frame(event: Event) -> dict[str, Any]:
-    fields: dict[str, Any] = {"type": "event"}
-    for name, value in zip(_EVENT_FIELDS, event, strict=True):
-        if value is not None and value is not False:  # possible_duplicate only when true
-            fields[name] = value
-    fields["kind"] = event.kind.value
+    """The frame of an event: its fields that are set (possible_duplicate only when true). Spelled out, not a
+    loop over the fields: a subscriber receives two of these per message."""
+    seq, kind, at, message_id, to, sender, text, reason, carrier, client_ref, batch_id, duplicate = event
+    fields: dict[str, Any] = {"type": "event", "seq": seq, "kind": kind.value, "at": at}
+    if message_id is not None:
+        fields["message_id"] = message_id
+    if to is not None:
+        fields["to"] = to
+    if sender is not None:
+        fields["sender"] = sender
+    if text is not None:
+        fields["text"] = text
+    if reason is not None:
+        fields["reason"] = reason
+    if carrier is not None:
+        fields["carrier"] = carrier
+    if client_ref is not None:
+        fields["client_ref"] = client_ref
+    if batch_id is not None:
+        fields["batch_id"] = batch_id
+    if duplicate:
+        fields["possible_duplicate"] = True
     return fields
 
 

@@ -1,17 +1,18 @@
-"""Events as a subscriber decodes them: the engine turns stored event records straight into frames, and a
-client must read exactly the stored facts (kind, ids, numbers, reason, references) for every kind."""
+"""Events as a subscriber decodes them: the engine reads stored event records as upstream events, the upstream
+server encodes them as frames, and a client must read exactly the stored facts (kind, ids, numbers, reason,
+references) for every kind."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.engine.core import _event_frame
+from gateway.engine.backend import _event
 from gateway.lifecycle import Ev, Event
 from gateway.store import Advance, Mo, Prepare, Receipt, Recipient, Store, StoreConfig, Submit
 from gateway.upstream import EventKind
-from gateway.upstream.frames import PREFIX, decode_payload
+from gateway.upstream.frames import PREFIX, decode_payload, encode_frame
 from gateway.upstream.schema import Event as UpstreamEvent
-from gateway.upstream.schema import event_from_wire
+from gateway.upstream.schema import event_frame, event_from_wire
 
 T0 = 1_800_000_000_000
 
@@ -43,7 +44,7 @@ def test_every_event_kind_reaches_the_client_as_stored(tmp_path: Path) -> None:
             Receipt("uk", "b2", Ev.RECEIPT_UNDELIVERABLE, "undeliverable:001"),
             Mo("acme", "uk", "447700900003", "ACME", "STOP"),
         ])  # fmt: skip
-        events = [_decoded(_event_frame(f)) for f in store.event_rows(0)]
+        events = [_decoded(encode_frame(event_frame(_event(f)))) for f in store.event_rows(0)]
     finally:
         store.close()
 

@@ -288,16 +288,16 @@ async def test_carrier_down_hands_its_queued_messages_to_the_next_carrier(tmp_pa
 async def test_a_message_that_hits_a_bug_fails_alone_and_the_gateway_keeps_serving(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, poison: str
 ) -> None:
-    from gateway.engine import core
+    from gateway.engine import dispatch
 
-    real = core.rereference  # type: ignore[attr-defined]
+    real = dispatch.rereference  # type: ignore[attr-defined]
 
     def buggy(parts: Any, ref: int) -> Any:
         if any("poison" in p.text for p in parts):
             raise IndexError("tuple index out of range")
         return real(parts, ref)
 
-    monkeypatch.setattr(core, "rereference", buggy)
+    monkeypatch.setattr(dispatch, "rereference", buggy)
     with trio.fail_after(LIMIT):
         async with two_carriers(tmp_path, {"a": sim_config()}) as two, two.client() as client:
             bad = await send(client, ["447700900001"], "poison " + LONG)

@@ -1,0 +1,340 @@
+"""The engine's face to upstream applications [trio]: `UpstreamBackend` (gateway/upstream/backend.py).
+
+A submit checks every number, chooses each recipient's route (routing/), and is acknowledged only once the
+store committed it; status, cancel and preview answer from the store and the route table; events are read
+from the store's log as `Event`s, which the upstream server encodes as frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gateway.engine.context import Context
+from gateway.engine.scheduler import Scheduler
+from gateway.errors import GatewayError
+from gateway.lifecycle import DUE_STATES, Ev, Event, State
+from gateway.routing.content import Scan
+from gateway.routing.numbers import BadNumber, Number
+from gateway.routing.router import Refusal, Routing
+from gateway.segmenting import preview
+from gateway.store import Advance, AdvanceResult, Message, PrepareResult, Recipient, SetCursor, Submit
+from gateway.store.records import (
+    E_ACCOUNT,
+    E_ADDRESS,
+    E_AT_MS,
+    E_BATCH,
+    E_CARRIER,
+    E_CLIENT_REF,
+    E_KIND,
+    E_MESSAGE_ID,
+    E_NUMBER,
+    E_REASON,
+    E_SEQ,
+    E_TEXT,
+    EventFields,
+    event_duplicate,
+)
+from gateway.store.records import EventKind as StoredKind
+from gateway.upstream import (
+    CancelResult,
+    InvalidRequest,
+    MessageQuery,
+    MessageStatus,
+    NotCancellable,
+    NotFound,
+    PreviewRequest,
+    PreviewResult,
+    SubmitRequest,
+    SubmitResult,
+    SubmittedMessage,
+)
+from gateway.upstream import Event as UpstreamEvent
+from gateway.upstream import EventKind as UpstreamKind
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStatistics:
+    submits: int  # submit requests committed since the start (duplicates included)
+    recipients: int  # their recipients
+    refused: dict[str, int]  # recipients refused at accept, by reason (invalid_number, no_route, ...)
+    text_refused: int  # requests refused whole: no routed carrier can send the text
+    cancelled: int  # messages cancelled
+    subscription_positions: int  # event-scan positions kept for subscribers (bounded)
+
+
+class Backend:
+    def __init__(self, ctx: Context, scheduler: Scheduler) -> None:
+        self._ctx = ctx
+        self._scheduler = scheduler
+        self._accept_encoding = next(iter(ctx.encodings.values()), None)
+        # Where an event query (account, kinds, after seq) may resume scanning: see _account_rows.
+        self._scanned: dict[tuple[str, frozenset[UpstreamKind] | None, int], int] = {}
+        self._submits = self._recipients = self._text_refused = self._cancelled = 0
+        self._refused: dict[str, int] = {}
+
+    def statistics(self) -> BackendStatistics:
+        return BackendStatistics(
+            self._submits, self._recipients, dict(self._refused), self._text_refused, self._cancelled,
+            len(self._scanned),
+        )  # fmt: skip
+
+    # --- submit ---------------------------------------------------------------------------------------
+
+    async def submit(self, account: str, request: SubmitRequest) -> SubmitResult:
+        ctx = self._ctx
+        now_ms = ctx.wall_ms()
+        routing = ctx.routing  # one snapshot for the whole request, whatever a reload does meanwhile
+        scan = routing.router.scan_text(request.text)  # the text's words, once for every recipient
+        region = routing.region_of(account)
+        numbers = [routing.numbers.parse(to, region) for to in request.to]
+        ported = self._ported(numbers)
+        checked = [
+            self._recipient(routing, account, request, number, scan, ported.get(number.e164))
+            if isinstance(number, Number) else (Recipient(to[:64], reject="invalid_number"), str(number))
+            for to, number in zip(request.to, numbers, strict=True)
+        ]  # fmt: skip
+        recipients = tuple(r for r, _ in checked)
+        self._refuse_text(checked, request.text)
+        op = Submit(
+            account=account,
+            message_class=str(request.message_class),
+            sender=request.sender,
+            text=request.text,
+            recipients=recipients,
+            receipt=request.receipt,
+            client_ref=request.client_ref or "",
+            batch=request.batch_id or "",
+            schedule_ms=int(request.schedule_at * 1000) if request.schedule_at else 0,
+            expires_ms=now_ms + request.validity_seconds * 1000 if request.validity_seconds else 0,
+        )
+        (result,) = await ctx.apply([op])
+        if isinstance(result, GatewayError):
+            raise result
+        assert not isinstance(result, AdvanceResult | PrepareResult)
+        self._scheduler.wake()
+        self._submits += 1
+        self._recipients += len(recipients)
+        refused = self._refused
+        for r in recipients:
+            if r.reject:
+                refused[r.reject] = refused.get(r.reject, 0) + 1
+        messages = []
+        # A duplicate answers each message's state now, as status names it (delivered, failed, ...).
+        states = _PUBLIC_STATES if result.duplicate else _ACCEPT_STATES  # type: ignore[union-attr]
+        for to, (r, detail), outcome in zip(request.to, checked, result.outcomes, strict=False):  # type: ignore[union-attr]
+            state = states.get(outcome.state, "accepted")
+            number = None if r.reject == "invalid_number" else r.number  # docs/protocol.md: normalised form
+            # The detail belongs to this request's own refusal; a duplicate answers the stored state.
+            why = detail if r.reject and outcome.reason == r.reject and not result.duplicate else None  # type: ignore[union-attr]
+            messages.append(SubmittedMessage(to, str(outcome.message_id), state, outcome.reason or None, number, why))
+        return SubmitResult(tuple(messages), result.duplicate)  # type: ignore[union-attr]
+
+    def _ported(self, numbers: Sequence[Number | BadNumber]) -> dict[str, str]:
+        """The networks ported numbers among `numbers` moved to, in one read (none without a table)."""
+        if not self._ctx.portability.active:
+            return {}
+        e164s = [n.e164 for n in numbers if isinstance(n, Number)]
+        return {n: net for n, net in zip(e164s, self._ctx.store.ported_networks(e164s), strict=True) if net}
+
+    def _recipient(
+        self, routing: Routing, account: str, request: SubmitRequest, number: Number, scan: Scan | None,
+        network: str | None,
+    ) -> tuple[Recipient, str]:
+        """One recipient with a valid number: its route chosen (routing/router.py), the network a ported
+        number moved to overriding its block; refused with the reason (and a detail for a person) when it
+        cannot go."""
+        plan = routing.router.decide(
+            number, account=account, message_class=str(request.message_class), sender=request.sender,
+            text=request.text, rng=self._ctx.rng, scan=scan, network=network,
+        )  # fmt: skip
+        if isinstance(plan, Refusal):
+            return Recipient(number.e164, reject=plan.reason), plan.detail
+        encodings = self._ctx.encodings
+        route = tuple(c for c in plan.carriers if c in encodings)
+        if not route:  # the route names only carriers this process does not run (a reload added them)
+            return Recipient(number.e164, reject="no_route"), f"route {plan.route}: no running carrier"
+        return Recipient(number.e164, route=route), ""
+
+    def _refuse_text(self, checked: Sequence[tuple[Recipient, str]], text: str) -> None:
+        """A text that no routed carrier of any recipient can send is refused as a whole, as a request error
+        (message_too_long, not_encodable), as before routes were checked: nothing is stored."""
+        routed = [r for r, _ in checked if r.reject not in ("invalid_number", "no_route")]
+        if routed and all(r.reject in _TEXT_REASONS for r in routed):
+            # The first carrier that refuses the text for that reason words the request's error.
+            ctx = self._ctx
+            carrier = next((c for c in ctx.encodings if ctx.fit(text, c) == routed[0].reject), None)
+            error = ctx.text_error(text, carrier) if carrier is not None else None
+            if error is not None:
+                self._text_refused += 1
+                raise error
+
+    # --- status, cancel, preview ----------------------------------------------------------------------
+
+    def _messages(self, account: str, query: MessageQuery) -> list[Message]:
+        store = self._ctx.store
+        if query.message_id is not None:
+            ids: tuple[int, ...] = (int(query.message_id),) if _is_message_id(query.message_id) else ()
+        else:
+            ids = store.by_client_ref(account, query.client_ref or "")
+        found = [m for m in (store.get(i) for i in ids) if m is not None and m.account == account]
+        if not found:
+            raise NotFound("no such message for this account")
+        return found
+
+    async def status(self, account: str, query: MessageQuery) -> Sequence[MessageStatus]:
+        return [_status(m) for m in self._messages(account, query)]
+
+    async def cancel(self, account: str, query: MessageQuery) -> CancelResult:
+        # Only what no carrier has seen yet can be cancelled (SMPP cancel_sm is not reliable across SMSCs).
+        found = [m for m in self._messages(account, query) if m.state in DUE_STATES]
+        results = await self._ctx.apply([Advance(m.id, None, Event(Ev.CANCEL)) for m in found])
+        done = tuple(
+            str(m.id)
+            for m, r in zip(found, results, strict=True)
+            if isinstance(r, AdvanceResult) and r.state is State.CANCELLED
+        )
+        if not done:
+            raise NotCancellable("already submitted to a carrier or final")
+        self._cancelled += len(done)
+        return CancelResult(done)
+
+    async def preview(self, account: str, request: PreviewRequest) -> PreviewResult:
+        encoding = self._accept_encoding
+        if encoding is None:
+            raise NotFound("no carrier configured")
+        p = preview(request.text, encoding)
+        return PreviewResult(str(p.encoding), p.parts, p.units, p.chars_left, p.units_per_part)
+
+    # --- events ---------------------------------------------------------------------------------------
+
+    async def read_events(
+        self, account: str, after_seq: int, limit: int, kinds: frozenset[UpstreamKind] | None = None
+    ) -> Sequence[UpstreamEvent]:
+        return [_event(f) for f in self._account_rows(account, after_seq, limit, kinds)]
+
+    def _account_rows(
+        self, account: str, after_seq: int, limit: int, kinds: frozenset[UpstreamKind] | None = None
+    ) -> list[EventFields]:
+        """The account's next `limit` log entries (of `kinds`) after `after_seq` (the log is shared by all
+        accounts)."""
+        wanted = None if kinds is None else frozenset(_STORED_KINDS[k] for k in kinds)
+        # The log only grows: entries known not to match after a cursor need no second look. Without
+        # this, a subscriber for final events rescans every "submitted" event ahead of the next final one
+        # at each commit, for each wait and read.
+        scanned = self._scanned
+        key = (account, kinds, after_seq)
+        after_seq = scanned.get(key, after_seq)
+        out: list[EventFields] = []
+        store = self._ctx.store
+        while len(out) < limit:
+            batch = store.event_rows(after_seq, limit=max(limit, 256))
+            if not batch:
+                break
+            for f in batch:
+                if f[E_ACCOUNT] == account and (wanted is None or f[E_KIND] in wanted):
+                    out.append(f)
+                    if len(out) == limit:
+                        return out
+            after_seq = batch[-1][E_SEQ]
+        if len(scanned) >= _SCANNED_ENTRIES:
+            scanned.clear()
+        # Nothing for this query matches up to `after_seq` beyond what `out` holds: the next query starts
+        # after its last entry (or after the same cursor, if none) and can skip to here.
+        scanned[(account, kinds, out[-1][E_SEQ]) if out else key] = after_seq
+        return out
+
+    async def wait_events(
+        self, account: str, after_seq: int, kinds: frozenset[UpstreamKind] | None = None
+    ) -> None:
+        ctx = self._ctx
+        while True:
+            waiter = ctx.new_events
+            if ctx.store.last_seq() > after_seq and self._account_rows(account, after_seq, 1, kinds):
+                return
+            await waiter.wait()
+
+    async def ack_events(self, account: str, seq: int) -> None:
+        store = self._ctx.store
+        if seq > store.last_seq():  # a cursor ahead of the log would hide the events logged up to it
+            raise InvalidRequest(f"seq {seq} is past the last event ({store.last_seq()})", field="seq")
+        await self._ctx.apply([SetCursor(account, seq)])
+
+    async def event_cursor(self, account: str) -> int:
+        return self._ctx.store.cursor(account)
+
+    async def last_event_seq(self) -> int:
+        return self._ctx.store.last_seq()
+
+
+# What a submit answers per recipient (docs/protocol.md, submit).
+_ACCEPT_STATES = {State.REJECTED: "rejected", State.DEFERRED: "scheduled"}
+
+# docs/protocol.md names the states an app sees; the reason code says why a message failed.
+_PUBLIC_STATES = {
+    State.ACCEPTED: "accepted",
+    State.DEFERRED: "scheduled",
+    State.QUEUED: "queued",
+    State.SUBMITTING: "queued",
+    State.SUBMITTED: "submitted",
+    State.UNKNOWN: "unknown",
+    State.DELIVERED: "delivered",
+    State.UNDELIVERABLE: "failed",
+    State.EXPIRED: "expired",
+    State.REJECTED: "failed",
+    State.FAILED: "failed",
+    State.CANCELLED: "cancelled",
+}
+
+_TEXT_REASONS = frozenset({"message_too_long", "not_encodable"})
+
+
+def _is_message_id(text: str) -> bool:
+    """Whether `text` is a message id as the gateway writes them: ASCII digits, no leading zero, a u64. Ids
+    are opaque strings to clients: "0121...", full-width or Arabic-Indic digits name no message."""
+    return text.isascii() and text.isdigit() and (text == "0" or text[0] != "0") and int(text) < 1 << 64
+
+
+def _status(m: Message) -> MessageStatus:
+    updated = max((s.updated_ms for s in m.segments), default=m.created_ms)
+    return MessageStatus(
+        message_id=str(m.id),
+        to=m.recipient,
+        state=_PUBLIC_STATES[m.state],
+        segments=len(m.segments),
+        reason=m.reason or None,
+        carrier=m.carrier or None,
+        client_ref=m.client_ref or None,
+        batch_id=m.batch or None,
+        created_at=m.created_ms / 1000,
+        updated_at=updated / 1000,
+        possible_duplicate=m.possible_duplicate,
+        trail=m.trail,
+    )
+
+
+_KINDS = {
+    int(StoredKind.SUBMITTED): UpstreamKind.SUBMITTED,
+    int(StoredKind.DELIVERED): UpstreamKind.DELIVERED,
+    int(StoredKind.FAILED): UpstreamKind.FAILED,
+    int(StoredKind.MO): UpstreamKind.MO,
+}
+_STORED_KINDS = {v: k for k, v in _KINDS.items()}
+_MO = int(StoredKind.MO)
+# Subscriptions' scan positions kept (a few per subscriber are live at a time; the rest are stale).
+_SCANNED_ENTRIES = 1024
+
+
+def _event(f: EventFields) -> UpstreamEvent:
+    """A stored event (records.EventFields) as the upstream `Event` a subscriber receives: an MO's number is
+    its sender and its address the one it was sent to; any other event's number is the recipient."""
+    kind = f[E_KIND]
+    if kind == _MO:
+        message_id, to, sender = None, f[E_ADDRESS], f[E_NUMBER]
+    else:
+        message_id, to, sender = str(f[E_MESSAGE_ID]), f[E_NUMBER], f[E_ADDRESS]
+    return UpstreamEvent(
+        f[E_SEQ], _KINDS[kind], f[E_AT_MS] / 1000, message_id, to, sender, f[E_TEXT] or None,
+        f[E_REASON] or None, f[E_CARRIER] or None, f[E_CLIENT_REF] or None, f[E_BATCH] or None,
+        event_duplicate(f),
+    )  # fmt: skip
