@@ -158,9 +158,12 @@ def load_config(path: Path) -> GatewayConfig:
     if cfg is not None:
         # The project directory: the parent of conf/ (conf/examples/ too), else the config's own directory.
         cfg = _resolve_paths(cfg, next((p.parent for p in path.parents if p.name == "conf"), path.parent))
+        unreadable: Problems = []  # reported with the rest of the routing's problems, not instead of them
+        cfg = _read_word_files(cfg, file, unreadable)
         _check_secrets(cfg, file, problems)
         if not problems:
             build_routing(cfg, file, problems)
+        problems.extend(unreadable)
     if problems or cfg is None:
         raise ConfigError(problems)
     return cfg
@@ -202,15 +205,7 @@ def build_routing(cfg: GatewayConfig, file: str = "", problems: Problems | None 
     for i, w in enumerate(cfg.word_lists):
         if w.name in lists:
             found.append((file, f"word_lists[{i}].name", f"word list {w.name!r} is defined twice"))
-        items = w.words
-        if w.file:
-            try:
-                lines = Path(w.file).read_text(encoding="utf-8").splitlines()
-            except (OSError, UnicodeDecodeError) as err:
-                found.append((file, f"word_lists[{i}].file", f"{w.file}: {err}"))
-                lines = []
-            items = items + tuple(x.strip() for x in lines if x.strip() and not x.lstrip().startswith("#"))
-        lists[w.name] = items
+        lists[w.name] = w.words + w.file_words
     if lists:
         try:
             words = WordLists(lists)
@@ -226,9 +221,8 @@ def build_routing(cfg: GatewayConfig, file: str = "", problems: Problems | None 
     for i, r in enumerate(cfg.routes):
         key = f"routes[{i}]"
         connections = [Connection(c, priority=n + 1) for n, c in enumerate(r.carriers)]
-        connections += [Connection(c.carrier, c.priority, c.weight, c.cost) for c in r.connections]
-        if not connections:
-            found.append((file, f"{key}.carriers", "a route needs carriers (or connections)"))
+        connections += [Connection(c.carrier, c.priority, c.weight, c.cost or 0.0) for c in r.connections]
+        found.extend((file, k, reason) for k, reason in _route_mistakes(r, key, {a.name for a in cfg.accounts}))
         for conn in connections:
             if conn.carrier not in carriers:
                 found.append((file, f"{key}.connections", f"unknown carrier {conn.carrier!r}"))
@@ -260,6 +254,37 @@ def build_routing(cfg: GatewayConfig, file: str = "", problems: Problems | None 
         problems.extend(found)
         return None
     return Routing(router, numbers, regions, default_region)
+
+
+def _route_mistakes(r: RouteSettings, key: str, accounts: set[str]) -> list[tuple[str, str]]:
+    """What makes a route never match, or match otherwise than written, though each value is valid alone."""
+    found = []
+    if not r.carriers and not r.connections:
+        found.append((f"{key}.carriers", "a route needs carriers (or connections)"))
+    if r.carriers and r.connections:
+        found.append((f"{key}.connections", "give carriers (in order) or connections, not both"))
+    named = [*r.carriers, *(c.carrier for c in r.connections)]
+    for dup in sorted({c for c in named if named.count(c) > 1}):
+        found.append((f"{key}.connections", f"carrier {dup!r} is named twice"))
+    if r.strategy == "least_cost":
+        if r.carriers:
+            found.append((f"{key}.carriers", "a least_cost route needs connections with a cost each"))
+        for j, c in enumerate(r.connections):
+            if c.cost is None:
+                found.append((f"{key}.connections[{j}].cost", "required for least_cost (the price per part)"))
+    if r.prefix and r.prefixes:
+        found.append((f"{key}.prefix", "give prefix or prefixes, not both"))
+    for name in r.accounts:
+        if name not in accounts:
+            found.append((f"{key}.accounts", f"no account {name!r}"))
+    for sender in r.senders:
+        if not sender or len(sender) > _MAX_SENDER:
+            found.append((f"{key}.senders", f"{sender!r} can never match: a sender is 1-{_MAX_SENDER} characters"))
+    return found
+
+
+# SMPP 3.4 5.2.8 source_addr: a C-Octet String of at most 21 octets, its NUL included.
+_MAX_SENDER = 20
 
 
 def _routing(cfg: GatewayConfig) -> Routing:
@@ -326,6 +351,26 @@ def _check_secrets(cfg: GatewayConfig, file: str, problems: Problems) -> None:
                 b.resolve_password()
             except ConfigError as err:
                 problems.extend((file, key, f"{where}: {reason}") for where, _, reason in err.problems)
+
+
+def _read_word_files(cfg: GatewayConfig, file: str, problems: Problems) -> GatewayConfig:
+    """Each word list's file read into its `file_words`: UTF-8 (a BOM allowed), one word per line, blank
+    lines and lines starting with # skipped."""
+    lists = []
+    for i, w in enumerate(cfg.word_lists):
+        if w.file:
+            try:
+                lines = Path(w.file).read_text(encoding="utf-8-sig").splitlines()
+            except UnicodeDecodeError as err:
+                problems.append((file, f"word_lists[{i}].file", f"{w.file}: not UTF-8 at byte {err.start}"))
+                lines = []
+            except OSError as err:
+                problems.append((file, f"word_lists[{i}].file", f"{w.file}: {err.strerror or err}"))
+                lines = []
+            words = tuple(x.strip() for x in lines if x.strip() and not x.lstrip().startswith("#"))
+            w = dataclasses.replace(w, file_words=words)
+        lists.append(w)
+    return dataclasses.replace(cfg, word_lists=tuple(lists))
 
 
 def _resolve_paths(cfg: GatewayConfig, base: Path) -> GatewayConfig:

@@ -45,6 +45,12 @@ def limits(low: float | None = None, high: float | None = None) -> dict[str, Any
     return {"limits": (low, high)}
 
 
+def loaded() -> dict[str, Any]:
+    """Field metadata: filled by the loader from elsewhere (the words of a file the table names), never a
+    key of the TOML; a reload compares it like any key, so a changed file is a changed config."""
+    return {"loaded": True}
+
+
 def choices(*allowed: str) -> dict[str, Any]:
     """Field metadata: the string (each item, for a tuple) is one of `allowed`."""
     return {"choices": allowed}
@@ -57,8 +63,13 @@ def load_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError([(str(path), "-", "file not found")]) from None
+    except UnicodeDecodeError as err:  # a comment saved in GBK or Latin-1: TOML is UTF-8
+        bad = err.object[err.start : err.start + 4]
+        raise ConfigError([(str(path), "-", f"not UTF-8 at byte {err.start} ({bad!r})")]) from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError([(str(path), "-", f"not valid TOML: {err}")]) from None
+    except OSError as err:  # a directory, no permission
+        raise ConfigError([(str(path), "-", err.strerror or str(err))]) from None
 
 
 def build(cls: type[T], table: Mapping[str, Any], *, file: str, key: str = "") -> T:
@@ -91,7 +102,7 @@ def _build(cls: type[Any], table: Any, file: str, prefix: str, problems: Problem
     kwargs: dict[str, Any] = {}
     names = set()
     for f in dataclasses.fields(cls):
-        if not f.init:
+        if not f.init or f.metadata.get("loaded"):
             continue
         names.add(f.name)
         key = _join(prefix, f.name)

@@ -130,6 +130,10 @@ def _connect(cfg: GatewayConfig, account_name: str | None) -> BlockingClient:
     return BlockingClient.connect_unix(cfg.server.socket_path, account=account.name, secret=secret, timeout=10.0)
 
 
+# Exit codes: 0 done, 1 refused or not found (a recipient refused by send), 2 usage, 3 cannot reach the gateway.
+_REFUSED = frozenset({"rejected", "failed"})
+
+
 class UsageError(Exception):
     """A command line that names something the config does not have."""
 
@@ -155,7 +159,8 @@ def _run(args: argparse.Namespace, client: BlockingClient) -> int:
         for m in result.messages:
             reason = f" ({m.reason}{': ' + m.detail if m.detail else ''})" if m.reason else ""
             _out(args, asdict(m), f"{m.message_id}  {m.to}  {m.state}{reason}")
-        return 0
+        # A script must see a refusal (an invalid number, no route, blocked content) without parsing.
+        return 1 if any(m.state in _REFUSED for m in result.messages) else 0
     if args.command in ("status", "cancel"):
         if not args.message_id and not args.client_ref:
             print("gatewayctl: give a message id or --client-ref", file=sys.stderr)
@@ -230,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as err:
         print(f"gatewayctl: cannot reach the gateway: {err}", file=sys.stderr)
-        return 1
+        return 3
 
 
 if __name__ == "__main__":

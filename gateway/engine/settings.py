@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.config import choices, limits
+from gateway.config import choices, limits, loaded
 from gateway.segmenting import DefaultAlphabet, Encoding, NationalLanguage, RouteEncoding, SplitMethod
 from gateway.smpp.msgid import ALL_FORMS, CarrierIdFormats, IdForm, IdFormat
 
@@ -127,7 +127,8 @@ class ConnectionSettings:
     carrier: str
     priority: int = field(default=1, metadata=limits(1, 1000))
     weight: float = field(default=1.0, metadata=limits(0.001, 1_000_000.0))
-    cost: float = field(default=0.0, metadata=limits(0.0, None))
+    # Required by a least_cost route (a missing price is not a free carrier); unused by priority routes.
+    cost: float | None = field(default=None, metadata=limits(0.0, None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +166,9 @@ class WordListSettings:
     name: str
     words: tuple[str, ...] = ()
     file: str = ""
+    # The file's words, read by the loader (gateway.app.load_config): a reload that finds the file changed
+    # swaps the new words in, though no key of the TOML changed.
+    file_words: tuple[str, ...] = field(default=(), metadata=loaded())
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,8 @@ MAX_SCHEDULE_AT = 253_402_300_799
 # E.164 (ITU-T E.164 6.1) allows 15 digits; national and short-code forms are accepted up to 20 and left
 # to the router to normalise.
 _NUMBER = re.compile(r"\+?[0-9]{1,20}")
+# A recipient's longest writing ("+44 (0) 7911 123 456 ext. 1234"); the number check reads at most as much.
+MAX_NUMBER_CHARS = 64
 # Recipients joined by commas (a comma is in no valid number): one match checks a whole list at once.
 _NUMBER_LIST = re.compile(r"\+?[0-9]{1,20}(?:,\+?[0-9]{1,20})*")
 # 3GPP TS 23.040 9.1.2.5: an alphanumeric TP-OA holds 11 GSM 7-bit characters; we take the portable subset.
@@ -331,9 +333,15 @@ def _only_keys(body: Mapping[str, Any], allowed: frozenset[str]) -> None:
 
 
 def check_number(value: str, field: str) -> str:
-    if not _NUMBER.fullmatch(value):
-        raise InvalidNumber(f"{field} must be '+' and 1-20 digits, got {value!r}", field=field)
-    return value
+    """A recipient as a person may write it: "+44 7911 123456", "(0)7911-123456", full-width digits. Only
+    what cannot be a number in any writing fails the request here (empty, too long, control characters);
+    the numbering-plan check refuses the others one recipient at a time, with the cause (docs/protocol.md)."""
+    if _NUMBER.fullmatch(value) or (0 < len(value) <= MAX_NUMBER_CHARS and value.isprintable()):
+        return value
+    raise InvalidNumber(
+        f"{field} must be a phone number of 1-{MAX_NUMBER_CHARS} printable characters, got {value[:70]!r}",
+        field=field,
+    )
 
 
 def check_sender(value: str) -> str:

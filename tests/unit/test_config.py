@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import load_config
+from gateway.app import load_config, reload_config
 from gateway.config import build, changed_keys, choices, limits, load_toml, read_secret
 from gateway.errors import ConfigError
 
@@ -292,3 +292,65 @@ def test_the_china_example_routes_each_operators_numbers_to_its_own_smsc() -> No
     cheapest = decide("13800138000", "marketing", "周末特卖 全场五折")
     assert isinstance(cheapest, Plan)
     assert cheapest.carriers == ("cucc", "ctcc", "cmcc")  # 0.040 < 0.042 < 0.045 a part
+
+
+def test_a_config_that_is_not_utf8_is_refused_with_the_byte(tmp_path: Path) -> None:
+    path = gateway_toml(tmp_path)
+    path.write_bytes(path.read_bytes() + "\n# 中国移动\n".encode("gbk"))  # a comment saved by a GBK editor
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    ((file, key, reason),) = info.value.problems
+    assert (file, key) == (str(path), "-")
+    assert reason.startswith("not UTF-8 at byte ")
+    directory = tmp_path / "conf.d"
+    directory.mkdir()
+    with pytest.raises(ConfigError):
+        load_toml(directory)
+
+
+def test_routes_that_could_never_match_as_written_are_refused(tmp_path: Path) -> None:
+    path = gateway_toml(tmp_path)
+    path.write_text(
+        path.read_text()
+        + '\n[[routes]]\nname = "cheap"\nstrategy = "least_cost"\n'
+        + 'connections = [{ carrier = "sim", cost = 0.05 }, { carrier = "sim" }]\n'
+        + '\n[[routes]]\nname = "typo"\naccounts = ["dem0"]\nsenders = ["way too long sender name"]\n'
+        + 'prefix = "44"\nprefixes = ["447"]\ncarriers = ["sim"]\nconnections = [{ carrier = "sim" }]\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    found = {key: reason for _, key, reason in info.value.problems}
+    assert found == {
+        "routes[1].connections[1].cost": "required for least_cost (the price per part)",
+        "routes[1].connections": "carrier 'sim' is named twice",
+        "routes[2].connections": "carrier 'sim' is named twice",
+        "routes[2].prefix": "give prefix or prefixes, not both",
+        "routes[2].accounts": "no account 'dem0'",
+        "routes[2].senders": "'way too long sender name' can never match: a sender is 1-20 characters",
+    }
+
+
+def test_a_reload_sees_a_changed_word_file_though_no_key_changed(tmp_path: Path) -> None:
+    words = tmp_path / "words.txt"
+    words.write_text("\ufeff# blocked by the carrier\n贷款\n", encoding="utf-8")  # a BOM before a comment
+    path = gateway_toml(tmp_path)
+    blocking = 'name = "sim"\nblocked_words = ["w"]\n[[carriers.binds]]'
+    path.write_text(
+        path.read_text().replace('name = "sim"\n[[carriers.binds]]', blocking)
+        + f'\n[[word_lists]]\nname = "w"\nfile = "{words}"\n'
+    )
+    old = load_config(path)
+    assert old.word_lists[0].file_words == ("贷款",)
+    words.write_text("贷款\n代开发票\n", encoding="utf-8")
+    new = load_config(path)
+    assert changed_keys(old, new) == ["word_lists[0].file_words"]
+    running, routing = reload_config(path, old)
+    assert routing is not None
+    assert routing.router.words is not None
+    assert [hit.word for hit in routing.router.words.hits("代开发票")] == ["代开发票"]
+    assert running.word_lists[0].file_words == ("贷款", "代开发票")
+    words.write_bytes("赌博\n".encode("gbk"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    found = [(key, reason.split(": ")[-1]) for _, key, reason in info.value.problems]
+    assert found == [("word_lists[0].file", "not UTF-8 at byte 0")]

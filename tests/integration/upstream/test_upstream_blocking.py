@@ -27,7 +27,7 @@ def send_and_follow(client: BlockingClient) -> tuple[list[str], list[str], list[
     client.subscribe(after=0)
     seqs = [event.seq for event in itertools.islice(client.events(timeout=5), 2)]
     with pytest.raises(InvalidNumber) as refused:
-        client.submit(SubmitRequest(("555-0001",), "hi", MessageClass.MARKETING, "Shop"))
+        client.submit(SubmitRequest(("555\t0001",), "hi", MessageClass.MARKETING, "Shop"))
     client.ping()  # still serving after the refusal
     return [message_id], states, seqs, refused.value.field
 

@@ -191,7 +191,7 @@ async def test_many_client_tasks_share_one_connection() -> None:
             "invalid_request",
             "text",
         ),
-        (submit_frame(5, to=["+15550001", "call-me"]), "invalid_number", "to[1]"),
+        (submit_frame(5, to=["+15550001", "call\x00me"]), "invalid_number", "to[1]"),
         (submit_frame(5, sender="ThisIsTooLong"), "invalid_number", "sender"),
         (submit_frame(5, **{"class": "spam"}), "invalid_request", "class"),
         (submit_frame(5, receipt=1), "invalid_request", "receipt"),
