@@ -6,14 +6,21 @@ matching the sample numbers, the last ones the defaults), 10,000 network blocks 
 digits over 40 networks), three carriers with 5,000 blocked words each (bench/content.py's lists), a
 70-character Chinese text and a 300-character GSM text.
 
-- route_decisions_per_s: Router.decide for a parsed number, the text scanned for words each time (the
-  worst case: every recipient with a text of its own).
+- route_decisions_per_s: Router.decide for a parsed number, no scan given (decide scans the text when the
+  rule's carriers block words). The router keeps what a rule's carriers make of a text (scan, fits) per
+  (rule, text), so with these two texts only the first decisions scan: the rest cost the rule lookup and
+  the draw of the order.
 - route_decisions_per_s_shared_scan: the same with the text scanned once per request, as Engine.submit does
   for the recipients of one request.
+- route_decisions_per_s_scan_each: Router.scan_text then Router.decide per decision: what Engine.submit
+  does for requests of one recipient each (submit_sm), the same texts again and again.
+- route_decisions_per_s_unique_text: every decision a text not seen before (the sample texts with another
+  4-digit number in them, lengths unchanged; more texts than the router keeps): the scan, the parts with
+  each carrier and the plan worked out every time, the worst case (every recipient a text of its own).
 - number_checks_per_s: NumberBook.parse of E.164 and national numbers of several countries.
 
-Portability lookups (portability_lookups_per_s, portability_import_s) are not measured: the portability
-table is not built yet.
+Portability lookups and the import (portability_lookups_per_s, portability_import_s) are measured by
+bench/portability.py.
 
 Run: .venv/bin/python bench/routing.py [--seconds 1.5]. The last line is one JSON object.
 """
@@ -117,6 +124,20 @@ def main() -> int:
         return router.decide(numbers[i % len(numbers)], account="demo", message_class=classes[i % 3],
                              sender="ACME", text=texts[i % 2], rng=pick, scan=scans[i % 2])  # fmt: skip
 
+    def scan_each(i: int) -> object:
+        text = texts[i % 2]
+        return router.decide(numbers[i % len(numbers)], account="demo", message_class=classes[i % 3],
+                             sender="ACME", text=text, rng=pick, scan=router.scan_text(text))  # fmt: skip
+
+    # 2 x 10,000 texts, more than the router keeps (4,096 per table): each decision misses.
+    unique = [t.replace(code, f"{k:04d}", 1) for k in range(10_000) for t, code in ((CJK_70, "8842"),
+                                                                                    (GSM_300, "4711"))]  # fmt: skip
+    assert {len(t) for t in unique} == {len(t) for t in texts}
+
+    def unique_text(i: int) -> object:
+        return router.decide(numbers[i % len(numbers)], account="demo", message_class=classes[i % 3],
+                             sender="ACME", text=unique[i % len(unique)], rng=pick)  # fmt: skip
+
     inputs = [(n, "") for n in NUMBERS] + NATIONAL
     calls = itertools.count()
 
@@ -127,6 +148,8 @@ def main() -> int:
     result = {
         "route_decisions_per_s": round(rate(lambda: decision(next(calls)), args.seconds)),
         "route_decisions_per_s_shared_scan": round(rate(lambda: shared(next(calls)), args.seconds)),
+        "route_decisions_per_s_scan_each": round(rate(lambda: scan_each(next(calls)), args.seconds)),
+        "route_decisions_per_s_unique_text": round(rate(lambda: unique_text(next(calls)), args.seconds)),
         "number_checks_per_s": round(rate(lambda: check(next(calls)), args.seconds)),
         "routes": len(rules),
         "network_blocks": len(networks),

@@ -25,8 +25,10 @@ the plan with a bound transmitter, and the failover rules move along the plan.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from math import factorial
 
 from gateway.fastinit import fast_init
 from gateway.routing.content import Scan, WordLists
@@ -36,6 +38,7 @@ from gateway.smpp.errors import SegmentingError
 
 STRATEGIES = ("priority", "least_cost")
 _FITS_ENTRIES = 4096
+_ORDERS_KEPT = 6  # a _Draws keeps the Plan of each order drawn when there are at most this many (a group of 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +138,8 @@ class _RuleIndex:
     """The rules a recipient can match, found without testing every rule: each rule is filed under one of its
     conditions, the most selective it has (accounts, senders, networks, prefixes, countries, classes, in that
     order; a rule without conditions matches everyone), and a recipient's candidates are the rules filed
-    under its own values, tested in table order."""
+    under its own values, tested in table order. The first rule without conditions ends the search: it
+    matches every recipient, so no rule after it is ever asked."""
 
     def __init__(self, rules: Sequence[RouteRule]) -> None:
         self.by_account: dict[str, list[int]] = {}
@@ -157,23 +161,105 @@ class _RuleIndex:
             else:
                 self.everyone.append(i)
         self.prefix_lengths = sorted({len(p) for p in self.by_prefix})
+        # The first rule that matches everyone, and len(rules) when none does: candidates stop before it.
+        self.fallback = self.everyone[0] if self.everyone else len(rules)
+        # Each index without the rules at or past the fallback (never asked), empty lists dropped.
+        limit = self.fallback
+        for index in (self.by_account, self.by_sender, self.by_network, self.by_prefix, self.by_country,
+                      self.by_class):  # fmt: skip
+            kept = {value: [i for i in ids if i < limit] for value, ids in index.items()}
+            index.clear()
+            index.update((value, ids) for value, ids in kept.items() if ids)
 
-    def candidates(self, number: Number, network: str, account: str, message_class: str, sender: str) -> list[int]:
-        found = list(self.everyone)
-        for index, value in (
-            (self.by_account, account), (self.by_sender, sender), (self.by_network, network),
-            (self.by_country, number.region), (self.by_class, message_class),
-        ):  # fmt: skip
-            if value and (ids := index.get(value)):
-                found += ids
-        e164 = number.e164
-        for n in self.prefix_lengths:
-            if n > len(e164):
-                break
-            if ids := self.by_prefix.get(e164[:n]):
-                found += ids
-        found.sort()
-        return found
+    def first(
+        self, rules: Sequence[RouteRule], number: Number, network: str, account: str, message_class: str,
+        sender: str,
+    ) -> int:  # fmt: skip
+        """The index of the first rule whose conditions all hold, -1 when none does: the candidates filed
+        under the recipient's values tested in table order, then the fallback."""
+        found: list[int] = []
+        if account and (ids := self.by_account.get(account)):
+            found += ids
+        if sender and (ids := self.by_sender.get(sender)):
+            found += ids
+        if network and (ids := self.by_network.get(network)):
+            found += ids
+        region = number.region
+        if region and (ids := self.by_country.get(region)):
+            found += ids
+        if message_class and (ids := self.by_class.get(message_class)):
+            found += ids
+        if self.by_prefix:
+            e164 = number.e164
+            by_prefix = self.by_prefix
+            for n in self.prefix_lengths:
+                if n > len(e164):
+                    break
+                if ids := by_prefix.get(e164[:n]):
+                    found += ids
+        if found:
+            found.sort()
+            for i in found:
+                rule = rules[i]
+                if rule.matches_number(number, network) and rule.matches_message(account, message_class, sender):
+                    return i
+        return self.fallback if self.fallback < len(rules) else -1
+
+
+class _Draws:
+    """A rule's plan for one text when its order involves chance: everything but the order, which each
+    recipient draws. The usable carriers come in groups, by priority (or by cost, then priority), in the
+    order they are tried, each group in the rule's order. A group's order is drawn by weight (_weighted); the
+    Plan of each order drawn is kept when there are few (a group of three has six), so a recipient costs the
+    draws and a dict lookup."""
+
+    __slots__ = ("carriers", "detail", "groups", "left_out", "parts", "plans", "route")
+
+    def __init__(
+        self, route: str, groups: list[list[tuple[str, int, float]]], left_out: tuple[tuple[str, str], ...],
+        detail: str,
+    ) -> None:  # fmt: skip
+        self.route = route
+        usable = [c for g in groups for c in g]
+        self.carriers = tuple(c for c, _, _ in usable)
+        self.parts = tuple(p for _, p, _ in usable)
+        # (index of its first carrier, its weights) per group.
+        self.groups: list[tuple[int, tuple[float, ...]]] = []
+        start = 0
+        for g in groups:
+            self.groups.append((start, tuple(w for _, _, w in g)))
+            start += len(g)
+        self.left_out = left_out
+        self.detail = detail
+        orders = 1
+        for g in groups:
+            orders *= factorial(len(g))
+        # The Plans of the orders drawn so far; None when there are too many orders to keep them all.
+        self.plans: dict[tuple[int, ...], Plan] | None = {} if orders <= _ORDERS_KEPT else None
+
+    def plan(self, rng: random.Random | Callable[[], float]) -> Plan:
+        """Each group in weighted random order (see _weighted), highest priority (or least cost) first."""
+        draw = rng.random if isinstance(rng, random.Random) else rng
+        groups = self.groups
+        if len(groups) == 1:  # the usual case: one priority
+            order = _weighted(groups[0][1], draw)
+        else:
+            drawn: list[int] = []
+            for start, weights in groups:
+                if len(weights) == 1:
+                    drawn.append(start)
+                else:
+                    drawn += [start + i for i in _weighted(weights, draw)]
+            order = tuple(drawn)
+        plans = self.plans
+        if plans is not None and (found := plans.get(order)) is not None:
+            return found
+        carriers, parts = self.carriers, self.parts
+        plan = Plan(self.route, tuple([carriers[i] for i in order]), tuple([parts[i] for i in order]),
+                    self.left_out, self.detail)  # fmt: skip
+        if plans is not None:
+            plans[order] = plan
+        return plan
 
 
 class Router:
@@ -187,9 +273,9 @@ class Router:
         networks: NetworkTable | None = None,
         words: WordLists | None = None,
     ) -> None:
-        names = [r.name for r in rules]
+        named = Counter(r.name for r in rules)
         for r in rules:
-            if names.count(r.name) > 1:
+            if named[r.name] > 1:
                 raise ValueError(f"route {r.name!r} appears twice")
             if r.strategy not in STRATEGIES:
                 raise ValueError(f"route {r.name!r}: strategy {r.strategy!r} is none of {', '.join(STRATEGIES)}")
@@ -202,20 +288,21 @@ class Router:
         self.networks = networks or NetworkTable()
         self.words = words
         self._index = _RuleIndex(self.rules)
-        # Rules with a carrier that blocks words: only their texts need a scan.
-        self._scanned = frozenset(
-            r.name for r in self.rules
-            if words is not None and any(self.carriers[c.carrier].word_lists for c in r.connections
-                                         if c.carrier in self.carriers)
+        # Per rule, worked out once: whether its texts need a word scan (a carrier of it blocks words).
+        self._scanned = tuple(
+            words is not None and any(self.carriers[c.carrier].word_lists for c in r.connections
+                                      if c.carrier in self.carriers)
+            for r in self.rules
         )  # fmt: skip
+        # Each carrier's first carrier with an equal encoding: what fit() keys its previews by.
+        first: dict[RouteEncoding, str] = {}
+        self._same_encoding = {name: first.setdefault(p.encoding, name) for name, p in self.carriers.items()}
         self._fits: dict[tuple[str, str], tuple[str, int, str]] = {}
-        # Plans of rules whose order involves no chance (no two connections share a priority, or, for
-        # least cost, a priority): the same for every recipient of one text, so kept per (rule, text).
-        self._fixed = frozenset(
-            r.name for r in self.rules
-            if len({c.priority for c in r.connections}) == len(r.connections)
-        )  # fmt: skip
-        self._plans: dict[tuple[str, str], Plan | Refusal] = {}
+        # Per (rule, text): what the rule's carriers make of the text (a scan, a fit per carrier), the same
+        # for every recipient of one text: a Plan or Refusal when no chance is involved, else the _Draws
+        # each recipient draws its order from. A bulk send's recipients after the first cost a dict lookup
+        # and, for a rule with equal priorities, the draws.
+        self._plans: dict[tuple[str, str], Plan | Refusal | _Draws] = {}
 
     def rule_for(
         self, number: Number, account: str, message_class: str, sender: str, network: str | None = None
@@ -223,33 +310,33 @@ class Router:
         """The first rule, in table order, whose conditions all hold."""
         if network is None:
             network = self.networks.network_of(number.e164)
-        rules = self.rules
-        for i in self._index.candidates(number, network, account, message_class, sender):
-            rule = rules[i]
-            if rule.matches_number(number, network) and rule.matches_message(account, message_class, sender):
-                return rule
-        return None
+        i = self._index.first(self.rules, number, network, account, message_class, sender)
+        return self.rules[i] if i >= 0 else None
 
     def fit(self, text: str, carrier: str) -> tuple[str, int, str]:
         """(reason, parts, detail): reason "" when `carrier` can send `text` in `parts` parts, else
-        message_too_long or not_encodable with the detail."""
-        key = (text, carrier)
+        message_too_long or not_encodable with the detail. Carriers with equal encodings share one preview
+        of each text."""
+        key = (text, self._same_encoding.get(carrier, carrier))
         found = self._fits.get(key)
         if found is None:
             if len(self._fits) >= _FITS_ENTRIES:
                 self._fits.clear()
-            encoding = self.carriers[carrier].encoding
+            encoding = self.carriers[key[1]].encoding
             try:
                 shape = preview(text, encoding)
-                if shape.too_long:
-                    why = f"{shape.parts} parts with {carrier}, which takes at most {encoding.max_parts}"
-                    found = ("message_too_long", shape.parts, why)
-                else:
-                    found = ("", shape.parts, "")
+                # For a refusal, the part of the detail that names no carrier (see below).
+                found = ("message_too_long", shape.parts, str(encoding.max_parts)) if shape.too_long else (
+                    "", shape.parts, "")  # fmt: skip
             except SegmentingError as err:
-                found = ("not_encodable", 0, f"{carrier}: {err}")
+                found = ("not_encodable", 0, str(err))
             self._fits[key] = found
-        return found
+        reason = found[0]
+        if not reason:
+            return found
+        if reason == "message_too_long":
+            return reason, found[1], f"{found[1]} parts with {carrier}, which takes at most {found[2]}"
+        return reason, 0, f"{carrier}: {found[2]}"
 
     def decide(
         self,
@@ -267,31 +354,31 @@ class Router:
         text's word scan when the caller decides many recipients of one text (scan once, see scan_text)."""
         if network is None:
             network = self.networks.network_of(number.e164)
-        rule = self.rule_for(number, account, message_class, sender, network)
-        if rule is None:
+        i = self._index.first(self.rules, number, network, account, message_class, sender)
+        if i < 0:
             where = f" (network {network})" if network else ""
             return Refusal("no_route", f"no route takes +{number.e164}{where} for {message_class} from "
                                        f"{account}")  # fmt: skip
+        rule = self.rules[i]
         if rule.mobile_only and number.kind not in MOBILE_KINDS and number.kind != "unknown":
             return Refusal("invalid_number", f"not_mobile: route {rule.name} takes mobile numbers, "
                                              f"+{number.e164} is {number.kind}")  # fmt: skip
         key = (rule.name, text)
         found = self._plans.get(key)  # the same text through the same rule: a bulk send's recipients
-        if found is not None:
-            return found
-        if scan is None and self.words is not None and rule.name in self._scanned:
-            scan = self.words.scan(text)
-        found = self._plan(rule, text, scan, rng)
-        if rule.name in self._fixed:
+        if found is None:
+            if scan is None and self._scanned[i]:
+                scan = self.words.scan(text)  # type: ignore[union-attr]  # _scanned: words is not None
+            found = self._plan(rule, text, scan)
             if len(self._plans) >= _FITS_ENTRIES:
                 self._plans.clear()
             self._plans[key] = found
-        return found
+        if type(found) is _Draws:
+            return found.plan(rng)
+        return found  # type: ignore[return-value]  # a Plan or a Refusal
 
-    def _plan(
-        self, rule: RouteRule, text: str, scan: Scan | None, rng: random.Random | Callable[[], float]
-    ) -> Plan | Refusal:
-        """The rule's carriers for `text`: those that can take it, in the rule's order."""
+    def _plan(self, rule: RouteRule, text: str, scan: Scan | None) -> Plan | Refusal | _Draws:
+        """The rule's carriers for `text`: those that can take it, grouped in the rule's order; a _Draws when
+        a group holds more than one (each recipient draws their order), else the Plan."""
         usable: list[tuple[Connection, int]] = []
         left_out: list[tuple[str, str]] = []
         details: list[str] = []
@@ -318,9 +405,17 @@ class Router:
             if reason == "unknown_carrier":
                 reason = "no_route"
             return Refusal(reason, f"route {rule.name}: " + ("; ".join(details) or "names no carrier"))
-        ordered = _order(usable, rule.strategy, rng)
+        # Priority groups (or cost groups), in order.
+        least_cost = rule.strategy == "least_cost"
+        groups: dict[tuple[float, ...], list[tuple[str, int, float]]] = {}
+        for c, parts in usable:
+            key = (c.cost * parts, c.priority) if least_cost else (c.priority,)
+            groups.setdefault(key, []).append((c.carrier, parts, c.weight))
+        ordered = [groups[k] for k in sorted(groups)]
+        if len(ordered) < len(usable):  # a group of two or more: each recipient draws
+            return _Draws(rule.name, ordered, tuple(left_out), "; ".join(details))
         return Plan(
-            rule.name, tuple(c.carrier for c, _ in ordered), tuple(p for _, p in ordered), tuple(left_out),
+            rule.name, tuple(g[0][0] for g in ordered), tuple(g[0][1] for g in ordered), tuple(left_out),
             "; ".join(details),
         )  # fmt: skip
 
@@ -328,43 +423,39 @@ class Router:
         return self.words.scan(text) if self.words is not None else None
 
 
-def _order(
-    usable: list[tuple[Connection, int]], strategy: str, rng: random.Random | Callable[[], float]
-) -> list[tuple[Connection, int]]:
-    """Priority groups (or cost groups) in order, each group in weighted random order."""
-    if len(usable) == 1:
-        return usable
-    draw = rng.random if isinstance(rng, random.Random) else rng
-    least_cost = strategy == "least_cost"
-    groups: dict[tuple[float, ...], list[tuple[Connection, int]]] = {}
-    for c, parts in usable:
-        key = (c.cost * parts, c.priority) if least_cost else (c.priority,)
-        groups.setdefault(key, []).append((c, parts))
-    out: list[tuple[Connection, int]] = []
-    for k in sorted(groups):
-        out.extend(_weighted(groups[k], draw))
-    return out
-
-
-def _weighted(group: list[tuple[Connection, int]], draw: Callable[[], float]) -> list[tuple[Connection, int]]:
-    """`group` in a random order where each comes first with a chance proportional to its weight (draws
-    without replacement: the second place among the rest the same way)."""
-    if len(group) == 1:
-        return group
-    rest = list(group)
+def _weighted(weights: Sequence[float], draw: Callable[[], float]) -> tuple[int, ...]:
+    """The indexes of `weights` in a random order where each comes first with a chance proportional to its
+    weight (draws without replacement: the second place among the rest the same way): a draw in [0, 1)
+    times the weights left, minus each weight in turn, picks the one where it goes below 0 (the last one if
+    rounding leaves it at 0 or above). Two and three weights are written out, the same arithmetic."""
+    n = len(weights)
+    if n == 2:
+        return (0, 1) if draw() * sum(weights) - weights[0] < 0 else (1, 0)
+    if n == 3:
+        point = draw() * sum(weights) - weights[0]
+        if point < 0:
+            first, a, b = 0, 1, 2
+        elif point - weights[1] < 0:
+            first, a, b = 1, 0, 2
+        else:
+            first, a, b = 2, 0, 1
+        pair = (weights[a], weights[b])
+        return (first, a, b) if draw() * sum(pair) - pair[0] < 0 else (first, b, a)
+    rest = list(range(n))
+    left = list(weights)
     out = []
-    while len(rest) > 1:
-        total = sum(cp[0].weight for cp in rest)
-        point = draw() * total
-        pick = len(rest) - 1  # if no break: a draw of exactly 1.0, or rounding
-        for i, cp in enumerate(rest):
-            point -= cp[0].weight
+    while len(left) > 1:
+        point = draw() * sum(left)
+        pick = len(left) - 1  # if no break: a draw of exactly 1.0, or rounding
+        for i, w in enumerate(left):
+            point -= w
             if point < 0:
                 pick = i
                 break
         out.append(rest.pop(pick))
-    out.extend(rest)
-    return out
+        del left[pick]
+    out.append(rest[0])
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)

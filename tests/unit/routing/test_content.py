@@ -268,6 +268,28 @@ SMALL = "aAbBéÉ贷款𠀀ﬁ①-★ \u200b"
 )
 def test_hits_are_every_occurrence_of_every_folded_word(words: list[str], text: str) -> None:
     """Brute force over the folded text agrees with the automaton (which runs over UTF-8 bytes)."""
+    _check_hits(words, text)
+
+
+# Every ASCII character but a few: letters, digits, blanks, punctuation and controls.
+ASCII = "".join(chr(c) for c in range(128) if not chr(c).isalnum()) + "aAbBzZ019"
+
+
+@given(
+    words=st.lists(st.text(ASCII + "é贷", min_size=1, max_size=4), min_size=1, max_size=5),
+    text=st.text(ASCII, max_size=40),
+)
+def test_ascii_texts_fold_in_bytes_as_the_documented_rules_say(words: list[str], text: str) -> None:
+    """An ASCII text takes the bytes path (bytes.translate), any other str.translate: the same hits."""
+    _check_hits(words, text)
+
+
+def test_ascii_fold_tables_are_the_character_folds() -> None:
+    every = "".join(chr(c) for c in range(128))
+    assert every.encode().translate(content._ASCII_TABLE, content._ASCII_DROP).decode() == normalise(every)[0]
+
+
+def _check_hits(words: list[str], text: str) -> None:
     words = [w for w in words if normalise(w)[0]]
     assume(words)
     first_spelling: dict[str, str] = {}

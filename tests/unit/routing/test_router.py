@@ -164,6 +164,42 @@ def test_a_carrier_that_cannot_take_the_length_is_left_out_and_none_means_too_lo
     assert refusal.reason == "message_too_long"
 
 
+def test_carriers_with_equal_encodings_are_each_named_in_their_own_refusal() -> None:
+    """fit() works a text's parts out once per encoding; each carrier's reason and detail stay its own."""
+    gsm_only = RouteEncoding(encodings=frozenset({Encoding.GSM7}), max_parts=1)
+    carriers = {"one": CarrierProfile(gsm_only), "two": CarrierProfile(gsm_only), "wide": CarrierProfile(GSM_UCS2)}
+    r = router([rule("r", "one", "two", "wide")], carriers)
+    for text, reason in (("y" * 300, "message_too_long"), ("贷款", "not_encodable")):
+        plan = decide(r, "+447400123456", text)
+        assert isinstance(plan, Plan)
+        assert plan.carriers == ("wide",)
+        assert plan.left_out == (("one", reason), ("two", reason))
+        one, two = plan.detail.split("; ")
+        assert "one" in one
+        assert "two" not in one
+        assert "two" in two
+        assert "one" not in two
+        assert r.fit(text, "two") == (reason, *r.fit(text, "one")[1:2], two)
+
+
+def test_a_plan_kept_for_a_text_is_the_plan_worked_out_afresh() -> None:
+    """decide keeps what a rule's carriers make of a text; a recipient after the first gets the same answer
+    (and its own draw of the order) as a fresh router gives, with or without the caller's scan."""
+    words = WordLists({"fin": ["贷款"]})
+    carriers = {"a": CarrierProfile(GSM_UCS2, frozenset({"fin"})), "b": CarrierProfile(UCS2_ONLY),
+                "c": CarrierProfile(ONE_PART)}  # fmt: skip
+    rules = [RouteRule("r", (Connection("a", 1, weight=2), Connection("b", 1), Connection("c", 1, weight=3)))]
+    kept = router(rules, carriers, words=words)
+    for text in ("hello", "低息贷款", "x" * 200, "hello"):
+        for seed in range(20):
+            fresh = router(rules, carriers, words=words)
+            expected = decide(fresh, "+447400123456", text, rng=random.Random(seed))
+            assert decide(kept, "+447400123456", text, rng=random.Random(seed)) == expected
+            got = kept.decide(num("+447400123456"), account="acme", message_class="notification", sender="ACME",
+                              text=text, rng=random.Random(seed), scan=kept.scan_text(text))  # fmt: skip
+            assert got == expected
+
+
 def test_a_route_for_mobiles_refuses_a_fixed_line() -> None:
     r = router([rule("r", "a", mobile_only=True)])
     refusal = decide(r, "+442079460018")
