@@ -39,6 +39,8 @@ from gateway.config import Problems, build_into, changed_keys, choices, limits, 
 from gateway.engine import AccountSettings, CarrierSettings, EncodingSettings, Engine, EngineSettings
 from gateway.engine.portability import PortabilitySettings
 from gateway.engine.settings import (
+    CapSettings,
+    ComplianceSettings,
     ErrorBudgetSettings,
     ErrorClasses,
     NetworkSettings,
@@ -46,6 +48,10 @@ from gateway.engine.settings import (
     WordListSettings,
 )
 from gateway.errors import ConfigError, GatewayError
+from gateway.policy.content import SignatureRules, has_optout_wording
+from gateway.policy.keywords import Keywords
+from gateway.policy.policy import AccountRules, CapRule, Policy
+from gateway.policy.windows import Window, next_open_ms
 from gateway.routing.content import WordLists
 from gateway.routing.numbers import NumberBook
 from gateway.routing.router import CarrierProfile, Connection, NetworkTable, Router, RouteRule, Routing
@@ -144,6 +150,9 @@ class GatewayConfig:
     networks: tuple[NetworkSettings, ...] = ()
     word_lists: tuple[WordListSettings, ...] = ()
     portability: PortabilitySettings = field(default_factory=PortabilitySettings)
+    # Compliance rules (gateway/policy/): without the table only opt-outs (of marketing) and MO keywords.
+    compliance: ComplianceSettings | None = None
+    caps: tuple[CapSettings, ...] = ()
 
 
 def load_config(path: Path) -> GatewayConfig:
@@ -163,6 +172,7 @@ def load_config(path: Path) -> GatewayConfig:
         _check_secrets(cfg, file, problems)
         if not problems:
             build_routing(cfg, file, problems)
+            build_policy(cfg, file, problems)
         problems.extend(unreadable)
     if problems or cfg is None:
         raise ConfigError(problems)
@@ -254,6 +264,79 @@ def build_routing(cfg: GatewayConfig, file: str = "", problems: Problems | None 
         problems.extend(found)
         return None
     return Routing(router, numbers, regions, default_region)
+
+
+def build_policy(cfg: GatewayConfig, file: str = "", problems: Problems | None = None) -> Policy | None:
+    """The compliance policy of `cfg` (gateway/policy/policy.py); every problem is added to `problems` as
+    (file, key, reason) (None returned), or raised as ConfigError when `problems` is None."""
+    found: Problems = []
+    c = cfg.compliance
+    on = c is not None
+    c = c or ComplianceSettings(window="", optout_wordings=())
+    window = None
+    if on and c.window:
+        try:
+            window = Window.parse(c.window)
+        except ValueError as err:
+            found.append((file, "compliance.window", str(err)))
+    lists = {w.name for w in cfg.word_lists}
+    for name in c.banned_words:
+        if name not in lists:
+            found.append((file, "compliance.banned_words", f"no word list {name!r}"))
+    base = None
+    try:
+        s = c.signature
+        base = SignatureRules(s.required, s.max_units, s.min_units, frozenset(s.reserved), s.symbols)
+    except ValueError as err:
+        found.append((file, "compliance.signature", str(err)))
+    accounts: dict[str, AccountRules] = {}
+    for i, a in enumerate(cfg.accounts):
+        key = f"accounts[{i}]"
+        try:
+            keywords = Keywords((*c.optout_keywords, *a.optout_keywords), (*c.optin_keywords, *a.optin_keywords))
+        except ValueError as err:
+            found.append((file, f"{key}.optout_keywords" if a.optout_keywords else "compliance.optout_keywords",
+                          str(err)))  # fmt: skip
+            keywords = Keywords()
+        signature = base or SignatureRules()
+        try:
+            required = signature.required if a.signature_required is None else a.signature_required
+            signature = dataclasses.replace(signature, required=required, allowed=frozenset(a.signatures))
+        except ValueError as err:
+            found.append((file, f"{key}.signatures", str(err)))
+        if a.time_zone:
+            try:
+                next_open_ms(Window(0, 1), (a.time_zone,), 0)
+            except ValueError as err:
+                found.append((file, f"{key}.time_zone", str(err)))
+        if a.append_optout and c.optout_wordings and not has_optout_wording(a.append_optout, c.optout_wordings):
+            wordings = " / ".join(c.optout_wordings)
+            found.append((file, f"{key}.append_optout", f"{a.append_optout!r} is none of the wordings ({wordings})"))
+        accounts[a.name] = AccountRules(signature, a.append_optout, a.time_zone, keywords)
+    names = [r.name for r in cfg.caps]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        found.append((file, "caps", f"cap {dup!r} is defined twice"))
+    caps = [
+        CapRule(r.name, r.scope, frozenset(r.classes), r.window_seconds, r.limit,
+                {"any": None, "yes": True, "no": False}[r.offers_optout], r.give_back)
+        for r in cfg.caps
+    ]  # fmt: skip
+    if found:
+        if problems is None:
+            raise ConfigError(found)
+        problems.extend(found)
+        return None
+    return Policy(
+        optout_blocks=c.optout_blocks, window=window, window_classes=c.window_classes, banned_lists=c.banned_words,
+        wordings=c.optout_wordings, wording_classes=c.optout_wording_classes, caps=caps, accounts=accounts,
+        optout_scope=c.optout_scope,
+    )  # fmt: skip
+
+
+def _policy(cfg: GatewayConfig) -> Policy:
+    policy = build_policy(cfg)  # raises ConfigError rather than return None
+    assert policy is not None
+    return policy
 
 
 def _route_mistakes(r: RouteSettings, key: str, accounts: set[str]) -> list[tuple[str, str]]:
@@ -384,18 +467,15 @@ def _resolve_paths(cfg: GatewayConfig, base: Path) -> GatewayConfig:
     accounts = tuple(
         dataclasses.replace(a, secret_file=resolve(a.secret_file) if a.secret_file else None) for a in cfg.accounts
     )
-    return GatewayConfig(
+    return dataclasses.replace(
+        cfg,
         store=StoreConfig(**{**_fields(store), "path": resolve(store.path)}),
         server=ServerSection(**{**_fields(server), "socket_path": resolve(server.socket_path)}),
-        engine=cfg.engine,
         accounts=accounts,
         carriers=tuple(
             CarrierSection(**{**_fields(c), "binds": tuple(_resolve_bind(b, resolve) for b in c.binds)})
             for c in cfg.carriers
         ),
-        routes=cfg.routes,
-        simulators=cfg.simulators,
-        networks=cfg.networks,
         word_lists=tuple(dataclasses.replace(w, file=resolve(w.file) if w.file else "") for w in cfg.word_lists),
         portability=dataclasses.replace(cfg.portability, file=resolve(cfg.portability.file))
         if cfg.portability.file else cfg.portability,
@@ -479,21 +559,28 @@ _ROUTING_KEY = re.compile(
 )
 
 
+# The compliance rules a reload swaps in whole: new requests and MO take them.
+_POLICY_KEY = re.compile(
+    r"(compliance|caps)(\[|\.|$)"
+    r"|accounts\[\d+\]\.(signature_required|signatures|append_optout|time_zone|optout_keywords|optin_keywords)$"
+)
+
+
 def is_live_key(key: str) -> bool:
-    return key in LIVE_KEYS or _ROUTING_KEY.match(key) is not None
+    return key in LIVE_KEYS or _ROUTING_KEY.match(key) is not None or _POLICY_KEY.match(key) is not None
 
 
-def reload_config(path: Path, active: GatewayConfig) -> tuple[GatewayConfig, Routing | None]:
+def reload_config(path: Path, active: GatewayConfig) -> tuple[GatewayConfig, Routing | None, Policy | None]:
     """SIGHUP: the config file again. Refused (logged with every problem) when it is not valid, and the
     running config stays; otherwise the live keys are applied and the returned config is the running one
-    with them, with the new routing when it changed (the caller swaps it in). Keys that differ from the
-    running config and need a restart are named each time."""
+    with them, with the new routing and compliance policy when they changed (the caller swaps them in). Keys
+    that differ from the running config and need a restart are named each time."""
     try:
         new = load_config(path)
     except ConfigError as err:
         said = [f"{file}: {key}: {reason}" for file, key, reason in err.problems]
         log.error("config_reload_refused", path=str(path), problems=said)
-        return active, None
+        return active, None, None
     changed = changed_keys(active, new)
     applied = [key for key in changed if is_live_key(key)]
     running = dataclasses.replace(
@@ -510,11 +597,30 @@ def reload_config(path: Path, active: GatewayConfig) -> tuple[GatewayConfig, Rou
             applied = [key for key in applied if not _ROUTING_KEY.match(key)]
         else:
             running = candidate
+    policy = None
+    if any(_POLICY_KEY.match(key) for key in changed):
+        running = _with_policy(running, new)
+        policy = _policy(running)  # load_config built the same one: it cannot fail here
     setup_logging(running.server)
     restart = [key for key in changed if not is_live_key(key)]
     # A warning when something waits for a restart: the operator has to act on it.
     (log.warning if restart else log.info)("config_reloaded", path=str(path), applied=applied, restart_needed=restart)
-    return running, routing
+    return running, routing, policy
+
+
+def _with_policy(running: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
+    """`running` with the compliance keys of `new` (accounts matched by name)."""
+    fields = ("signature_required", "signatures", "append_optout", "time_zone", "optout_keywords", "optin_keywords")
+    by_name = {a.name: a for a in new.accounts}
+    return dataclasses.replace(
+        running,
+        compliance=new.compliance,
+        caps=new.caps,
+        accounts=tuple(
+            dataclasses.replace(a, **{f: getattr(by_name[a.name], f) for f in fields}) if a.name in by_name else a
+            for a in running.accounts
+        ),
+    )
 
 
 def _with_routing(running: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
@@ -658,6 +764,7 @@ class Gateway:
             pools=pools,
             carriers={c.name: c.settings() for c in cfg.carriers},
             routing=_routing(cfg),
+            policy=_policy(cfg),
             settings=cfg.engine,
             accounts=cfg.accounts,
             results=results_rx,
@@ -922,10 +1029,12 @@ async def _handle_signals(signals: AsyncIterator[int], gateway: Gateway, config_
         if signum != signal.SIGHUP:
             gateway.shutdown()
         elif not gateway.stopping:
-            active, routing = await trio.to_thread.run_sync(reload_config, config_path, active)
+            active, routing, policy = await trio.to_thread.run_sync(reload_config, config_path, active)
             if gateway.running is not None:
                 if routing is not None:
                     gateway.running.engine.set_routing(routing)
+                if policy is not None:
+                    gateway.running.engine.set_policy(policy)
                 # Every SIGHUP looks at the portability file again: a new file under the same name is the
                 # usual way to replace the table.
                 _configure_portability(gateway.running.engine, active)

@@ -30,7 +30,11 @@ Reason codes (`REASONS`) are the only strings a final state carries; two are par
     opted_out               the recipient asked not to receive messages from this account
     blacklisted             the number is on the operator's blacklist
     frequency_capped        the recipient already got the allowed number of messages in the window
-    content_blocked         a content rule refused the text
+    content_blocked         every carrier of the recipient's route blocks a word of the text
+    content_banned          the text holds a banned word (compliance.banned_words)
+    signature_missing       the account's texts must carry a signature 【Brand】 and this one has none
+    signature_invalid       the signature breaks a rule (length, reserved name, symbol, not approved)
+    optout_missing          a text of this class must offer an opt-out and the account appends none
     invalid_number          the number cannot be normalised to a routable E.164 number
     no_route                no carrier route covers the number
     outside_window          the send window never opened before the validity ran out
@@ -64,6 +68,10 @@ REASONS: tuple[str, ...] = (
     "blacklisted",
     "frequency_capped",
     "content_blocked",
+    "content_banned",
+    "signature_missing",
+    "signature_invalid",
+    "optout_missing",
     "invalid_number",
     "no_route",
     "outside_window",
@@ -83,8 +91,8 @@ REASONS: tuple[str, ...] = (
 # Reasons a policy may refuse a recipient with at accept time.
 POLICY_REASONS = frozenset(
     {
-        "opted_out", "blacklisted", "frequency_capped", "content_blocked", "invalid_number", "no_route",
-        "message_too_long", "not_encodable",
+        "opted_out", "blacklisted", "frequency_capped", "content_blocked", "content_banned", "signature_missing",
+        "signature_invalid", "optout_missing", "invalid_number", "no_route", "message_too_long", "not_encodable",
     }
 )  # fmt: skip
 

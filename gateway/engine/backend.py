@@ -7,6 +7,7 @@ from the store's log as `Event`s, which the upstream server encodes as frames.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from gateway.engine.context import Context
 from gateway.engine.scheduler import Scheduler
 from gateway.errors import GatewayError
 from gateway.lifecycle import DUE_STATES, Ev, Event, State
+from gateway.policy.policy import Policy
 from gateway.routing.content import Scan
 from gateway.routing.numbers import BadNumber, Number
 from gateway.routing.router import Refusal, Routing
@@ -84,29 +86,40 @@ class Backend:
     async def submit(self, account: str, request: SubmitRequest) -> SubmitResult:
         ctx = self._ctx
         now_ms = ctx.wall_ms()
-        routing = ctx.routing  # one snapshot for the whole request, whatever a reload does meanwhile
+        # One snapshot of each for the whole request, whatever a reload does meanwhile.
+        routing, policy = ctx.routing, ctx.policy
+        message_class = str(request.message_class)
         scan = routing.router.scan_text(request.text)  # the text's words, once for every recipient
+        verdict = policy.text(account, message_class, request.text, scan)
+        text = verdict.text  # with the account's opt-out wording, where one was appended
+        if text != request.text:
+            scan = routing.router.scan_text(text)
         region = routing.region_of(account)
         numbers = [routing.numbers.parse(to, region) for to in request.to]
         ported = self._ported(numbers)
         checked = [
-            self._recipient(routing, account, request, number, scan, ported.get(number.e164))
-            if isinstance(number, Number) else (Recipient(to[:64], reject="invalid_number"), str(number))
+            (Recipient(to[:64], reject="invalid_number"), str(number)) if not isinstance(number, Number)
+            else (Recipient(number.e164, reject=verdict.reject), verdict.detail) if verdict.reject
+            else self._recipient(routing, account, request, text, number, scan, ported.get(number.e164))
             for to, number in zip(request.to, numbers, strict=True)
         ]  # fmt: skip
+        if policy.window is not None:
+            checked = [self._held(policy, account, message_class, r, detail, now_ms) for r, detail in checked]
         recipients = tuple(r for r, _ in checked)
-        self._refuse_text(checked, request.text)
+        self._refuse_text(checked, text)
         op = Submit(
             account=account,
-            message_class=str(request.message_class),
+            message_class=message_class,
             sender=request.sender,
-            text=request.text,
+            text=text,
             recipients=recipients,
             receipt=request.receipt,
             client_ref=request.client_ref or "",
             batch=request.batch_id or "",
             schedule_ms=int(request.schedule_at * 1000) if request.schedule_at else 0,
             expires_ms=now_ms + request.validity_seconds * 1000 if request.validity_seconds else 0,
+            check_optout=policy.check_optout(message_class),
+            caps=policy.caps(account, request.sender, message_class, verdict.offers_optout),
         )
         (result,) = await ctx.apply([op])
         if isinstance(result, GatewayError):
@@ -125,9 +138,18 @@ class Backend:
         for to, (r, detail), outcome in zip(request.to, checked, result.outcomes, strict=False):  # type: ignore[union-attr]
             state = states.get(outcome.state, "accepted")
             number = None if r.reject == "invalid_number" else r.number  # docs/protocol.md: normalised form
-            # The detail belongs to this request's own refusal; a duplicate answers the stored state.
-            why = detail if r.reject and outcome.reason == r.reject and not result.duplicate else None  # type: ignore[union-attr]
-            messages.append(SubmittedMessage(to, str(outcome.message_id), state, outcome.reason or None, number, why))
+            reason = outcome.reason or None
+            # The detail belongs to this request's own refusal (or the store's: which cap, which list), or
+            # says until when a send window holds it; a duplicate answers the stored state.
+            why = None
+            if not result.duplicate:  # type: ignore[union-attr]
+                if r.reject and outcome.reason == r.reject:
+                    why = detail
+                elif outcome.reason:
+                    why = outcome.detail or None
+                elif r.defer_until_ms and outcome.state is State.DEFERRED:
+                    reason, why = "outside_window", detail
+            messages.append(SubmittedMessage(to, str(outcome.message_id), state, reason, number, why))
         return SubmitResult(tuple(messages), result.duplicate)  # type: ignore[union-attr]
 
     def _ported(self, numbers: Sequence[Number | BadNumber]) -> dict[str, str]:
@@ -138,7 +160,7 @@ class Backend:
         return {n: net for n, net in zip(e164s, self._ctx.store.ported_networks(e164s), strict=True) if net}
 
     def _recipient(
-        self, routing: Routing, account: str, request: SubmitRequest, number: Number, scan: Scan | None,
+        self, routing: Routing, account: str, request: SubmitRequest, text: str, number: Number, scan: Scan | None,
         network: str | None,
     ) -> tuple[Recipient, str]:
         """One recipient with a valid number: its route chosen (routing/router.py), the network a ported
@@ -146,7 +168,7 @@ class Backend:
         cannot go."""
         plan = routing.router.decide(
             number, account=account, message_class=str(request.message_class), sender=request.sender,
-            text=request.text, rng=self._ctx.rng, scan=scan, network=network,
+            text=text, rng=self._ctx.rng, scan=scan, network=network,
         )  # fmt: skip
         if isinstance(plan, Refusal):
             return Recipient(number.e164, reject=plan.reason), plan.detail
@@ -155,6 +177,18 @@ class Backend:
         if not route:  # the route names only carriers this process does not run (a reload added them)
             return Recipient(number.e164, reject="no_route"), f"route {plan.route}: no running carrier"
         return Recipient(number.e164, route=route), ""
+
+    def _held(
+        self, policy: Policy, account: str, message_class: str, r: Recipient, detail: str, now_ms: int
+    ) -> tuple[Recipient, str]:
+        """A routed recipient outside its send window: held until it opens (deferred, never dropped)."""
+        if r.reject:
+            return r, detail
+        until = policy.defer_until(account, message_class, self._ctx.routing.numbers.time_zones(r.number), now_ms)
+        if not until:
+            return r, detail
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until / 1000))
+        return Recipient(r.number, defer_until_ms=until, route=r.route), f"held until {when}, when its window opens"
 
     def _refuse_text(self, checked: Sequence[tuple[Recipient, str]], text: str) -> None:
         """A text that no routed carrier of any recipient can send is refused as a whole, as a request error

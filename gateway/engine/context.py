@@ -21,6 +21,7 @@ from gateway.engine.sequencer import Sequencer
 from gateway.engine.settings import CarrierSettings, EngineSettings
 from gateway.errors import GatewayError
 from gateway.lifecycle import Ev, Event
+from gateway.policy.policy import Policy
 from gateway.routing.health import Budget, ErrorBudget
 from gateway.routing.numbers import Number
 from gateway.routing.router import Plan as RoutePlan
@@ -61,6 +62,7 @@ class Context:
         pools: dict[str, CarrierPool],
         carriers: dict[str, CarrierSettings],
         routing: Routing,
+        policy: Policy,
         settings: EngineSettings,
         wall_ms: Callable[[], int],
         rng: random.Random,
@@ -71,6 +73,8 @@ class Context:
         self.carriers = carriers
         # Routes, networks, word lists and number rules: replaced whole by a reload (Engine.set_routing).
         self.routing = routing
+        # The compliance rules (gateway/policy/): replaced whole by a reload (Engine.set_policy).
+        self.policy = policy
         self.settings = settings
         self.wall_ms = wall_ms
         self.rng = rng

@@ -34,6 +34,7 @@ from gateway.engine.portability import PortabilityImporter
 from gateway.engine.scheduler import Scheduler, SchedulerStatistics
 from gateway.engine.settings import AccountSettings, CarrierSettings, EngineSettings
 from gateway.memtrim import Trimmer
+from gateway.policy.policy import Policy
 from gateway.routing.router import Routing
 from gateway.store import Message, Store, Writer
 
@@ -60,6 +61,7 @@ class Engine:
         carriers: dict[str, CarrierSettings],
         routing: Routing,
         settings: EngineSettings,
+        policy: Policy | None = None,
         accounts: Sequence[AccountSettings],
         results: trio.MemoryReceiveChannel[SubmitOutcome],
         inbound: trio.MemoryReceiveChannel[Inbound],
@@ -67,8 +69,8 @@ class Engine:
         rng: random.Random | None = None,
     ) -> None:
         self._ctx = ctx = Context(
-            store=store, writer=writer, pools=pools, carriers=carriers, routing=routing, settings=settings,
-            wall_ms=wall_ms, rng=rng or random.Random(),
+            store=store, writer=writer, pools=pools, carriers=carriers, routing=routing, policy=policy or Policy(),
+            settings=settings, wall_ms=wall_ms, rng=rng or random.Random(),
         )  # fmt: skip
         self.store = store
         self.writer = writer
@@ -97,6 +99,14 @@ class Engine:
         """A reload's routes, networks, word lists and number rules: they apply to messages accepted from now
         on (each message keeps the carriers its accept chose)."""
         self._ctx.routing = routing
+
+    @property
+    def policy(self) -> Policy:
+        return self._ctx.policy
+
+    def set_policy(self, policy: Policy) -> None:
+        """A reload's compliance rules: they apply to requests and MO from now on."""
+        self._ctx.policy = policy
 
     def wake(self) -> None:
         """Something became due (a submit, a resend, a retry): the scheduler rescans the due index now."""

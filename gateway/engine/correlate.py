@@ -302,10 +302,16 @@ class Correlator:
         text = mo.text if mo.complete else f"{mo.text} [incomplete: parts {list(mo.missing)} missing]"
         self._mo += 1
         ops.append(Mo(account, carrier, mo.source, mo.destination, text, mo.ref or 0, mo.parts))
-        if mo.complete and mo.text.strip().upper() in self._ctx.settings.optout_keywords:
+        policy = self._ctx.policy
+        found = policy.keyword(account, mo.text) if mo.complete else None
+        if found is not None:  # TD, 退订, STOP (or START): the number opts out of (or back into) marketing
             number = normalise(mo.source, default_country_code=self._ctx.routing.country_code)
             if number:
-                ops.append(SetOptOut(number, scope=account))
+                scope = account if policy.optout_scope == "account" else ""
+                ops.append(SetOptOut(
+                    number, scope=scope, opted_out=found.kind == "optout", source=f"mo:{carrier}", note=mo.text,
+                ))  # fmt: skip
+                log.info("mo_keyword", number=number, account=scope or "*", kind=found.kind, keyword=found.keyword)
 
 
 def event_reason(o: SubmitOutcome) -> str:

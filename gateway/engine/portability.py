@@ -43,6 +43,20 @@ class PortabilitySettings:
     progress_rows: int = field(default=500_000, metadata=limits(1, None))  # a progress line every so many rows
 
 
+class PortabilityFileError(GatewayError):
+    """The file cannot be read as a portability CSV (not UTF-8): the import stops, the table in force stays."""
+
+
+def _next(chunks: Iterator[PortedChunk], path: Path, line: int) -> PortedChunk | None:
+    """The next chunk; a file that is not UTF-8 (a GBK or Excel export) is refused with where it went wrong."""
+    try:
+        return next(chunks, None)
+    except UnicodeDecodeError as err:
+        raise PortabilityFileError(
+            f"{path}: not UTF-8 after line {line} ({err.object[err.start : err.start + 4]!r}): save it as UTF-8"
+        ) from None
+
+
 def _fingerprint(path: Path) -> dict[str, object] | None:
     try:
         st = path.stat()
@@ -74,7 +88,11 @@ class PortabilityImporter:
             try:
                 await self.import_if_changed()
             except (OSError, GatewayError) as err:
-                log.error("portability_import_failed", file=self._settings.file, error=str(err))
+                log.error("portability_import_failed", file=self._settings.file, error=str(err),
+                          kept="the table in force")  # fmt: skip
+            except Exception as err:  # the fault boundary of the import: a bad file never stops the gateway
+                log.error("portability_import_failed", file=self._settings.file, error=f"{type(err).__name__}: {err}",
+                          kept="the table in force", exc_info=err)  # fmt: skip
 
     def _marker(self) -> Path:
         return Path(self.store.cfg.path) / "portability.json"
@@ -93,6 +111,7 @@ class PortabilityImporter:
         except (OSError, ValueError):
             stored = None
         generation = self.store.ported_generation()
+        found["networks"] = sorted(self._networks)  # a network renamed or removed: its rows are read again
         if stored is not None and generation and stored.get("generation") == generation and (
             {k: stored.get(k) for k in found} == found
         ):
@@ -108,10 +127,12 @@ class PortabilityImporter:
         rows = skipped = 0
         next_report = settings.progress_rows
         problems: list[tuple[int, str]] = []
+        line = 0
         with path.open(encoding="utf-8", newline="") as f:
             chunks: Iterator[PortedChunk] = read_ported(f, known_networks=self._networks or None,
                                                         chunk=settings.chunk_rows)  # fmt: skip
-            while (chunk := await trio.to_thread.run_sync(next, chunks, None)) is not None:
+            while (chunk := await trio.to_thread.run_sync(_next, chunks, path, line)) is not None:
+                line = chunk.line
                 skipped += chunk.skipped
                 if len(problems) < 20:
                     problems.extend(chunk.problems[: 20 - len(problems)])
@@ -128,7 +149,8 @@ class PortabilityImporter:
         self._check_all(await self._apply([PortedSwitch(generation)]))
         self.active = True
         self.imports += 1
-        self._marker().write_text(json.dumps({**(fingerprint or {}), "generation": generation}))
+        marker = {**(fingerprint or {}), "networks": sorted(self._networks), "generation": generation}
+        self._marker().write_text(json.dumps(marker))
         purged = await self._purge(generation)
         log.info(
             "portability_imported", file=str(path), generation=generation, rows=rows, skipped=skipped,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gateway.config import choices, limits, loaded
+from gateway.policy.content import DEFAULT_RESERVED, DEFAULT_SYMBOLS
+from gateway.policy.keywords import DEFAULT_OPTIN, DEFAULT_OPTOUT
 from gateway.segmenting import DefaultAlphabet, Encoding, NationalLanguage, RouteEncoding, SplitMethod
 from gateway.smpp.msgid import ALL_FORMS, CarrierIdFormats, IdForm, IdFormat
 
@@ -196,8 +198,6 @@ class EngineSettings:
     scheduler_poll_seconds: float = field(default=1.0, metadata=limits(0.01, 3600.0))
     # Long MO messages whose parts do not all arrive in time are stored incomplete, never dropped.
     mo_reassembly_timeout_seconds: float = field(default=300.0, metadata=limits(0.0, 86400.0))
-    # MO texts (case-insensitive, whole message) that opt the sender out of the account's messages.
-    optout_keywords: tuple[str, ...] = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "TD")
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,3 +211,62 @@ class AccountSettings:
     mo_addresses: tuple[str, ...] = ()
     # Its national numbers are read as this region's (ISO 3166); "" takes engine.default_region.
     region: str = ""
+    # Compliance ([compliance]): its texts must open or end with a signature 【Brand】, one of `signatures`
+    # when given; None takes compliance.signature.required.
+    signature_required: bool | None = None
+    signatures: tuple[str, ...] = ()
+    # Appended to a text that must offer an opt-out and has no wording ("" refuses such a text).
+    append_optout: str = ""
+    # An IANA zone for its recipients' send windows ("Asia/Shanghai"); "" reads each number's zones.
+    time_zone: str = ""
+    # Reply keywords of its own (its customers' languages), added to compliance.optout_keywords / optin.
+    optout_keywords: tuple[str, ...] = ()
+    optin_keywords: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureSettings:
+    """The signature rules (policy/content.py): "at most 9 CJK or 18 Latin characters" is 18 units, a CJK
+    character counting 2; reserved (neutral) signatures no account may use; symbols no signature may hold."""
+
+    required: bool = False
+    max_units: int = field(default=18, metadata=limits(1, 200))
+    min_units: int = field(default=2, metadata=limits(1, 200))
+    reserved: tuple[str, ...] = tuple(sorted(DEFAULT_RESERVED))
+    symbols: str = DEFAULT_SYMBOLS
+
+
+@dataclass(frozen=True, slots=True)
+class ComplianceSettings:
+    """[compliance]: the rules platforms live by (gateway/policy/). Without the table, opt-outs block
+    marketing and MO keywords opt numbers out and in; with it, these defaults add windows and wordings."""
+
+    optout_keywords: tuple[str, ...] = DEFAULT_OPTOUT
+    optin_keywords: tuple[str, ...] = DEFAULT_OPTIN
+    # The classes an opt-out blocks; and whether an MO opt-out holds for the account it reached or all.
+    optout_blocks: tuple[str, ...] = field(default=("marketing",), metadata=choices(*MESSAGE_CLASSES))
+    optout_scope: str = field(default="account", metadata=choices("account", "all"))
+    # "HH:MM-HH:MM" in the recipient's time zone ("" for none): the classes it holds wait for it.
+    window: str = "09:00-21:00"
+    window_classes: tuple[str, ...] = field(default=("marketing",), metadata=choices(*MESSAGE_CLASSES))
+    # Names of [[word_lists]] whose words no text may carry (content_banned).
+    banned_words: tuple[str, ...] = ()
+    # What counts as offering an opt-out, and the classes whose texts must (or get the account's wording).
+    optout_wordings: tuple[str, ...] = ("回T退订", "回TD退订", "Reply STOP to opt out")
+    optout_wording_classes: tuple[str, ...] = field(default=("marketing",), metadata=choices(*MESSAGE_CLASSES))
+    signature: SignatureSettings = field(default_factory=SignatureSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class CapSettings:
+    """[[caps]]: at most `limit` texts of `classes` per number in any `window_seconds`, counted across all
+    accounts, per account, or per account and sender; `offers_optout` "yes" / "no" counts only texts that do
+    / do not carry an opt-out wording. A message that ends failed frees its slot unless `give_back` is off."""
+
+    name: str
+    limit: int = field(metadata=limits(1, 1_000_000))
+    window_seconds: int = field(metadata=limits(1, 366 * 86400))
+    scope: str = field(default="all", metadata=choices("all", "account", "sender"))
+    classes: tuple[str, ...] = field(default=("marketing",), metadata=choices(*MESSAGE_CLASSES))
+    offers_optout: str = field(default="any", metadata=choices("any", "yes", "no"))
+    give_back: bool = True

@@ -132,7 +132,7 @@ class _Region:
     first alternative that matches, so one regex call gives the kind phonenumbers would."""
 
     __slots__ = ("code", "general", "kinds", "leading", "lengths", "max_length", "min_length", "mobile",
-                 "simple_trunk", "transform", "trunk", "trunk_rule")  # fmt: skip
+                 "transform", "trunk", "trunk_rule")  # fmt: skip
 
     def __init__(self, code: str, m: Any) -> None:
         self.code = code
@@ -151,10 +151,6 @@ class _Region:
         # A fixed-line match is "fixed_line_or_mobile" when the mobile pattern matches too.
         self.mobile = _desc(m.mobile) if not same else None
         self.trunk = m.national_prefix or ""
-        # A trunk prefix we can strip ourselves: the region's parsing rule is that prefix alone.
-        self.simple_trunk = bool(self.trunk) and m.national_prefix_for_parsing in (None, self.trunk) and (
-            m.national_prefix_transform_rule is None
-        )
         # How a national number's trunk prefix (and a carrier selection code) is recognised when parsing.
         rule = m.national_prefix_for_parsing or self.trunk
         self.trunk_rule = re.compile(rule) if rule else None
@@ -253,11 +249,12 @@ class NumberBook:
             if kind is not None:
                 return Number(digits, cc, region.code, kind)
         main = regions[0] if regions else None
-        if main is not None and main.simple_trunk and national.startswith(main.trunk):
+        if main is not None and main.trunk and national.startswith(main.trunk):
             # "+44 (0)7911 123456": a trunk prefix written after the country code, as phonenumbers reads it
-            stripped = national[len(main.trunk):]
-            if main.general.pattern is not None and not main.general.pattern.fullmatch(national) and (
-                main.general.pattern.fullmatch(stripped)
+            # (the region's own parsing rule finds it: GB's is "0|180020", not the bare "0")
+            stripped = main.strip_trunk(national)
+            if stripped is not None and stripped != national and main.general.pattern is not None and (
+                not main.general.pattern.fullmatch(national) and main.general.pattern.fullmatch(stripped)
             ):
                 return self.check_e164(f"{cc}{stripped}")
         test = next((p for p in self.test_prefixes if digits.startswith(p)), None)

@@ -128,7 +128,10 @@ def e164_digits(number: str) -> str | None:
 
 def _row(line: str, known: frozenset[str] | None) -> tuple[str, str] | str:
     """The row of one non-blank line, or why it is skipped."""
-    fields = line.split(",") if '"' not in line else next(csv.reader([line]), [])
+    try:
+        fields = line.split(",") if '"' not in line else next(csv.reader([line]), [])
+    except csv.Error as err:  # a quoted field over the csv module's limit, a stray quote
+        return f"unreadable: {err}"
     if len(fields) != 2:
         return f"{len(fields)} field{'s' * (len(fields) != 1)}, expected number,network"
     raw, network = fields[0].strip(), fields[1].strip()

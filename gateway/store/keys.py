@@ -18,9 +18,11 @@ Sub-databases and their keys (values are in records.py):
     finals      final_ms(8) id(8)                        -> b""   (retention order)
     batches     batch id utf-8                           -> batch counters
     events      seq(8)                                   -> event record
-    optout      scope \\0 number  (scope "" = all)        -> b""
-    blacklist   number                                   -> b""
-    freq        number \\0 window_start_ms(8)             -> count(4)
+    optout      scope \\0 number  (scope "" = all)        -> opt-out record (when, source, note; b"" before)
+    blacklist   number (every message), or               -> b"" or a blacklist record (when, source)
+                scope \\0 number (account:NAME, carrier:NAME)
+    freq        number \\0 window_start_ms(8)             -> count(4)   (no longer written; swept away)
+    caps        rule \\0 scope \\0 number                  -> cap record: window and the accept times counted
     idem        account \\0 client reference              -> idempotency record
     idem_time   created_ms(8) account \\0 reference       -> b""
     concat      destination                              -> last reference(2)
@@ -68,6 +70,7 @@ DB_NAMES = (
     b"mo_parts",  # a long MO's parts received and acknowledged while it waits for the rest (ops.KeepMoPart)
     b"ported",  # number portability rows, by generation (ops.PortedRows)
     b"ported_meta",  # the current portability generation (ops.PortedSwitch)
+    b"caps",  # frequency-cap counters (ops.CapCheck)
 )
 
 # Message ids: milliseconds since EPOCH_MS in the top 42 bits (139 years), a counter in the low 22 bits
@@ -153,8 +156,14 @@ def recipient_key(number: str, msg_id: int) -> bytes:
     return number.encode() + b"\0" + _U64.pack(msg_id)
 
 
-def freq_key(number: str, window_start_ms: int) -> bytes:
-    return number.encode() + b"\0" + _U64.pack(window_start_ms)
+def cap_key(rule: str, scope: str, number: str) -> bytes:
+    """`rule \\0 scope \\0 number`: one recipient's counter under one rule and scope."""
+    return f"{rule}\0{scope}\0{number}".encode()
+
+
+def blacklist_key(scope: str, number: str) -> bytes:
+    """The number alone for the global list (as before lists had scopes), else `scope \\0 number`."""
+    return f"{scope}\0{number}".encode() if scope else number.encode()
 
 
 def id_time_ms(msg_id: int) -> int:

@@ -10,11 +10,17 @@ from gateway.lifecycle import Ev, Event, State
 
 
 @dataclass(frozen=True, slots=True)
-class FrequencyCap:
-    """At most `limit` accepted messages per recipient per fixed window of `window_seconds`."""
+class CapCheck:
+    """A frequency cap the store counts at accept, in the same write transaction: at most `limit` messages
+    counted under (`rule`, `scope`) per recipient in any `window_seconds` (a sliding window). `scope` is
+    what the rule counts together ("*" every account; an account; an account and sender). `give_back`: a
+    message that ends failed (never delivered) frees its slot."""
 
-    limit: int
+    rule: str
+    scope: str
     window_seconds: int
+    limit: int
+    give_back: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +48,10 @@ class Submit:
     batch: str = ""
     schedule_ms: int = 0
     expires_ms: int = 0
+    # Opt-outs block this message (the policy decides by class: marketing by default).
     check_optout: bool = True
-    frequency_cap: FrequencyCap | None = None
+    # Frequency caps that count it (policy/): every one must have room, or the recipient is refused.
+    caps: tuple[CapCheck, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,8 @@ class Outcome:
     message_id: int
     state: State
     reason: str = ""
+    # For a person, with a refusal the store decided: which cap, which carrier's blacklist.
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,16 +194,27 @@ class KeepMoPart:
 
 @dataclass(frozen=True, slots=True)
 class SetOptOut:
+    """A number opts out (or back in, `opted_out` False) of the messages opt-outs block. Kept with when,
+    how (`source`: "mo:CARRIER", "api", "import") and what it said (`note`: the MO's text)."""
+
     number: str
     # "" applies to every account.
     scope: str = ""
     opted_out: bool = True
+    source: str = ""
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class SetBlacklist:
+    """A number on (or off) a blacklist: `scope` "" for every message, "account:NAME" for one account's,
+    "carrier:NAME" for one carrier (a number it reported as complained about: its messages take another
+    carrier of their route, or are refused when none is left)."""
+
     number: str
     listed: bool = True
+    scope: str = ""
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)

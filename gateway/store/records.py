@@ -54,6 +54,8 @@ class Message(NamedTuple):
     # reloaded later apply to new messages). Records written before routes were stored have none: the
     # engine asks the route table of the day.
     route: tuple[str, ...] = ()
+    # The frequency-cap counters (keys.cap_key) its accept took a slot of, to give back if it ends failed.
+    caps: tuple[bytes, ...] = ()
 
     @property
     def possible_duplicate(self) -> bool:
@@ -193,11 +195,14 @@ def unpack_message(data: bytes) -> Message:
     segs = tuple(_seg(s) for s in f[12])
     f[12] = segs
     if len(f) == _FIELDS_V1_0:
-        return Message._make([*f[1:_FIELDS_V1_0], (), ()])
+        return Message._make([*f[1:_FIELDS_V1_0], (), (), ()])
     f[F_TRAIL] = tuple((str(c), str(r)) for c, r in f[F_TRAIL])
     if len(f) == _FIELDS_V1_1:
-        return Message._make([*f[1:_FIELDS_V1_1], ()])
+        return Message._make([*f[1:_FIELDS_V1_1], (), ()])
     f[F_ROUTE] = tuple(str(c) for c in f[F_ROUTE])
+    if len(f) == _FIELDS_V1_2:
+        return Message._make([*f[1:_FIELDS_V1_2], ()])
+    f[F_CAPS] = tuple(bytes(k) for k in f[F_CAPS])
     return Message._make(f[1:_FIELDS])
 
 
@@ -212,6 +217,7 @@ F_BATCH = 3
 F_SENDER = 5
 F_RECIPIENT = 6
 F_CLIENT_REF = 9
+F_CREATED_MS = 10
 F_EXPIRES_MS = 11
 F_SEGMENTS = 12
 F_CARRIER = 13
@@ -220,11 +226,13 @@ F_FINAL_MS = 15
 F_REPORTED = 16
 F_TRAIL = 17
 F_ROUTE = 18
-# Version 1 records had 17 entries until the trail was added at the end, 18 until the route was: all three
-# are read, the longest written.
+F_CAPS = 19
+# Version 1 records had 17 entries until the trail was added at the end, 18 until the route was, 19 until
+# the caps were: all four are read, the longest written.
 _FIELDS_V1_0 = 17
 _FIELDS_V1_1 = 18
-_FIELDS = 19
+_FIELDS_V1_2 = 19
+_FIELDS = 20
 # Segment array positions (Segment's field order).
 S_STATE = 0
 S_REASON = 1
@@ -245,7 +253,7 @@ def unpack_message_fields(data: bytes) -> MessageFields:
     f = _unpack(data, "message")
     n = len(f)
     if n != _FIELDS:
-        if n not in (_FIELDS_V1_0, _FIELDS_V1_1):
+        if n not in (_FIELDS_V1_0, _FIELDS_V1_1, _FIELDS_V1_2):
             raise CorruptRecord("message: wrong number of fields")
         f.extend([[]] * (_FIELDS - n))
     return f
@@ -369,6 +377,29 @@ def unpack_mo_part(key: bytes, data: bytes) -> tuple[KeepMoPart, int]:
         carrier, source.decode(), destination.decode(), tail[0] << 8 | tail[1], tail[2], tail[3], text, data_coding
     )
     return part, received_ms
+
+
+def pack_listing(at_ms: int, source: str, note: str = "") -> bytes:
+    """An opt-out or blacklist entry: when, how ("mo:CARRIER", "api", "import") and what it said."""
+    return _pack([VERSION, at_ms, source, note])
+
+
+def unpack_listing(data: bytes) -> tuple[int, str, str]:
+    """(at_ms, source, note); an entry stored before entries had records (b"") is (0, "", "")."""
+    if not data:
+        return 0, "", ""
+    f = _unpack(data, "list entry")
+    return int(f[1]), str(f[2]), str(f[3])
+
+
+def pack_cap(window_ms: int, times: Sequence[int]) -> bytes:
+    """A frequency-cap counter: its window and the accept times it counts (ascending)."""
+    return _pack([VERSION, window_ms, list(times)])
+
+
+def unpack_cap(data: bytes) -> tuple[int, list[int]]:
+    f = _unpack(data, "cap counter")
+    return int(f[1]), [int(t) for t in f[2]]
 
 
 def pack_idem(created_ms: int, ids: tuple[int, ...], fingerprint: bytes = b"") -> bytes:

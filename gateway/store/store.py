@@ -77,9 +77,11 @@ from gateway.store.ops import (
 from gateway.store.records import (
     F_ACCOUNT,
     F_BATCH,
+    F_CAPS,
     F_CARRIER,
     F_CLIENT_REF,
     F_CONCAT_REF,
+    F_CREATED_MS,
     F_EXPIRES_MS,
     F_FINAL_MS,
     F_ID,
@@ -255,6 +257,7 @@ class Store:
         # The portability lookup runs once per recipient at accept: its handles without a dict probe.
         self._ported = self._dbs[b"ported"]
         self._ported_meta = self._dbs[b"ported_meta"]
+        self._caps_swept = b""  # where the next sweep of the cap counters starts (see _trim_caps)
         with self._env.begin() as txn:
             self._ids = keys.IdClock(self._last_key_int(txn, b"messages"))
             self._seq = self._last_key_int(txn, b"events")
@@ -424,10 +427,14 @@ class Store:
         return Done(tx.seq)
 
     def _set_optout(self, tx: _Tx, op: SetOptOut) -> Done:
-        return self._set(tx, b"optout", keys.text_pair(op.scope, op.number), op.opted_out)
+        _check_lengths(op.scope, op.number, op.source)
+        record = records.pack_listing(tx.now, op.source, op.note[:_MAX_NOTE])
+        return self._set(tx, b"optout", keys.text_pair(op.scope, op.number), op.opted_out, record)
 
     def _set_blacklist(self, tx: _Tx, op: SetBlacklist) -> Done:
-        return self._set(tx, b"blacklist", op.number.encode(), op.listed)
+        _check_lengths(op.scope, op.number, op.source)
+        record = records.pack_listing(tx.now, op.source)
+        return self._set(tx, b"blacklist", keys.blacklist_key(op.scope, op.number), op.listed, record)
 
     def _set_cursor(self, tx: _Tx, op: SetCursor) -> Done:
         _check_lengths(op.account)
@@ -437,9 +444,9 @@ class Store:
             tx.put(b"cursors", key, keys.u64(op.seq))
         return Done(op.seq)
 
-    def _set(self, tx: _Tx, db: bytes, key: bytes, present: bool) -> Done:
+    def _set(self, tx: _Tx, db: bytes, key: bytes, present: bool, value: bytes = b"") -> Done:
         if present:
-            tx.put(db, key)
+            tx.put(db, key, value)
         else:
             tx.delete(db, key)
         return Done()
@@ -454,7 +461,7 @@ class Store:
         numbers = sorted(entries)
         cur = tx.txn.cursor(db=tx.db[b"ported"])
         if not deletes:
-            cur.putmulti(zip([prefix + n.encode() for n in numbers], [entries[n] for n in numbers], strict=True))
+            cur.putmulti(zip(_ported_keys(prefix, numbers), map(entries.__getitem__, numbers), strict=True))
             return Done()
         for n in numbers:
             value = entries[n]
@@ -522,7 +529,11 @@ class Store:
         return SubmitResult(tuple(outcomes), duplicate=True)
 
     def _accept_one(self, tx: _Tx, op: Submit, r: Recipient) -> Outcome:
-        reason = r.reject or self._stored_policy(tx, op, r.number)
+        caps: list[bytes] = []
+        if r.reject:
+            reason, detail, route = r.reject, "", r.route
+        else:
+            reason, detail, route, caps = self._stored_policy(tx, op, r)
         due = max(r.defer_until_ms, op.schedule_ms)
         now = tx.now
         if reason:
@@ -535,33 +546,69 @@ class Store:
         f: MessageFields = [
             VERSION, self._ids.next(now), op.account, op.batch, op.message_class, op.sender, r.number, op.text,
             op.receipt, op.client_ref, now, op.expires_ms, [[state, reason, "", "", 0, 0, False, now, due]],
-            "", 0, 0, 0, [], list(r.route),
+            "", 0, 0, 0, [], list(route), caps,
         ]  # fmt: skip
         if not reason:
             tx.batch(op.batch).valid += 1
         self._save(tx, f, None, None)
-        return Outcome(f[F_ID], state, reason)
+        return Outcome(f[F_ID], state, reason, detail)
 
-    def _stored_policy(self, tx: _Tx, op: Submit, number: str) -> str:
-        """Checks that read stored state, in the same transaction as the accept (ARCHITECTURE.md step 2)."""
+    def _stored_policy(self, tx: _Tx, op: Submit, r: Recipient) -> tuple[str, str, tuple[str, ...], list[bytes]]:
+        """Checks that read stored state, in the same transaction as the accept (ARCHITECTURE.md step 2), so
+        two concurrent submits cannot both pass a cap of one: (reason, detail, the route without the carriers
+        that blacklist the number, the cap counters it took a slot of and gives back if it fails)."""
+        number = r.number
         if tx.get(b"blacklist", number.encode()) is not None:
-            return "blacklisted"
+            return "blacklisted", "on the gateway's blacklist", r.route, []
+        if tx.get(b"blacklist", keys.blacklist_key("account:" + op.account, number)) is not None:
+            return "blacklisted", f"on account {op.account}'s blacklist", r.route, []
+        route = r.route
+        if route:
+            route = tuple(c for c in route if tx.get(b"blacklist", keys.blacklist_key("carrier:" + c, number)) is None)
+            if not route:
+                detail = f"on the blacklist of every carrier of its route ({', '.join(r.route)})"
+                return "blacklisted", detail, r.route, []
         if op.check_optout and (
             tx.get(b"optout", keys.text_pair("", number)) is not None
             or tx.get(b"optout", keys.text_pair(op.account, number)) is not None
         ):
-            return "opted_out"
-        cap = op.frequency_cap
-        if cap is None:
-            return ""
-        window_ms = cap.window_seconds * 1000
-        key = keys.freq_key(number, tx.now - tx.now % window_ms)
-        raw = tx.get(b"freq", key)
-        count = keys.from_u32(raw) if raw else 0
-        if count >= cap.limit:
-            return "frequency_capped"
-        tx.put(b"freq", key, keys.u32(count + 1))
-        return ""
+            return "opted_out", "", route, []
+        if not op.caps:
+            return "", "", route, []
+        now = tx.now
+        counting = []
+        for cap in op.caps:  # every rule must have room before any counts it
+            key = keys.cap_key(cap.rule, cap.scope, number)
+            window_ms = cap.window_seconds * 1000
+            raw = tx.get(b"caps", key)
+            times = [t for t in records.unpack_cap(raw)[1] if t > now - window_ms] if raw else []
+            if len(times) >= cap.limit:
+                detail = f"rule {cap.rule}: at most {cap.limit} in {_span(cap.window_seconds)}"
+                return "frequency_capped", detail, route, []
+            counting.append((key, window_ms, times, cap.give_back))
+        taken = []
+        for key, window_ms, times, give_back in counting:
+            times.append(now)
+            tx.put(b"caps", key, records.pack_cap(window_ms, times))
+            if give_back:
+                taken.append(key)
+        return "", "", route, taken
+
+    def _give_back(self, tx: _Tx, f: MessageFields) -> None:
+        """A message that ended failed frees the cap slots its accept took (CapCheck.give_back)."""
+        created = f[F_CREATED_MS]
+        for key in f[F_CAPS]:
+            raw = tx.get(b"caps", bytes(key))
+            if raw is None:
+                continue  # swept: its window passed
+            window_ms, times = records.unpack_cap(raw)
+            if created in times:
+                times.remove(created)
+                if times:
+                    tx.put(b"caps", bytes(key), records.pack_cap(window_ms, times))
+                else:
+                    tx.delete(b"caps", bytes(key))
+        f[F_CAPS] = []
 
     # --- segment events -----------------------------------------------------------------------------
 
@@ -941,6 +988,8 @@ class Store:
             delta.fail(reason)
             if not was_final:  # the application heard "failed" once already; status has the new reason
                 self._log_message(tx, f, EventKind.FAILED, reason)
+            if f[F_CAPS]:
+                self._give_back(tx, f)
         f[F_FINAL_MS] = f[F_FINAL_MS] or tx.now
 
     def _log_message(self, tx: _Tx, f: MessageFields, kind: EventKind, reason: str) -> None:
@@ -1081,11 +1130,33 @@ class Store:
             carrier, _, carrier_id = bytes(key).decode().partition("\0")
             entries = records.unpack_early(raw, carrier_id)
             n += self._to_unmatched(tx, carrier, [e for e in entries if e.at_ms < early_cutoff])
-        cur = tx.txn.cursor(db=tx.db[b"freq"])
+        cur = tx.txn.cursor(db=tx.db[b"freq"])  # windows of the fixed-window cap before caps: all stale
         for key, _ in list(_take(cur, limit)):
             if keys.from_u64(bytes(key[-8:])) < cutoff:
                 tx.delete(b"freq", bytes(key))
                 n += 1
+        return n + self._trim_caps(tx, limit)
+
+    def _trim_caps(self, tx: _Tx, limit: int) -> int:
+        """Cap counters whose every accept time left its window, `limit` rows a sweep, resuming where the last
+        sweep stopped (the table holds a row per recipient and rule: too many to scan whole each time)."""
+        cur = tx.txn.cursor(db=tx.db[b"caps"])
+        if not cur.set_range(self._caps_swept):
+            self._caps_swept = b""
+            return 0
+        n = 0
+        for _ in range(limit):
+            window_ms, times = records.unpack_cap(bytes(cur.value()))
+            if not times or times[-1] <= tx.now - window_ms:
+                cur.delete()  # and on to the next row
+                n += 1
+                moved = bool(cur.key())
+            else:
+                moved = cur.next()
+            if not moved:  # the end: the next sweep starts over
+                self._caps_swept = b""
+                return n
+        self._caps_swept = bytes(cur.key())
         return n
 
     def _expire_early(self, tx: _Tx, cutoff: int, limit: int) -> int:
@@ -1266,22 +1337,52 @@ class Store:
             db = self._dbs[b"optout"]
             return any(txn.get(keys.text_pair(s, number), db=db) is not None for s in ("", account))
 
+    def opt_out(self, number: str, scope: str = "") -> tuple[int, str, str] | None:
+        """When, how and with what words `number` opted out in `scope` ("" every account): (at_ms, source,
+        note), (0, "", "") for an opt-out kept before they had records; None when it has not."""
+        with self._lock, self._read() as txn:
+            raw = txn.get(keys.text_pair(scope, number), db=self._dbs[b"optout"])
+            return None if raw is None else records.unpack_listing(bytes(raw))
+
+    def blacklisted(self, number: str, scope: str = "") -> tuple[int, str, str] | None:
+        """`number`'s entry on the blacklist of `scope` ("", "account:NAME", "carrier:NAME"), as `opt_out`."""
+        with self._lock, self._read() as txn:
+            raw = txn.get(keys.blacklist_key(scope, number), db=self._dbs[b"blacklist"])
+            return None if raw is None else records.unpack_listing(bytes(raw))
+
+    # The generation lookups read (PORTED_CURRENT's value, None: no table) as of the snapshot with this
+    # transaction id. A read transaction with the same id reads the same snapshot, so it needs no get; any
+    # commit (a switch by the writer process, or any other write) gives the next one a new id, which reads
+    # it again. Read and set under self._lock.
+    _ported_seen: tuple[int, bytes | None] = (-1, None)
+
+    def _ported_current(self, txn: lmdb.Transaction) -> bytes | None:
+        """The current generation's key prefix in `txn`'s snapshot (None: no portability table)."""
+        snapshot = txn.id()
+        seen = self._ported_seen
+        if seen[0] == snapshot:
+            return seen[1]
+        current: bytes | None = txn.get(keys.PORTED_CURRENT, db=self._ported_meta)  # type: ignore[assignment]
+        self._ported_seen = (snapshot, current)
+        return current
+
     def ported_network(self, e164: str) -> str | None:
         """The network a ported number (E.164 digits, no "+") moved to, in the current generation; None
         when it is not ported or there is no table. The generation and the row are read in one read
-        transaction, so a switch is seen whole. On the accept path: two gets, one key built."""
+        transaction, so a switch is seen whole. On the accept path: one get (the generation is read again
+        only when a commit happened since the last lookup), one key built."""
         with self._lock, self._read() as txn:
-            # bytes, not buffers (see _read): no _b() call on the hot path.
-            current: bytes | None = txn.get(keys.PORTED_CURRENT, db=self._ported_meta)  # type: ignore[assignment]
+            current = self._ported_current(txn)
             if current is None or len(e164) > MAX_E164_DIGITS:
                 return None
+            # bytes, not buffers (see _read): no _b() call on the hot path.
             raw: bytes | None = txn.get(current + e164.encode(), db=self._ported)  # type: ignore[assignment]
         return None if raw is None else raw.decode()
 
     def ported_networks(self, numbers: Sequence[str]) -> list[str | None]:
         """`ported_network` of each number, in one read transaction (a submit's recipients together)."""
         with self._lock, self._read() as txn:
-            current: bytes | None = txn.get(keys.PORTED_CURRENT, db=self._ported_meta)  # type: ignore[assignment]
+            current = self._ported_current(txn)
             if current is None:
                 return [None] * len(numbers)
             get, db = txn.get, self._ported
@@ -1465,8 +1566,40 @@ def _generation(generation: int, lowest: int) -> bytes:
 
 def _ported_entries(op: PortedRows) -> tuple[dict[str, bytes], bool]:
     """Number -> network (b"" to delete) of each row, a number's last row winning, and whether any row
-    deletes; InvalidField for the first invalid row (or generation), so nothing of the op is written."""
+    deletes; InvalidField for the first invalid row (or generation), so nothing of the op is written.
+    An import's chunk is checked as a whole (its numbers joined, its few networks once each); only a chunk
+    with a bad row goes row by row, to name the first one."""
     _generation(op.generation, lowest=1)
+    rows = op.rows
+    if not rows:
+        return {}, False
+    try:
+        encoded = {network: network.encode() for network in {network for _, network in rows}}
+    except UnicodeEncodeError:  # a lone surrogate: raised where the row by row check meets it
+        return _ported_row_by_row(op)
+    numbers = [number for number, _ in rows]
+    joined = "".join(numbers)
+    if not (
+        joined.isascii() and joined.isdigit() and min(map(len, numbers)) > 0
+        and max(map(len, numbers)) <= MAX_E164_DIGITS
+        and max(map(len, encoded.values())) <= MAX_NETWORK_BYTES
+    ):  # fmt: skip
+        return _ported_row_by_row(op)  # raises InvalidField
+    return {number: encoded[network] for number, network in rows}, "" in encoded
+
+
+def _ported_keys(prefix: bytes, numbers: list[str]) -> list[bytes]:
+    """`prefix + number.encode()` of each number (ASCII digits), built in a few C calls: the numbers joined
+    with the prefix between them, encoded once and split at a separator byte the prefix does not hold."""
+    if not numbers:
+        return []
+    sep = next(b for b in b",;:/-" if b not in prefix)  # the prefix has 4 bytes: one of these 5 is free
+    latin = prefix.decode("latin-1")
+    return (latin + (chr(sep) + latin).join(numbers)).encode("latin-1").split(bytes((sep,)))
+
+
+def _ported_row_by_row(op: PortedRows) -> tuple[dict[str, bytes], bool]:
+    """_ported_entries one row at a time: InvalidField for the first invalid row."""
     entries: dict[str, bytes] = {}
     deletes = False
     for number, network in op.rows:
@@ -1499,6 +1632,17 @@ def _check_lengths(*parts: str) -> None:
             raise InvalidField(f"{part[:20]!r}... is longer than {MAX_KEY_PART_BYTES} bytes")
 
 
+def _span(seconds: int) -> str:
+    """A cap's window for a person: "1 day", "2 days", "6 hours", "90 seconds"."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+# What an opt-out keeps of the MO that made it (its text, for a person asking why).
+_MAX_NOTE = 160
 _SUBMIT_OK = Ev.SUBMIT_OK
 _DISPATCH = Ev.DISPATCH
 # A receipt without a reason (most of them) needs no Event built: Event is an immutable NamedTuple.

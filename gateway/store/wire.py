@@ -34,8 +34,8 @@ from gateway.store.config import Recovery, StoreConfig
 from gateway.store.ops import (
     Advance,
     AdvanceResult,
+    CapCheck,
     Done,
-    FrequencyCap,
     KeepMoPart,
     Mo,
     Op,
@@ -149,8 +149,7 @@ def _op_fields(op: Op) -> list[Any]:
     if tag == _SUBMIT:
         assert isinstance(op, Submit)
         values[5] = [(r.number, r.reject, r.defer_until_ms, r.route) for r in op.recipients]
-        cap = op.frequency_cap
-        values[12] = None if cap is None else (cap.limit, cap.window_seconds)
+        values[12] = [(c.rule, c.scope, c.window_seconds, c.limit, c.give_back) for c in op.caps]
     return values
 
 
@@ -172,8 +171,8 @@ def _op(f: list[Any]) -> Op:
         return Receipt(f[1], f[2], _EVS[f[3]], f[4], tuple(f[5]), f[6], f[7])
     if tag == _SUBMIT:
         recipients = tuple(Recipient(n, r, d, tuple(route)) for n, r, d, route in f[5])
-        cap = None if f[12] is None else FrequencyCap(*f[12])
-        return Submit(f[1], f[2], f[3], f[4], recipients, f[6], f[7], f[8], f[9], f[10], f[11], cap)
+        caps = tuple(CapCheck(*c) for c in f[12])
+        return Submit(f[1], f[2], f[3], f[4], recipients, f[6], f[7], f[8], f[9], f[10], f[11], caps)
     if tag == _PORTED_ROWS:  # msgpack gives the rows back as lists: pairs again, and nothing else
         _, generation, rows = f
         return PortedRows(generation, tuple([(number, network) for number, network in rows]))
@@ -219,7 +218,7 @@ def _result_fields(result: Result | GatewayError) -> list[Any]:
     values = [tag, *_RESULT_FIELDS[cls](result)]
     if tag == _SUBMIT_RESULT:
         assert isinstance(result, SubmitResult)
-        values[1] = [(o.message_id, o.state, o.reason) for o in result.outcomes]
+        values[1] = [(o.message_id, o.state, o.reason, o.detail) for o in result.outcomes]
     return values
 
 
@@ -259,7 +258,7 @@ def _result(f: list[Any]) -> Result | GatewayError:
         state = f[4]
         return ReceiptResult(f[1], f[2], f[3], None if state is None else _STATES[state], f[5], f[6])
     if tag == _SUBMIT_RESULT:
-        return SubmitResult(tuple(Outcome(i, _STATES[s], r) for i, s, r in f[1]), f[2])
+        return SubmitResult(tuple(Outcome(i, _STATES[s], r, d) for i, s, r, d in f[1]), f[2])
     if tag == ERROR:
         return _error(f)
     cls: type[Result] = RESULT_TYPES[tag]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import load_config, reload_config
+from gateway.app import build_policy, load_config, reload_config
 from gateway.config import build, changed_keys, choices, limits, load_toml, read_secret
 from gateway.errors import ConfigError
 
@@ -344,7 +344,7 @@ def test_a_reload_sees_a_changed_word_file_though_no_key_changed(tmp_path: Path)
     words.write_text("贷款\n代开发票\n", encoding="utf-8")
     new = load_config(path)
     assert changed_keys(old, new) == ["word_lists[0].file_words"]
-    running, routing = reload_config(path, old)
+    running, routing, _ = reload_config(path, old)
     assert routing is not None
     assert routing.router.words is not None
     assert [hit.word for hit in routing.router.words.hits("代开发票")] == ["代开发票"]
@@ -354,3 +354,47 @@ def test_a_reload_sees_a_changed_word_file_though_no_key_changed(tmp_path: Path)
         load_config(path)
     found = [(key, reason.split(": ")[-1]) for _, key, reason in info.value.problems]
     assert found == [("word_lists[0].file", "not UTF-8 at byte 0")]
+
+
+# --- compliance -----------------------------------------------------------------------------------------
+
+
+def test_the_china_example_carries_the_marketplace_rules() -> None:
+    cfg = load_config(Path(__file__).resolve().parents[2] / "conf" / "examples" / "china.toml")
+    policy = build_policy(cfg)
+    assert policy is not None
+    caps = policy.caps("demo", "ACME", "notification", offers_optout=False)
+    assert [(c.rule, c.scope, c.limit) for c in caps] == [("seller-notification-day", "demo", 2)]
+    marketing = policy.caps("demo", "ACME", "marketing", offers_optout=True)
+    assert [c.rule for c in marketing] == ["all-marketing-day", "all-marketing-2days", "seller-marketing-2days"]
+    verdict = policy.text("demo", "marketing", "【Acme】Spring sale", None)
+    assert (verdict.text, verdict.offers_optout) == ("【Acme】Spring sale回T退订", True)
+    assert policy.text("demo", "marketing", "Spring sale", None).reject == "signature_missing"
+
+
+def test_bad_compliance_rules_are_refused_with_every_problem_at_once(tmp_path: Path) -> None:
+    path = gateway_toml(tmp_path)
+    text = path.read_text().replace(
+        'secret_file = "', 'time_zone = "Mars/Olympus"\nappend_optout = "bye"\nsecret_file = "', 1
+    )
+    path.write_text(
+        text
+        + '\n[compliance]\nwindow = "9-21"\nbanned_words = ["nope"]\noptout_keywords = ["!!!"]\n'
+        + '\n[[caps]]\nname = "day"\nlimit = 1\nwindow_seconds = 86400\n'
+        + '\n[[caps]]\nname = "day"\nlimit = 0\nwindow_seconds = 86400\nscope = "planet"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    found = {key: reason for _, key, reason in info.value.problems}
+    assert set(found) == {"caps[1].limit", "caps[1].scope"}  # each table's own values first
+    fixed = path.read_text().replace('limit = 0\nwindow_seconds = 86400\nscope = "planet"\n', "limit = 2\n")
+    path.write_text(fixed.replace("limit = 2\n", "limit = 2\nwindow_seconds = 60\n"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    found = {key: reason for _, key, reason in info.value.problems}
+    assert set(found) == {
+        "compliance.window", "compliance.banned_words", "compliance.optout_keywords", "accounts[0].time_zone",
+        "accounts[0].append_optout", "caps",
+    }
+    assert found["caps"] == "cap 'day' is defined twice"
+    assert found["compliance.banned_words"] == "no word list 'nope'"

@@ -83,13 +83,15 @@ async def running_gateway(
     sim_config: SimConfig | None = None,
     wall_ms: Callable[[], int] | None = None,
     sync: bool = False,
+    configure: Callable[[GatewayConfig], GatewayConfig] | None = None,
 ) -> AsyncIterator[Harness]:
     sim = Simulator(
         sim_config or SimConfig(credentials=(("gw", SIM_PASSWORD),), id_format=SimIdFormat.HEX, seed=7)
     )
     async with trio.open_nursery() as nursery:
         port = await nursery.start(sim.serve, "127.0.0.1", 0)
-        gateway = Gateway(gateway_config(tmp, port, sync=sync), wall_ms=wall_ms)
+        cfg = gateway_config(tmp, port, sync=sync)
+        gateway = Gateway(configure(cfg) if configure else cfg, wall_ms=wall_ms)
         running: Running = await nursery.start(gateway.run)
         for pool in running.pools.values():
             await pool.wait_bound()

@@ -47,3 +47,23 @@ async def test_each_part_of_the_engine_accounts_for_every_message(tmp_path: Path
     assert (s.correlate.receipts, s.correlate.receipts_unparseable) == (parts, 0)
     assert (s.correlate.inbound_refused, s.correlate.cooling) == (0, ())
     assert (s.faults.internal_errors, s.faults.poisoned, s.faults.failing) == (0, 0, 0)
+
+
+async def test_numbers_as_people_write_them_are_read_and_a_non_number_is_refused_alone(tmp_path: Path) -> None:
+    written = ["+44 7700 900123", "(07700) 900-124", "＋４４７７００９００１２５", "call-me", "+44 (0)7700 900126"]  # noqa: RUF001
+    with trio.fail_after(30):
+        async with running_gateway(tmp_path) as h, h.client() as client:
+            result = await client.submit(
+                SubmitRequest(to=tuple(written), text=ONE_PART, message_class=MessageClass.NOTIFICATION, sender="ACME")
+            )
+            s = h.running.engine.statistics()
+    assert [m.to for m in result.messages] == written
+    assert [m.number for m in result.messages] == [
+        "447700900123", "447700900124", "447700900125", None, "447700900126",
+    ]  # fmt: skip
+    assert [m.state for m in result.messages] == ["accepted"] * 3 + ["rejected", "accepted"]
+    refused = result.messages[3]
+    assert refused.reason == "invalid_number"
+    assert refused.detail is not None
+    assert refused.detail.startswith("not_a_number")
+    assert s.backend.refused == {"invalid_number": 1}

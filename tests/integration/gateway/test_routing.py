@@ -216,3 +216,22 @@ async def test_a_ported_number_goes_by_its_new_network_and_the_table_is_replaced
             # Nothing changed since: a third look imports nothing.
             engine.portability.configure(PortabilitySettings(file=str(table)), [n.name for n in NETWORKS])
             assert not await engine.portability.import_if_changed()
+            # A file saved as GBK, and one with a quoted field over the csv module's limit: the import is
+            # refused (logged), the table in force stays, the gateway goes on.
+            table.write_bytes("number,network\n8613800138003,china-unicom\n# 中国联通\n".encode("gbk"))
+            engine.portability.configure(PortabilitySettings(file=str(table)), [n.name for n in NETWORKS])
+            await trio.sleep(0.5)
+            table.write_text('number,network\n8613800138003,"' + "x" * 200_000 + '"\n8613800138004,china-unicom\n')
+            engine.portability.configure(PortabilitySettings(file=str(table)), [n.name for n in NETWORKS])
+            await poll_until(lambda: engine.portability.imports == 3)
+            assert engine.store.ported_network("8613800138004") == "china-unicom"
+            assert engine.store.ported_network("8613800138002") is None  # the GBK file never took over
+            # A network renamed: the file is read again against the new names, though it did not change (here
+            # every row names the old name: refused and logged, the table in force stays).
+            engine.portability.configure(PortabilitySettings(file=str(table)), ["china-mobile", "cu"])
+            await trio.sleep(0.5)
+            assert engine.portability.imports == 3
+            table.write_text("number,network\n8613800138005,cu\n")
+            engine.portability.configure(PortabilitySettings(file=str(table)), ["china-mobile", "cu"])
+            await poll_until(lambda: engine.portability.imports == 4)
+            assert engine.store.ported_network("8613800138005") == "cu"

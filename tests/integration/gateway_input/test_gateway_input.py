@@ -226,8 +226,11 @@ async def test_rejected_recipient_reports_a_documented_final_state(gateway: Harn
 @pytest.mark.parametrize(
     ("request_keys", "field"),
     [
-        pytest.param({"to": ["+447700900123", "call me"]}, "to[1]", id="recipient"),
-        pytest.param({"to": "0800-FLOWERS"}, "to", id="single-recipient"),
+        # A number as people write it ("call me", "0800-FLOWERS") is refused per recipient (invalid_number,
+        # with the cause): only what no writing of a number holds fails the request.
+        pytest.param({"to": ["+447700900123", "call\nme"]}, "to[1]", id="recipient"),
+        pytest.param({"to": "0800\tFLOWERS"}, "to", id="single-recipient"),
+        pytest.param({"to": ["+447700900123", "4" * 65]}, "to[1]", id="too-long"),
         pytest.param({"sender": "Shop!<script>"}, "sender", id="sender"),
     ],
 )
@@ -290,7 +293,7 @@ async def test_client_library_raises_the_documented_errors_on_one_connection(gat
                 await client.submit(request("b" * (GSM_PER_PART * MAX_PARTS + 1)))
             assert too_long.value.code == "too_long"
             with pytest.raises(InvalidNumber) as invalid:
-                await client.submit(request("hi", to="not a number"))
+                await client.submit(request("hi", to="not\ta number"))
             assert invalid.value.code == "invalid_number"
             assert invalid.value.field == "to[0]"  # the client always sends a list
             result = await client.submit(request("after three refusals"))

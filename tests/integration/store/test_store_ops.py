@@ -13,9 +13,9 @@ from gateway.smpp.errors import StoreFull
 from gateway.store import (
     Advance,
     AdvanceResult,
+    CapCheck,
     CorruptRecord,
     EventKind,
-    FrequencyCap,
     InvalidField,
     Mo,
     Prepare,
@@ -100,12 +100,87 @@ def test_frequency_cap_admits_exactly_the_limit_within_one_group(
     open_store: StoreFactory, clock: FakeClock
 ) -> None:
     store = open_store()
-    cap = FrequencyCap(limit=2, window_seconds=3600)
-    results = ok(store, [submit("+1", frequency_cap=cap) for _ in range(4)])
-    reasons = [accepted(r).outcomes[0].reason for r in results]
-    assert reasons == ["", "", "frequency_capped", "frequency_capped"]
-    clock.ms += 3600 * 1000
-    assert accepted(ok(store, [submit("+1", frequency_cap=cap)])[0]).outcomes[0].reason == ""
+    cap = (CapCheck("hourly", "*", 3600, 2),)
+    results = ok(store, [submit("+1", caps=cap) for _ in range(4)])
+    outcomes = [accepted(r).outcomes[0] for r in results]
+    assert [o.reason for o in outcomes] == ["", "", "frequency_capped", "frequency_capped"]
+    assert outcomes[2].detail == "rule hourly: at most 2 in 1 hour"
+    clock.ms += 3600 * 1000 - 1  # a sliding window: both still count a millisecond before the hour
+    assert accepted(ok(store, [submit("+1", caps=cap)])[0]).outcomes[0].reason == "frequency_capped"
+    clock.ms += 1
+    assert accepted(ok(store, [submit("+1", caps=cap)])[0]).outcomes[0].reason == ""
+
+
+def test_every_cap_must_have_room_and_a_refusal_takes_no_slot(open_store: StoreFactory) -> None:
+    store = open_store()
+    day = CapCheck("day", "*", 86400, 3)
+    seller = CapCheck("seller", "acme", 172800, 1)
+    first, second = (accepted(ok(store, [submit("+1", caps=(day, seller))])[0]).outcomes[0] for _ in range(2))
+    assert (first.reason, second.reason) == ("", "frequency_capped")
+    assert second.detail == "rule seller: at most 1 in 2 days"
+    # Refused ones take no slot of "day": one from another seller and one with no seller rule fill it.
+    other = CapCheck("seller", "shop", 172800, 1)
+    assert [accepted(r).outcomes[0].reason for r in ok(store, [submit("+1", caps=(day, other)) for _ in range(3)])] == [
+        "", "frequency_capped", "frequency_capped",
+    ]  # fmt: skip
+    assert accepted(ok(store, [submit("+1", caps=(day,))])[0]).outcomes[0].reason == ""
+    assert accepted(ok(store, [submit("+1", caps=(day,))])[0]).outcomes[0].detail == "rule day: at most 3 in 1 day"
+
+
+def test_a_message_that_ends_failed_gives_its_slot_back(open_store: StoreFactory) -> None:
+    store = open_store()
+    cap = (CapCheck("day", "*", 86400, 1),)
+    kept = (CapCheck("strict", "*", 86400, 1, give_back=False),)
+    (msg_id,) = accepted(ok(store, [submit("+1", caps=cap + kept)])[0]).message_ids
+    assert accepted(ok(store, [submit("+1", caps=cap)])[0]).outcomes[0].reason == "frequency_capped"
+    ok(store, [Advance(msg_id, None, Event(Ev.CANCEL))])  # never sent: failed for the recipient
+    assert accepted(ok(store, [submit("+1", caps=cap)])[0]).outcomes[0].reason == ""
+    assert accepted(ok(store, [submit("+1", caps=kept)])[0]).outcomes[0].reason == "frequency_capped"
+    # A delivered message keeps its slot.
+    (delivered,) = accepted(ok(store, [submit("+2", caps=cap)])[0]).message_ids
+    send(store, delivered, "d1")
+    ok(store, [Receipt("carA", "d1", Ev.RECEIPT_DELIVERED)])
+    assert accepted(ok(store, [submit("+2", caps=cap)])[0]).outcomes[0].reason == "frequency_capped"
+
+
+def test_cap_counters_whose_window_passed_are_swept(open_store: StoreFactory, clock: FakeClock) -> None:
+    store = open_store()
+    ok(store, [submit(f"+{n}", caps=(CapCheck("hour", "*", 3600, 5),)) for n in range(50)])
+    assert store.count(b"caps") == 50
+    clock.ms += 3600 * 1000 + 1
+    for _ in range(10):
+        ok(store, [Sweep(limit=7)])
+    assert store.count(b"caps") == 0
+
+
+def test_blacklists_by_scope_and_a_carrier_list_leaves_the_others(open_store: StoreFactory) -> None:
+    store = open_store()
+    ok(store, [
+        SetBlacklist("+1", source="api"), SetBlacklist("+2", scope="account:acme"),
+        SetBlacklist("+3", scope="account:other"), SetBlacklist("+4", scope="carrier:carA"),
+        SetBlacklist("+5", scope="carrier:carA"), SetBlacklist("+5", scope="carrier:carB"),
+    ])  # fmt: skip
+    recipients = tuple(Recipient(f"+{n}", route=("carA", "carB")) for n in range(1, 6))
+    op = Submit("acme", "marketing", "ACME", "x", recipients)
+    outcomes = accepted(ok(store, [op])[0]).outcomes
+    assert [o.reason for o in outcomes] == ["blacklisted", "blacklisted", "", "", "blacklisted"]
+    assert outcomes[1].detail == "on account acme's blacklist"
+    assert outcomes[4].detail == "on the blacklist of every carrier of its route (carA, carB)"
+    moved = store.get(outcomes[3].message_id)
+    assert moved is not None
+    assert moved.route == ("carB",)  # carA's list left carB
+    entry = store.blacklisted("+1")
+    assert entry is not None
+    assert entry[1] == "api"
+    ok(store, [SetBlacklist("+1", listed=False)])
+    assert store.blacklisted("+1") is None
+
+
+def test_an_opt_out_keeps_when_how_and_what_was_said(open_store: StoreFactory) -> None:
+    store = open_store()
+    ok(store, [SetOptOut("+1", scope="acme", source="mo:carA", note="TD 谢谢")])
+    assert store.opt_out("+1", "acme") == (T0, "mo:carA", "TD 谢谢")
+    assert store.opt_out("+1") is None
 
 
 def test_policy_rejection_from_the_engine_is_final_and_reported(open_store: StoreFactory) -> None:

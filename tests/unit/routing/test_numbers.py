@@ -102,6 +102,11 @@ def test_mutated_numbers_read_as_phonenumbers_reads_them(example: str, at: int, 
         ("020 7946 0018", "GB", "442079460018", "fixed_line"),
         ("+447700900123", "", "447700900123", "unknown"),  # Ofcom's drama range, a test prefix here
         ("07700900123", "GB", "447700900123", "unknown"),
+        # The trunk prefix written after the country code, where the region's parsing rule is more than it
+        # (GB's is "0|180020"): phonenumbers reads these as the numbers without it.
+        ("+44 (0)7911 123456", "", "447911123456", "mobile"),
+        ("+4407911123456", "GB", "447911123456", "mobile"),
+        ("+61 (0)2 9876 5432", "", "61298765432", "fixed_line"),
     ],
 )
 def test_numbers_in_the_forms_platforms_send(raw: str, region: str, e164: str, kind: str) -> None:

@@ -13,8 +13,8 @@ from gateway.store import wire
 from gateway.store.ops import (
     Advance,
     AdvanceResult,
+    CapCheck,
     Done,
-    FrequencyCap,
     KeepMoPart,
     Mo,
     Op,
@@ -63,7 +63,7 @@ OPS: list[Op] = [
         schedule_ms=NOW + 1000,
         expires_ms=NOW + 86_400_000,
         check_optout=False,
-        frequency_cap=FrequencyCap(3, 3600),
+        caps=(CapCheck("all-day", "*", 86400, 3), CapCheck("seller", "acme\0ACME", 172800, 1, give_back=False)),
     ),
     Submit("acme", "marketing", "ACME", "no cap", RECIPIENTS),
     Prepare(42, "carA", 3, concat=True, dispatch_bind="carA-1"),
@@ -95,6 +95,7 @@ RESULTS: list[Result] = [
         (
             Outcome(1, State.ACCEPTED),
             Outcome(2, State.REJECTED, "opted_out"),
+            Outcome(4, State.REJECTED, "frequency_capped", "rule all-day: at most 3 in 1 day"),
             Outcome(3, State.DEFERRED),
         ),
         duplicate=True,
@@ -155,7 +156,8 @@ def test_decoded_events_and_states_are_enum_members() -> None:
     assert isinstance(results, list)
     submit, advanced, receipt_result = results[0], results[3], results[8]
     assert isinstance(submit, SubmitResult)
-    assert [o.state for o in submit.outcomes] == [State.ACCEPTED, State.REJECTED, State.DEFERRED]
+    assert [o.state for o in submit.outcomes] == [State.ACCEPTED, State.REJECTED, State.REJECTED, State.DEFERRED]
+    assert submit.outcomes[2].detail == "rule all-day: at most 3 in 1 day"
     assert all(type(o.state) is State for o in submit.outcomes)
     assert isinstance(advanced, AdvanceResult)
     assert advanced.state is State.SUBMITTED
@@ -170,9 +172,9 @@ def test_submit_recipients_and_cap_are_values_again() -> None:
     assert first.recipients == RECIPIENTS
     assert isinstance(first.recipients, tuple)
     assert all(type(r) is Recipient for r in first.recipients)
-    assert first.frequency_cap == FrequencyCap(3, 3600)
-    assert type(first.frequency_cap) is FrequencyCap
-    assert second.frequency_cap is None
+    assert first.caps == (CapCheck("all-day", "*", 86400, 3), CapCheck("seller", "acme\0ACME", 172800, 1, False))
+    assert all(type(c) is CapCheck for c in first.caps)
+    assert second.caps == ()
 
 
 @pytest.mark.parametrize("result", RESULTS, ids=lambda r: type(r).__name__)
