@@ -33,6 +33,7 @@ asks for are with fsync on); E2E_GATEWAY_LOG=path keeps the gateway's log there.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import random
@@ -87,7 +88,8 @@ def rules_toml(tmp: Path) -> tuple[str, str]:
     found = WordLists(lists)
     inside = {hit.word for text in TEXTS.values() for hit in found.hits(text)}
     lists = {name: [w for w in words if w not in inside] for name, words in lists.items()}
-    tables = []
+    # The other accounts the routes name (a route naming no account of the config is refused).
+    tables = [f'[[accounts]]\nname = "acct{i}"\nsecret_file = "{tmp}/acct.secret"\n' for i in range(50)]
     for name, words in lists.items():
         (tmp / f"words-{name}.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
         tables.append(f'[[word_lists]]\nname = "{name}"\nfile = "{tmp}/words-{name}.txt"\n')
@@ -115,7 +117,57 @@ def rules_toml(tmp: Path) -> tuple[str, str]:
         '[[routes]]\nname = "fr"\nprefixes = ["33"]\ncarriers = ["sim"]\n',
         '[[routes]]\nname = "us"\ncountries = ["US"]\ncarriers = ["sim"]\n',
     ]
+    tables.append(compliance_toml(tmp, rng))
     return 'blocked_words = ["a", "b", "c"]', "\n".join(tables)
+
+
+def compliance_toml(tmp: Path, rng: random.Random) -> str:
+    """--rules, issue 13's part: every compliance rule on: 2,000 banned words, signature rules (checked, none
+    required: the bench's texts carry none), the marketplace's five caps (conf/examples/china.toml; each
+    message counts in the notification rules), and a send window for every class, open for the run (two
+    hours either side of now in London, where the bench's numbers are). The 10,000 opted-out and 10,000
+    blacklisted numbers go in through the lists requests (seed_lists)."""
+    words: set[str] = set()
+    while len(words) < 2_000:
+        word = "".join(chr(rng.randrange(0x4E00, 0x9FA5)) for _ in range(3))
+        if not any(word in text for text in TEXTS.values()):
+            words.add(word)
+    (tmp / "banned.txt").write_text("\n".join(sorted(words)) + "\n", encoding="utf-8")
+    # The window: two hours either side of now in London (the bench's numbers' zone).
+    london = int(time.time() // 60) + _london_offset_minutes()
+    start, end = (london - 120) % 1440, (london + 120) % 1440
+    caps = [
+        ("all-marketing-day", "all", "marketing", "any", 86400, 3),
+        ("all-marketing-2days", "all", "marketing", "any", 172800, 5),
+        ("seller-marketing-2days", "account", "marketing", "any", 172800, 1),
+        ("seller-notification-optout-day", "account", "notification", "yes", 86400, 5),
+        ("seller-notification-day", "account", "notification", "no", 86400, 2),
+    ]
+    return "\n".join([
+        f'[[word_lists]]\nname = "banned"\nfile = "{tmp}/banned.txt"\n',
+        "[compliance]",
+        'banned_words = ["banned"]',
+        f'window = "{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"',
+        'window_classes = ["marketing", "notification", "verification"]',
+        "[compliance.signature]",
+        "required = false\n",
+        *(f'[[caps]]\nname = "{n}"\nscope = "{sc}"\nclasses = ["{c}"]\noffers_optout = "{o}"\n'
+          f"window_seconds = {w}\nlimit = {lim}\n" for n, sc, c, o, w, lim in caps),
+    ])  # fmt: skip
+
+
+def _london_offset_minutes() -> int:
+    from zoneinfo import ZoneInfo
+
+    offset = datetime.datetime.now(ZoneInfo("Europe/London")).utcoffset()
+    return int(offset.total_seconds() // 60) if offset else 0
+
+
+async def seed_lists(client: UpstreamClient) -> None:
+    """--rules: 10,000 opted-out and 10,000 blacklisted numbers on the account's lists (none a recipient)."""
+    for name, base in (("optout", 447900000000), ("blacklist", 447910000000)):
+        for k in range(0, 10_000, 1_000):
+            await client.lists(name, "add", [str(base + k + i) for i in range(1_000)])
 
 
 def write_config(
@@ -294,6 +346,8 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
             async with open_unix_client(tmp / "gw.sock", account="bench", secret=SECRET) as client:
                 # What a platform showing delivery reports needs: the final outcome of each message (the
                 # "submitted" events too with --all-events).
+                if args.rules:
+                    await seed_lists(client)
                 kinds = None if args.all_events else ("delivered", "failed")
                 sub = await client.subscribe(after=None, window=10_000, kinds=kinds)
                 workers = children(gw.pid)  # the store's writer process

@@ -13,6 +13,7 @@ account's secret, and speaks the documented upstream protocol (docs/protocol.md)
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -103,6 +104,16 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     preview = cmds.add_parser("preview", help="encoding and part count of a text")
     preview.add_argument("text")
+    for name, what in (("optout", "numbers that opted out of the account's marketing"),
+                       ("blacklist", "numbers the account never sends to")):  # fmt: skip
+        lst = cmds.add_parser(name, help=f"the account's {name} list: {what}")
+        actions = lst.add_subparsers(dest="action", required=True)
+        for action, helps in (("add", "put numbers on it"), ("remove", "take numbers off it"),
+                              ("check", "whether numbers are on it, since when and why")):  # fmt: skip
+            actions.add_parser(action, help=helps).add_argument("numbers", nargs="+")
+        imp = actions.add_parser("import", help="add every number of a CSV file (the first column; - for stdin)")
+        imp.add_argument("file")
+        actions.add_parser("export", help="print the whole list as CSV: number,at,source,note")
     receipts = cmds.add_parser(
         "receipts", help="receipts kept by the store (read-only from its files, beside a running gateway)"
     )
@@ -142,7 +153,75 @@ def _out(args: argparse.Namespace, obj: Any, line: str) -> None:
     print(json.dumps(obj, default=str) if args.json else line, flush=True)
 
 
+def _lists(args: argparse.Namespace, client: BlockingClient) -> int:
+    """gatewayctl optout|blacklist add|remove|check|import|export."""
+    name = args.command
+    if args.action == "export":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["number", "at", "source", "note"])
+        after: str | None = ""
+        while after is not None:
+            page = client.lists(name, "page", after=after, limit=_PAGE)
+            for e in page.entries:
+                at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.at)) if e.at else ""
+                writer.writerow([e.number, at, e.source or "", e.note or ""])
+            after = page.next
+        return 0
+    if args.action == "import":
+        return _import(args, client, name)
+    refused = 0
+    for e in client.lists(name, args.action, args.numbers).entries:
+        refused += e.reason is not None
+        since = time.strftime(" since %Y-%m-%d %H:%M:%SZ", time.gmtime(e.at)) if e.at else ""
+        how = f" ({e.source}{': ' + repr(e.note) if e.note else ''})" if e.source else ""
+        state = f"{e.reason}: {e.detail}" if e.reason else ("listed" + since + how if e.listed else "not listed")
+        _out(args, asdict(e), f"{e.number or e.to}  {state}")
+    return 1 if refused else 0
+
+
+def _import(args: argparse.Namespace, client: BlockingClient, name: str) -> int:
+    """A CSV of numbers (the first column; a header row and blank or # lines skipped), sent a thousand at
+    a time: millions of rows stream, never held whole."""
+    source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8-sig", newline="")  # noqa: SIM115
+    added = refused = 0
+    try:
+        chunk: list[str] = []
+        for row in csv.reader(source):
+            number = row[0].strip() if row else ""
+            if not number or number.startswith("#") or (added + refused + len(chunk) == 0 and not any(
+                c.isdigit() for c in number
+            )):  # fmt: skip
+                continue
+            chunk.append(number)
+            if len(chunk) == _PAGE:
+                a, r = _send_chunk(client, name, chunk)
+                added, refused, chunk = added + a, refused + r, []
+                print(f"{added:,} added, {refused:,} refused", file=sys.stderr, flush=True)
+        if chunk:
+            a, r = _send_chunk(client, name, chunk)
+            added, refused = added + a, refused + r
+    finally:
+        if source is not sys.stdin:
+            source.close()
+    _out(args, {"added": added, "refused": refused}, f"{added:,} added, {refused:,} refused (not numbers)")
+    return 1 if refused else 0
+
+
+def _send_chunk(client: BlockingClient, name: str, numbers: list[str]) -> tuple[int, int]:
+    entries = client.lists(name, "add", numbers).entries
+    refused = [e for e in entries if e.reason]
+    for e in refused[:10]:
+        print(f"gatewayctl: {e.to!r}: {e.reason}: {e.detail}", file=sys.stderr)
+    return len(entries) - len(refused), len(refused)
+
+
+# Numbers per lists request (the protocol's limit) and per page read.
+_PAGE = 1000
+
+
 def _run(args: argparse.Namespace, client: BlockingClient) -> int:
+    if args.command in ("optout", "blacklist"):
+        return _lists(args, client)
     if args.command == "send":
         req = SubmitRequest(
             to=tuple(args.to),

@@ -20,7 +20,18 @@ from gateway.routing.content import Scan
 from gateway.routing.numbers import BadNumber, Number
 from gateway.routing.router import Refusal, Routing
 from gateway.segmenting import preview
-from gateway.store import Advance, AdvanceResult, Message, PrepareResult, Recipient, SetCursor, Submit
+from gateway.store import (
+    Advance,
+    AdvanceResult,
+    Message,
+    Op,
+    PrepareResult,
+    Recipient,
+    SetBlacklist,
+    SetCursor,
+    SetOptOut,
+    Submit,
+)
 from gateway.store.records import (
     E_ACCOUNT,
     E_ADDRESS,
@@ -41,6 +52,11 @@ from gateway.store.records import EventKind as StoredKind
 from gateway.upstream import (
     CancelResult,
     InvalidRequest,
+    ListAction,
+    ListEntry,
+    ListName,
+    ListRequest,
+    ListResult,
     MessageQuery,
     MessageStatus,
     NotCancellable,
@@ -240,6 +256,45 @@ class Backend:
         p = preview(request.text, encoding)
         return PreviewResult(str(p.encoding), p.parts, p.units, p.chars_left, p.units_per_part)
 
+    # --- the account's lists ---------------------------------------------------------------------------
+
+    async def lists(self, account: str, request: ListRequest) -> ListResult:
+        ctx = self._ctx
+        store = ctx.store
+        optout = request.list is ListName.OPTOUT
+        scope = account if optout else "account:" + account
+        if request.action is ListAction.PAGE:
+            limit = request.limit or 1000
+            rows = store.list_page(str(request.list), scope, request.after or "", limit)
+            page = tuple(ListEntry(n, n, True, *_when(entry)) for n, entry in rows)
+            return ListResult(page, rows[-1][0] if len(rows) == limit else None)
+        routing = ctx.routing
+        region = routing.region_of(account)
+        parsed = [(to, routing.numbers.parse(to, region)) for to in request.numbers]
+        valid = list(dict.fromkeys(n.e164 for _, n in parsed if isinstance(n, Number)))
+        if request.action is not ListAction.CHECK and valid:
+            on = request.action is ListAction.ADD
+            ops: list[Op] = [
+                SetOptOut(n, scope=scope, opted_out=on, source="api") if optout
+                else SetBlacklist(n, listed=on, scope=scope, source="api")
+                for n in valid
+            ]  # fmt: skip
+            for result in await ctx.apply(ops):
+                if isinstance(result, GatewayError):
+                    raise result
+        entries = []
+        for to, n in parsed:
+            if not isinstance(n, Number):
+                entries.append(ListEntry(to, None, False, reason="invalid_number", detail=str(n)))
+                continue
+            # An opt-out from every account (an operator's) counts for this one too.
+            if optout:
+                entry = store.opt_out(n.e164, scope) or store.opt_out(n.e164)
+            else:
+                entry = store.blacklisted(n.e164, scope)
+            entries.append(ListEntry(to, n.e164, entry is not None, *_when(entry)))
+        return ListResult(tuple(entries))
+
     # --- events ---------------------------------------------------------------------------------------
 
     async def read_events(
@@ -321,6 +376,14 @@ _PUBLIC_STATES = {
 }
 
 _TEXT_REASONS = frozenset({"message_too_long", "not_encodable"})
+
+
+def _when(entry: tuple[int, str, str] | None) -> tuple[float | None, str | None, str | None]:
+    """A list entry's (at, source, note) as ListEntry takes them: None for what an old entry never kept."""
+    if entry is None:
+        return None, None, None
+    at_ms, source, note = entry
+    return (at_ms / 1000 if at_ms else None), source or None, note or None
 
 
 def _is_message_id(text: str) -> bool:

@@ -51,6 +51,18 @@ class Connection:
     cost: float = 0.0  # price per part (any currency: only compared within one route)
 
 
+def sender_key(sender: str) -> str:
+    """A numeric sender as its digits ("+447700900999" and "00447700900999" are "447700900999"); any other
+    sender as written. National forms ("07700900999") stay as written: no region is known here."""
+    if sender[:1] == "+":
+        rest = sender[1:]
+    elif sender[:2] == "00":
+        rest = sender[2:]
+    else:
+        return sender
+    return rest if rest.isascii() and rest.isdigit() else sender
+
+
 @dataclass(frozen=True, slots=True)
 class RouteRule:
     name: str
@@ -63,6 +75,10 @@ class RouteRule:
     senders: frozenset[str] = frozenset()
     strategy: str = "priority"
     mobile_only: bool = False  # refuse numbers that are not mobile (invalid_number, not_mobile)
+
+    def __post_init__(self) -> None:
+        # A numeric sender matches however it is written: "+447700900999", "00447700900999", "447700900999".
+        object.__setattr__(self, "senders", frozenset(sender_key(s) for s in self.senders))
 
     def matches_number(self, number: Number, network: str) -> bool:
         if self.networks and network not in self.networks:
@@ -310,7 +326,7 @@ class Router:
         """The first rule, in table order, whose conditions all hold."""
         if network is None:
             network = self.networks.network_of(number.e164)
-        i = self._index.first(self.rules, number, network, account, message_class, sender)
+        i = self._index.first(self.rules, number, network, account, message_class, sender_key(sender))
         return self.rules[i] if i >= 0 else None
 
     def fit(self, text: str, carrier: str) -> tuple[str, int, str]:
@@ -354,7 +370,7 @@ class Router:
         text's word scan when the caller decides many recipients of one text (scan once, see scan_text)."""
         if network is None:
             network = self.networks.network_of(number.e164)
-        i = self._index.first(self.rules, number, network, account, message_class, sender)
+        i = self._index.first(self.rules, number, network, account, message_class, sender_key(sender))
         if i < 0:
             where = f" (network {network})" if network else ""
             return Refusal("no_route", f"no route takes +{number.e164}{where} for {message_class} from "

@@ -1344,6 +1344,23 @@ class Store:
             raw = txn.get(keys.text_pair(scope, number), db=self._dbs[b"optout"])
             return None if raw is None else records.unpack_listing(bytes(raw))
 
+    def list_page(self, name: str, scope: str, after: str, limit: int) -> list[tuple[str, tuple[int, str, str]]]:
+        """One page of a scope of the opt-out ("optout") or blacklist table (a scope of its own, not the
+        global list): (number, (at_ms, source, note)) in number order, the numbers after `after`."""
+        db = self._dbs[b"optout" if name == "optout" else b"blacklist"]
+        prefix = f"{scope}\0".encode()
+        out: list[tuple[str, tuple[int, str, str]]] = []
+        with self._lock, self._read() as txn:
+            cur = txn.cursor(db=db)
+            if not cur.set_range(prefix + after.encode() + b"\0" if after else prefix):
+                return out
+            for raw_key, value in cur:
+                key = bytes(raw_key)
+                if not key.startswith(prefix) or len(out) >= limit:
+                    break
+                out.append((key[len(prefix) :].decode(), records.unpack_listing(bytes(value))))
+        return out
+
     def blacklisted(self, number: str, scope: str = "") -> tuple[int, str, str] | None:
         """`number`'s entry on the blacklist of `scope` ("", "account:NAME", "carrier:NAME"), as `opt_out`."""
         with self._lock, self._read() as txn:

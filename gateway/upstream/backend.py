@@ -16,6 +16,8 @@ from gateway.upstream.schema import (
     EncodedEvent,
     Event,
     EventKind,
+    ListRequest,
+    ListResult,
     MessageQuery,
     MessageStatus,
     PreviewRequest,
@@ -64,6 +66,12 @@ class UpstreamBackend(Protocol):
         A seq past the last event in the log (of any account) is refused with `InvalidRequest` (field
         `seq`), never stored: a cursor ahead of the log would hide every event logged up to it.
         """
+        ...
+
+    async def lists(self, account: str, request: ListRequest) -> ListResult:
+        """Add, remove or check numbers on one of the account's lists (opt-out, blacklist), or read a page of
+        it in number order. Each number is read as `submit` reads a recipient; one that is no number gets
+        its entry with reason invalid_number, the others are changed (durably, before the answer)."""
         ...
 
     async def event_cursor(self, account: str) -> int:

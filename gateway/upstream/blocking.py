@@ -24,6 +24,10 @@ from gateway.upstream.schema import (
     EventKind,
     Hello,
     HelloResult,
+    ListAction,
+    ListName,
+    ListRequest,
+    ListResult,
     MessageQuery,
     MessageStatus,
     Op,
@@ -35,6 +39,7 @@ from gateway.upstream.schema import (
     SubscribeResult,
     cancel_result_from_wire,
     hello_result_from_wire,
+    list_result_from_wire,
     preview_result_from_wire,
     statuses_from_wire,
     submit_result_from_wire,
@@ -104,6 +109,15 @@ class BlockingClient:
 
     def cancel(self, *, message_id: str | None = None, client_ref: str | None = None) -> CancelResult:
         return cancel_result_from_wire(self.call(Op.CANCEL, MessageQuery(message_id, client_ref)))
+
+    def lists(
+        self, name: ListName | str, action: ListAction | str, numbers: Sequence[str] = (), *, after: str | None = None,
+        limit: int | None = None,
+    ) -> ListResult:
+        """Add, remove or check `numbers` on the account's opt-out or blacklist, or read a page of it
+        (action "page", from after `after`)."""
+        request = ListRequest(ListName(name), ListAction(action), tuple(numbers), after, limit)
+        return list_result_from_wire(self.call(Op.LISTS, request))
 
     def preview(self, text: str) -> PreviewResult:
         return preview_result_from_wire(self.call(Op.PREVIEW, PreviewRequest(text)))

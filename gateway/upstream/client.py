@@ -27,6 +27,10 @@ from gateway.upstream.schema import (
     EventKind,
     Hello,
     HelloResult,
+    ListAction,
+    ListName,
+    ListRequest,
+    ListResult,
     MessageQuery,
     MessageStatus,
     Op,
@@ -37,6 +41,7 @@ from gateway.upstream.schema import (
     Subscribe,
     cancel_result_from_wire,
     hello_result_from_wire,
+    list_result_from_wire,
     preview_result_from_wire,
     statuses_from_wire,
     submit_result_from_wire,
@@ -150,6 +155,15 @@ class UpstreamClient:
 
     async def cancel(self, *, message_id: str | None = None, client_ref: str | None = None) -> CancelResult:
         return cancel_result_from_wire(await self.call(Op.CANCEL, MessageQuery(message_id, client_ref)))
+
+    async def lists(
+        self, name: ListName | str, action: ListAction | str, numbers: Sequence[str] = (), *, after: str | None = None,
+        limit: int | None = None,
+    ) -> ListResult:
+        """Add, remove or check `numbers` on the account's opt-out or blacklist, or read a page of it
+        (action "page", from after `after`)."""
+        request = ListRequest(ListName(name), ListAction(action), tuple(numbers), after, limit)
+        return list_result_from_wire(await self.call(Op.LISTS, request))
 
     async def preview(self, text: str) -> PreviewResult:
         return preview_result_from_wire(await self.call(Op.PREVIEW, PreviewRequest(text)))

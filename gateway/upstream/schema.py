@@ -68,6 +68,21 @@ class Op(StrEnum):
     SUBSCRIBE = "subscribe"
     ACK = "ack"
     PING = "ping"
+    LISTS = "lists"
+
+
+class ListName(StrEnum):
+    """The account's suppression lists an application edits (docs/protocol.md, "lists")."""
+
+    OPTOUT = "optout"
+    BLACKLIST = "blacklist"
+
+
+class ListAction(StrEnum):
+    ADD = "add"
+    REMOVE = "remove"
+    CHECK = "check"
+    PAGE = "page"
 
 
 class MessageClass(StrEnum):
@@ -137,7 +152,19 @@ class Ping:
     pass
 
 
-Body = Hello | SubmitRequest | MessageQuery | PreviewRequest | Subscribe | Ack | Ping
+@dataclass(frozen=True, slots=True)
+class ListRequest:
+    """add, remove or check `numbers` (1-1000) on one of the account's lists, or read a page of it: the
+    entries after the number `after` ("" from the start), at most `limit`."""
+
+    list: ListName
+    action: ListAction
+    numbers: tuple[str, ...] = ()
+    after: str | None = None
+    limit: int | None = None
+
+
+Body = Hello | SubmitRequest | MessageQuery | PreviewRequest | Subscribe | Ack | Ping | ListRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,8 +281,32 @@ class SubscribeResult:
     window: int
 
 
+@dataclass(frozen=True, slots=True)
+class ListEntry:
+    """One number of a list request: `to` as sent (a page: the stored number), `number` its E.164 digits
+    (None when it is no number: then `reason` invalid_number and `detail`), whether it is on the list, and
+    since when and how (`source`: "mo:CARRIER" for a reply, "api", "import"; `note`: the reply's words)."""
+
+    to: str
+    number: str | None
+    listed: bool
+    at: float | None = None
+    source: str | None = None
+    note: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListResult:
+    entries: tuple[ListEntry, ...]
+    # A page's last number, to pass as `after` for the next page; None when the list has no more.
+    next: str | None = None
+
+
 Result = (
-    HelloResult | SubmitResult | tuple[MessageStatus, ...] | CancelResult | PreviewResult | SubscribeResult | Ack | Ping
+    HelloResult | SubmitResult | tuple[MessageStatus, ...] | CancelResult | PreviewResult | SubscribeResult | Ack
+    | Ping | ListResult
 )
 
 
@@ -506,6 +557,37 @@ def _parse_ping(body: Mapping[str, Any]) -> Ping:
     return Ping()
 
 
+MAX_LIST_PAGE = 10_000
+
+
+def _parse_lists(body: Mapping[str, Any]) -> ListRequest:
+    _only_keys(body, _ENVELOPE_KEYS | {"list", "action", "numbers", "after", "limit"})
+    try:
+        name = ListName(_req(body, "list", str))
+    except ValueError:
+        raise InvalidRequest("list must be optout or blacklist", field="list") from None
+    try:
+        action = ListAction(_req(body, "action", str))
+    except ValueError:
+        raise InvalidRequest("action must be add, remove, check or page", field="action") from None
+    if action is ListAction.PAGE:
+        if "numbers" in body:
+            raise InvalidRequest("a page takes after and limit, not numbers", field="numbers")
+        return ListRequest(name, action, after=_text(body, "after", MAX_NUMBER_CHARS) or "",
+                           limit=_int(body, "limit", 1, MAX_LIST_PAGE) or 1000)  # fmt: skip
+    for key in ("after", "limit"):
+        if key in body:
+            raise InvalidRequest(f"{action} takes numbers, not after or limit", field=key)
+    value = body.get("numbers")
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_RECIPIENTS:
+        raise InvalidRequest(f"numbers must be a list of 1 to {MAX_RECIPIENTS} numbers", field="numbers")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise InvalidRequest(f"numbers[{index}] must be str", field=f"numbers[{index}]")
+        check_number(item, f"numbers[{index}]")
+    return ListRequest(name, action, tuple(value))
+
+
 _PARSERS: dict[Op, Any] = {
     Op.HELLO: _parse_hello,
     Op.SUBMIT: _parse_submit,
@@ -515,6 +597,7 @@ _PARSERS: dict[Op, Any] = {
     Op.SUBSCRIBE: _parse_subscribe,
     Op.ACK: _parse_ack,
     Op.PING: _parse_ping,
+    Op.LISTS: _parse_lists,
 }
 
 
@@ -543,6 +626,11 @@ def request_body(body: Body) -> dict[str, Any]:
         )
     if isinstance(body, Hello | MessageQuery | PreviewRequest | Subscribe | Ack):
         return _compact({name: getattr(body, name) for name in body.__slots__})
+    if isinstance(body, ListRequest):
+        out: dict[str, Any] = {"list": str(body.list), "action": str(body.action)}
+        if body.action is ListAction.PAGE:
+            return {**out, **_compact({"after": body.after or None, "limit": body.limit})}
+        return {**out, "numbers": list(body.numbers)}
     return {}
 
 
@@ -566,6 +654,11 @@ def result_map(result: Result) -> dict[str, Any]:
         return {"messages": [_status_map(status) for status in result]}
     if isinstance(result, CancelResult):
         return {"cancelled": list(result.cancelled)}
+    if isinstance(result, ListResult):
+        return {
+            "entries": [_compact({name: getattr(e, name) for name in ListEntry.__slots__}) for e in result.entries],
+            "next": result.next,
+        }
     if isinstance(result, Ping):
         return {}
     return {name: getattr(result, name) for name in result.__slots__}
@@ -727,6 +820,20 @@ def _trail(raw: object) -> tuple[tuple[str, str], ...]:
     ):
         raise BadFrame(f"server sent a bad trail {raw!r}")
     return tuple((s[0], s[1]) for s in raw)
+
+
+def list_result_from_wire(result: object) -> ListResult:
+    body = _wire(result, "lists result")
+    entries = []
+    for item in _server_field(body, "entries", list):
+        e = _wire(item, "list entry")
+        at = e.get("at")
+        entries.append(ListEntry(
+            str(_server_field(e, "to", str)), e.get("number"), bool(_server_field(e, "listed", bool)),
+            None if at is None else float(at), e.get("source"), e.get("note"), e.get("reason"), e.get("detail"),
+        ))  # fmt: skip
+    after = body.get("next")
+    return ListResult(tuple(entries), None if after is None else str(after))
 
 
 def cancel_result_from_wire(result: object) -> CancelResult:

@@ -56,6 +56,7 @@ from gateway.upstream.schema import (
     EventKind,
     Hello,
     HelloResult,
+    ListRequest,
     MessageQuery,
     Op,
     Ping,
@@ -316,6 +317,8 @@ class _Connection:
             return await backend.cancel(account, body)
         if isinstance(body, PreviewRequest):
             return await backend.preview(account, body)
+        if isinstance(body, ListRequest):
+            return await backend.lists(account, body)
         if isinstance(body, Ack):
             return await self._ack(account, body)
         raise TypeError(f"no handler for {envelope.op}")

@@ -5,6 +5,7 @@ reason; texts get the account's opt-out wording; MO keywords opt numbers out and
 from __future__ import annotations
 
 import dataclasses
+import random
 import time
 from collections import Counter
 from pathlib import Path
@@ -43,17 +44,24 @@ def _clock() -> int:
 
 
 async def _submit(h: Harness, to: list[str], text: str, cls: MessageClass = MessageClass.MARKETING) -> list:  # type: ignore[type-arg]
+    """Every recipient's answer, in order, in requests of a thousand."""
+    messages = []
     async with h.client() as client:
-        result = await client.submit(SubmitRequest(to=tuple(to), text=text, message_class=cls, sender="ACME"))
-    return list(result.messages)
+        for k in range(0, len(to), 1000):
+            request = SubmitRequest(to=tuple(to[k : k + 1000]), text=text, message_class=cls, sender="ACME")
+            messages.extend((await client.submit(request)).messages)
+    return messages
 
 
 async def test_a_seeded_mix_is_refused_and_held_exactly_as_seeded(tmp_path: Path) -> None:
-    gb = [f"4479111{n:05d}" for n in range(400)]
-    cn = [f"86138{n:08d}" for n in range(100)]  # 22:00 in Shanghai: held
-    opted, listed, account_listed, capped = gb[:50], gb[50:80], gb[80:100], gb[100:150]
-    invalid = ["12345", "+44 1", "999999999999999"]
-    with trio.fail_after(60):
+    rng = random.Random(13)
+    numbers = rng.sample(range(10**8), 20_000)
+    gb = [f"4477{n:08d}" for n in numbers[:16_000]]  # the harness's test prefix 4477: every one a number
+    cn = [f"86138{n % 10**8:08d}" for n in numbers[16_000:19_990]]  # 22:00 in Shanghai: held
+    roles = rng.sample(gb, 8_000)
+    opted, listed, account_listed, capped = roles[:2_000], roles[2_000:3_500], roles[3_500:4_000], roles[4_000:]
+    invalid = ["12345", "+44 1", "999999999999999", "call-me", "0", "+", "4479", "+44 (0) 20", "86", "+999 1234"]
+    with trio.fail_after(120):
         async with running_gateway(tmp_path, wall_ms=_clock, configure=_compliance) as h:
             writer = h.running.engine.writer
             await writer.apply(
@@ -63,16 +71,20 @@ async def test_a_seeded_mix_is_refused_and_held_exactly_as_seeded(tmp_path: Path
             )
             first = await _submit(h, capped, "Spring sale today only")  # each takes the day's one slot
             assert {m.state for m in first} == {"accepted"}
-            messages = await _submit(h, gb + cn + invalid, "Spring sale, second chance")
+            everyone = gb + cn + invalid
+            rng.shuffle(everyone)
+            messages = await _submit(h, everyone, "Spring sale, second chance")
             # A notification still reaches those who opted out of marketing.
             notified = await _submit(h, opted, "Your parcel arrives today", MessageClass.NOTIFICATION)
-            stored = h.running.engine.store.get(int(messages[-len(invalid) - len(cn) - 1].message_id))
+            sent = next(m for m in messages if m.to in set(gb) - set(roles))
+            stored = h.running.engine.store.get(int(sent.message_id))
 
     by_to = {m.to: m for m in messages}
+    assert len(by_to) == 20_000
     reasons = Counter(m.reason for m in messages)
     assert reasons == Counter({
-        None: 400 - 150, "opted_out": 50, "blacklisted": 50, "frequency_capped": 50, "outside_window": 100,
-        "invalid_number": 3,
+        None: 16_000 - 8_000, "opted_out": 2_000, "blacklisted": 2_000, "frequency_capped": 4_000,
+        "outside_window": 3_990, "invalid_number": 10,
     })  # fmt: skip
     assert {by_to[n].state for n in opted + listed + account_listed + capped + invalid} == {"rejected"}
     assert {by_to[n].state for n in cn} == {"scheduled"}
@@ -119,3 +131,59 @@ async def collect_mo(client, n: int) -> list[str]:  # type: ignore[no-untyped-de
         if len(texts) == n:
             return texts
     raise AssertionError("the event stream ended")
+
+
+async def test_the_account_edits_its_lists_and_the_accept_sees_them(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with running_gateway(tmp_path, wall_ms=_clock, configure=_compliance) as h, h.client() as client:
+            added = await client.lists("optout", "add", ["+44 7911 100010", "447911100011", "call-me"])
+            assert [(e.number, e.listed, e.reason) for e in added.entries] == [
+                ("447911100010", True, None), ("447911100011", True, None), (None, False, "invalid_number"),
+            ]  # fmt: skip
+            assert added.entries[0].source == "api"
+            (refused,) = await _submit(h, ["447911100010"], "Winter sale")
+            assert refused.reason == "opted_out"
+            (notified,) = await _submit(h, ["447911100010"], "Your parcel", MessageClass.NOTIFICATION)
+            assert notified.state == "accepted"
+            await client.lists("optout", "remove", ["07911 100010"])  # national: the account's region
+            (again,) = await _submit(h, ["447911100010"], "Winter sale")
+            assert again.state == "accepted"
+            checked = await client.lists("optout", "check", ["447911100010", "447911100011"])
+            assert [e.listed for e in checked.entries] == [False, True]
+            await client.lists("blacklist", "add", ["447911100012"])
+            (listed,) = await _submit(h, ["447911100012"], "Your parcel", MessageClass.NOTIFICATION)
+            assert (listed.reason, listed.detail) == ("blacklisted", "on account acme's blacklist")
+            # The CLI streams a CSV in and the whole list out, a thousand at a time.
+            csv_file = tmp_path / "optouts.csv"
+            csv_file.write_text("number,added\n" + "".join(f"+4479112{n:05d},2026-01-01\n" for n in range(2500)))
+            code, out = await trio.to_thread.run_sync(_ctl, h, ["optout", "import", str(csv_file)])
+            assert code == 0
+            assert "2,500 added, 0 refused" in out
+            code, out = await trio.to_thread.run_sync(_ctl, h, ["optout", "export"])
+            rows = out.splitlines()
+            assert rows[0] == "number,at,source,note"
+            assert len(rows) == 1 + 2500 + 1  # and 447911100011
+            assert rows[1].startswith("447911100011,")
+            page = await client.lists("optout", "page", after="447911202498", limit=5)
+            assert [e.number for e in page.entries] == ["447911202499"]
+            assert page.next is None
+
+
+def _ctl(h: Harness, argv: list[str]) -> tuple[int, str]:
+    """gatewayctl's command on a blocking client of the running gateway; (exit code, what it printed)."""
+    import contextlib
+    import io
+
+    from gateway.ctl.main import _parser, _run
+    from gateway.upstream.blocking import BlockingClient
+
+    from .harness import SECRET
+
+    out = io.StringIO()
+    with (
+        BlockingClient.connect_unix(h.running.socket_path, account="acme", secret=SECRET, timeout=30) as client,
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        code = _run(_parser().parse_args(argv), client)
+    return code, out.getvalue()

@@ -21,6 +21,10 @@ from gateway.upstream import (
     Event,
     EventKind,
     InvalidRequest,
+    ListAction,
+    ListEntry,
+    ListRequest,
+    ListResult,
     MessageQuery,
     MessageStatus,
     NotCancellable,
@@ -90,6 +94,8 @@ class MemoryBackend:
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
         self.last_seq = 0
+        # (account, list name) -> numbers on it, as sent (this backend reads no numbering plan).
+        self.listed: dict[tuple[str, str], set[str]] = {}
         self._changed = trio.Event()
         self._submit_progress = trio.Event()
 
@@ -120,6 +126,19 @@ class MemoryBackend:
         for record in records:
             record.status = replace(record.status, state="cancelled", updated_at=trio.current_time())
         return CancelResult(tuple(record.status.message_id for record in records))
+
+    async def lists(self, account: str, request: ListRequest) -> ListResult:
+        await trio.lowlevel.checkpoint()
+        on = self.listed.setdefault((account, str(request.list)), set())
+        if request.action is ListAction.PAGE:
+            after = request.after or ""
+            page = sorted(n for n in on if n > after)[: request.limit or 1000]
+            return ListResult(tuple(ListEntry(n, n, True) for n in page))
+        if request.action is ListAction.ADD:
+            on.update(request.numbers)
+        elif request.action is ListAction.REMOVE:
+            on.difference_update(request.numbers)
+        return ListResult(tuple(ListEntry(n, n, n in on) for n in request.numbers))
 
     async def preview(self, account: str, request: PreviewRequest) -> PreviewResult:
         await trio.lowlevel.checkpoint()

@@ -270,3 +270,17 @@ def test_many_rules_find_the_same_first_match_as_a_scan_in_order() -> None:
                 expected = next((x for x in rules if x.matches_number(n, net) and x.matches_message(account, cls, "S")),
                                 None)  # fmt: skip
                 assert r.rule_for(n, account, cls, "S") is expected
+
+
+@pytest.mark.parametrize(
+    ("sender", "expected"),
+    [
+        ("447700900999", "by-number"), ("+447700900999", "by-number"), ("00447700900999", "by-number"),
+        ("447700900998", "default"), ("+44 7700 900999", "default"), ("SHOP", "default"),
+    ],
+)  # fmt: skip
+def test_a_numeric_sender_matches_however_it_is_written(sender: str, expected: str) -> None:
+    r = router([rule("by-number", "a", senders=frozenset({"+447700900999"})), rule("default", "b")])
+    plan = decide(r, "+447400123456", sender=sender)
+    assert isinstance(plan, Plan)
+    assert plan.route == expected

@@ -24,6 +24,9 @@ from gateway.upstream.schema import (
     Envelope,
     Event,
     EventKind,
+    ListAction,
+    ListName,
+    ListRequest,
     MessageClass,
     MessageStatus,
     Op,
@@ -75,6 +78,20 @@ def test_what_the_client_sends_the_server_parses_back(request: SubmitRequest) ->
 
 
 @pytest.mark.parametrize(
+    "request_",
+    [
+        ListRequest(ListName.OPTOUT, ListAction.ADD, ("+447911123456", "07911 123456")),
+        ListRequest(ListName.BLACKLIST, ListAction.CHECK, ("447911123456",)),
+        ListRequest(ListName.OPTOUT, ListAction.PAGE, after="447911123456", limit=500),
+        ListRequest(ListName.BLACKLIST, ListAction.PAGE, after="", limit=1000),
+    ],
+)
+def test_a_lists_request_the_client_sends_the_server_parses_back(request_: ListRequest) -> None:
+    body = request_body(request_) | {"op": "lists", "id": 3}
+    assert parse_request(body) == Envelope(3, Op.LISTS, request_)
+
+
+@pytest.mark.parametrize(
     ("frame", "error", "field"),
     [
         (submit(to="12\t34"), InvalidNumber, "to"),
@@ -98,6 +115,17 @@ def test_what_the_client_sends_the_server_parses_back(request: SubmitRequest) ->
         (submit(id=-1), InvalidRequest, "id"),
         (submit(id=True), InvalidRequest, "id"),
         (submit(op="send"), UnknownOp, "op"),
+        ({"op": "lists", "id": 1, "list": "whitelist", "action": "add", "numbers": ["1"]}, InvalidRequest, "list"),
+        ({"op": "lists", "id": 1, "list": "optout", "action": "purge", "numbers": ["1"]}, InvalidRequest, "action"),
+        ({"op": "lists", "id": 1, "list": "optout", "action": "add"}, InvalidRequest, "numbers"),
+        ({"op": "lists", "id": 1, "list": "optout", "action": "add", "numbers": ["1"] * 1001}, InvalidRequest,
+         "numbers"),
+        ({"op": "lists", "id": 1, "list": "optout", "action": "add", "numbers": ["1\n"]}, InvalidNumber,
+         "numbers[0]"),
+        ({"op": "lists", "id": 1, "list": "optout", "action": "add", "numbers": ["1"], "limit": 5}, InvalidRequest,
+         "limit"),
+        ({"op": "lists", "id": 1, "list": "optout", "action": "page", "numbers": ["1"]}, InvalidRequest, "numbers"),
+        ({"op": "lists", "id": 1, "list": "optout", "action": "page", "limit": 10_001}, InvalidRequest, "limit"),
         ({"op": "status", "id": 1, "message_id": "m1", "client_ref": "r"}, InvalidRequest, "message_id"),
         ({"op": "hello", "id": 1, "version": 1, "account": "shop"}, InvalidRequest, "secret"),
         ({"op": "subscribe", "id": 1, "window": 0}, InvalidRequest, "window"),
