@@ -120,7 +120,8 @@ class Backend:
             for to, number in zip(request.to, numbers, strict=True)
         ]  # fmt: skip
         if policy.window is not None:
-            checked = [self._held(policy, account, message_class, r, detail, now_ms) for r, detail in checked]
+            opens: dict[tuple[str, ...], int] = {}  # per set of time zones: a request's recipients share a few
+            checked = [self._held(policy, account, message_class, r, detail, now_ms, opens) for r, detail in checked]
         recipients = tuple(r for r, _ in checked)
         self._refuse_text(checked, text)
         op = Submit(
@@ -195,12 +196,16 @@ class Backend:
         return Recipient(number.e164, route=route), ""
 
     def _held(
-        self, policy: Policy, account: str, message_class: str, r: Recipient, detail: str, now_ms: int
+        self, policy: Policy, account: str, message_class: str, r: Recipient, detail: str, now_ms: int,
+        opens: dict[tuple[str, ...], int],
     ) -> tuple[Recipient, str]:
         """A routed recipient outside its send window: held until it opens (deferred, never dropped)."""
         if r.reject:
             return r, detail
-        until = policy.defer_until(account, message_class, self._ctx.routing.numbers.time_zones(r.number), now_ms)
+        zones = self._ctx.routing.numbers.time_zones(r.number)
+        until = opens.get(zones)
+        if until is None:
+            until = opens[zones] = policy.defer_until(account, message_class, zones, now_ms)
         if not until:
             return r, detail
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until / 1000))
@@ -282,17 +287,13 @@ class Backend:
             for result in await ctx.apply(ops):
                 if isinstance(result, GatewayError):
                     raise result
-        entries = []
-        for to, n in parsed:
-            if not isinstance(n, Number):
-                entries.append(ListEntry(to, None, False, reason="invalid_number", detail=str(n)))
-                continue
-            # An opt-out from every account (an operator's) counts for this one too.
-            if optout:
-                entry = store.opt_out(n.e164, scope) or store.opt_out(n.e164)
-            else:
-                entry = store.blacklisted(n.e164, scope)
-            entries.append(ListEntry(to, n.e164, entry is not None, *_when(entry)))
+        # What each number's entry is now (an opt-out from every account, an operator's, counts too), in one read.
+        found = dict(zip(valid, store.list_entries(str(request.list), scope, valid), strict=True))
+        entries = [
+            ListEntry(to, n.e164, found[n.e164] is not None, *_when(found[n.e164])) if isinstance(n, Number)
+            else ListEntry(to, None, False, reason="invalid_number", detail=str(n))
+            for to, n in parsed
+        ]  # fmt: skip
         return ListResult(tuple(entries))
 
     # --- events ---------------------------------------------------------------------------------------

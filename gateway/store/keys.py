@@ -22,7 +22,10 @@ Sub-databases and their keys (values are in records.py):
     blacklist   number (every message), or               -> b"" or a blacklist record (when, source)
                 scope \\0 number (account:NAME, carrier:NAME)
     freq        number \\0 window_start_ms(8)             -> count(4)   (no longer written; swept away)
-    caps        rule \\0 scope \\0 number                  -> cap record: window and the accept times counted
+    caps        number                                   -> cap record: per counter (rule \\0 scope) its window and
+                                                                   the accept times it counts (all of a number's
+                                                                   counters in one row: one read, one write a
+                                                                   recipient)
     idem        account \\0 client reference              -> idempotency record
     idem_time   created_ms(8) account \\0 reference       -> b""
     concat      destination                              -> last reference(2)
@@ -156,9 +159,9 @@ def recipient_key(number: str, msg_id: int) -> bytes:
     return number.encode() + b"\0" + _U64.pack(msg_id)
 
 
-def cap_key(rule: str, scope: str, number: str) -> bytes:
-    """`rule \\0 scope \\0 number`: one recipient's counter under one rule and scope."""
-    return f"{rule}\0{scope}\0{number}".encode()
+def cap_counter(rule: str, scope: str) -> str:
+    """`rule \\0 scope`: which counter of a number's cap record a rule and scope count in."""
+    return f"{rule}\0{scope}"
 
 
 def blacklist_key(scope: str, number: str) -> bytes:

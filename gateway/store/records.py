@@ -54,8 +54,8 @@ class Message(NamedTuple):
     # reloaded later apply to new messages). Records written before routes were stored have none: the
     # engine asks the route table of the day.
     route: tuple[str, ...] = ()
-    # The frequency-cap counters (keys.cap_key) its accept took a slot of, to give back if it ends failed.
-    caps: tuple[bytes, ...] = ()
+    # The frequency-cap counters (keys.cap_counter) its accept took a slot of, to give back if it ends failed.
+    caps: tuple[str, ...] = ()
 
     @property
     def possible_duplicate(self) -> bool:
@@ -202,7 +202,7 @@ def unpack_message(data: bytes) -> Message:
     f[F_ROUTE] = tuple(str(c) for c in f[F_ROUTE])
     if len(f) == _FIELDS_V1_2:
         return Message._make([*f[1:_FIELDS_V1_2], ()])
-    f[F_CAPS] = tuple(bytes(k) for k in f[F_CAPS])
+    f[F_CAPS] = tuple(str(k) for k in f[F_CAPS])
     return Message._make(f[1:_FIELDS])
 
 
@@ -392,14 +392,19 @@ def unpack_listing(data: bytes) -> tuple[int, str, str]:
     return int(f[1]), str(f[2]), str(f[3])
 
 
-def pack_cap(window_ms: int, times: Sequence[int]) -> bytes:
-    """A frequency-cap counter: its window and the accept times it counts (ascending)."""
-    return _pack([VERSION, window_ms, list(times)])
+CapCounters = dict[str, list[Any]]
+"""A number's frequency-cap counters: counter (keys.cap_counter) -> [window_ms, [accept times, ascending]]."""
 
 
-def unpack_cap(data: bytes) -> tuple[int, list[int]]:
-    f = _unpack(data, "cap counter")
-    return int(f[1]), [int(t) for t in f[2]]
+def pack_caps(counters: CapCounters) -> bytes:
+    return _pack([VERSION, counters])
+
+
+def unpack_caps(data: bytes) -> CapCounters:
+    f = _unpack(data, "cap counters")
+    if len(f) != 2 or not isinstance(f[1], dict):
+        raise CorruptRecord("cap counters: wrong shape")
+    return f[1]
 
 
 def pack_idem(created_ms: int, ids: tuple[int, ...], fingerprint: bytes = b"") -> bytes:

@@ -529,7 +529,7 @@ class Store:
         return SubmitResult(tuple(outcomes), duplicate=True)
 
     def _accept_one(self, tx: _Tx, op: Submit, r: Recipient) -> Outcome:
-        caps: list[bytes] = []
+        caps: list[str] = []
         if r.reject:
             reason, detail, route = r.reject, "", r.route
         else:
@@ -553,7 +553,7 @@ class Store:
         self._save(tx, f, None, None)
         return Outcome(f[F_ID], state, reason, detail)
 
-    def _stored_policy(self, tx: _Tx, op: Submit, r: Recipient) -> tuple[str, str, tuple[str, ...], list[bytes]]:
+    def _stored_policy(self, tx: _Tx, op: Submit, r: Recipient) -> tuple[str, str, tuple[str, ...], list[str]]:
         """Checks that read stored state, in the same transaction as the accept (ARCHITECTURE.md step 2), so
         two concurrent submits cannot both pass a cap of one: (reason, detail, the route without the carriers
         that blacklist the number, the cap counters it took a slot of and gives back if it fails)."""
@@ -576,38 +576,45 @@ class Store:
         if not op.caps:
             return "", "", route, []
         now = tx.now
+        key = number.encode()
+        raw = tx.get(b"caps", key)
+        counters = records.unpack_caps(raw) if raw else {}
         counting = []
         for cap in op.caps:  # every rule must have room before any counts it
-            key = keys.cap_key(cap.rule, cap.scope, number)
+            name = keys.cap_counter(cap.rule, cap.scope)
             window_ms = cap.window_seconds * 1000
-            raw = tx.get(b"caps", key)
-            times = [t for t in records.unpack_cap(raw)[1] if t > now - window_ms] if raw else []
+            kept = counters.get(name)
+            times = [t for t in kept[1] if t > now - window_ms] if kept else []
             if len(times) >= cap.limit:
                 detail = f"rule {cap.rule}: at most {cap.limit} in {_span(cap.window_seconds)}"
                 return "frequency_capped", detail, route, []
-            counting.append((key, window_ms, times, cap.give_back))
+            counting.append((name, window_ms, times, cap.give_back))
         taken = []
-        for key, window_ms, times, give_back in counting:
+        for name, window_ms, times, give_back in counting:
             times.append(now)
-            tx.put(b"caps", key, records.pack_cap(window_ms, times))
+            counters[name] = [window_ms, times]
             if give_back:
-                taken.append(key)
+                taken.append(name)
+        tx.put(b"caps", key, records.pack_caps(counters))
         return "", "", route, taken
 
     def _give_back(self, tx: _Tx, f: MessageFields) -> None:
         """A message that ended failed frees the cap slots its accept took (CapCheck.give_back)."""
-        created = f[F_CREATED_MS]
-        for key in f[F_CAPS]:
-            raw = tx.get(b"caps", bytes(key))
-            if raw is None:
-                continue  # swept: its window passed
-            window_ms, times = records.unpack_cap(raw)
-            if created in times:
-                times.remove(created)
-                if times:
-                    tx.put(b"caps", bytes(key), records.pack_cap(window_ms, times))
-                else:
-                    tx.delete(b"caps", bytes(key))
+        key = f[F_RECIPIENT].encode()
+        raw = tx.get(b"caps", key)
+        if raw is not None:  # else swept: every window passed
+            counters = records.unpack_caps(raw)
+            created = f[F_CREATED_MS]
+            for name in f[F_CAPS]:
+                kept = counters.get(name)
+                if kept is not None and created in kept[1]:
+                    kept[1].remove(created)
+                    if not kept[1]:
+                        del counters[name]
+            if counters:
+                tx.put(b"caps", key, records.pack_caps(counters))
+            else:
+                tx.delete(b"caps", key)
         f[F_CAPS] = []
 
     # --- segment events -----------------------------------------------------------------------------
@@ -1146,12 +1153,15 @@ class Store:
             return 0
         n = 0
         for _ in range(limit):
-            window_ms, times = records.unpack_cap(bytes(cur.value()))
-            if not times or times[-1] <= tx.now - window_ms:
+            counters = records.unpack_caps(bytes(cur.value()))
+            live = {name: c for name, c in counters.items() if c[1] and c[1][-1] > tx.now - c[0]}
+            if not live:
                 cur.delete()  # and on to the next row
                 n += 1
                 moved = bool(cur.key())
             else:
+                if len(live) < len(counters):
+                    cur.put(cur.key(), records.pack_caps(live))
                 moved = cur.next()
             if not moved:  # the end: the next sweep starts over
                 self._caps_swept = b""
@@ -1343,6 +1353,21 @@ class Store:
         with self._lock, self._read() as txn:
             raw = txn.get(keys.text_pair(scope, number), db=self._dbs[b"optout"])
             return None if raw is None else records.unpack_listing(bytes(raw))
+
+    def list_entries(self, name: str, scope: str, numbers: Sequence[str]) -> list[tuple[int, str, str] | None]:
+        """`opt_out` (name "optout": the scope's entry, else the global one) or `blacklisted` (the scope's) of
+        each number, in one read transaction."""
+        optout = name == "optout"
+        db = self._dbs[b"optout" if optout else b"blacklist"]
+        out: list[tuple[int, str, str] | None] = []
+        with self._lock, self._read() as txn:
+            get = txn.get
+            for n in numbers:
+                raw = get(f"{scope}\0{n}".encode(), db=db)
+                if raw is None and optout:
+                    raw = get(f"\0{n}".encode(), db=db)  # an opt-out from every account counts for this one
+                out.append(None if raw is None else records.unpack_listing(bytes(raw)))
+        return out
 
     def list_page(self, name: str, scope: str, after: str, limit: int) -> list[tuple[str, tuple[int, str, str]]]:
         """One page of a scope of the opt-out ("optout") or blacklist table (a scope of its own, not the

@@ -15,7 +15,7 @@ import trio
 from gateway.app import GatewayConfig
 from gateway.engine.settings import CapSettings, ComplianceSettings, WordListSettings
 from gateway.store import SetBlacklist, SetOptOut
-from gateway.upstream import MessageClass, SubmitRequest
+from gateway.upstream import MessageClass, SubmitRequest, SubmittedMessage
 
 from .harness import Harness, collect_final_events, running_gateway
 
@@ -43,9 +43,11 @@ def _clock() -> int:
     return AFTERNOON_IN_LONDON_MS + int(time.monotonic() * 1000) % 1000
 
 
-async def _submit(h: Harness, to: list[str], text: str, cls: MessageClass = MessageClass.MARKETING) -> list:  # type: ignore[type-arg]
+async def _submit(
+    h: Harness, to: list[str], text: str, cls: MessageClass = MessageClass.MARKETING
+) -> list[SubmittedMessage]:
     """Every recipient's answer, in order, in requests of a thousand."""
-    messages = []
+    messages: list[SubmittedMessage] = []
     async with h.client() as client:
         for k in range(0, len(to), 1000):
             request = SubmitRequest(to=tuple(to[k : k + 1000]), text=text, message_class=cls, sender="ACME")

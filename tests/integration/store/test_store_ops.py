@@ -151,6 +151,15 @@ def test_cap_counters_whose_window_passed_are_swept(open_store: StoreFactory, cl
     for _ in range(10):
         ok(store, [Sweep(limit=7)])
     assert store.count(b"caps") == 0
+    # A number's row holds all its counters: the hour's leaves with its window, the day's stays with the row.
+    hour, day = CapCheck("hour", "*", 3600, 1), CapCheck("day", "*", 86400, 2)
+    ok(store, [submit("+1", caps=(hour, day))])
+    clock.ms += 3600 * 1000 + 1
+    for _ in range(3):
+        ok(store, [Sweep(limit=7)])
+    assert store.count(b"caps") == 1
+    outcomes = [accepted(r).outcomes[0].reason for r in ok(store, [submit("+1", caps=(hour, day)) for _ in range(2)])]
+    assert outcomes == ["", "frequency_capped"]  # the hour has room again; the day's two are taken
 
 
 def test_blacklists_by_scope_and_a_carrier_list_leaves_the_others(open_store: StoreFactory) -> None:
