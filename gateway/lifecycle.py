@@ -37,7 +37,8 @@ Reason codes (`REASONS`) are the only strings a final state carries; two are par
     optout_missing          a text of this class must offer an opt-out and the account appends none
     invalid_number          the number cannot be normalised to a routable E.164 number
     no_route                no carrier route covers the number
-    outside_window          the send window never opened before the validity ran out
+    outside_window          held for the send window (a submit answer's reason, with state scheduled);
+                            one whose validity ends first ends expired
     carrier_rejected:<st>   submit_sm_resp with a permanent command_status (SMPP 3.4 5.1.3), e.g.
                             carrier_rejected:ESME_RINVDSTADR or carrier_rejected:0x00000458
     undeliverable:<err>     receipt UNDELIV/REJECTD/DELETED/UNKNOWN with the receipt's err: field (SMPP 3.4

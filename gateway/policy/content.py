@@ -89,7 +89,10 @@ def _trailing_signature(text: str) -> int | None:
 
 def signature(text: str) -> str | None:
     """The brand of the text's signature: a leading 【...】 (after whitespace), else a trailing one; "" for an
-    empty 【】, None when the text has no signature."""
+    empty 【】, None when the text has no signature, or brackets that are not one pair ("【【】", two
+    signatures: `check_signature` refuses those)."""
+    if text.count(_OPEN) != 1 or text.count(_CLOSE) != 1:
+        return None
     start = len(text) - len(text.lstrip())
     if text.startswith(_OPEN, start) and (close := text.find(_CLOSE, start)) >= 0:
         return text[start + 1 : close]
@@ -141,9 +144,14 @@ def _fold_all(names: Iterable[str], what: str) -> frozenset[str]:
     return frozenset(_folded(name, what) for name in names)
 
 
+_MORE_THAN_ONE = "more than one 【】 in the text: a text carries one signature, and carriers read any 【】 as one"
+
+
 def check_signature(text: str, rules: SignatureRules) -> Violation | None:
     """The first rule the text's signature breaks, or None. Reason "signature_missing" when one is required
     and the text has none; "signature_invalid" for every other breach, the detail saying which."""
+    if text.count(_OPEN) > 1 or text.count(_CLOSE) > 1:
+        return Violation("signature_invalid", _MORE_THAN_ONE)
     brand = signature(text)
     if brand is None:
         if rules.required:
@@ -155,8 +163,6 @@ def check_signature(text: str, rules: SignatureRules) -> Violation | None:
 
 def _signature_problem(brand: str, text: str, rules: SignatureRules) -> str | None:
     """What is wrong with the signature `brand` of `text` under `rules`, for a person; None if nothing."""
-    if text.count(_OPEN) > 1 or text.count(_CLOSE) > 1:
-        return "more than one 【】 in the text: a text carries one signature, and carriers read any 【】 as one"
     if not brand:
         return "empty signature 【】"
     shown = f"signature {_OPEN}{brand}{_CLOSE}"
@@ -200,7 +206,9 @@ def with_optout(text: str, wording: str) -> str:
         return text
     wording = wording.strip()
     body, tail = text.rstrip(), ""
-    start = _trailing_signature(body)
+    # Only a text with one signature has a trailing one to keep last; brackets that do not pair ("【【】") are
+    # text (check_signature refuses them), and the wording goes at the end.
+    start = _trailing_signature(body) if signature(body) is not None else None
     if start is not None:
         core = body[:start].rstrip()
         body, tail = core, body[len(core) :]  # the tail keeps any space the sender put before the signature

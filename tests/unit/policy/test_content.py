@@ -30,7 +30,8 @@ REQUIRED = SignatureRules(required=True)
         ("  【阿里云】您的验证码是1234", "阿里云"),
         ("您的验证码是1234【阿里云】", "阿里云"),
         ("您的验证码是1234【阿里云】 \n", "阿里云"),
-        ("【Acme】hello【Other】", "Acme"),  # a leading one first (check_signature refuses the text)
+        ("【Acme】hello【Other】", None),  # two: no one signature (check_signature refuses the text)
+        ("【【】", None),  # brackets that are not one pair
         ("【】hello", ""),
         ("[Acme] Your order has shipped", None),  # only 【】 is a signature
         ("Your order has shipped [Acme]", None),
