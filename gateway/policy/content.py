@@ -157,12 +157,12 @@ def check_signature(text: str, rules: SignatureRules) -> Violation | None:
         if rules.required:
             return Violation("signature_missing", "the text has no signature 【...】 at its start or end")
         return None
-    problem = _signature_problem(brand, text, rules)
+    problem = _signature_problem(brand, rules)
     return None if problem is None else Violation("signature_invalid", problem)
 
 
-def _signature_problem(brand: str, text: str, rules: SignatureRules) -> str | None:
-    """What is wrong with the signature `brand` of `text` under `rules`, for a person; None if nothing."""
+def _signature_problem(brand: str, rules: SignatureRules) -> str | None:
+    """What is wrong with the signature `brand` under `rules`, for a person; None if nothing."""
     if not brand:
         return "empty signature 【】"
     shown = f"signature {_OPEN}{brand}{_CLOSE}"
