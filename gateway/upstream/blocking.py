@@ -168,6 +168,47 @@ class BlockingClient:
             raise reply.error
         return reply.result
 
+    def call_many(self, op: Op, bodies: Sequence[Body]) -> list[object]:
+        """Several requests of one kind in flight at once on this connection (pipelined: the server works
+        on the next while the store commits the one before); their results in order. The first error, once
+        every answer came, is raised."""
+        with self._lock:
+            if self._closed is not None:
+                raise self._closed
+            idents = []
+            data = []
+            for body in bodies:
+                ident, encoded = self._session.request(op, body)
+                idents.append(ident)
+                data.append(encoded)
+            try:
+                self._sock.sendall(b"".join(data))
+            except OSError as err:
+                raise self._shut(ConnectionLost(f"send failed: {err}")) from err
+            replies: dict[int, Reply] = {}
+            wanted = set(idents)
+            while len(replies) < len(idents):
+                while (message := self._session.next_message()) is not None:
+                    if isinstance(message, Event):
+                        self._events.append(message)
+                    elif message.id in wanted:
+                        replies[message.id] = message
+                    elif message.fatal and message.error is not None:
+                        raise self._shut(message.error)
+                if len(replies) < len(idents):
+                    self._fill()
+        for ident in idents:
+            if replies[ident].error is not None:
+                raise replies[ident].error  # type: ignore[misc]
+        return [replies[ident].result for ident in idents]
+
+    def lists_many(self, name: ListName | str, action: ListAction | str, chunks: Sequence[Sequence[str]]) -> (
+        list[ListResult]
+    ):
+        """`lists` for each chunk of numbers, the requests in flight together (an import's pace)."""
+        requests = [ListRequest(ListName(name), ListAction(action), tuple(chunk)) for chunk in chunks]
+        return [list_result_from_wire(result) for result in self.call_many(Op.LISTS, requests)]
+
     def _drain(self, ident: int | None) -> Reply | None:
         """Handle every whole frame received; return the reply to `ident` if it came."""
         while (message := self._session.next_message()) is not None:
