@@ -64,7 +64,10 @@ async def run(args: argparse.Namespace, tmp: str) -> dict[str, float | int | str
     words = [*cfg.word_lists, WordListSettings("generated", banned_words(rng, args.banned_words))]
     assert cfg.compliance is not None
     cfg = dataclasses.replace(
-        cfg, store=dataclasses.replace(cfg.store, path=os.path.join(tmp, "store"), sync=True),
+        # POLICY_NOSYNC=1: no fsync, to tell the disk's share from the processes' (as E2E_NOSYNC in e2e.py).
+        cfg, store=dataclasses.replace(
+            cfg.store, path=os.path.join(tmp, "store"), sync=not os.environ.get("POLICY_NOSYNC")
+        ),
         word_lists=tuple(words),
         compliance=dataclasses.replace(cfg.compliance, banned_words=(*cfg.compliance.banned_words, "generated")),
     )  # fmt: skip
