@@ -7,8 +7,9 @@ started looking, whichever comes first; while a group commits the next one fills
 by themselves and an idle writer adds no latency. Each group runs in one
 `trio.to_thread.run_sync(store.apply, ops)` call: an LMDB write transaction must begin and commit on one
 thread (py-lmdb docs, "Threads"). With a writer process (remote.py) the group is sent there instead, and
-its Python work runs on another core. At most `queue_max` operations wait; further callers block
-(backpressure towards the upstream sockets).
+its Python work runs on another core; a group is sent at once, without lingering, when the process has
+nothing in flight (it would otherwise idle while the event loop runs every other ready task). At most
+`queue_max` operations wait; further callers block (backpressure towards the upstream sockets).
 
 Callers park on their group directly (`trio.lowlevel.wait_task_rescheduled`) and the commit reschedules
 each one: waking a caller costs one reschedule and nothing more (no Event, no extra coroutine frame),
@@ -143,10 +144,16 @@ class Writer:
                 self._work = trio.Event()
                 await self._work.wait()
                 continue
-            if self._process is not None:
-                # Wait for room in the pipeline before closing the group: it keeps filling meanwhile.
-                await self._slots.acquire()
-            await self._linger(self._groups[0])
+            if self._process is not None and not self._in_flight:
+                # The writer process is idle: send now. Lingering would let every runnable caller run first
+                # (trio runs a whole batch of tasks at each checkpoint), and a submit's checks take
+                # milliseconds: the event loop and the writer would take turns instead of overlapping.
+                self._slots.acquire_nowait()
+            else:
+                if self._process is not None:
+                    # Wait for room in the pipeline before closing the group: it keeps filling meanwhile.
+                    await self._slots.acquire()
+                await self._linger(self._groups[0])
             await commit(self._groups.popleft())
 
     async def _linger(self, group: _Group) -> None:
