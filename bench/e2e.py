@@ -147,6 +147,7 @@ def compliance_toml(tmp: Path, rng: random.Random) -> str:
         f'[[word_lists]]\nname = "banned"\nfile = "{tmp}/banned.txt"\n',
         "[compliance]",
         'banned_words = ["banned"]',
+        'banned_word_classes = ["marketing", "notification", "verification"]',
         f'window = "{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"',
         'window_classes = ["marketing", "notification", "verification"]',
         "[compliance.signature]",

@@ -48,7 +48,7 @@ from gateway.engine.settings import (
     WordListSettings,
 )
 from gateway.errors import ConfigError, GatewayError
-from gateway.policy.content import SignatureRules, has_optout_wording
+from gateway.policy.content import SignatureRules, check_signature, has_optout_wording
 from gateway.policy.keywords import Keywords
 from gateway.policy.policy import AccountRules, CapRule, Policy
 from gateway.policy.windows import Window, next_open_ms
@@ -299,6 +299,10 @@ def build_policy(cfg: GatewayConfig, file: str = "", problems: Problems | None =
                           str(err)))  # fmt: skip
             keywords = Keywords()
         signature = base or SignatureRules()
+        for name in a.signatures:  # an approved signature must pass the rules itself, or no text could use it
+            broken = check_signature(f"【{name}】", signature)
+            if broken is not None:
+                found.append((file, f"{key}.signatures", f"{name!r}: {broken.detail}"))
         try:
             required = signature.required if a.signature_required is None else a.signature_required
             signature = dataclasses.replace(signature, required=required, allowed=frozenset(a.signatures))
@@ -328,6 +332,7 @@ def build_policy(cfg: GatewayConfig, file: str = "", problems: Problems | None =
         return None
     return Policy(
         optout_blocks=c.optout_blocks, window=window, window_classes=c.window_classes, banned_lists=c.banned_words,
+        banned_classes=c.banned_word_classes,
         wordings=c.optout_wordings, wording_classes=c.optout_wording_classes, caps=caps, accounts=accounts,
         optout_scope=c.optout_scope,
     )  # fmt: skip

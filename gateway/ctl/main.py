@@ -182,15 +182,18 @@ def _lists(args: argparse.Namespace, client: BlockingClient) -> int:
 def _import(args: argparse.Namespace, client: BlockingClient, name: str) -> int:
     """A CSV of numbers (the first column; a header row and blank or # lines skipped), sent a thousand at
     a time: millions of rows stream, never held whole."""
-    source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8-sig", newline="")  # noqa: SIM115
+    try:
+        source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8-sig", newline="")  # noqa: SIM115
+    except OSError as err:
+        raise UsageError(f"{args.file}: {err.strerror or err}") from None
     added = refused = 0
+    first = True
     try:
         numbers: list[str] = []
         for row in csv.reader(source):
             number = row[0].strip() if row else ""
-            if not number or number.startswith("#") or (added + refused + len(numbers) == 0 and not any(
-                c.isdigit() for c in number
-            )):  # fmt: skip
+            header, first = first and not any(c.isdigit() for c in number), False
+            if not number or number.startswith("#") or header:  # the first row without a digit: a header
                 continue
             numbers.append(number)
             if len(numbers) == _PAGE * _IN_FLIGHT:
@@ -200,10 +203,13 @@ def _import(args: argparse.Namespace, client: BlockingClient, name: str) -> int:
         if numbers:
             a, r = _send_chunks(client, name, numbers)
             added, refused = added + a, refused + r
+    except UnicodeDecodeError as err:
+        what = f"{args.file}: not UTF-8 at byte {err.start} of a read; {added:,} listed before it"
+        raise UsageError(f"{what} (save the file as UTF-8 and import it again)") from None
     finally:
         if source is not sys.stdin:
             source.close()
-    _out(args, {"added": added, "refused": refused}, f"{added:,} added, {refused:,} refused (not numbers)")
+    _out(args, {"listed": added, "refused": refused}, f"{added:,} listed, {refused:,} refused (not numbers)")
     return 1 if refused else 0
 
 
@@ -315,6 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UpstreamError as err:
         print(f"gatewayctl: {err.code}: {err.message}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `gatewayctl optout export | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
     except OSError as err:
         print(f"gatewayctl: cannot reach the gateway: {err}", file=sys.stderr)
         return 3

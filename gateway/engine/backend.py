@@ -11,6 +11,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import trio
+
 from gateway.engine.context import Context
 from gateway.engine.scheduler import Scheduler
 from gateway.errors import GatewayError
@@ -112,6 +114,9 @@ class Backend:
             scan = routing.router.scan_text(text)
         region = routing.region_of(account)
         numbers = [routing.numbers.parse(to, region) for to in request.to]
+        # A request's checks take milliseconds: let the store writer hear of other callers' groups meanwhile
+        # (trio runs every ready task before a waiting one; without this the two processes take turns).
+        await trio.lowlevel.checkpoint()
         ported = self._ported(numbers)
         checked = [
             (Recipient(to[:64], reject="invalid_number"), str(number)) if not isinstance(number, Number)
@@ -119,9 +124,13 @@ class Backend:
             else self._recipient(routing, account, request, text, number, scan, ported.get(number.e164))
             for to, number in zip(request.to, numbers, strict=True)
         ]  # fmt: skip
+        await trio.lowlevel.checkpoint()
         if policy.window is not None:
             opens: dict[tuple[str, ...], int] = {}  # per set of time zones: a request's recipients share a few
-            checked = [self._held(policy, account, message_class, r, detail, now_ms, opens) for r, detail in checked]
+            checked = [
+                self._held(policy, account, message_class, r, detail, number, now_ms, opens)
+                for (r, detail), number in zip(checked, numbers, strict=True)
+            ]  # fmt: skip
         recipients = tuple(r for r, _ in checked)
         self._refuse_text(checked, text)
         op = Submit(
@@ -196,13 +205,14 @@ class Backend:
         return Recipient(number.e164, route=route), ""
 
     def _held(
-        self, policy: Policy, account: str, message_class: str, r: Recipient, detail: str, now_ms: int,
-        opens: dict[tuple[str, ...], int],
+        self, policy: Policy, account: str, message_class: str, r: Recipient, detail: str,
+        number: Number | BadNumber, now_ms: int, opens: dict[tuple[str, ...], int],
     ) -> tuple[Recipient, str]:
-        """A routed recipient outside its send window: held until it opens (deferred, never dropped)."""
-        if r.reject:
+        """A routed recipient outside its send window: held until it opens (deferred, never dropped). A
+        mobile may be anywhere in its country: the window must be open in every zone of it."""
+        if r.reject or not isinstance(number, Number):
             return r, detail
-        zones = self._ctx.routing.numbers.time_zones(r.number)
+        zones = self._ctx.routing.numbers.time_zones(r.number, geographic=number.geographic)
         until = opens.get(zones)
         if until is None:
             until = opens[zones] = policy.defer_until(account, message_class, zones, now_ms)

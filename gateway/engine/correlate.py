@@ -62,7 +62,9 @@ class Correlator:
         self._ctx = ctx
         self._scheduler = scheduler
         self._dispatch = dispatch
-        self._mo_accounts = {addr: a.name for a in accounts for addr in a.mo_addresses}
+        self._mo_accounts = {_address(addr): a.name for a in accounts for addr in a.mo_addresses}
+        # Longest first: a sub-number (106900005678 + 1) belongs to the longest address it extends.
+        self._mo_prefixes = sorted(self._mo_accounts, key=len, reverse=True)
         self._default_account = accounts[0].name if accounts else ""
         self._results = results
         self._inbound = inbound
@@ -297,8 +299,19 @@ class Correlator:
             self._receipts += 1
             ops.append(plan.receipt_op(receipt, item.carrier, ids, item.message))
 
+    def _account_of(self, destination: str) -> str | None:
+        """The account an MO sent to `destination` belongs to: its address exactly (with or without + or
+        00), else the longest of the accounts' addresses it extends (Chinese long numbers carry a
+        sub-number after the account's code); None when it matches none."""
+        address = _address(destination)
+        found = self._mo_accounts.get(address)
+        if found is None:
+            found = next((self._mo_accounts[p] for p in self._mo_prefixes if address.startswith(p)), None)
+        return found
+
     def _mo_ops(self, mo: MoMessage, carrier: str, ops: list[Op]) -> None:
-        account = self._mo_accounts.get(mo.destination, self._default_account)
+        owner = self._account_of(mo.destination)
+        account = owner or self._default_account
         text = mo.text if mo.complete else f"{mo.text} [incomplete: parts {list(mo.missing)} missing]"
         self._mo += 1
         ops.append(Mo(account, carrier, mo.source, mo.destination, text, mo.ref or 0, mo.parts))
@@ -307,11 +320,21 @@ class Correlator:
         if found is not None:  # TD, 退订, STOP (or START): the number opts out of (or back into) marketing
             number = normalise(mo.source, default_country_code=self._ctx.routing.country_code)
             if number:
-                scope = account if policy.optout_scope == "account" else ""
+                # A reply to an address no account has opts out of (or back into) every account: a STOP
+                # honoured too widely costs a text; one honoured for the wrong account costs a complaint.
+                scope = account if policy.optout_scope == "account" and owner is not None else ""
                 ops.append(SetOptOut(
                     number, scope=scope, opted_out=found.kind == "optout", source=f"mo:{carrier}", note=mo.text,
                 ))  # fmt: skip
                 log.info("mo_keyword", number=number, account=scope or "*", kind=found.kind, keyword=found.keyword)
+
+
+def _address(destination: str) -> str:
+    """An MO destination as addresses are compared: without a leading + or 00, surrounding spaces dropped."""
+    address = destination.strip()
+    if address.startswith("+"):
+        return address[1:]
+    return address[2:] if address.startswith("00") and address[2:].isdigit() else address
 
 
 def event_reason(o: SubmitOutcome) -> str:

@@ -14,6 +14,7 @@ import trio
 
 from gateway.engine.context import Context
 from gateway.lifecycle import DUE_STATES, Ev, Event
+from gateway.routing.numbers import Number
 from gateway.store import Advance, Message, Op, Overdue, Reroute, SweepResult
 
 log = structlog.get_logger(__name__)
@@ -156,6 +157,8 @@ class Scheduler:
         if msg.carrier and msg.carrier not in transmitting and ctx.handing_back(msg.carrier):
             ops.append(Reroute(msg.id, msg.carrier, "no_bind"))  # ignored if a part is already there
             return True
+        if not msg.carrier and msg.segments[0].due_ms > msg.created_ms and self._still_held(msg, now_ms, ops):
+            return True
         if not msg.carrier:
             route = [c for c in ctx.route_of(msg) if c in ctx.encodings]
             if not route or all(ctx.fit(msg.text, c) for c in route):
@@ -165,6 +168,27 @@ class Scheduler:
                 ops.append(Advance(msg.id, None, Event(Ev.FAIL, reason or "no_route")))
                 return True
         return self._hand_over(msg, transmitting)
+
+    def _still_held(self, msg: Message, now_ms: int, ops: list[Op]) -> bool:
+        """A message that waited (a send window, a schedule time, a retry) is checked again before it goes,
+        against the rules of now: the number may have opted out or been blacklisted meanwhile, and a reload
+        may have narrowed its send window. True when it does not go now (ended, or held again)."""
+        ctx = self._ctx
+        policy = ctx.policy
+        refused = ctx.store.refusal(msg.recipient, msg.account, optout=policy.check_optout(msg.message_class))
+        if refused:
+            ops.append(Advance(msg.id, None, Event(Ev.FAIL, refused)))
+            return True
+        if policy.window is not None:
+            number = ctx.routing.numbers.check_e164(msg.recipient)
+            zones = ctx.routing.numbers.time_zones(msg.recipient, geographic=number.geographic) if isinstance(
+                number, Number
+            ) else ()  # fmt: skip
+            until = policy.defer_until(msg.account, msg.message_class, zones, now_ms)
+            if until:
+                ops.append(Advance(msg.id, None, Event(Ev.DEFER, until_ms=until)))
+                return True
+        return False
 
     def _hand_over(self, msg: Message, transmitting: set[str]) -> bool:
         """Queue `msg` for its carrier's dispatcher; False when that carrier has no room right now."""

@@ -249,8 +249,10 @@ class ComplianceSettings:
     # "HH:MM-HH:MM" in the recipient's time zone ("" for none): the classes it holds wait for it.
     window: str = "09:00-21:00"
     window_classes: tuple[str, ...] = field(default=("marketing",), metadata=choices(*MESSAGE_CLASSES))
-    # Names of [[word_lists]] whose words no text may carry (content_banned).
+    # Names of [[word_lists]] whose words no text of `banned_word_classes` may carry (content_banned): the
+    # advertising law's absolutes ("第一") are for advertising, and "您第一次登录" is no advert.
     banned_words: tuple[str, ...] = ()
+    banned_word_classes: tuple[str, ...] = field(default=("marketing",), metadata=choices(*MESSAGE_CLASSES))
     # What counts as offering an opt-out, and the classes whose texts must (or get the account's wording).
     optout_wordings: tuple[str, ...] = ("回T退订", "回TD退订", "Reply STOP to opt out")
     optout_wording_classes: tuple[str, ...] = field(default=("marketing",), metadata=choices(*MESSAGE_CLASSES))

@@ -14,7 +14,8 @@ and digits only; the keywords are folded the same way) and:
 3. A keyword may be followed by more text: "TD 谢谢", "STOP please", "TD,thanks". But a keyword must end a
    word: it matches when the reply ends after it, a separator follows it, or a CJK character is on either
    side of the end (Chinese has no spaces between words: "退订谢谢", "TD退订"). So "Tomorrow", "Thanks",
-   "Stopped", "ending" and "TDK" match nothing, though "T", "STOP", "END" and "TD" are keywords.
+   "Stopped", "ending" and "TDK" match nothing, though "T", "STOP", "END" and "TD" are keywords. A
+   one-letter keyword needs the end of the reply or a separator: "T恤" (a T-shirt) and "N次" are no replies.
 4. Separators inside a keyword are ignored, as in the word lists: "S T O P" is "STOP", and the keyword
    "OPT OUT" matches "opt-out" and "OPTOUT".
 5. The longest keyword that matches wins ("TD" before "T", "STOPALL" before "STOP"); its list says whether
@@ -68,12 +69,22 @@ def _key(keyword: str) -> str:
     return key
 
 
-def _ends_word(folded: str, origin: list[int], size: int) -> bool:
+def _ends_word(folded: str, origin: list[int], size: int, text: str) -> bool:
     """Whether a keyword of `size` folded characters at the start of `folded` ends a word (module docstring,
     rule 3). `origin` maps folded characters to the reply's; a gap in it is a separator the folding dropped."""
+    if size == 1 and not is_cjk(folded[0]) and size < len(folded) and text[origin[0] + 1] in _JOINERS:
+        return False  # "t-shirt", "T's": a letter joined to the next word is no reply
     if size == len(folded) or origin[size] - origin[size - 1] > 1:
         return True
+    if size == 1 and not is_cjk(folded[0]):
+        # A one-letter keyword (T, N) before CJK is an abbreviation more often than a reply: "T恤有货吗" asks
+        # about T-shirts, "N次了" says "N times already". Only "T" alone, or "T" and a separator, opts out.
+        return False
     return is_cjk(folded[size - 1]) or is_cjk(folded[size])
+
+
+# Characters that join a letter to the word after it rather than end a reply.
+_JOINERS: Final = frozenset("-'\u2019\u2010\u2011_&/")  # hyphens, apostrophes (typographic too), joiners
 
 
 class Keywords:
@@ -105,7 +116,7 @@ class Keywords:
         for size in self._sizes:
             if size <= len(folded):
                 found = self._by_key.get(folded[:size])
-                if found is not None and _ends_word(folded, origin, size):
+                if found is not None and _ends_word(folded, origin, size, text):
                     return found
         return None
 

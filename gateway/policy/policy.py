@@ -71,6 +71,7 @@ class Policy:
         window: Window | None = None,
         window_classes: Collection[str] = ("marketing",),
         banned_lists: Collection[str] = (),
+        banned_classes: Collection[str] = ("marketing",),
         wordings: Sequence[str] = (),
         wording_classes: Collection[str] = ("marketing",),
         caps: Sequence[CapRule] = (),
@@ -83,6 +84,7 @@ class Policy:
         self.window = window
         self.window_classes = frozenset(window_classes)
         self.banned_lists = frozenset(banned_lists)
+        self.banned_classes = frozenset(banned_classes)
         self.wordings = tuple(wordings)
         self.wording_classes = frozenset(wording_classes) if wordings else frozenset()
         self.cap_rules = tuple(caps)
@@ -99,7 +101,7 @@ class Policy:
     def text(self, account: str, message_class: str, text: str, scan: Scan | None) -> TextVerdict:
         """What the policy makes of a request's text (module docstring); `scan` is the route table's scan of
         it (routing/content.py), which holds the banned lists' words too."""
-        if self.banned_lists and scan is not None:
+        if self.banned_lists and scan is not None and message_class in self.banned_classes:
             hit = scan.first_hit(self.banned_lists)
             if hit is not None:
                 return TextVerdict(text, "content_banned", f"banned word {hit.word!r} (list {hit.list_name})")

@@ -32,6 +32,7 @@ from typing import Any
 
 import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumberType
+from phonenumbers.phonenumberutil import _GEO_MOBILE_COUNTRIES
 from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
 
 from gateway.fastinit import fast_init
@@ -75,7 +76,16 @@ class Number:
     country_code: int
     region: str  # ISO 3166-1 alpha-2 ("GB"); "001" for non-geographic numbers (+800 ...)
     kind: str  # a value of KINDS; "unknown" only for a number accepted under a test prefix
-    # Its time zones: NumberBook.time_zones(e164), asked for where a send window needs them (not per parse).
+    # Its time zones: NumberBook.time_zones(e164, geographic=...), asked for where a send window needs them.
+
+    @property
+    def geographic(self) -> bool:
+        """Whether its prefix says where it is (libphonenumber's is_number_type_geographical): a fixed line,
+        or a mobile in the few countries whose mobile ranges are regional. Any other number may be anywhere
+        in its country: its time zones are all the country's."""
+        if self.kind in ("fixed_line", "fixed_line_or_mobile", "unknown"):
+            return True
+        return self.kind == "mobile" and self.country_code in _GEO_MOBILE_COUNTRIES
 
 
 fast_init(Number)  # one per recipient
@@ -268,8 +278,14 @@ class NumberBook:
             return Number(digits, cc, main.code, "unknown")
         return BadNumber(INVALID_FOR_REGION, f"+{digits} is no number in {main.code}'s numbering plan")
 
-    def time_zones(self, digits: str) -> tuple[str, ...]:
-        """The IANA time zones of the E.164 number `digits` (libphonenumber's prefix data); () when unknown."""
+    def time_zones(self, digits: str, *, geographic: bool = True) -> tuple[str, ...]:
+        """The IANA time zones of the E.164 number `digits` (libphonenumber's prefix data); () when unknown.
+        A number that is not `geographic` (Number.geographic: most mobiles) may be anywhere in its country:
+        it gets every zone of its country code, as libphonenumber's time_zones_for_number answers."""
+        if not geographic and (split := self._split(digits)) is not None:
+            zones = TIMEZONE_DATA.get(str(split[0]))
+            if zones is not None:
+                return () if zones == ("Etc/Unknown",) else tuple(zones)
         for n in range(min(len(digits), TIMEZONE_LONGEST_PREFIX), 0, -1):
             zones = TIMEZONE_DATA.get(digits[:n])
             if zones is not None:

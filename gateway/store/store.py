@@ -428,13 +428,18 @@ class Store:
 
     def _set_optout(self, tx: _Tx, op: SetOptOut) -> Done:
         _check_lengths(op.scope, op.number, op.source)
+        key = keys.text_pair(op.scope, op.number)
+        if op.opted_out and not op.source.startswith("mo:") and tx.get(b"optout", key) is not None:
+            return Done()  # listed already: its record (when, and the reply that asked) is the evidence kept
         record = records.pack_listing(tx.now, op.source, op.note[:_MAX_NOTE])
-        return self._set(tx, b"optout", keys.text_pair(op.scope, op.number), op.opted_out, record)
+        return self._set(tx, b"optout", key, op.opted_out, record)
 
     def _set_blacklist(self, tx: _Tx, op: SetBlacklist) -> Done:
         _check_lengths(op.scope, op.number, op.source)
-        record = records.pack_listing(tx.now, op.source)
-        return self._set(tx, b"blacklist", keys.blacklist_key(op.scope, op.number), op.listed, record)
+        key = keys.blacklist_key(op.scope, op.number)
+        if op.listed and tx.get(b"blacklist", key) is not None:
+            return Done()  # listed already: since when is kept
+        return self._set(tx, b"blacklist", key, op.listed, records.pack_listing(tx.now, op.source))
 
     def _set_cursor(self, tx: _Tx, op: SetCursor) -> Done:
         _check_lengths(op.account)
@@ -568,11 +573,11 @@ class Store:
             if not route:
                 detail = f"on the blacklist of every carrier of its route ({', '.join(r.route)})"
                 return "blacklisted", detail, r.route, []
-        if op.check_optout and (
-            tx.get(b"optout", keys.text_pair("", number)) is not None
-            or tx.get(b"optout", keys.text_pair(op.account, number)) is not None
-        ):
-            return "opted_out", "", route, []
+        if op.check_optout:
+            for scope, whose in (("", "every account's"), (op.account, f"account {op.account}'s")):
+                raw = tx.get(b"optout", keys.text_pair(scope, number))
+                if raw is not None:
+                    return "opted_out", _optout_detail(raw, whose, op.message_class), route, []
         if not op.caps:
             return "", "", route, []
         now = tx.now
@@ -1347,6 +1352,24 @@ class Store:
             db = self._dbs[b"optout"]
             return any(txn.get(keys.text_pair(s, number), db=db) is not None for s in ("", account))
 
+    def refusal(self, number: str, account: str, *, optout: bool) -> str:
+        """What the stored lists say of sending `account` a message to `number` now: "blacklisted" (the
+        gateway's or the account's list), "opted_out" (when `optout`: the account's or every account's), or
+        "". The accept checks the same in its transaction; this is for a message that waited since."""
+        with self._lock, self._read() as txn:
+            lists = self._dbs[b"blacklist"]
+            if txn.get(number.encode(), db=lists) is not None or (
+                txn.get(keys.blacklist_key("account:" + account, number), db=lists) is not None
+            ):
+                return "blacklisted"
+            optouts = self._dbs[b"optout"]
+            if optout and (
+                txn.get(keys.text_pair("", number), db=optouts) is not None
+                or txn.get(keys.text_pair(account, number), db=optouts) is not None
+            ):
+                return "opted_out"
+        return ""
+
     def opt_out(self, number: str, scope: str = "") -> tuple[int, str, str] | None:
         """When, how and with what words `number` opted out in `scope` ("" every account): (at_ms, source,
         note), (0, "", "") for an opt-out kept before they had records; None when it has not."""
@@ -1672,6 +1695,14 @@ def _check_lengths(*parts: str) -> None:
         # UTF-8 takes at most 4 bytes a character: most parts need no encode to pass.
         if len(part) * 4 > MAX_KEY_PART_BYTES and len(part.encode()) > MAX_KEY_PART_BYTES:
             raise InvalidField(f"{part[:20]!r}... is longer than {MAX_KEY_PART_BYTES} bytes")
+
+
+def _optout_detail(raw: bytes, whose: str, message_class: str) -> str:
+    """Why an opted-out recipient is refused, for a person: whose messages, since when, how."""
+    at_ms, source, note = records.unpack_listing(raw)
+    how = f" by the reply {note!r}" if source.startswith("mo:") and note else f" ({source})" if source else ""
+    when = time.strftime(" on %Y-%m-%d", time.gmtime(at_ms / 1000)) if at_ms else ""
+    return f"opted out of {whose} {message_class} messages{when}{how}"
 
 
 def _span(seconds: int) -> str:

@@ -375,7 +375,7 @@ def test_the_china_example_carries_the_marketplace_rules() -> None:
 def test_bad_compliance_rules_are_refused_with_every_problem_at_once(tmp_path: Path) -> None:
     path = gateway_toml(tmp_path)
     text = path.read_text().replace(
-        'secret_file = "', 'time_zone = "Mars/Olympus"\nappend_optout = "bye"\nsecret_file = "', 1
+        'secret_file = "', 'time_zone = "Mars/Olympus"\nappend_optout = "bye"\nsignatures = ["X"]\nsecret_file = "', 1
     )
     path.write_text(
         text
@@ -394,7 +394,8 @@ def test_bad_compliance_rules_are_refused_with_every_problem_at_once(tmp_path: P
     found = {key: reason for _, key, reason in info.value.problems}
     assert set(found) == {
         "compliance.window", "compliance.banned_words", "compliance.optout_keywords", "accounts[0].time_zone",
-        "accounts[0].append_optout", "caps",
+        "accounts[0].append_optout", "accounts[0].signatures", "caps",
     }
+    assert found["accounts[0].signatures"] == "'X': signature 【X】 is 1 unit, at least 2 (1 CJK or 2 Latin characters)"
     assert found["caps"] == "cap 'day' is defined twice"
     assert found["compliance.banned_words"] == "no word list 'nope'"

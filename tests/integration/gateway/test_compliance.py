@@ -12,7 +12,7 @@ from pathlib import Path
 
 import trio
 
-from gateway.app import GatewayConfig
+from gateway.app import GatewayConfig, build_policy
 from gateway.engine.settings import CapSettings, ComplianceSettings, WordListSettings
 from gateway.store import SetBlacklist, SetOptOut
 from gateway.upstream import MessageClass, SubmitRequest, SubmittedMessage
@@ -112,12 +112,24 @@ async def test_banned_words_and_mo_keywords(tmp_path: Path) -> None:
             assert store.opt_out(number, "acme") is not None
             (refused,) = await _submit(h, [number], "Winter sale")
             assert refused.reason == "opted_out"
+            assert refused.detail is not None
+            assert refused.detail.startswith("opted out of account acme's marketing messages on ")
+            assert refused.detail.endswith(" by the reply 'TD 谢谢'")
             h.sim.inject_mo("basta!", source="447911100003", destination="ACME")  # the account's own keyword
             h.sim.inject_mo("start", source=number, destination="ACME")
             async with h.client() as client:
                 await collect_mo(client, 3)
             assert store.opt_out(number, "acme") is None
             assert store.opt_out("447911100003", "acme") is not None
+            # A sub-number of the account's address is the account's; an address no account has opts out of
+            # every account (a STOP is never lost to a guess).
+            h.sim.inject_mo("TD", source="447911100004", destination="ACME0042")
+            h.sim.inject_mo("STOP", source="447911100005", destination="10690000")
+            async with h.client() as client:
+                await collect_mo(client, 5)
+            assert store.opt_out("447911100004", "acme") is not None
+            assert store.opt_out("447911100005", "") is not None
+            assert store.opt_out("447911100005", "acme") is None
             (again,) = await _submit(h, [number], "Winter sale, last day")
             assert (again.state, again.reason) == ("accepted", None)
             async with h.client() as client:
@@ -160,7 +172,7 @@ async def test_the_account_edits_its_lists_and_the_accept_sees_them(tmp_path: Pa
             csv_file.write_text("number,added\n" + "".join(f"+4479112{n:05d},2026-01-01\n" for n in range(2500)))
             code, out = await trio.to_thread.run_sync(_ctl, h, ["optout", "import", str(csv_file)])
             assert code == 0
-            assert "2,500 added, 0 refused" in out
+            assert "2,500 listed, 0 refused" in out
             code, out = await trio.to_thread.run_sync(_ctl, h, ["optout", "export"])
             rows = out.splitlines()
             assert rows[0] == "number,at,source,note"
@@ -189,3 +201,38 @@ def _ctl(h: Harness, argv: list[str]) -> tuple[int, str]:
     ):
         code = _run(_parser().parse_args(argv), client)
     return code, out.getvalue()
+
+
+async def test_a_held_message_is_checked_again_when_its_window_opens(tmp_path: Path) -> None:
+    """Held for the night in Shanghai, then: one number opts out, and a reload narrows the window. When the
+    window opens the opted-out one ends failed (opted_out), the other waits for the narrower window."""
+    shift = [0]
+
+    def clock() -> int:
+        return _clock() + shift[0]
+
+    opted, other = "8613800138111", "8613800138222"
+    with trio.fail_after(60):
+        async with running_gateway(tmp_path, wall_ms=clock, configure=_compliance) as h, h.client() as client:
+            held = await _submit(h, [opted, other], "Spring sale")
+            assert {m.state for m in held} == {"scheduled"}
+            await client.lists("optout", "add", [opted])
+            engine = h.running.engine
+            compliance = h.gateway.cfg.compliance
+            assert compliance is not None
+            narrowed = build_policy(
+                dataclasses.replace(h.gateway.cfg, compliance=dataclasses.replace(compliance, window="10:00-21:00"))
+            )
+            assert narrowed is not None
+            engine.set_policy(narrowed)  # as a SIGHUP does
+            shift[0] = 11 * 3_600_000 + 60_000  # 01:01Z: 09:01 in Shanghai, the old window's opening
+            engine.wake()
+            finals, _ = await collect_final_events(client, {held[0].message_id})
+            assert (finals[held[0].message_id].kind, finals[held[0].message_id].reason) == ("failed", "opted_out")
+            (status,) = await client.status(message_id=held[1].message_id)
+            assert status.state == "scheduled"  # held again, until 10:00 in Shanghai
+            shift[0] = 12 * 3_600_000 + 60_000  # 02:01Z: 10:01 in Shanghai
+            engine.wake()
+            async with h.client() as second:
+                finals, _ = await collect_final_events(second, {held[1].message_id})
+            assert finals[held[1].message_id].kind == "delivered"

@@ -60,7 +60,9 @@ def test_an_opt_in_keyword_at_the_start_matches(text: str, keyword: str) -> None
 @pytest.mark.parametrize(
     "text",
     ["Tomorrow", "Thanks", "Stopped", "ending", "TDK", "TD1", "Nope", "Quite", "Startup", "cancelled",
-     "please STOP", "I said stop", "我不想退订", "好的，退订", "", "   ", "🎉!", "YES", "yes please", "Y"],
+     "please STOP", "I said stop", "我不想退订", "好的，退订", "", "   ", "🎉!", "YES", "yes please", "Y",
+     # A one-letter keyword joined to what follows is an abbreviation, not a reply (T-shirts, "N times").
+     "T恤有货吗", "T恤", "t-shirt", "T's fine", "N次了"],
 )  # fmt: skip
 def test_a_keyword_inside_a_longer_word_or_later_in_the_reply_does_not_match(text: str) -> None:
     assert DEFAULTS.match(text) is None
