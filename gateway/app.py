@@ -604,8 +604,15 @@ def reload_config(path: Path, active: GatewayConfig) -> tuple[GatewayConfig, Rou
             running = candidate
     policy = None
     if any(_POLICY_KEY.match(key) for key in changed):
-        running = _with_policy(running, new)
-        policy = _policy(running)  # load_config built the same one: it cannot fail here
+        candidate = _with_policy(running, new)
+        problems = []
+        # As load_config built it, unless the routing it names (a banned word list) was refused above.
+        policy = build_policy(candidate, str(path), problems)
+        if policy is None:
+            log.error("policy_reload_refused", path=str(path), problems=[f"{f}: {k}: {r}" for f, k, r in problems])
+            applied = [key for key in applied if not _POLICY_KEY.match(key)]
+        else:
+            running = candidate
     setup_logging(running.server)
     restart = [key for key in changed if not is_live_key(key)]
     # A warning when something waits for a restart: the operator has to act on it.

@@ -399,3 +399,23 @@ def test_bad_compliance_rules_are_refused_with_every_problem_at_once(tmp_path: P
     assert found["accounts[0].signatures"] == "'X': signature 【X】 is 1 unit, at least 2 (1 CJK or 2 Latin characters)"
     assert found["caps"] == "cap 'day' is defined twice"
     assert found["compliance.banned_words"] == "no word list 'nope'"
+
+
+def test_a_reload_whose_rules_name_routing_it_cannot_apply_keeps_both(tmp_path: Path) -> None:
+    """The new compliance table bans a new word list, but the routing that would bring the list names a new
+    carrier (a restart): both the routing and the compliance reload are refused, and nothing raises."""
+    path = gateway_toml(tmp_path)
+    old = load_config(path)
+    new_carrier = (
+        '\n[[carriers]]\nname = "other"\n[[carriers.binds]]\nname = "o"\nhost = "127.0.0.1"\nport = 2777\n'
+        f'system_id = "gw"\npassword_file = "{tmp_path / "sim.secret"}"\n'
+    )
+    path.write_text(
+        path.read_text().replace('carriers = ["sim"]', 'carriers = ["sim", "other"]') + new_carrier
+        + '\n[[word_lists]]\nname = "ads"\nwords = ["最低价"]\n'
+        + '\n[compliance]\nbanned_words = ["ads"]\n'
+    )
+    running, routing, policy = reload_config(path, old)
+    assert (routing, policy) == (None, None)
+    assert running.compliance is None
+    assert running.word_lists == ()
