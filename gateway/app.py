@@ -1041,7 +1041,12 @@ async def _handle_signals(signals: AsyncIterator[int], gateway: Gateway, config_
         if signum != signal.SIGHUP:
             gateway.shutdown()
         elif not gateway.stopping:
-            active, routing, policy = await trio.to_thread.run_sync(reload_config, config_path, active)
+            try:
+                active, routing, policy = await trio.to_thread.run_sync(reload_config, config_path, active)
+            except Exception as err:  # the fault boundary of a reload: a bug here never ends the gateway
+                log.error("config_reload_failed", path=str(config_path), error=f"{type(err).__name__}: {err}",
+                          kept="the running config", exc_info=err)  # fmt: skip
+                continue
             if gateway.running is not None:
                 if routing is not None:
                     gateway.running.engine.set_routing(routing)
