@@ -258,7 +258,8 @@ def _run(args: argparse.Namespace, client: BlockingClient) -> int:
             _out(args, asdict(done), "cancelled: " + " ".join(done.cancelled))
             return 0
         for s in client.status(message_id=args.message_id, client_ref=args.client_ref):
-            _out(args, asdict(s), f"{s.message_id}  {s.to}  {s.state}  {s.reason or ''}  parts={s.segments}")
+            due = time.strftime("  due %Y-%m-%d %H:%M:%SZ", time.gmtime(s.due_at)) if s.due_at else ""
+            _out(args, asdict(s), f"{s.message_id}  {s.to}  {s.state}  {s.reason or ''}  parts={s.segments}{due}")
         return 0
     if args.command == "events":
         sub = client.subscribe(after=args.after, kinds=args.kinds)

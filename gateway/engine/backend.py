@@ -418,7 +418,16 @@ def _status(m: Message) -> MessageStatus:
         updated_at=updated / 1000,
         possible_duplicate=m.possible_duplicate,
         trail=m.trail,
+        due_at=_due_at(m),
     )
+
+
+def _due_at(m: Message) -> float | None:
+    """When a message that waits for a time (state deferred: a schedule, a send window, a back-off) is due."""
+    if m.state is not State.DEFERRED:
+        return None
+    due = min((s.due_ms for s in m.segments if s.state is State.DEFERRED), default=0)
+    return due / 1000 if due else None
 
 
 _KINDS = {

@@ -7,9 +7,8 @@ started looking, whichever comes first; while a group commits the next one fills
 by themselves and an idle writer adds no latency. Each group runs in one
 `trio.to_thread.run_sync(store.apply, ops)` call: an LMDB write transaction must begin and commit on one
 thread (py-lmdb docs, "Threads"). With a writer process (remote.py) the group is sent there instead, and
-its Python work runs on another core; a group is sent at once, without lingering, when the process has
-nothing in flight (it would otherwise idle while the event loop runs every other ready task). At most
-`queue_max` operations wait; further callers block (backpressure towards the upstream sockets).
+its Python work runs on another core. At most `queue_max` operations wait; further callers block
+(backpressure towards the upstream sockets).
 
 Callers park on their group directly (`trio.lowlevel.wait_task_rescheduled`) and the commit reschedules
 each one: waking a caller costs one reschedule and nothing more (no Event, no extra coroutine frame),
@@ -47,6 +46,7 @@ from gateway.store.ops import (
 )
 from gateway.store.remote import WriterProcess
 from gateway.store.store import Store
+from gateway.store.wire import WorkerCrashed
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +87,11 @@ class _Group:
         return abort
 
 
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 class Writer:
     """`async with trio.open_nursery() as n: await n.start(writer.run)`; then `await writer.do(op)`."""
 
@@ -118,12 +123,20 @@ class Writer:
             if self._process is None:
                 await self._groups_loop(self._commit)
                 return
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._replies, self._process)
-                await self._groups_loop(self._send)
-                for _ in range(self._depth):  # every group sent has its answer
-                    await self._slots.acquire()
-                nursery.cancel_scope.cancel()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._replies, self._process)
+                    await self._groups_loop(self._send)
+                    for _ in range(self._depth):  # every group sent has its answer
+                        await self._slots.acquire()
+                    nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as errors:
+                # The reply task (end of file) and a send (broken pipe) can both see the process die: one
+                # death, one WorkerCrashed.
+                crashed, rest = errors.split(WorkerCrashed)
+                if crashed is None or rest is not None:
+                    raise
+                raise _first_leaf(crashed) from None
         finally:
             # However run() ends (a crashed writer process, cancellation), no caller waits forever: what
             # was queued or in flight and not answered is refused, and later calls are too.
@@ -144,16 +157,10 @@ class Writer:
                 self._work = trio.Event()
                 await self._work.wait()
                 continue
-            if self._process is not None and not self._in_flight:
-                # The writer process is idle: send now. Lingering would let every runnable caller run first
-                # (trio runs a whole batch of tasks at each checkpoint), and a submit's checks take
-                # milliseconds: the event loop and the writer would take turns instead of overlapping.
-                self._slots.acquire_nowait()
-            else:
-                if self._process is not None:
-                    # Wait for room in the pipeline before closing the group: it keeps filling meanwhile.
-                    await self._slots.acquire()
-                await self._linger(self._groups[0])
+            if self._process is not None:
+                # Wait for room in the pipeline before closing the group: it keeps filling meanwhile.
+                await self._slots.acquire()
+            await self._linger(self._groups[0])
             await commit(self._groups.popleft())
 
     async def _linger(self, group: _Group) -> None:

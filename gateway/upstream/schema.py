@@ -220,6 +220,8 @@ class MessageStatus:
     possible_duplicate: bool = False
     # The carriers it left, in order, each with why: (carrier, reason code or "no_bind").
     trail: tuple[tuple[str, str], ...] = ()
+    # A `scheduled` message: when it is due to go (its schedule time, send window or retry back-off).
+    due_at: float | None = None
 
 
 fast_init(MessageStatus)
@@ -783,6 +785,10 @@ def _float(body: Mapping[str, Any], key: str) -> float:
     return float(value)
 
 
+def _opt_float(body: Mapping[str, Any], key: str) -> float | None:
+    return None if body.get(key) is None else _float(body, key)
+
+
 def _opt_str(body: Mapping[str, Any], key: str) -> str | None:
     value = body.get(key)
     if value is not None and not isinstance(value, str):
@@ -809,6 +815,7 @@ def statuses_from_wire(result: object) -> tuple[MessageStatus, ...]:
                 updated_at=_float(m, "updated_at"),
                 possible_duplicate=m.get("possible_duplicate") is True,
                 trail=_trail(m.get("trail", [])),
+                due_at=_opt_float(m, "due_at"),
             )
         )
     return tuple(out)

@@ -216,6 +216,8 @@ async def test_a_held_message_is_checked_again_when_its_window_opens(tmp_path: P
         async with running_gateway(tmp_path, wall_ms=clock, configure=_compliance) as h, h.client() as client:
             held = await _submit(h, [opted, other], "Spring sale")
             assert {m.state for m in held} == {"scheduled"}
+            (waiting,) = await client.status(message_id=held[1].message_id)
+            assert waiting.due_at == 1_800_061_200.0  # 2027-01-16T01:00:00Z: 09:00 in Shanghai
             await client.lists("optout", "add", [opted])
             engine = h.running.engine
             compliance = h.gateway.cfg.compliance
