@@ -563,21 +563,9 @@ class Store:
         two concurrent submits cannot both pass a cap of one: (reason, detail, the route without the carriers
         that blacklist the number, the cap counters it took a slot of and gives back if it fails)."""
         number = r.number
-        if tx.get(b"blacklist", number.encode()) is not None:
-            return "blacklisted", "on the gateway's blacklist", r.route, []
-        if tx.get(b"blacklist", keys.blacklist_key("account:" + op.account, number)) is not None:
-            return "blacklisted", f"on account {op.account}'s blacklist", r.route, []
-        route = r.route
-        if route:
-            route = tuple(c for c in route if tx.get(b"blacklist", keys.blacklist_key("carrier:" + c, number)) is None)
-            if not route:
-                detail = f"on the blacklist of every carrier of its route ({', '.join(r.route)})"
-                return "blacklisted", detail, r.route, []
-        if op.check_optout:
-            for scope, whose in (("", "every account's"), (op.account, f"account {op.account}'s")):
-                raw = tx.get(b"optout", keys.text_pair(scope, number))
-                if raw is not None:
-                    return "opted_out", _optout_detail(raw, whose, op.message_class), route, []
+        reason, detail, route = _listed(tx.get, number, op.account, op.message_class, r.route, optout=op.check_optout)
+        if reason:
+            return reason, detail, route, []
         if not op.caps:
             return "", "", route, []
         now = tx.now
@@ -1356,19 +1344,14 @@ class Store:
         """What the stored lists say of sending `account` a message to `number` now: "blacklisted" (the
         gateway's or the account's list), "opted_out" (when `optout`: the account's or every account's), or
         "". The accept checks the same in its transaction; this is for a message that waited since."""
+        dbs = self._dbs
         with self._lock, self._read() as txn:
-            lists = self._dbs[b"blacklist"]
-            if txn.get(number.encode(), db=lists) is not None or (
-                txn.get(keys.blacklist_key("account:" + account, number), db=lists) is not None
-            ):
-                return "blacklisted"
-            optouts = self._dbs[b"optout"]
-            if optout and (
-                txn.get(keys.text_pair("", number), db=optouts) is not None
-                or txn.get(keys.text_pair(account, number), db=optouts) is not None
-            ):
-                return "opted_out"
-        return ""
+
+            def get(db: bytes, key: bytes) -> bytes | None:
+                raw = txn.get(key, db=dbs[db])
+                return None if raw is None else bytes(raw)
+
+            return _listed(get, number, account, "", (), optout=optout)[0]
 
     def opt_out(self, number: str, scope: str = "") -> tuple[int, str, str] | None:
         """When, how and with what words `number` opted out in `scope` ("" every account): (at_ms, source,
@@ -1695,6 +1678,29 @@ def _check_lengths(*parts: str) -> None:
         # UTF-8 takes at most 4 bytes a character: most parts need no encode to pass.
         if len(part) * 4 > MAX_KEY_PART_BYTES and len(part.encode()) > MAX_KEY_PART_BYTES:
             raise InvalidField(f"{part[:20]!r}... is longer than {MAX_KEY_PART_BYTES} bytes")
+
+
+def _listed(
+    get: Callable[[bytes, bytes], bytes | None], number: str, account: str, message_class: str,
+    route: tuple[str, ...], *, optout: bool,
+) -> tuple[str, str, tuple[str, ...]]:
+    """What the lists say of sending `account`'s message to `number`, through `get(table, key)` of a read or
+    the accept's write transaction: (reason, detail, the route without the carriers that blacklist the
+    number). In order: the gateway's and the account's blacklists, every carrier's, then (when `optout`)
+    an opt-out from every account or this one. Reason "" when nothing refuses it."""
+    if get(b"blacklist", number.encode()) is not None:
+        return "blacklisted", "on the gateway's blacklist", route
+    if get(b"blacklist", keys.blacklist_key("account:" + account, number)) is not None:
+        return "blacklisted", f"on account {account}'s blacklist", route
+    kept = tuple(c for c in route if get(b"blacklist", keys.blacklist_key("carrier:" + c, number)) is None)
+    if route and not kept:
+        return "blacklisted", f"on the blacklist of every carrier of its route ({', '.join(route)})", route
+    if optout:
+        for scope, whose in (("", "every account's"), (account, f"account {account}'s")):
+            raw = get(b"optout", keys.text_pair(scope, number))
+            if raw is not None:
+                return "opted_out", _optout_detail(raw, whose, message_class), kept
+    return "", "", kept
 
 
 def _optout_detail(raw: bytes, whose: str, message_class: str) -> str:
