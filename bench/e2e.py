@@ -4,6 +4,7 @@ receipts on) -> receipts back to the client as events.
 
     .venv/bin/python bench/e2e.py [--messages 20000] [--binds 1] [--window 100]
     .venv/bin/python bench/e2e.py --smsc 127.0.0.1:2775 --smsc-account gw:secret [--smsc-ids decimal]
+    .venv/bin/python bench/e2e.py --scrape [--metrics-port 28501] [--sim-port 28502]
 
 For each of three texts (GSM-7 160 chars = 1 part, GSM-7 300 chars = 2 parts, 100 Chinese characters =
 UCS-2 2 parts) it starts a fresh simulator and gateway, pushes N messages from the client library in
@@ -23,6 +24,11 @@ counted once; `gateway_anon_mb` the largest anonymous sample.
 With --smsc the benchmark starts no simulator: the gateway binds to that SMSC (an implementation this
 project did not write), with the account --smsc-account; the SMSC must send a receipt for every submit.
 `simulator_cpu_s` is then null.
+
+With --scrape the gateway serves [metrics] (docs/metrics.md) and the benchmark GETs /metrics every second
+during the run, as a Prometheus would (ten times its usual rate): `scrapes`, `scrape_p50_ms` (request to last
+byte) and `scrape_bytes` are added. Run it A/B against the same command without --scrape to see what a
+scraped gateway costs (bench/RESULTS.md, session 8).
 
 Environment: E2E_PYSPY=path/to/py-spy records GIL samples (raw format) of the gateway's event loop (of
 the simulator with E2E_PROFILE=sim, of the store writer process with E2E_PROFILE=writer) into
@@ -173,7 +179,7 @@ async def seed_lists(client: UpstreamClient) -> None:
 
 def write_config(
     tmp: Path, sim_port: int, binds: int, window: int, *, host: str = "127.0.0.1", account: str = "gw:simpw",
-    ids: str = "hex", rules: bool = False,
+    ids: str = "hex", rules: bool = False, metrics_port: int | None = None,
 ) -> Path:
     system_id, password = account.split(":", 1)
     (tmp / "acct.secret").write_text(SECRET)
@@ -194,6 +200,7 @@ window = {window}
     blocked, tables = rules_toml(tmp) if rules else ("", "")
     cfg = tmp / "gateway.toml"
     sync = "false" if os.environ.get("E2E_NOSYNC") else "true"
+    metrics = f"[metrics]\nenabled = true\nport = {metrics_port}\n" if metrics_port else ""
     cfg.write_text(f"""
 [server]
 socket_path = "{tmp}/gw.sock"
@@ -204,6 +211,7 @@ path = "{tmp}/store"
 sync = {sync}
 map_size_bytes = 4294967296
 
+{metrics}
 [[accounts]]
 name = "bench"
 secret_file = "{tmp}/acct.secret"
@@ -292,6 +300,23 @@ async def wait_for_socket(path: Path, proc: subprocess.Popen[bytes]) -> None:
             await trio.sleep(0.05)
 
 
+async def scrape_metrics(port: int, every: float, times: list[float], sizes: list[int]) -> None:
+    """GET /metrics every `every` seconds until cancelled: each scrape's time (request to last byte) and size."""
+    while True:
+        t0 = time.perf_counter()
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            got = bytearray()
+            while chunk := await stream.receive_some(65536):
+                got += chunk
+        times.append(time.perf_counter() - t0)
+        if not got.startswith(b"HTTP/1.1 200 "):
+            raise RuntimeError(f"/metrics answered {bytes(got[:40])!r}")
+        sizes.append(len(got))
+        await trio.sleep(max(0.0, every - (time.perf_counter() - t0)))
+
+
 async def push(client: UpstreamClient, text: str, n: int, per_request: int, concurrency: int) -> list[float]:
     """Submit n messages; returns each request's accept latency (seconds)."""
     latencies: list[float] = []
@@ -315,18 +340,19 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
     with tempfile.TemporaryDirectory(prefix=f"e2e-{label}-") as tmpdir:
         tmp = Path(tmpdir)
         sim: subprocess.Popen[bytes] | None = None
+        metrics_port = (args.metrics_port or free_port()) if args.scrape else None
         if args.smsc:
             host, _, port = args.smsc.rpartition(":")
             config = write_config(tmp, int(port), args.binds, args.window, host=host, account=args.smsc_account,
-                                  ids=args.smsc_ids, rules=args.rules)  # fmt: skip
+                                  ids=args.smsc_ids, rules=args.rules, metrics_port=metrics_port)  # fmt: skip
         else:
-            sim_port = free_port()
+            sim_port = args.sim_port or free_port()
             sim = subprocess.Popen(
                 [sys.executable, "-m", "gateway.cli", "sim", "--port", str(sim_port), "--account", "gw:simpw",
                  "--id-format", "hex", "--window", "1000"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-            config = write_config(tmp, sim_port, args.binds, args.window, rules=args.rules)
+            config = write_config(tmp, sim_port, args.binds, args.window, rules=args.rules, metrics_port=metrics_port)
         gw = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "-c", str(config)],
             stdout=subprocess.DEVNULL, stderr=open(os.environ.get("E2E_GATEWAY_LOG") or tmp / "gateway.log", "wb"),  # noqa: SIM115
@@ -367,6 +393,8 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                 failed = 0  # every message should be delivered: a failed one is not a matched receipt
                 segments = 0
                 latencies: list[float] = []
+                scrape_times: list[float] = []
+                scrape_sizes: list[int] = []
                 async with trio.open_nursery() as nursery:
 
                     async def pusher() -> None:
@@ -374,6 +402,8 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
 
                     nursery.start_soon(pusher)
                     nursery.start_soon(trace_rss, [gw.pid, *workers], rss_trace, anon_trace, pss_trace, args.rss_every)
+                    if metrics_port:
+                        nursery.start_soon(scrape_metrics, metrics_port, 1.0, scrape_times, scrape_sizes)
                     with trio.fail_after(args.timeout):
                         async for event in sub:
                             if event.kind in ("delivered", "failed"):
@@ -398,6 +428,11 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                 if profiler is not None:
                     profiler.send_signal(signal.SIGINT)
                     profiler.wait(30)
+            scraped = {
+                "scrapes": len(scrape_times),
+                "scrape_p50_ms": round(statistics.median(scrape_times) * 1000, 2) if scrape_times else None,
+                "scrape_bytes": max(scrape_sizes, default=0),
+            } if metrics_port else {}  # fmt: skip
             return {
                 "messages": args.messages,
                 "msgs_per_s": round(args.messages / elapsed, 1),
@@ -422,6 +457,7 @@ async def run_one(label: str, text: str, args: argparse.Namespace) -> dict[str, 
                 "receipts_matched": finals - failed,
                 "failed": failed,
                 "elapsed_s": round(elapsed, 2),
+                **scraped,
             }
         finally:
             gw.terminate()
@@ -441,7 +477,8 @@ async def main_async(args: argparse.Namespace) -> None:
         print(key, json.dumps(out[key]), file=sys.stderr, flush=True)
     out["loadavg_1m"] = os.getloadavg()[0]
     out["config"] = {"binds": args.binds, "window": args.window, "fsync": True, "concurrency": args.concurrency,
-                     "events": "all" if args.all_events else "final", "smsc": args.smsc or "built-in simulator"}
+                     "events": "all" if args.all_events else "final", "smsc": args.smsc or "built-in simulator",
+                     "scrape": args.scrape}
     print(json.dumps(out))
 
 
@@ -459,6 +496,9 @@ def main() -> None:
     ap.add_argument("--smsc-account", default="gw:simpw", help="SYSTEM_ID:PASSWORD for --smsc")
     ap.add_argument("--smsc-ids", default="hex", choices=("hex", "decimal", "as-is"), help="its message_id base")
     ap.add_argument("--rss-every", type=float, default=5.0, help="seconds between resident-size samples")
+    ap.add_argument("--scrape", action="store_true", help="[metrics] on, and GET /metrics every second of the run")
+    ap.add_argument("--metrics-port", type=int, default=0, help="the gateway's metrics port (default: a free one)")
+    ap.add_argument("--sim-port", type=int, default=0, help="the simulator's port (default: a free one)")
     ap.add_argument("--rules", action="store_true",
                     help="issue 12's routing table in the config (1,000 routes, 10,000 network blocks, three word "
                          "lists of 5,000 words the carrier blocks); results as <text>_rules")  # fmt: skip

@@ -22,7 +22,8 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import AsyncIterator, Callable, MutableMapping
+import time
+from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -31,7 +32,8 @@ from typing import Any
 import structlog
 import trio
 
-from gateway import gctune
+from gateway import debuglog, gctune
+from gateway.admin.service import AdminContext, AdminService, ReloadOutcome
 from gateway.carriers.config import BindConfig, CarrierConfig
 from gateway.carriers.jobs import Inbound, OutcomeKind, SubmitOutcome
 from gateway.carriers.pool import CarrierPool
@@ -48,6 +50,7 @@ from gateway.engine.settings import (
     WordListSettings,
 )
 from gateway.errors import ConfigError, GatewayError
+from gateway.ops.http import serve_ops
 from gateway.policy.content import SignatureRules, check_signature, has_optout_wording
 from gateway.policy.keywords import Keywords
 from gateway.policy.policy import AccountRules, CapRule, Policy
@@ -76,6 +79,16 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 @dataclass(frozen=True, slots=True)
 class ServerSection:
     socket_path: str = "var/gateway.sock"
+    # The admin socket (docs/admin.md): gatewayctl's, mode 0600, every account and the operator's commands.
+    # "": admin.sock beside socket_path.
+    admin_socket: str = ""
+    admin: bool = True
+
+    @property
+    def admin_path(self) -> str | None:
+        if not self.admin:
+            return None
+        return self.admin_socket or str(Path(self.socket_path).parent / "admin.sock")
     # Loopback TCP listener for the upstream protocol; None: Unix socket only.
     tcp_port: int | None = field(default=None, metadata=limits(1, 65535))
     tcp_host: str = "127.0.0.1"
@@ -139,6 +152,16 @@ class SimulatorSection:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSection:
+    """[metrics]: Prometheus /metrics, /live and /ready over HTTP (docs/metrics.md). Off by default; on, it
+    listens on the loopback unless told otherwise: the figures name carriers and accounts' refusals."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = field(default=9464, metadata=limits(1, 65535))
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     store: StoreConfig
     server: ServerSection = field(default_factory=ServerSection)
@@ -153,6 +176,7 @@ class GatewayConfig:
     # Compliance rules (gateway/policy/): without the table only opt-outs (of marketing) and MO keywords.
     compliance: ComplianceSettings | None = None
     caps: tuple[CapSettings, ...] = ()
+    metrics: MetricsSection = field(default_factory=MetricsSection)
 
 
 def load_config(path: Path) -> GatewayConfig:
@@ -475,7 +499,10 @@ def _resolve_paths(cfg: GatewayConfig, base: Path) -> GatewayConfig:
     return dataclasses.replace(
         cfg,
         store=StoreConfig(**{**_fields(store), "path": resolve(store.path)}),
-        server=ServerSection(**{**_fields(server), "socket_path": resolve(server.socket_path)}),
+        server=ServerSection(**{
+            **_fields(server), "socket_path": resolve(server.socket_path),
+            "admin_socket": resolve(server.admin_socket) if server.admin_socket else "",
+        }),
         accounts=accounts,
         carriers=tuple(
             CarrierSection(**{**_fields(c), "binds": tuple(_resolve_bind(b, resolve) for b in c.binds)})
@@ -498,14 +525,7 @@ def _fields(obj: Any) -> dict[str, Any]:
 
 
 def credentials(cfg: GatewayConfig) -> Credentials:
-    return Credentials(
-        {
-            a.name: read_secret(
-                env=a.secret_env, file=Path(a.secret_file) if a.secret_file else None, what=f"account {a.name}"
-            )
-            for a in cfg.accounts
-        }
-    )
+    return Credentials(_secrets(cfg.accounts))
 
 
 class _LiveLogging:
@@ -540,6 +560,7 @@ _logging = _LiveLogging()
 
 def setup_logging(server: ServerSection) -> None:
     _logging.set(server)
+    debuglog.set_level(server.log_level)
     structlog.configure(
         processors=[
             _logging.filter,
@@ -571,45 +592,110 @@ _POLICY_KEY = re.compile(
 )
 
 
+# Carriers (added, removed, their binds and settings changed) and accounts (added, removed, secrets, MO
+# addresses): a reload applies them with the routing and policy built for them (Gateway.reload).
+_TOPOLOGY_KEY = re.compile(r"(carriers|accounts)(\[|$)")
+
+
 def is_live_key(key: str) -> bool:
-    return key in LIVE_KEYS or _ROUTING_KEY.match(key) is not None or _POLICY_KEY.match(key) is not None
+    return (
+        key in LIVE_KEYS or _ROUTING_KEY.match(key) is not None or _POLICY_KEY.match(key) is not None
+        or _TOPOLOGY_KEY.match(key) is not None
+    )  # fmt: skip
 
 
-def reload_config(path: Path, active: GatewayConfig) -> tuple[GatewayConfig, Routing | None, Policy | None]:
-    """SIGHUP: the config file again. Refused (logged with every problem) when it is not valid, and the
-    running config stays; otherwise the live keys are applied and the returned config is the running one
-    with them, with the new routing and compliance policy when they changed (the caller swaps them in). Keys
-    that differ from the running config and need a restart are named each time."""
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """What a reload changes of the carriers and accounts, by name (the config's order does not matter)."""
+
+    added: tuple[CarrierSection, ...] = ()
+    removed: tuple[str, ...] = ()
+    # A new pool: its binds or queues changed (the old one is paused, stopped and replaced).
+    rebound: tuple[CarrierSection, ...] = ()
+    # Only how the engine treats it changed (receipt timeout, error classes, encodings ...): no bind drops.
+    retuned: tuple[CarrierSection, ...] = ()
+    accounts: tuple[AccountSettings, ...] | None = None  # the new accounts, when they changed
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.rebound or self.retuned or self.accounts is not None)
+
+
+def topology(old: GatewayConfig, new: GatewayConfig) -> Topology:
+    before = {c.name: c for c in old.carriers}
+    after = {c.name: c for c in new.carriers}
+    kept = [(before[n], c) for n, c in after.items() if n in before]
+    return Topology(
+        added=tuple(c for n, c in after.items() if n not in before),
+        removed=tuple(n for n in before if n not in after),
+        rebound=tuple(c for b, c in kept if b.carrier_config() != c.carrier_config()),
+        retuned=tuple(c for b, c in kept if b.carrier_config() == c.carrier_config() and b.settings() != c.settings()),
+        accounts=new.accounts if old.accounts != new.accounts else None,
+    )
+
+
+def reload_config(
+    path: Path, active: GatewayConfig
+) -> tuple[GatewayConfig, Routing | None, Policy | None, ReloadOutcome, Topology]:
+    """SIGHUP or `gatewayctl reload`: the config file again. Refused (logged with every problem) when it is
+    not valid, and the running config stays; otherwise the live keys are applied and the returned config is
+    the running one with them, with the new routing and compliance policy when they changed (the caller
+    swaps them in). Keys that differ from the running config and need a restart are named each time."""
     try:
         new = load_config(path)
     except ConfigError as err:
         said = [f"{file}: {key}: {reason}" for file, key, reason in err.problems]
         log.error("config_reload_refused", path=str(path), problems=said)
-        return active, None, None
+        return active, None, None, ReloadOutcome(problems=tuple(said), refused=True), Topology()
     changed = changed_keys(active, new)
     applied = [key for key in changed if is_live_key(key)]
     running = dataclasses.replace(
         active,
         server=dataclasses.replace(active.server, log_level=new.server.log_level, log_format=new.server.log_format),
     )
-    routing = None
-    if any(_ROUTING_KEY.match(key) for key in changed):
-        candidate = _with_routing(running, new)
+    routing: Routing | None = None
+    policy: Policy | None = None
+    refused: list[str] = []
+    change = Topology()
+    # A change of carriers or accounts brings its routing and policy with it, applied or refused together.
+    whole = any(_TOPOLOGY_KEY.match(key) for key in changed)
+    if whole:
+        # Carriers and accounts come with the routing and policy built for them, or not at all.
+        candidate = _with_policy(_with_routing(dataclasses.replace(running, carriers=new.carriers,
+                                                                   accounts=new.accounts), new), new)  # fmt: skip
         problems: Problems = []
         routing = build_routing(candidate, str(path), problems)
+        policy = build_policy(candidate, str(path), problems) if routing is not None else None
+        if routing is None or policy is None:
+            said = [f"{f}: {k}: {r}" for f, k, r in problems]
+            log.error("carriers_reload_refused", path=str(path), problems=said)
+            refused += said
+            routing = policy = None
+            applied = [key for key in applied if not (_TOPOLOGY_KEY.match(key) or _ROUTING_KEY.match(key)
+                                                      or _POLICY_KEY.match(key))]  # fmt: skip
+        else:
+            change = topology(running, candidate)
+            running = candidate
+    if not whole and any(_ROUTING_KEY.match(key) for key in changed):
+        candidate = _with_routing(running, new)
+        problems = []
+        routing = build_routing(candidate, str(path), problems)
         if routing is None:  # it names what only a restart brings (a new carrier): the old routing stays
-            log.error("routing_reload_refused", path=str(path), problems=[f"{f}: {k}: {r}" for f, k, r in problems])
+            said = [f"{f}: {k}: {r}" for f, k, r in problems]
+            log.error("routing_reload_refused", path=str(path), problems=said)
+            refused += said
             applied = [key for key in applied if not _ROUTING_KEY.match(key)]
         else:
             running = candidate
-    policy = None
-    if any(_POLICY_KEY.match(key) for key in changed):
+    if not whole and any(_POLICY_KEY.match(key) for key in changed):
         candidate = _with_policy(running, new)
         problems = []
         # As load_config built it, unless the routing it names (a banned word list) was refused above.
         policy = build_policy(candidate, str(path), problems)
         if policy is None:
-            log.error("policy_reload_refused", path=str(path), problems=[f"{f}: {k}: {r}" for f, k, r in problems])
+            said = [f"{f}: {k}: {r}" for f, k, r in problems]
+            log.error("policy_reload_refused", path=str(path), problems=said)
+            refused += said
             applied = [key for key in applied if not _POLICY_KEY.match(key)]
         else:
             running = candidate
@@ -617,7 +703,7 @@ def reload_config(path: Path, active: GatewayConfig) -> tuple[GatewayConfig, Rou
     restart = [key for key in changed if not is_live_key(key)]
     # A warning when something waits for a restart: the operator has to act on it.
     (log.warning if restart else log.info)("config_reloaded", path=str(path), applied=applied, restart_needed=restart)
-    return running, routing, policy
+    return running, routing, policy, ReloadOutcome(tuple(applied), tuple(restart), tuple(refused)), change
 
 
 def _with_policy(running: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
@@ -661,6 +747,29 @@ def _with_routing(running: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
 # --- the process ------------------------------------------------------------------------------------
 
 
+def _secrets(accounts: Sequence[AccountSettings]) -> dict[str, str]:
+    return {
+        a.name: read_secret(env=a.secret_env, file=Path(a.secret_file) if a.secret_file else None,
+                            what=f"account {a.name}")
+        for a in accounts
+    }  # fmt: skip
+
+
+@dataclass(slots=True)
+class _Live:
+    """What a running gateway's reload needs to start a carrier and change the accounts."""
+
+    carriers: trio.Nursery
+    results: trio.MemorySendChannel[SubmitOutcome]
+    inbound: trio.MemorySendChannel[Inbound]
+    credentials: Credentials
+
+    async def start_pool(self, section: CarrierSection) -> CarrierPool:
+        pool = CarrierPool(section.carrier_config(), results=self.results, inbound=self.inbound)
+        await self.carriers.start(pool.run)
+        return pool
+
+
 @dataclass(slots=True)
 class Running:
     """What `Gateway.run` started, handed to whoever awaited `nursery.start(gateway.run)`."""
@@ -670,6 +779,9 @@ class Running:
     simulators: dict[str, Simulator]
     engine: Engine
     pools: dict[str, CarrierPool]
+    admin_socket: str | None = None
+    # Where /metrics, /live and /ready are served (None: metrics off).
+    metrics: tuple[str, int] | None = None
 
 
 class CannotStart(GatewayError):
@@ -683,12 +795,24 @@ class CannotStart(GatewayError):
 
 class Gateway:
     def __init__(
-        self, cfg: GatewayConfig, *, wall_ms: Callable[[], int] | None = None, source: str = "config"
+        self,
+        cfg: GatewayConfig,
+        *,
+        wall_ms: Callable[[], int] | None = None,
+        source: str = "config",
+        config_path: Path | None = None,
     ) -> None:
         """`wall_ms` replaces the wall clock (milliseconds since the epoch) for schedules, validity and the
-        store's timestamps; tests pass a virtual one. `source` names the config file in CannotStart."""
+        store's timestamps; tests pass a virtual one. `source` names the config file in CannotStart;
+        `config_path` is the file a reload reads (None: the gateway cannot reload)."""
         self.cfg = cfg
         self.source = source
+        self.config_path = config_path
+        # The config as reloads left it (live keys applied); `cfg` stays what the process started with.
+        self.active = cfg
+        self._reloading = trio.Lock()
+        self._live: _Live | None = None  # what a reload needs to start a carrier (set once serving)
+        self.started_ms = int(time.time() * 1000)
         self._wall_ms = wall_ms
         self._stop = trio.Event()
         self._upstream_drain = Drain()  # the upstream connections' graceful end (step 1 of the shutdown)
@@ -698,6 +822,66 @@ class Gateway:
     def shutdown(self) -> None:
         """Begin the graceful shutdown sequence (what SIGTERM does)."""
         self._stop.set()
+
+    async def reload(self) -> ReloadOutcome:
+        """Read the config file again and apply what can change live (SIGHUP, `gatewayctl reload`); one at a
+        time. Never raises: a bug in it is logged and reported, and the running config stays."""
+        path = self.config_path
+        if path is None:
+            return ReloadOutcome(problems=("-: -: this gateway was started without a config file",), refused=True)
+        async with self._reloading:
+            try:
+                active, routing, policy, report, change = await trio.to_thread.run_sync(
+                    reload_config, path, self.active
+                )
+                # The secrets again, every reload: a rotated secret file under the same name is the usual way.
+                secrets = None if report.refused else await trio.to_thread.run_sync(_secrets, active.accounts)
+            except Exception as err:  # the fault boundary of a reload: a bug here never ends the gateway
+                error = f"{type(err).__name__}: {err}"
+                log.error("config_reload_failed", path=str(path), error=error, kept="the running config",
+                          exc_info=err)  # fmt: skip
+                return ReloadOutcome(problems=(f"{path}: -: internal error: {error}",), refused=True)
+            self.active = active
+            if self.running is not None:
+                await self._apply(change, routing, policy, secrets)
+                # Every reload looks at the portability file again: a new file under the same name is the
+                # usual way to replace the table.
+                _configure_portability(self.running.engine, active)
+            return report
+
+    async def _apply(
+        self, change: Topology, routing: Routing | None, policy: Policy | None, secrets: dict[str, str] | None
+    ) -> None:
+        """A reload's new carriers first (so the new routes find them), then its accounts, routing and policy,
+        then the carriers whose binds changed (each paused while its pool is replaced), and the removed ones
+        last (drained along their routes, which no longer name them)."""
+        assert self.running is not None
+        assert self._live is not None
+        engine, live = self.running.engine, self._live
+        grace = self.cfg.server.shutdown_grace_seconds
+        for section in change.added:
+            pool = await live.start_pool(section)
+            engine.add_carrier(section.name, pool, section.settings())
+            log.info("carrier_added", carrier=section.name, binds=len(section.binds))
+        for section in change.retuned:
+            engine.retune_carrier(section.name, section.settings())
+            log.info("carrier_retuned", carrier=section.name)
+        if secrets is not None and (rotated := live.credentials.changed(secrets)):
+            live.credentials.update(secrets)
+            log.info("account_secrets_reloaded", accounts=rotated)
+        if change.accounts is not None:
+            engine.set_accounts(change.accounts)
+            log.info("accounts_reloaded", accounts=[a.name for a in change.accounts])
+        if routing is not None:
+            engine.set_routing(routing)
+        if policy is not None:
+            engine.set_policy(policy)
+        for section in change.rebound:
+            await engine.replace_pool(section.name, partial(live.start_pool, section), section.settings(), grace)
+            log.info("carrier_rebound", carrier=section.name, binds=len(section.binds))
+        for name in change.removed:
+            await engine.remove_carrier(name, grace)
+            log.info("carrier_removed", carrier=name)
 
     @property
     def stopping(self) -> bool:
@@ -787,12 +971,24 @@ class Gateway:
         async with trio.open_nursery() as carriers:
             for pool in pools.values():
                 await carriers.start(pool.run)
+            self._live = _Live(carriers, results_tx, inbound_tx, creds)
             async with trio.open_nursery() as core:
                 await core.start(engine.run)
                 async with trio.open_nursery() as front:
                     path, tcp = await self._listen(front, engine, creds)
-                    self.running = Running(path, tcp, sims, engine, pools)
-                    log.info("gateway_ready", socket=path, tcp=tcp, carriers=list(pools))
+                    admin = await self._listen_admin(front, engine, pools, creds, path, tcp)
+                    metrics = None
+                    if cfg.metrics.enabled:
+                        m = cfg.metrics
+                        try:
+                            metrics = await front.start(
+                                partial(serve_ops, engine, pools, m.host, m.port, stopping=lambda: self.stopping)
+                            )
+                        except OSError as err:  # taken since prepare() checked
+                            reason = _listen_problem(m.host, m.port, err)
+                            raise CannotStart([f"{self.source}: metrics.port: {reason}"]) from err
+                    self.running = Running(path, tcp, sims, engine, pools, admin_socket=admin, metrics=metrics)
+                    log.info("gateway_ready", socket=path, tcp=tcp, admin=admin, carriers=list(pools))
                     task_status.started(self.running)
                     await self._stop.wait()
                     log.info("shutdown_started")
@@ -833,6 +1029,43 @@ class Gateway:
             raise CannotStart([f"{self.source}: server.tcp_port: {reason}"]) from err
         return path, tcp
 
+    async def _listen_admin(
+        self,
+        front: trio.Nursery,
+        engine: Engine,
+        pools: dict[str, CarrierPool],
+        creds: Credentials,
+        path: str,
+        tcp: tuple[str, int] | None,
+    ) -> str | None:
+        """The admin socket (docs/admin.md) and its throughput sampler; None when the config turns it off."""
+        server = self.cfg.server
+        admin_path = server.admin_path
+        if admin_path is None:
+            return None
+        service = AdminService(
+            AdminContext(
+                engine=engine,
+                pools=pools,
+                accounts=lambda: [a.name for a in self.active.accounts],
+                reload=self.reload,
+                config_path=str(self.config_path or self.source),
+                started_ms=self.started_ms,
+                sockets={"upstream": path, "tcp": list(tcp) if tcp else None, "admin": admin_path},
+            )
+        )
+        front.start_soon(service.run_sampler)
+        try:
+            served: str = await front.start(
+                partial(
+                    serve_unix, admin_path, engine.backend, creds, server.upstream, drain=self._upstream_drain,
+                    admin=service,
+                )
+            )
+        except OSError as err:
+            raise CannotStart([f"{self.source}: server.admin_socket: {admin_path}: {err.strerror or err}"]) from err
+        return served
+
     async def _drain(
         self,
         pools: dict[str, CarrierPool],
@@ -870,11 +1103,11 @@ def prepare(cfg: GatewayConfig, source: str) -> StoreLock:
     raises CannotStart with every problem at once. The lock comes before anything that touches the store
     or the socket: a second gateway must change nothing of the first one's."""
     store, sockets = Path(cfg.store.path), Path(cfg.server.socket_path).parent
-    problems = [
-        f"{source}: {key}: {reason}"
-        for key, directory in (("store.path", store), ("server.socket_path", sockets))
-        if (reason := _writable_dir(directory))
-    ]
+    directories = [("store.path", store), ("server.socket_path", sockets)]
+    admin = cfg.server.admin_path
+    if admin is not None and Path(admin).parent != sockets:
+        directories.append(("server.admin_socket", Path(admin).parent))
+    problems = [f"{source}: {key}: {reason}" for key, directory in directories if (reason := _writable_dir(directory))]
     lock = None
     if not problems:
         try:
@@ -925,14 +1158,21 @@ def _make_private(store: Path, sockets: Path) -> list[str]:
 def _socket_problems(cfg: GatewayConfig, source: str) -> list[str]:
     """The upstream socket's path and every TCP port this config listens on, checked by trying them."""
     problems = []
-    path = cfg.server.socket_path
-    if os.path.lexists(path):
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            problems.append(f"{source}: server.socket_path: {path} exists and is not a socket")
-        elif _served(path):
-            problems.append(f"{source}: server.socket_path: {path} is in use (another process serves there)")
+    paths = [("server.socket_path", cfg.server.socket_path)]
+    if cfg.server.admin_path is not None:
+        paths.append(("server.admin_socket", cfg.server.admin_path))
+        if cfg.server.admin_path == cfg.server.socket_path:
+            problems.append(f"{source}: server.admin_socket: {cfg.server.admin_path} is server.socket_path too")
+    for key, path in paths:
+        if os.path.lexists(path):
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                problems.append(f"{source}: {key}: {path} exists and is not a socket")
+            elif _served(path):
+                problems.append(f"{source}: {key}: {path} is in use (another process serves there)")
     ports = [("server.tcp_port", cfg.server.tcp_host, cfg.server.tcp_port)]
     ports += [(f"simulators[{i}].port", s.host, s.port) for i, s in enumerate(cfg.simulators)]
+    if cfg.metrics.enabled and cfg.metrics.port:  # port 0 (tests): any free one, nothing to check
+        ports.append(("metrics.port", cfg.metrics.host, cfg.metrics.port))
     seen: dict[tuple[str, int], str] = {}
     for key, host, port in ports:
         if port is None:
@@ -1008,11 +1248,11 @@ def server_close_seconds(cfg: GatewayConfig) -> float:
 async def main_async(cfg: GatewayConfig, config_path: Path) -> None:
     """The gateway until it has stopped. The signals are ours from before the start to the end of the
     shutdown sequence: a SIGHUP at any moment reloads or is ignored, never kills."""
-    gateway = Gateway(cfg, source=str(config_path))
+    gateway = Gateway(cfg, source=str(config_path), config_path=config_path)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(gateway.run)
-            nursery.start_soon(_handle_signals, signals, gateway, config_path)
+            nursery.start_soon(_handle_signals, signals, gateway)
             nursery.start_soon(_watchdog)
             await gateway.stopped.wait()
             nursery.cancel_scope.cancel()
@@ -1033,28 +1273,14 @@ async def _watchdog() -> None:
         faulthandler.cancel_dump_traceback_later()
 
 
-async def _handle_signals(signals: AsyncIterator[int], gateway: Gateway, config_path: Path) -> None:
-    active = gateway.cfg
+async def _handle_signals(signals: AsyncIterator[int], gateway: Gateway) -> None:
     async for signum in signals:
         name = signal.Signals(signum).name
         log.info("signal_received", signal=name)
         if signum != signal.SIGHUP:
             gateway.shutdown()
         elif not gateway.stopping:
-            try:
-                active, routing, policy = await trio.to_thread.run_sync(reload_config, config_path, active)
-            except Exception as err:  # the fault boundary of a reload: a bug here never ends the gateway
-                log.error("config_reload_failed", path=str(config_path), error=f"{type(err).__name__}: {err}",
-                          kept="the running config", exc_info=err)  # fmt: skip
-                continue
-            if gateway.running is not None:
-                if routing is not None:
-                    gateway.running.engine.set_routing(routing)
-                if policy is not None:
-                    gateway.running.engine.set_policy(policy)
-                # Every SIGHUP looks at the portability file again: a new file under the same name is the
-                # usual way to replace the table.
-                _configure_portability(gateway.running.engine, active)
+            await gateway.reload()
 
 
 def serve_command(config_path: str) -> int:
@@ -1067,7 +1293,7 @@ def serve_command(config_path: str) -> int:
         return 2
     gctune.tune()
     try:
-        trio.run(main_async, cfg, Path(config_path))
+        trio.run(main_async, cfg, Path(config_path).resolve())
     except (CannotStart, ExceptionGroup) as err:
         refused = _cannot_start(err)
         if refused is None:

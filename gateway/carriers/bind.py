@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 import trio
 
+from gateway import debuglog
 from gateway.carriers.config import BindConfig, BindMode
 from gateway.carriers.core import BindCore, BindState, Pending
 from gateway.carriers.jobs import Inbound, OutcomeKind, SubmitJob, SubmitOutcome
@@ -87,6 +88,10 @@ class BindStatus:
     unacked_inbound: int
     submitted: int
     accepted: int
+    throttles: int = 0  # throttle pauses since the start
+    # submit_sm answer times, counted into gateway.ops.histogram.LATENCY_BOUNDS (+Inf last), and their sum.
+    latency_counts: tuple[int, ...] = ()
+    latency_sum: float = 0.0
 
 
 class BindRefused(Exception):
@@ -195,6 +200,7 @@ class Bind:
         state = core.state
         if state is BindState.THROTTLED and not throttled:
             state = BindState.BOUND  # the pause is over; the sender has not sent since
+        latency = core.latency.snapshot()
         return BindStatus(
             carrier=self.carrier,
             bind=self.name,
@@ -210,6 +216,9 @@ class Bind:
             unacked_inbound=self._unacked,
             submitted=core.submitted,
             accepted=core.accepted,
+            throttles=core.throttles,
+            latency_counts=latency.counts,
+            latency_sum=latency.sum,
         )
 
     # --- one connection -----------------------------------------------------------------------------
@@ -366,6 +375,8 @@ class Bind:
             await self._inbound_room.wait()
 
     async def _on_events(self, link: Link, events: list[Event]) -> None:
+        if debuglog.enabled:
+            self._debug_events(events)
         for event in events:
             if isinstance(event, ResponseReceived):
                 await self._on_response(link, event.request, event.pdu)
@@ -389,12 +400,23 @@ class Bind:
                 self._say_once("response_repaired", seq=event.sequence_number, reason=event.reason,
                                note="read from its mandatory fields; what did not parse was dropped")  # fmt: skip
 
+    def _debug_events(self, events: list[Event]) -> None:
+        for event in events:
+            pdu = getattr(event, "pdu", None)
+            if pdu is not None:
+                self._log.debug("pdu_in", command=type(pdu).__name__, seq=pdu.sequence_number,
+                                status=status_name(pdu.command_status), what=type(event).__name__)  # fmt: skip
+            else:
+                self._log.debug("session_event", what=type(event).__name__)
+
     async def _on_response(self, link: Link, req: Outstanding, resp: P.Pdu) -> None:
         self._window_free.set()
         item = req.context
         if not isinstance(item, Pending):
             self._on_control_response(link, req, resp)
             return
+        # Its deadline is its write batch's start plus the response timeout (see _send): the answer time.
+        self.core.latency.observe(trio.current_time() - req.deadline + self.config.response_timeout_seconds)
         status = resp.command_status
         if status == 0 and isinstance(resp, P.SubmitSmResp):
             self.core.on_accepted()
@@ -546,6 +568,8 @@ class Bind:
         try:
             # `now`: when the batch started (a response deadline a few milliseconds early at most).
             job = item.job
+            if debuglog.enabled:
+                self._log.debug("pdu_out", command="submit_sm", context=repr(job.context))
             if job.wire:
                 link.session.send_encoded(_SUBMIT_SM, job.wire, now, context=item)
             else:

@@ -45,6 +45,7 @@ from typing import Any
 from gateway.carriers.bucket import TokenBucket
 from gateway.carriers.config import BindConfig
 from gateway.errors import GatewayError
+from gateway.ops.histogram import LATENCY_BOUNDS, Histogram
 from gateway.smpp.constants import CommandStatus
 from gateway.smpp.session import Outstanding
 
@@ -167,6 +168,8 @@ class BindCore:
         # Counters.
         self.submitted = 0
         self.accepted = 0
+        # Seconds from a submit_sm's write batch to its answer (any status): the metrics scrape reads it.
+        self.latency = Histogram(LATENCY_BOUNDS)
         self._tps_second = 0
         self._tps_count = 0
         self._tps_last = 0

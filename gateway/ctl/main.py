@@ -1,13 +1,27 @@
-"""`gatewayctl`: send a message, look it up, watch events, preview a text.
+"""`gatewayctl`: the operator's tool, on the gateway's admin socket (docs/admin.md).
 
-It reads the same config file as the gateway (-c, default conf/gateway.toml) for the socket path and the
-account's secret, and speaks the documented upstream protocol (docs/protocol.md) with the blocking client.
+It finds the admin socket from --socket, $GATEWAY_ADMIN_SOCKET, or the config's [server] table (-c, default
+$GATEWAY_CONFIG, else conf/gateway.toml here or in the project), and reads nothing else of the config: no
+secrets. The socket's file mode is the credential; an account's commands act for -a ACCOUNT (default: the
+gateway's first account).
 
+    gatewayctl status                                   # the gateway: uptime, store, queues, throughput
+    gatewayctl binds                                    # every bind of every carrier
+    gatewayctl carrier pause|resume|drain NAME
+    gatewayctl find --to 447700900123                   # a number's messages, newest first
+    gatewayctl show MESSAGE_ID                          # or --ref REF: a message's whole record
+    gatewayctl reload                                   # the config again: what changed, or why not
+    gatewayctl top                                      # a live view of the above
     gatewayctl send 447700900123 "Your code is 123456" --sender ACME
-    gatewayctl status 123456789
+    gatewayctl status MESSAGE_ID                        # or --client-ref REF: as the account sees it
     gatewayctl events --follow
-    gatewayctl preview "Grüße 👋"
-    gatewayctl receipts --unmatched                   # receipts no submit_sm_resp claimed (read from the store)
+    gatewayctl preview "Grüße 👋" [--class marketing]
+    gatewayctl optout|blacklist add|remove|check|import|export [--scope gateway|account:X|carrier:X]
+    gatewayctl receipts --unmatched
+
+Exit codes: 0 done, 1 refused or not found (`send` when any recipient was refused, `health` when not ready,
+`reload` when refused), 2 usage, 3 cannot reach the gateway. `--json` prints JSON on every command, errors
+included ({"error": {"code", "message"}}).
 """
 
 from __future__ import annotations
@@ -19,25 +33,21 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
-from gateway.app import GatewayConfig, load_config
-from gateway.config import read_secret
+from gateway.ctl import render
+from gateway.ctl.connect import admin_socket, default_config
 from gateway.errors import ConfigError
 from gateway.upstream import BlockingClient, EventKind, MessageClass, SubmitRequest, UpstreamError
+from gateway.upstream.schema import OPERATOR, ListResult, list_result_from_wire
 
-
-def _default_config() -> str:
-    """$GATEWAY_CONFIG, else conf/gateway.toml here, else the project's own (gatewayctl run from anywhere)."""
-    chosen = os.environ.get("GATEWAY_CONFIG")
-    if chosen:
-        return chosen
-    here = Path("conf/gateway.toml")
-    project = Path(__file__).resolve().parents[2] / "conf" / "gateway.toml"
-    return str(here if here.exists() or not project.exists() else project)
+# Exit codes.
+OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
+_REFUSED_STATES = frozenset({"rejected", "failed"})
+# Commands that act for an account (the upstream protocol's operations, on the admin socket).
+_ACCOUNT_COMMANDS = frozenset({"send", "cancel", "events", "preview"})
 
 
 def _u64(text: str) -> int:
@@ -61,22 +71,70 @@ def _count(text: str) -> int:
     return value
 
 
-def _cursor(text: str) -> bytes:
+def _limit(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{text} is not between 1 and 1000")
+    return value
+
+
+def _cursor(text: str) -> str:
     try:
-        return bytes.fromhex(text)
+        bytes.fromhex(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a cursor (the hex gatewayctl printed)") from None
+    return text
+
+
+def _since(text: str) -> float:
+    """An ISO date or time (UTC), or a span back from now: 90s, 15m, 2h, 3d."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text and text[-1] in units and text[:-1].isdigit():
+        return time.time() - int(text[:-1]) * units[text[-1]]
+    for form in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"):
+        try:
+            return float(time.mktime(time.strptime(text.rstrip("Z"), form)) - time.timezone)
+        except ValueError:
+            continue
+    raise argparse.ArgumentTypeError(f"{text!r} is not a date (2026-12-03, 2026-12-03T09:30) or a span (15m, 2h)")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gatewayctl", description="operate a running gateway")
     p.add_argument(
-        "-c", "--config", default=_default_config(),
-        help="the gateway's config file (default: $GATEWAY_CONFIG, else conf/gateway.toml here or in the project)",
+        "-c", "--config", default=None,
+        help="the gateway's config file, read for its [server] table only (default: $GATEWAY_CONFIG, else "
+             "conf/gateway.toml here or in the project)",
     )  # fmt: skip
-    p.add_argument("-a", "--account", help="upstream account (default: the first in the config)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-s", "--socket", help="the admin socket (default: $GATEWAY_ADMIN_SOCKET, else from the config)")
+    p.add_argument("-a", "--account", help="the account an account's command acts for (default: the first)")
+    p.add_argument("--json", action="store_true", help="machine-readable output (errors too)")
     cmds = p.add_subparsers(dest="command", required=True)
+
+    status = cmds.add_parser("status", help="the gateway's status; with an id or --client-ref, a message's")
+    status.add_argument("message_id", nargs="?")
+    status.add_argument("--client-ref")
+    binds = cmds.add_parser("binds", help="every bind of every carrier: state, window, TPS, errors")
+    binds.add_argument("carrier", nargs="?")
+    carrier = cmds.add_parser("carrier", help="pause, resume or drain a carrier (its binds stay up)")
+    carrier.add_argument("action", choices=("pause", "resume", "drain"))
+    carrier.add_argument("name")
+    find = cmds.add_parser("find", help="a number's messages, newest first")
+    find.add_argument("--to", required=True)
+    find.add_argument("--since", type=_since, help="a date (2026-12-03T09:30, UTC) or a span back (15m, 2h, 3d)")
+    find.add_argument("--limit", type=_limit, default=50)
+    show = cmds.add_parser("show", help="a message's whole record: parts, carrier ids, carriers tried and why")
+    show.add_argument("message_id", nargs="?")
+    show.add_argument("--ref", help="the client reference of a submit (of -a ACCOUNT)")
+    cmds.add_parser("reload", help="read the config again: what changed, or every reason it was refused")
+    cmds.add_parser("health", help="live and ready (every carrier has a bind up), or what is not")
+    top = cmds.add_parser("top", help="a live view of throughput, queues and binds")
+    top.add_argument("--interval", type=_seconds, default=1.0)
+    top.add_argument("--iterations", type=_count, help="stop after this many refreshes (default: until Ctrl-C)")
+    completion = cmds.add_parser("completion", help="print a shell completion script: eval \"$(gatewayctl "
+                                                    "completion bash)\"")  # fmt: skip
+    completion.add_argument("shell", choices=("bash", "zsh"))
+
     send = cmds.add_parser("send", help="submit a message to one or more numbers")
     send.add_argument("to", nargs="+", help="recipient numbers (E.164, or national with the default country)")
     send.add_argument("text")
@@ -87,9 +145,6 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--schedule-in", type=_seconds, help="seconds from now")
     send.add_argument("--validity", type=_count, help="seconds")
     send.add_argument("--no-receipt", action="store_true")
-    status = cmds.add_parser("status", help="state of a message (by id) or of a submit (by client reference)")
-    status.add_argument("message_id", nargs="?")
-    status.add_argument("--client-ref")
     cancel = cmds.add_parser("cancel", help="cancel messages not yet submitted to a carrier")
     cancel.add_argument("message_id", nargs="?")
     cancel.add_argument("--client-ref")
@@ -104,9 +159,17 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     preview = cmds.add_parser("preview", help="encoding and part count of a text")
     preview.add_argument("text")
-    for name, what in (("optout", "numbers that opted out of the account's marketing"),
-                       ("blacklist", "numbers the account never sends to")):  # fmt: skip
-        lst = cmds.add_parser(name, help=f"the account's {name} list: {what}")
+    preview.add_argument("--class", dest="message_class", choices=[c.value for c in MessageClass],
+                         help="as a submit of this class would send it (the account's opt-out wording appended, "
+                              "its content rules checked)")  # fmt: skip
+    for name, what in (("optout", "numbers that opted out of marketing"),
+                       ("blacklist", "numbers never sent to")):  # fmt: skip
+        lst = cmds.add_parser(name, help=f"the {name} list: {what}")
+        lst.add_argument(
+            "--scope",
+            help="gateway (every account), account:NAME, or carrier:NAME (blacklists: numbers the carrier "
+                 "reported); default: the account's own list",
+        )  # fmt: skip
         actions = lst.add_subparsers(dest="action", required=True)
         for action, helps in (("add", "put numbers on it"), ("remove", "take numbers off it"),
                               ("check", "whether numbers are on it, since when and why")):  # fmt: skip
@@ -114,123 +177,40 @@ def _parser() -> argparse.ArgumentParser:
         imp = actions.add_parser("import", help="add every number of a CSV file (the first column; - for stdin)")
         imp.add_argument("file")
         actions.add_parser("export", help="print the whole list as CSV: number,at,source,note")
-    receipts = cmds.add_parser(
-        "receipts", help="receipts kept by the store (read-only from its files, beside a running gateway)"
-    )
+    receipts = cmds.add_parser("receipts", help="receipts no submit_sm_resp claimed in time")
     receipts.add_argument(
-        "--unmatched",
-        action="store_true",
-        required=True,
+        "--unmatched", action="store_true", required=True,
         help="receipts no submit_sm_resp claimed within [store] early_receipt_seconds",
-    )
-    receipts.add_argument("--limit", type=_count, default=100)
-    receipts.add_argument("--after", type=_cursor, default=b"", help="the cursor printed after the last one read")
+    )  # fmt: skip
+    receipts.add_argument("--limit", type=_limit, default=100)
+    receipts.add_argument("--after", type=_cursor, default="", help="the cursor printed after the last one read")
     return p
 
 
-def _connect(cfg: GatewayConfig, account_name: str | None) -> BlockingClient:
-    accounts = {a.name: a for a in cfg.accounts}
-    if account_name and account_name not in accounts:
-        raise UsageError(f"no account {account_name!r} in the config (accounts: {', '.join(accounts)})")
-    account = accounts[account_name] if account_name else cfg.accounts[0]
-    secret = read_secret(
-        env=account.secret_env,
-        file=Path(account.secret_file) if account.secret_file else None,
-        what=f"account {account.name}",
-    )
-    return BlockingClient.connect_unix(cfg.server.socket_path, account=account.name, secret=secret, timeout=10.0)
-
-
-# Exit codes: 0 done, 1 refused or not found (a recipient refused by send), 2 usage, 3 cannot reach the gateway.
-_REFUSED = frozenset({"rejected", "failed"})
-
-
 class UsageError(Exception):
-    """A command line that names something the config does not have."""
+    """A command line that names something the gateway does not have."""
 
 
 def _out(args: argparse.Namespace, obj: Any, line: str) -> None:
-    print(json.dumps(obj, default=str) if args.json else line, flush=True)
+    """One record: a JSON line, or a line of text."""
+    if args.json:
+        print(json.dumps(obj, default=str, ensure_ascii=False), flush=True)
+    else:
+        print(line, flush=True)
 
 
-def _lists(args: argparse.Namespace, client: BlockingClient) -> int:
-    """gatewayctl optout|blacklist add|remove|check|import|export."""
-    name = args.command
-    if args.action == "export":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["number", "at", "source", "note"])
-        after: str | None = ""
-        while after is not None:
-            page = client.lists(name, "page", after=after, limit=_PAGE)
-            for e in page.entries:
-                at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.at)) if e.at else ""
-                writer.writerow([e.number, at, e.source or "", e.note or ""])
-            after = page.next
-        return 0
-    if args.action == "import":
-        return _import(args, client, name)
-    refused = 0
-    for e in client.lists(name, args.action, args.numbers).entries:
-        refused += e.reason is not None
-        since = time.strftime(" since %Y-%m-%d %H:%M:%SZ", time.gmtime(e.at)) if e.at else ""
-        how = f" ({e.source}{': ' + repr(e.note) if e.note else ''})" if e.source else ""
-        state = f"{e.reason}: {e.detail}" if e.reason else ("listed" + since + how if e.listed else "not listed")
-        _out(args, asdict(e), f"{e.number or e.to}  {state}")
-    return 1 if refused else 0
+def _json(obj: Any) -> None:
+    print(json.dumps(obj, default=str, ensure_ascii=False, indent=2), flush=True)
 
 
-def _import(args: argparse.Namespace, client: BlockingClient, name: str) -> int:
-    """A CSV of numbers (the first column; a header row and blank or # lines skipped), sent a thousand at
-    a time: millions of rows stream, never held whole."""
-    try:
-        source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8-sig", newline="")  # noqa: SIM115
-    except OSError as err:
-        raise UsageError(f"{args.file}: {err.strerror or err}") from None
-    added = refused = 0
-    first = True
-    try:
-        numbers: list[str] = []
-        for row in csv.reader(source):
-            number = row[0].strip() if row else ""
-            header, first = first and not any(c.isdigit() for c in number), False
-            if not number or number.startswith("#") or header:  # the first row without a digit: a header
-                continue
-            numbers.append(number)
-            if len(numbers) == _PAGE * _IN_FLIGHT:
-                a, r = _send_chunks(client, name, numbers)
-                added, refused, numbers = added + a, refused + r, []
-                print(f"{added:,} added, {refused:,} refused", file=sys.stderr, flush=True)
-        if numbers:
-            a, r = _send_chunks(client, name, numbers)
-            added, refused = added + a, refused + r
-    except UnicodeDecodeError as err:
-        what = f"{args.file}: not UTF-8 at byte {err.start} of a read; {added:,} listed before it"
-        raise UsageError(f"{what} (save the file as UTF-8 and import it again)") from None
-    finally:
-        if source is not sys.stdin:
-            source.close()
-    _out(args, {"listed": added, "refused": refused}, f"{added:,} listed, {refused:,} refused (not numbers)")
-    return 1 if refused else 0
-
-
-def _send_chunks(client: BlockingClient, name: str, numbers: list[str]) -> tuple[int, int]:
-    """Add `numbers`, a thousand a request, the requests in flight together; (added, refused)."""
-    chunks = [numbers[k : k + _PAGE] for k in range(0, len(numbers), _PAGE)]
-    entries = [e for result in client.lists_many(name, "add", chunks) for e in result.entries]
-    refused = [e for e in entries if e.reason]
-    for e in refused[:10]:
-        print(f"gatewayctl: {e.to!r}: {e.reason}: {e.detail}", file=sys.stderr)
-    return len(entries) - len(refused), len(refused)
-
-
-# Numbers per lists request (the protocol's limit) and per page read; requests an import keeps in flight.
-_PAGE = 1000
-_IN_FLIGHT = 4
+# --- the account's commands (the upstream protocol) ---------------------------------------------------
 
 
 def _run(args: argparse.Namespace, client: BlockingClient) -> int:
+    """An account's command on a client connected for that account (the admin socket, or the upstream
+    socket with its secret, as the tests do)."""
     if args.command in ("optout", "blacklist"):
-        return _lists(args, client)
+        return _lists(args, _ListApi(client, args.command, getattr(args, "scope", None)))
     if args.command == "send":
         req = SubmitRequest(
             to=tuple(args.to),
@@ -248,19 +228,18 @@ def _run(args: argparse.Namespace, client: BlockingClient) -> int:
             reason = f" ({m.reason}{': ' + m.detail if m.detail else ''})" if m.reason else ""
             _out(args, asdict(m), f"{m.message_id}  {m.to}  {m.state}{reason}")
         # A script must see a refusal (an invalid number, no route, blocked content) without parsing.
-        return 1 if any(m.state in _REFUSED for m in result.messages) else 0
+        return REFUSED if any(m.state in _REFUSED_STATES for m in result.messages) else OK
     if args.command in ("status", "cancel"):
         if not args.message_id and not args.client_ref:
-            print("gatewayctl: give a message id or --client-ref", file=sys.stderr)
-            return 2
+            raise UsageError("give a message id or --client-ref")
         if args.command == "cancel":
             done = client.cancel(message_id=args.message_id, client_ref=args.client_ref)
             _out(args, asdict(done), "cancelled: " + " ".join(done.cancelled))
-            return 0
+            return OK
         for s in client.status(message_id=args.message_id, client_ref=args.client_ref):
             due = time.strftime("  due %Y-%m-%d %H:%M:%SZ", time.gmtime(s.due_at)) if s.due_at else ""
             _out(args, asdict(s), f"{s.message_id}  {s.to}  {s.state}  {s.reason or ''}  parts={s.segments}{due}")
-        return 0
+        return OK
     if args.command == "events":
         sub = client.subscribe(after=args.after, kinds=args.kinds)
         last = sub.after
@@ -273,61 +252,349 @@ def _run(args: argparse.Namespace, client: BlockingClient) -> int:
                 client.ack(ev.seq)
         if args.ack and last > sub.after:
             client.ack(last)
-        return 0
-    p = client.preview(args.text)
-    _out(args, asdict(p), f"{p.encoding}: {p.parts} part(s), {p.chars} units, {p.chars_left} left in the last part")
-    return 0
+        return OK
+    p = client.preview(args.text, getattr(args, "message_class", None))
+    line = f"{p.encoding}: {p.parts} part(s), {p.chars} units, {p.chars_left} left in the last part"
+    if p.text is not None and p.text != args.text:
+        line += f"\nas sent: {p.text}"
+    if p.reason:
+        line += f"\nrefused: {p.reason}: {p.detail}"
+    _out(args, asdict(p), line)
+    return REFUSED if p.reason else OK
 
 
-def _receipts(args: argparse.Namespace, cfg: GatewayConfig) -> int:
-    """The unmatched receipts, straight from the store's files (the upstream protocol has no request for
-    them): oldest first, then the total and the cursor for --after."""
-    import lmdb  # only this command reads the store
+class _ListApi:
+    """A list of one scope: the account's own (the upstream `lists` op) or, with --scope, any (the admin
+    socket's `lists` command)."""
 
-    from gateway.store.store import read_unmatched
+    def __init__(self, client: BlockingClient, name: str, scope: str | None) -> None:
+        self.client, self.name, self.scope = client, name, scope
 
+    def edit(self, action: str, numbers: Sequence[str]) -> ListResult:
+        if self.scope is None:
+            return self.client.lists(self.name, action, numbers)
+        return list_result_from_wire(
+            self.client.admin("lists", scope=self.scope, list=self.name, action=action, numbers=list(numbers))
+        )
+
+    def page(self, after: str, limit: int) -> ListResult:
+        if self.scope is None:
+            return self.client.lists(self.name, "page", after=after, limit=limit)
+        answer = self.client.admin(
+            "lists", scope=self.scope, list=self.name, action="page", after=after or None, limit=limit
+        )
+        return list_result_from_wire(answer)
+
+    def add_many(self, chunks: Sequence[Sequence[str]]) -> list[ListResult]:
+        if self.scope is None:
+            return self.client.lists_many(self.name, "add", chunks)
+        args = [{"scope": self.scope, "list": self.name, "action": "add", "numbers": list(c)} for c in chunks]
+        return [list_result_from_wire(r) for r in self.client.admin_many("lists", args)]
+
+
+def _lists(args: argparse.Namespace, api: _ListApi) -> int:
+    """gatewayctl optout|blacklist add|remove|check|import|export."""
+    if args.action == "export":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["number", "at", "source", "note"])
+        after: str | None = ""
+        while after is not None:
+            page = api.page(after, _PAGE)
+            for e in page.entries:
+                at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.at)) if e.at else ""
+                writer.writerow([e.number, at, e.source or "", e.note or ""])
+            after = page.next
+        return OK
+    if args.action == "import":
+        return _import(args, api)
+    refused = 0
+    for e in api.edit(args.action, args.numbers).entries:
+        refused += e.reason is not None
+        since = time.strftime(" since %Y-%m-%d %H:%M:%SZ", time.gmtime(e.at)) if e.at else ""
+        how = f" ({e.source}{': ' + repr(e.note) if e.note else ''})" if e.source else ""
+        state = f"{e.reason}: {e.detail}" if e.reason else ("listed" + since + how if e.listed else "not listed")
+        _out(args, asdict(e), f"{e.number or e.to}  {state}")
+    return REFUSED if refused else OK
+
+
+def _import(args: argparse.Namespace, api: _ListApi) -> int:
+    """A CSV of numbers (the first column; a header row and blank or # lines skipped), sent a thousand at
+    a time: millions of rows stream, never held whole."""
     try:
-        count, rows = read_unmatched(cfg.store.path, args.after, args.limit)
-    except lmdb.Error as err:
-        print(f"gatewayctl: {cfg.store.path}: cannot read the store: {err}", file=sys.stderr)
-        return 1
-    for r in rows:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.at_ms / 1000))
-        text = r.text.decode("utf-8", "replace")
-        obj = {
-            "cursor": r.key.hex(), "at_ms": r.at_ms, "expired_ms": r.expired_ms, "carrier": r.carrier,
-            "id": r.raw_id, "keys": list(r.keys), "outcome": r.kind.name.lower(), "reason": r.reason, "text": text,
-        }  # fmt: skip
-        _out(args, obj, f"{when}  {r.carrier}  id:{r.raw_id}  {r.kind.name.lower()}  {r.reason}  {text!r}")
-    cursor = rows[-1].key.hex() if rows else ""
-    _out(
-        args,
-        {"unmatched": count, "cursor": cursor},
-        f"{count} unmatched" + (f" (next: --after {cursor})" if cursor and len(rows) == args.limit else ""),
-    )
-    return 0
+        source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8-sig", newline="")  # noqa: SIM115
+    except OSError as err:
+        raise UsageError(f"{args.file}: {err.strerror or err}") from None
+    added = refused = 0
+    first = True
+    progress = _Progress(source)
+    try:
+        numbers: list[str] = []
+        for row in csv.reader(source):
+            number = row[0].strip() if row else ""
+            header, first = first and not any(c.isdigit() for c in number), False
+            if not number or number.startswith("#") or header:  # the first row without a digit: a header
+                continue
+            numbers.append(number)
+            if len(numbers) == _PAGE * _IN_FLIGHT:
+                a, r = _send_chunks(api, numbers)
+                added, refused, numbers = added + a, refused + r, []
+                progress.update(added, refused)
+        if numbers:
+            a, r = _send_chunks(api, numbers)
+            added, refused = added + a, refused + r
+    except UnicodeDecodeError as err:
+        what = f"{args.file}: not UTF-8 at byte {err.start} of a read; {added:,} listed before it"
+        raise UsageError(f"{what} (save the file as UTF-8 and import it again)") from None
+    finally:
+        progress.close()
+        if source is not sys.stdin:
+            source.close()
+    _out(args, {"listed": added, "refused": refused}, f"{added:,} listed, {refused:,} refused (not numbers)")
+    return REFUSED if refused else OK
+
+
+class _Progress:
+    """An import's progress on stderr: a bar (bytes of the file read) on a terminal, else a line a step."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self._bar: Any = None
+        try:
+            size = os.fstat(source.fileno()).st_size if source is not sys.stdin else 0
+        except (OSError, ValueError):
+            size = 0
+        if sys.stderr.isatty() and size:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(),
+                                 console=render.errors, transient=True)  # fmt: skip
+            self._task = self._bar.add_task("importing", total=size)
+            self._bar.start()
+
+    def update(self, added: int, refused: int) -> None:
+        if self._bar is None:
+            print(f"{added:,} added, {refused:,} refused", file=sys.stderr, flush=True)
+            return
+        try:
+            done = self._source.buffer.tell()
+        except (AttributeError, OSError, ValueError):
+            done = 0
+        self._bar.update(self._task, completed=done, description=f"{added:,} added, {refused:,} refused")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _send_chunks(api: _ListApi, numbers: list[str]) -> tuple[int, int]:
+    """Add `numbers`, a thousand a request, the requests in flight together; (added, refused)."""
+    chunks = [numbers[k : k + _PAGE] for k in range(0, len(numbers), _PAGE)]
+    entries = [e for result in api.add_many(chunks) for e in result.entries]
+    refused = [e for e in entries if e.reason]
+    for e in refused[:10]:
+        print(f"gatewayctl: {e.to!r}: {e.reason}: {e.detail}", file=sys.stderr)
+    return len(entries) - len(refused), len(refused)
+
+
+# Numbers per lists request (the protocol's limit) and per page read; requests an import keeps in flight.
+_PAGE = 1000
+_IN_FLIGHT = 4
+
+
+# --- the operator's commands (the admin socket) -------------------------------------------------------
+
+
+def _admin(args: argparse.Namespace, client: BlockingClient) -> int:
+    command = args.command
+    if command == "status":
+        answer = client.admin("status")
+        _json(answer) if args.json else render.show(render.status_view(answer))
+        return OK
+    if command == "binds":
+        rows = client.admin("binds", carrier=args.carrier)["binds"]
+        _json(rows) if args.json else render.show(render.binds_view(rows))
+        return OK
+    if command == "carrier":
+        answer = client.admin("carrier", action=args.action, name=args.name)
+        held = answer["held"] or "resumed"
+        _out(args, answer, f"{answer['carrier']}: {held}; {answer['taken_back']} message(s) taken back from its queue")
+        return OK
+    if command == "find":
+        answer = client.admin("find", to=args.to, since=args.since, limit=args.limit)
+        if args.json:
+            _json(answer)
+        else:
+            render.show(render.messages_view(answer["messages"]))
+            print(f"{len(answer['messages'])} message(s) to {answer['number']}")
+        return OK if answer["messages"] else REFUSED
+    if command == "show":
+        if (args.message_id is None) == (args.ref is None):
+            raise UsageError("give a message id or --ref")
+        account = args.account
+        if args.ref is not None and account is None:  # a client reference is an account's: the first's
+            account = (client.admin("accounts")["accounts"] or [None])[0]
+        answer = client.admin("show", message_id=args.message_id, client_ref=args.ref, account=account)
+        _json(answer) if args.json else render.show(*(render.message_view(m) for m in answer["messages"]))
+        return OK
+    if command == "reload":
+        answer = client.admin("reload")
+        if args.json:
+            _json(answer)
+        else:
+            changed = answer["applied"] or answer["restart_needed"] or answer["problems"]
+            print("refused: the running config stays" if answer["refused"] else
+                  "reloaded" if changed else "reloaded: nothing changed")  # fmt: skip
+            for key in answer["applied"]:
+                print(f"  applied: {key}")
+            for key in answer["restart_needed"]:
+                print(f"  needs a restart: {key}")
+            for problem in answer["problems"]:
+                print(f"  {problem}")
+        return REFUSED if answer["refused"] or answer["problems"] else OK
+    if command == "health":
+        answer = client.admin("health")
+        _out(args, answer, "ready" if answer["ready"] else "not ready:\n  " + "\n  ".join(answer["problems"]))
+        return OK if answer["ready"] else REFUSED
+    if command == "receipts":
+        answer = client.admin("receipts", after=args.after or None, limit=args.limit)
+        if args.json:
+            _json(answer)
+            return OK
+        for r in answer["receipts"]:
+            print(f"{render.when(r['at'])}  {r['carrier']}  id:{r['id']}  {r['status']}  {r['reason']}  {r['text']!r}")
+        more = f" (next: --after {answer['next']})" if answer["next"] else ""
+        print(f"{answer['unmatched']} unmatched{more}")
+        return OK
+    if command == "top":
+        return _top(args, client)
+    raise UsageError(f"unknown command {command}")
+
+
+def _top(args: argparse.Namespace, client: BlockingClient) -> int:
+    """Status and binds, refreshed in place (rich Live) until Ctrl-C or --iterations."""
+    from rich.console import Group
+    from rich.live import Live
+
+    def view() -> Group:
+        binds = render.binds_view(client.admin("binds")["binds"], "binds")
+        return render.spaced([render.status_view(client.admin("status")), binds])
+
+    n = 0
+    try:
+        with Live(view(), console=render.console, auto_refresh=False, transient=False) as live:
+            while args.iterations is None or n < args.iterations:
+                n += 1
+                time.sleep(args.interval)
+                live.update(view(), refresh=True)
+    except KeyboardInterrupt:
+        pass
+    return OK
+
+
+# --- shell completion -----------------------------------------------------------------------------------
+
+
+def _completion(shell: str) -> str:
+    """A completion script for bash (zsh through bashcompinit): commands, their subcommands and options."""
+    parser = _parser()
+    words: dict[str, list[str]] = {"": []}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                words[""].append(name)
+                opts = [o for a in sub._actions for o in a.option_strings]
+                subs = [n for a in sub._actions if isinstance(a, argparse._SubParsersAction) for n in a.choices]
+                choices = [str(c) for a in sub._actions if a.choices and not a.option_strings
+                           and not isinstance(a, argparse._SubParsersAction) for c in a.choices]  # fmt: skip
+                words[name] = subs + choices + opts
+        else:
+            words[""].extend(action.option_strings)
+    cases = "\n".join(f'        {name}) opts="{" ".join(w)}" ;;' for name, w in words.items() if name)
+    script = f"""_gatewayctl() {{
+    local cur cmd i opts
+    cur="${{COMP_WORDS[COMP_CWORD]}}"
+    cmd=""
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case "${{COMP_WORDS[i]}}" in -*) ;; *) cmd="${{COMP_WORDS[i]}}"; break ;; esac
+    done
+    case "$cmd" in
+{cases}
+        *) opts="{" ".join(words[""])}" ;;
+    esac
+    COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+}}
+complete -F _gatewayctl gatewayctl
+"""
+    return ("autoload -U +X bashcompinit && bashcompinit\n" + script) if shell == "zsh" else script
+
+
+# --- main -------------------------------------------------------------------------------------------------
+
+
+def _connect(path: str, account: str) -> BlockingClient:
+    # The admin socket ignores the secret: its file mode is the credential (docs/admin.md).
+    return BlockingClient.connect_unix(path, account=account, secret="-", timeout=30.0)
+
+
+def _account_of(args: argparse.Namespace, path: str) -> str:
+    if args.account:
+        return str(args.account)
+    with _connect(path, OPERATOR) as client:
+        accounts = client.admin("accounts")["accounts"]
+    if not accounts:
+        raise UsageError("the gateway has no account")
+    return str(accounts[0])
+
+
+def _is_account_command(args: argparse.Namespace) -> bool:
+    if args.command in ("optout", "blacklist"):
+        return args.scope is None
+    if args.command == "status":
+        return bool(args.message_id or args.client_ref)
+    return args.command in _ACCOUNT_COMMANDS
+
+
+def _fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> int:
+    if args is not None and getattr(args, "json", False):
+        _json({"error": {"code": code, "message": message}})
+    else:
+        print(f"gatewayctl: {message if code in ('usage', 'config', 'unreachable') else code + ': ' + message}",
+              file=sys.stderr)  # fmt: skip
+    return exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "completion":
+        print(_completion(args.shell), end="")
+        return OK
+    path = ""
     try:
-        cfg = load_config(Path(args.config))
-        if args.command == "receipts":
-            return _receipts(args, cfg)
-        with _connect(cfg, args.account) as client:
-            return _run(args, client)
-    except (ConfigError, UsageError) as err:
-        print(f"gatewayctl: {err}", file=sys.stderr)
-        return 2
+        path = admin_socket(args.socket, args.config or default_config())
+        if _is_account_command(args):
+            account = _account_of(args, path)
+            run: Callable[[argparse.Namespace, BlockingClient], int] = _run
+        else:
+            account, run = OPERATOR, _admin
+            if args.command in ("optout", "blacklist"):  # a --scope list: the operator's
+                run = _run
+        with _connect(path, account) as client:
+            return run(args, client)
+    except ConfigError as err:
+        return _fail(args, "config", str(err), USAGE)
+    except UsageError as err:
+        return _fail(args, "usage", str(err), USAGE)
     except UpstreamError as err:
-        print(f"gatewayctl: {err.code}: {err.message}", file=sys.stderr)
-        return 1
+        if str(err.code) == "auth_failed" and args.account:
+            return _fail(args, "usage", f"no account {args.account!r} on this gateway", USAGE)
+        return _fail(args, str(err.code), err.message, REFUSED)
     except BrokenPipeError:  # `gatewayctl optout export | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
-        return 0
+        return OK
     except OSError as err:
-        print(f"gatewayctl: cannot reach the gateway: {err}", file=sys.stderr)
-        return 3
+        reason = err.strerror or str(err)
+        return _fail(args, "unreachable", f"cannot reach the gateway at {path!r}: {reason}", UNREACHABLE)
 
 
 if __name__ == "__main__":

@@ -77,10 +77,13 @@ from gateway.upstream import EventKind as UpstreamKind
 class BackendStatistics:
     submits: int  # submit requests committed since the start (duplicates included)
     recipients: int  # their recipients
-    refused: dict[str, int]  # recipients refused at accept, by reason (invalid_number, no_route, ...)
+    # Recipients refused at accept, by reason (invalid_number, no_route, ...; the store's opted_out,
+    # blacklisted, frequency_capped too); a duplicate submit's answer is not counted again.
+    refused: dict[str, int]
     text_refused: int  # requests refused whole: no routed carrier can send the text
     cancelled: int  # messages cancelled
     subscription_positions: int  # event-scan positions kept for subscribers (bounded)
+    accepted: int  # recipients accepted and stored (not refused, not a duplicate's)
 
 
 class Backend:
@@ -90,13 +93,13 @@ class Backend:
         self._accept_encoding = next(iter(ctx.encodings.values()), None)
         # Where an event query (account, kinds, after seq) may resume scanning: see _account_rows.
         self._scanned: dict[tuple[str, frozenset[UpstreamKind] | None, int], int] = {}
-        self._submits = self._recipients = self._text_refused = self._cancelled = 0
+        self._submits = self._recipients = self._text_refused = self._cancelled = self._accepted = 0
         self._refused: dict[str, int] = {}
 
     def statistics(self) -> BackendStatistics:
         return BackendStatistics(
             self._submits, self._recipients, dict(self._refused), self._text_refused, self._cancelled,
-            len(self._scanned),
+            len(self._scanned), self._accepted,
         )  # fmt: skip
 
     # --- submit ---------------------------------------------------------------------------------------
@@ -154,10 +157,13 @@ class Backend:
         self._scheduler.wake()
         self._submits += 1
         self._recipients += len(recipients)
-        refused = self._refused
-        for r in recipients:
-            if r.reject:
-                refused[r.reject] = refused.get(r.reject, 0) + 1
+        if not result.duplicate:  # type: ignore[union-attr]
+            refused = self._refused
+            for outcome in result.outcomes:  # type: ignore[union-attr]
+                if outcome.state is _REJECTED:
+                    refused[outcome.reason] = refused.get(outcome.reason, 0) + 1
+                else:
+                    self._accepted += 1
         messages = []
         # A duplicate answers each message's state now, as status names it (delivered, failed, ...).
         states = _PUBLIC_STATES if result.duplicate else _ACCEPT_STATES  # type: ignore[union-attr]
@@ -268,30 +274,47 @@ class Backend:
         encoding = self._accept_encoding
         if encoding is None:
             raise NotFound("no carrier configured")
-        p = preview(request.text, encoding)
-        return PreviewResult(str(p.encoding), p.parts, p.units, p.chars_left, p.units_per_part)
+        if request.message_class is None:
+            p = preview(request.text, encoding)
+            return PreviewResult(str(p.encoding), p.parts, p.units, p.chars_left, p.units_per_part)
+        # As a submit of this class would go: the account's wording appended, its content rules checked.
+        routing = self._ctx.routing
+        verdict = self._ctx.policy.text(
+            account, str(request.message_class), request.text, routing.router.scan_text(request.text)
+        )
+        p = preview(verdict.text, encoding)
+        return PreviewResult(
+            str(p.encoding), p.parts, p.units, p.chars_left, p.units_per_part, verdict.text,
+            verdict.reject or None, verdict.detail or None,
+        )  # fmt: skip
 
     # --- the account's lists ---------------------------------------------------------------------------
 
     async def lists(self, account: str, request: ListRequest) -> ListResult:
+        optout = request.list is ListName.OPTOUT
+        return await self.edit_list(request, account if optout else "account:" + account, account, "api")
+
+    async def edit_list(self, request: ListRequest, scope: str, account: str | None, source: str) -> ListResult:
+        """`lists` on any scope: an account's (its name for opt-outs, "account:NAME" for its blacklist), the
+        gateway's ("") or a carrier's blacklist ("carrier:NAME"), as the admin socket edits them. Numbers
+        are read in `account`'s region (None: the gateway's default)."""
         ctx = self._ctx
         store = ctx.store
         optout = request.list is ListName.OPTOUT
-        scope = account if optout else "account:" + account
         if request.action is ListAction.PAGE:
             limit = request.limit or 1000
             rows = store.list_page(str(request.list), scope, request.after or "", limit)
             page = tuple(ListEntry(n, n, True, *_when(entry)) for n, entry in rows)
             return ListResult(page, rows[-1][0] if len(rows) == limit else None)
         routing = ctx.routing
-        region = routing.region_of(account)
+        region = routing.region_of(account) if account is not None else routing.default_region
         parsed = [(to, routing.numbers.parse(to, region)) for to in request.numbers]
         valid = list(dict.fromkeys(n.e164 for _, n in parsed if isinstance(n, Number)))
         if request.action is not ListAction.CHECK and valid:
             on = request.action is ListAction.ADD
             ops: list[Op] = [
-                SetOptOut(n, scope=scope, opted_out=on, source="api") if optout
-                else SetBlacklist(n, listed=on, scope=scope, source="api")
+                SetOptOut(n, scope=scope, opted_out=on, source=source) if optout
+                else SetBlacklist(n, listed=on, scope=scope, source=source)
                 for n in valid
             ]  # fmt: skip
             for result in await ctx.apply(ops):
@@ -369,6 +392,7 @@ class Backend:
 
 # What a submit answers per recipient (docs/protocol.md, submit).
 _ACCEPT_STATES = {State.REJECTED: "rejected", State.DEFERRED: "scheduled"}
+_REJECTED = State.REJECTED
 
 # docs/protocol.md names the states an app sees; the reason code says why a message failed.
 _PUBLIC_STATES = {

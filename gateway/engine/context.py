@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import structlog
 import trio
 
+from gateway import debuglog
 from gateway.carriers.pool import CarrierPool
 from gateway.engine.portability import PortabilityImporter
 from gateway.engine.sequencer import Sequencer
@@ -39,6 +40,8 @@ from gateway.store import (
     Reroute,
     Result,
     Store,
+    Submit,
+    SubmitResult,
     Writer,
 )
 
@@ -82,11 +85,11 @@ class Context:
         self.id_formats = {name: c.id_formats for name, c in carriers.items()}
         # A long message's later parts, waiting for the carrier to accept the part before (sequencer.py).
         self.sequencer = Sequencer()
+        # Carriers the operator paused or drained (gatewayctl carrier), with which: they are offered no
+        # message until resumed. Held in memory: a restart resumes every carrier.
+        self.held: dict[str, str] = {}
         # Carriers failing too often are skipped for a cool-down (routing/health.py).
-        self.health = ErrorBudget({
-            name: Budget(b.max_error_rate, b.window_seconds, b.min_submits, b.cooldown_seconds)
-            for name, b in ((n, c.error_budget) for n, c in carriers.items())
-        })  # fmt: skip
+        self.health = ErrorBudget({name: _budget(c) for name, c in carriers.items()})
         # The number-portability table, imported from its CSV while the gateway runs (portability.py).
         self.portability = PortabilityImporter(store, self.apply)
         self._seen_seq = store.last_seq()
@@ -105,6 +108,8 @@ class Context:
     async def apply(self, ops: Sequence[Op]) -> list[Result | GatewayError]:
         """Every write goes through here: one group commit, then subscribers hear of new events."""
         results = await self.writer.apply(ops)
+        if debuglog.enabled:
+            _debug_ops(ops, results)
         seq = self.store.last_seq()
         if seq != self._seen_seq:
             self._seen_seq = seq
@@ -136,8 +141,11 @@ class Context:
     # --- the carriers' binds -------------------------------------------------------------------------
 
     def can_transmit(self, carrier: str) -> bool:
+        """A bound transmitter, and not paused or drained by the operator."""
         pool = self.pools.get(carrier)
-        return pool is not None and any(b.is_bound and b.mode.transmits for b in pool.binds)
+        return (
+            pool is not None and carrier not in self.held and any(b.is_bound and b.mode.transmits for b in pool.binds)
+        )
 
     def transmitting(self) -> set[str]:
         """The carriers with a bound transmitter now."""
@@ -145,10 +153,33 @@ class Context:
 
     def handing_back(self, carrier: str) -> bool:
         """True once `carrier` has had no bound transmitter for its handback_seconds (the pool keeps since
-        when)."""
+        when), and at once when the operator drained it."""
+        if self.held.get(carrier) == DRAINED or carrier not in self.pools:  # drained, or removed by a reload
+            return True
         since = self.pools[carrier].transmitter_down_since()
         limit = self.carriers[carrier].handback_seconds if carrier in self.carriers else 30.0
         return since is not None and trio.current_time() - since >= limit
+
+    def set_carrier(self, name: str, settings: CarrierSettings, pool: CarrierPool | None = None) -> None:
+        """A carrier a reload added (with its pool), whose pool it replaced, or whose settings it changed."""
+        if pool is not None:
+            self.pools[name] = pool
+        if settings != self.carriers.get(name):
+            self.carriers[name] = settings
+            self.encodings[name] = settings.encoding.route_encoding()
+            self.id_formats[name] = settings.id_formats
+            self.health.set_budget(name, _budget(settings))
+
+    def drop_carrier(self, name: str) -> None:
+        """A carrier a reload removed: no message goes to it any more. Its settings and id forms stay, for
+        the answers and receipts its last binds may still hand in."""
+        self.pools.pop(name, None)
+        self.encodings.pop(name, None)
+        self.held.pop(name, None)
+
+    def handback_reason(self, carrier: str) -> str:
+        """Why a message left `carrier` without being sent there, for its trail."""
+        return "drained" if self.held.get(carrier) == DRAINED else "no_bind"
 
     # --- the route table of the day -------------------------------------------------------------------
 
@@ -228,5 +259,39 @@ class Context:
     def fault_statistics(self) -> FaultStatistics:
         return FaultStatistics(self._internal_errors, len(self.poisoned), len(self._failing), self._rerouted)
 
+
+PAUSED = "paused"
+DRAINED = "drained"
+
+
+def _debug_ops(ops: Sequence[Op], results: Sequence[Result | GatewayError]) -> None:
+    """Each write and what came of it, one line a message (debug only: see gateway/debuglog.py)."""
+    for op, result in zip(ops, results, strict=False):
+        if isinstance(op, Submit) and isinstance(result, SubmitResult):
+            for r, o in zip(op.recipients, result.outcomes, strict=False):
+                log.debug("store_write", op="Submit", message_id=o.message_id, to=r.number, account=op.account,
+                          state=o.state.name.lower(), reason=o.reason or None)  # fmt: skip
+            continue
+        fields: dict[str, object] = {"op": type(op).__name__}
+        for name in ("message_id", "segment", "carrier", "carrier_id", "reason"):
+            value = getattr(op, name, None)
+            if value is not None:
+                fields[name] = value
+        event = getattr(op, "event", None)
+        if event is not None:
+            fields["change"] = event.kind.name.lower()
+        matched = getattr(result, "message_id", None)
+        if matched:
+            fields["message_id"] = matched
+        state = getattr(result, "state", None)
+        fields["result"] = type(result).__name__ if state is None else state.name.lower()
+        if isinstance(result, GatewayError):
+            fields["error"] = str(result)
+        log.debug("store_write", **fields)
+
+
+def _budget(c: CarrierSettings) -> Budget:
+    b = c.error_budget
+    return Budget(b.max_error_rate, b.window_seconds, b.min_submits, b.cooldown_seconds)
 
 _INTERNAL_ERROR = Event(Ev.FAIL, "internal_error")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -146,6 +146,57 @@ class Engine:
             log.warning("receipts_unmatched", new=count - self._unmatched, kept=count,
                         hint="gatewayctl receipts --unmatched")  # fmt: skip
         self._unmatched = count
+
+    # --- carriers and accounts a reload changes (app.Gateway.reload) --------------------------------------
+
+    def add_carrier(self, name: str, pool: CarrierPool, settings: CarrierSettings) -> None:
+        """A new carrier whose pool is running: messages of routes naming it may go to it from now on."""
+        ctx = self._ctx
+        ctx.set_carrier(name, settings, pool)
+        tx, rx = trio.open_memory_channel[Message](self.settings.ready_queue_size)
+        self.scheduler.add_carrier(name, tx)
+        self.dispatch.add_carrier(name, rx)
+        self.scheduler.rescan()
+
+    def retune_carrier(self, name: str, settings: CarrierSettings) -> None:
+        """A carrier's settings changed but not its binds (receipt timeout, errors, encodings ...)."""
+        self._ctx.set_carrier(name, settings)
+
+    async def replace_pool(
+        self, name: str, start: Callable[[], Awaitable[CarrierPool]], settings: CarrierSettings, grace: float
+    ) -> None:
+        """A carrier whose binds changed: paused, its old pool stopped (windows answered) and what it had
+        not sent kept for it; then `start()`'s new pool takes over and the carrier resumes. Its messages wait
+        meanwhile; none is moved or dropped."""
+        old = await self.dispatch.retire(name, reroute=False, grace=grace)
+        pool = await start()
+        self._ctx.set_carrier(name, settings, pool)
+        await self.dispatch.hand_back_from(name, old)  # a job a dispatcher put in the old queue meanwhile
+        await self.dispatch.hold(name, None)
+
+    async def remove_carrier(self, name: str, grace: float) -> None:
+        """A carrier a reload removed: drained (what was queued for it moves on along its route), its pool
+        stopped within `grace` seconds, its tasks ended. Messages that can go nowhere else end no_route."""
+        old = await self.dispatch.retire(name, reroute=True, grace=grace)
+        await self.dispatch.hand_back_from(name, old, reroute=True)
+        # No checkpoint from here on: the scheduler never sees the carrier half gone.
+        self.dispatch.remove_carrier(name)
+        self.scheduler.remove_carrier(name)
+        self._ctx.drop_carrier(name)
+        self.scheduler.rescan()
+
+    def set_accounts(self, accounts: Sequence[AccountSettings]) -> None:
+        """A reload's accounts: MO reach them by their addresses (routing and policy come with the reload)."""
+        self.correlator.set_accounts(accounts)
+
+    @property
+    def held(self) -> dict[str, str]:
+        """The carriers the operator paused or drained, with which (gatewayctl carrier)."""
+        return dict(self._ctx.held)
+
+    async def hold_carrier(self, carrier: str, how: str | None) -> int:
+        """Pause (PAUSED), drain (DRAINED) or resume (None) a carrier: Dispatch.hold."""
+        return await self.dispatch.hold(carrier, how)
 
     def statistics(self) -> EngineStatistics:
         return EngineStatistics(

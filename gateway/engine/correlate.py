@@ -19,10 +19,10 @@ from gateway.carriers.jobs import Inbound, OutcomeKind, SubmitJob, SubmitOutcome
 from gateway.engine import plan
 from gateway.engine.context import Context
 from gateway.engine.dispatch import Dispatch, drain
-from gateway.engine.scheduler import Scheduler
+from gateway.engine.scheduler import DEFAULT_REASONS, STATE_NAMES, Scheduler
 from gateway.engine.settings import AccountSettings, ErrorClasses
 from gateway.errors import GatewayError
-from gateway.lifecycle import Ev, Event, carrier_rejected
+from gateway.lifecycle import FINAL_STATES, Ev, Event, carrier_rejected
 from gateway.logbudget import LogBudget
 from gateway.routing.numbers import normalise
 from gateway.segmenting import MoMessage, MoPart, Reassembler, mo_part
@@ -30,7 +30,7 @@ from gateway.smpp import pdu as P
 from gateway.smpp.constants import CommandStatus, status_name
 from gateway.smpp.errors import WireError
 from gateway.smpp.receipt import ReceiptError, parse_receipt_status
-from gateway.store import Advance, KeepMoPart, Mo, Op, Reroute, SetOptOut
+from gateway.store import Advance, KeepMoPart, Mo, Op, Receipt, ReceiptResult, Reroute, SetOptOut
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +47,12 @@ class CorrelateStatistics:
     inbound_refused: int  # deliver_sm / data_sm answered ESME_RX_P_APPN
     carrier_cool_downs: int  # times a carrier's error budget sent it into a cool-down
     cooling: tuple[str, ...]  # carriers cooling down now
+    receipts_claimed: int  # early receipts a submit_sm_resp claimed since the start (matched late)
+    # Parts receipts ended since the start, by (state, reason): the store answers a receipt with its part's
+    # state, so a long message counts once per part (the submit outcomes' ends count in Scheduler.ended).
+    receipt_ends: dict[tuple[str, str], int]
+    results_queued: int  # submit outcomes of the binds waiting for the correlator now
+    inbound_queued: int  # receipts and MO waiting for the correlator now
 
 
 class Correlator:
@@ -62,10 +68,7 @@ class Correlator:
         self._ctx = ctx
         self._scheduler = scheduler
         self._dispatch = dispatch
-        self._mo_accounts = {_address(addr): a.name for a in accounts for addr in a.mo_addresses}
-        # Longest first: a sub-number (106900005678 + 1) belongs to the longest address it extends.
-        self._mo_prefixes = sorted(self._mo_accounts, key=len, reverse=True)
-        self._default_account = accounts[0].name if accounts else ""
+        self.set_accounts(accounts)
         self._results = results
         self._inbound = inbound
         self._reassembler = Reassembler(ctx.settings.mo_reassembly_timeout_seconds)
@@ -75,7 +78,15 @@ class Correlator:
         self._unparseable_log = LogBudget("receipt_unparseable_more")
         self._refused_log = LogBudget("inbound_refused_more")
         self._outcomes = self._receipts = self._early = self._ignored = self._unparseable = 0
-        self._mo = self._refused = self._cool_downs = 0
+        self._mo = self._refused = self._cool_downs = self._claimed = 0
+        self._receipt_ends: dict[tuple[str, str], int] = {}
+
+    def set_accounts(self, accounts: Sequence[AccountSettings]) -> None:
+        """The accounts MO reach by their addresses (at start, and when a reload changes them)."""
+        self._mo_accounts = {_address(addr): a.name for a in accounts for addr in a.mo_addresses}
+        # Longest first: a sub-number (106900005678 + 1) belongs to the longest address it extends.
+        self._mo_prefixes = sorted(self._mo_accounts, key=len, reverse=True)
+        self._default_account = accounts[0].name if accounts else ""
 
     def statistics(self) -> CorrelateStatistics:
         now = trio.current_time()
@@ -85,6 +96,9 @@ class Correlator:
             mo_parts_waiting=self._reassembler.pending, inbound_refused=self._refused,
             carrier_cool_downs=self._cool_downs,
             cooling=tuple(c for c in self._ctx.pools if self._ctx.health.cooling(c, now)),
+            receipts_claimed=self._claimed, receipt_ends=dict(self._receipt_ends),
+            results_queued=self._results.statistics().current_buffer_used,
+            inbound_queued=self._inbound.statistics().current_buffer_used,
         )  # fmt: skip
 
     def start(self, nursery: trio.Nursery) -> None:
@@ -132,6 +146,7 @@ class Correlator:
         for carrier in {o.carrier for o in outcomes}:  # their binds have window room again
             self._dispatch.answered(carrier)
         results = await ctx.commit(ops)
+        self._claimed += self._scheduler.ended.count(ops, results)
         dispatched = {
             (op.message_id, op.segment) for op, r in zip(ops, results, strict=True)
             if isinstance(op, Advance) and op.event.kind is Ev.DISPATCH and not isinstance(r, GatewayError)
@@ -258,13 +273,17 @@ class Correlator:
                 del ops[start:]
                 self._refuse_inbound(item, err)
         results = await self._ctx.apply(ops) if ops else []
-        for result in results:
+        ends = self._receipt_ends
+        for op, result in zip(ops, results, strict=True):
             if isinstance(result, GatewayError):
                 log.error("inbound_not_applied", error=str(result))
             elif getattr(result, "early", False):
                 self._early += 1
             elif getattr(result, "ignored", False):
                 self._ignored += 1
+            elif type(result) is ReceiptResult and result.state in FINAL_STATES and type(op) is Receipt:
+                key = (STATE_NAMES[result.state], op.reason or DEFAULT_REASONS.get(result.state, ""))
+                ends[key] = ends.get(key, 0) + 1
         # SMPP 3.4 4.6.2 deliver_sm_resp: only now that the receipt or MO is durable.
         for item in items:
             item.ack()

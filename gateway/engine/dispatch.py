@@ -17,8 +17,9 @@ import structlog
 import trio
 
 from gateway.carriers.jobs import SubmitJob
+from gateway.carriers.pool import CarrierPool
 from gateway.engine import plan
-from gateway.engine.context import Context
+from gateway.engine.context import DRAINED, PAUSED, Context
 from gateway.engine.scheduler import Scheduler
 from gateway.errors import GatewayError
 from gateway.lifecycle import DUE_STATES, Ev, Event, State
@@ -60,6 +61,7 @@ class DispatchStatistics:
     parts_waiting: int  # long messages whose later parts wait for the carrier to accept the part before
     handed_back: int  # messages taken back from a carrier down too long, since the start
     carriers: dict[str, CarrierDispatch]
+    parts: dict[str, int]  # submit_sm built for each carrier since the start (every part of a long message)
 
 
 class Dispatch:
@@ -77,6 +79,10 @@ class Dispatch:
         self._answered = {name: trio.Event() for name in ctx.pools}
         self._dispatched = 0
         self._handed_back = 0
+        self._parts = dict.fromkeys(ctx.pools, 0)
+        # Each carrier's tasks run under a scope of their own: a carrier removed by a reload ends its tasks.
+        self._scopes: dict[str, trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
 
     def statistics(self) -> DispatchStatistics:
         carriers = {
@@ -86,14 +92,53 @@ class Dispatch:
             )
             for name, pool in self._ctx.pools.items()
         }  # fmt: skip
-        return DispatchStatistics(self._dispatched, len(self._ctx.sequencer), self._handed_back, carriers)
+        return DispatchStatistics(
+            self._dispatched, len(self._ctx.sequencer), self._handed_back, carriers, dict(self._parts)
+        )
 
     def start(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
         for name in self._ctx.pools:
-            for _ in range(self._ctx.settings.dispatch_concurrency):
-                nursery.start_soon(self._dispatcher, name)
-            nursery.start_soon(self._releaser, name)
+            self._start_carrier(name)
         nursery.start_soon(self._hand_back_loop)
+
+    def _start_carrier(self, name: str) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_carrier, name)
+
+    async def _run_carrier(self, name: str) -> None:
+        """One carrier's dispatchers and releaser, under a scope `remove_carrier` cancels."""
+        async with trio.open_nursery() as tasks:
+            self._scopes[name] = tasks.cancel_scope
+            for _ in range(self._ctx.settings.dispatch_concurrency):
+                tasks.start_soon(self._dispatcher, name)
+            tasks.start_soon(self._releaser, name)
+
+    def add_carrier(self, name: str, ready: trio.MemoryReceiveChannel[Message]) -> None:
+        """A carrier a reload added (its pool already in the context): its dispatchers and releaser."""
+        self._ready[name] = ready
+        self._released.setdefault(name, [])
+        self._release_wake.setdefault(name, trio.Event())
+        self._preparing.setdefault(name, 0)
+        self._answered.setdefault(name, trio.Event())
+        self._parts.setdefault(name, 0)
+        self._start_carrier(name)
+
+    def remove_carrier(self, name: str) -> None:
+        """A carrier a reload removed (its pool stopped, what it had not sent handed back): its tasks end, and
+        the messages waiting in its ready queue go back to the scheduler."""
+        scope = self._scopes.pop(name, None)
+        if scope is not None:
+            scope.cancel()
+        ready = self._ready.pop(name, None)
+        left: list[int] = []
+        while ready is not None:
+            try:
+                left.append(ready.receive_nowait().id)
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        self._scheduler.dispatched(left)
+        self._scheduler.rescan()
 
     # --- preparing ------------------------------------------------------------------------------------
 
@@ -167,6 +212,7 @@ class Dispatch:
                 todo = []
             spans.append((msg, start, len(ops), todo))
         results = await ctx.commit(ops)
+        self._scheduler.ended.count(ops, results)  # a part refused for good fails the rest here
         jobs: list[SubmitJob] = []
         for msg, start, end, todo in spans:
             mine = results[start:end]
@@ -174,6 +220,7 @@ class Dispatch:
                 continue  # cancelled or expired meanwhile, or refused for this carrier (FAIL written)
             try:
                 jobs.append(ctx.sequencer.start(msg.id, self._jobs(carrier, msg, mine[0], todo, texts)))
+                self._parts[carrier] += len(todo)
             except Exception as err:  # the fault boundary around one message
                 ctx.sequencer.stop(msg.id)
                 ctx.internal_error(msg.id, err)
@@ -268,15 +315,19 @@ class Dispatch:
             for carrier in ctx.pools:
                 if ctx.handing_back(carrier):
                     await self._hand_back(carrier)
+                elif ctx.held.get(carrier) == PAUSED:  # what a dispatcher was preparing when it was paused
+                    await self._hand_back(carrier, reroute=False)
 
-    async def _hand_back(self, carrier: str) -> None:
-        """Jobs no bind of `carrier` took (it has been down too long) go back to the scheduler, which moves
-        their messages to the next carrier of their route when no part of them reached this one."""
+    async def _hand_back(self, carrier: str, *, reroute: bool = True, pool: CarrierPool | None = None) -> int:
+        """Jobs no bind of `carrier` took (it has been down too long, or the operator paused or drained it)
+        go back to the scheduler, which moves their messages to the next carrier of their route when no part
+        of them reached this one (`reroute`; a pause keeps them for this carrier). Returns how many
+        messages. `pool`: a pool of the carrier a reload replaced (default: its pool now)."""
         ctx = self._ctx
-        jobs = ctx.pools[carrier].take_unsent() + self._released[carrier]
+        jobs = (pool or ctx.pools[carrier]).take_unsent() + self._released.get(carrier, [])
         self._released[carrier] = []
         if not jobs:
-            return
+            return 0
         ops: list[Op] = []
         moved: set[int] = set()
         for job in jobs:
@@ -284,11 +335,47 @@ class Dispatch:
             ops.append(Advance(ref.message_id, ref.segment, _REQUEUE))
             ctx.sequencer.stop(ref.message_id)
             moved.add(ref.message_id)
-        ops.extend(Reroute(mid, carrier, "no_bind") for mid in moved)
+        if reroute:
+            reason = ctx.handback_reason(carrier)
+            ops.extend(Reroute(mid, carrier, reason) for mid in moved)
         await ctx.commit(ops)
         self._handed_back += len(moved)
-        log.warning("carrier_handed_back", carrier=carrier, messages=len(moved), parts=len(jobs))
+        log.warning("carrier_handed_back", carrier=carrier, messages=len(moved), parts=len(jobs),
+                    rerouted=reroute)  # fmt: skip
         self._scheduler.rescan()
+        return len(moved)
+
+    async def retire(self, carrier: str, *, reroute: bool, grace: float) -> CarrierPool:
+        """Take `carrier`'s pool out of service for a reload: held (drained when `reroute`, else paused) so
+        nothing new reaches it, what its binds had not taken handed back, the pool stopped (its windows
+        answered, within `grace` seconds), and what is left handed back. Returns the stopped pool."""
+        ctx = self._ctx
+        pool = ctx.pools[carrier]
+        await self.hold(carrier, DRAINED if reroute else PAUSED)
+        pool.stop()
+        with trio.move_on_after(grace):
+            await pool.wait_stopped()
+        await self._hand_back(carrier, reroute=reroute, pool=pool)
+        return pool
+
+    async def hand_back_from(self, carrier: str, pool: CarrierPool, *, reroute: bool = False) -> int:
+        """What is left in a retired pool's queue (a dispatcher's send that raced the swap)."""
+        return await self._hand_back(carrier, reroute=reroute, pool=pool)
+
+    async def hold(self, carrier: str, how: str | None) -> int:
+        """The operator's pause (`PAUSED`: its messages wait for it), drain (`DRAINED`: they move to the next
+        carrier of their route, as when it is down too long) or resume (None) of a carrier. Its binds stay
+        up either way, so receipts and MO keep coming. What its binds had not yet taken goes back at once;
+        what is in their windows finishes. Returns how many messages were taken back."""
+        ctx = self._ctx
+        if how is None:
+            ctx.held.pop(carrier, None)
+            log.info("carrier_resumed", carrier=carrier)
+            self._scheduler.rescan()
+            return 0
+        ctx.held[carrier] = how
+        log.warning("carrier_held", carrier=carrier, how=how)
+        return await self._hand_back(carrier, reroute=how == DRAINED)
 
 
 _REQUEUE = Event(Ev.REQUEUE)

@@ -7,15 +7,17 @@ One task streams the index, one sweeps deadlines; never one per message.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
 import trio
 
 from gateway.engine.context import Context
-from gateway.lifecycle import DUE_STATES, Ev, Event
+from gateway.errors import GatewayError
+from gateway.lifecycle import DUE_STATES, FINAL_STATES, Ev, Event, State
 from gateway.routing.numbers import Number
-from gateway.store import Advance, Message, Op, Overdue, Reroute, SweepResult
+from gateway.store import Advance, AdvanceResult, Message, Op, Overdue, Reroute, Result, SweepResult
 
 log = structlog.get_logger(__name__)
 
@@ -28,6 +30,49 @@ class SchedulerStatistics:
     transmitting: tuple[str, ...]  # carriers with a bound transmitter now
     overdue_ended: int  # messages ended by a deadline (validity, receipt timeout) since the start
     next_due_ms: int | None  # the earliest due time in the index (None: nothing waits)
+    # Messages the engine's commits ended since the start, by (state, reason): see Ended.
+    ended: dict[tuple[str, str], int]
+
+
+class Ended:
+    """The messages the engine's commits ended, by (state, reason), as plain counts for the metrics scrape.
+
+    The store answers an Advance with its message's state, so the parts that commit an end (the scheduler,
+    dispatch, the correlator's submit outcomes) count here what their commits ended: each message once, though
+    a refused part fails its later parts in the same commit. The reason is the event's; an early receipt a
+    submit_sm_resp applied has only its state, so its state's default reason. Receipts answer with their
+    part's state, not their message's: the correlator counts those itself (CorrelateStatistics.receipt_ends).
+    """
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def count(self, ops: Sequence[Op], results: Sequence[Result | GatewayError]) -> int:
+        """Count what this commit ended; returns how many early receipts its submit_sm_resps claimed."""
+        counts = self.counts
+        seen: set[int] = set()
+        claimed = 0
+        for op, r in zip(ops, results, strict=True):
+            if type(r) is not AdvanceResult or type(op) is not Advance:
+                continue
+            claimed += r.early_receipt_applied
+            if r.state in FINAL_STATES and not r.ignored and r.message_id not in seen:
+                seen.add(r.message_id)
+                reason = (not r.early_receipt_applied and op.event.reason) or DEFAULT_REASONS.get(r.state, "")
+                key = (STATE_NAMES[r.state], reason)
+                counts[key] = counts.get(key, 0) + 1
+        return claimed
+
+
+# Metric labels: lifecycle states by their lower-case names, and the reason a final event implies when it
+# names none (lifecycle._DEFAULT_REASON by state).
+STATE_NAMES = {state: state.name.lower() for state in State}
+DEFAULT_REASONS = {
+    State.DELIVERED: "delivered", State.EXPIRED: "expired", State.CANCELLED: "cancelled",
+    State.UNDELIVERABLE: "undeliverable:unknown",
+}  # fmt: skip
 
 
 class Scheduler:
@@ -40,6 +85,7 @@ class Scheduler:
         self._wake = trio.Event()
         self._handed = 0
         self._overdue_ended = 0
+        self.ended = Ended()  # the dispatch and the correlator count into it too
 
     def wake(self) -> None:
         """Something became due (a submit, a resend, a retry): rescan the due index now."""
@@ -49,6 +95,12 @@ class Scheduler:
         """Something became due behind the scheduler's cursor (a resend keeps its first due time)."""
         self._cursor = b""
         self.wake()
+
+    def add_carrier(self, name: str, ready: trio.MemorySendChannel[Message]) -> None:
+        self._ready[name] = ready
+
+    def remove_carrier(self, name: str) -> None:
+        self._ready.pop(name, None)
 
     def dispatched(self, ids: list[int]) -> None:
         """A dispatcher is done with these messages (prepared, or failed): they may be handed out again."""
@@ -62,6 +114,7 @@ class Scheduler:
             transmitting=tuple(sorted(self._ctx.transmitting())),
             overdue_ended=self._overdue_ended,
             next_due_ms=self._ctx.store.next_due_ms(),
+            ended=dict(self.ended.counts),
         )
 
     async def run(self) -> None:
@@ -129,7 +182,7 @@ class Scheduler:
                 continue
             break
         if ops:
-            await ctx.commit(ops)
+            self.ended.count(ops, await ctx.commit(ops))
             if any(isinstance(op, Reroute) for op in ops):
                 self.wake()
 
@@ -155,7 +208,8 @@ class Scheduler:
             ops.extend(Advance(msg.id, i, _EXPIRE) for i, s in enumerate(msg.segments) if s.state in DUE_STATES)
             return True
         if msg.carrier and msg.carrier not in transmitting and ctx.handing_back(msg.carrier):
-            ops.append(Reroute(msg.id, msg.carrier, "no_bind"))  # ignored if a part is already there
+            # Ignored if a part is already there.
+            ops.append(Reroute(msg.id, msg.carrier, ctx.handback_reason(msg.carrier)))
             return True
         if not msg.carrier and msg.segments[0].due_ms > msg.created_ms and self._still_held(msg, now_ms, ops):
             return True

@@ -4,7 +4,8 @@
 A recipient who replies "TD" or "STOP" must get no more texts from the sender (China's MIIT rules for
 commercial texts, the US TCPA and CTIA's guidelines); one who replies "START" may get them again. People
 type these loosely, so a reply is folded with `gateway.routing.content.normalise` (NFKC, casefold, letters
-and digits only; the keywords are folded the same way) and:
+and digits only) and its accents dropped (`fold`: "Arrêt" and "ARRET" are one keyword); the keywords are
+folded the same way, and:
 
 1. Whatever comes before the first letter or digit is skipped: whitespace, punctuation (CJK too), symbols,
    emoji, quotes: "  TD!", "【TD】", "TD。", "\"STOP\"", "ＴＤ" and "ｓｔｏｐ" all match.
@@ -27,6 +28,8 @@ length of the folded keywords (a dozen at most), longest first; never a loop ove
 
 from __future__ import annotations
 
+import functools
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -59,11 +62,32 @@ class KeywordMatch:
     keyword: str
 
 
+@functools.lru_cache(maxsize=4096)
+def _base(ch: str) -> str:
+    """A letter without its accents ("ê" -> "e", "ñ" -> "n"): the base of its canonical decomposition when
+    the rest of it is combining marks. Hangul syllables also decompose, into jamo that are no marks: they
+    stay whole, as does every character without marks."""
+    parts = unicodedata.normalize("NFD", ch)
+    if len(parts) > 1 and all(unicodedata.combining(mark) for mark in parts[1:]):
+        return parts[0]
+    return ch
+
+
+def fold(text: str) -> tuple[str, list[int]]:
+    """`normalise`, then accents dropped character by character (so `origin` still maps each folded
+    character to the reply's): a reply typed without its accents on a phone ("arret") matches the keyword
+    written with them ("ARRÊT"), and the other way round."""
+    folded, origin = normalise(text)
+    if not folded.isascii():
+        folded = "".join(map(_base, folded))
+    return folded, origin
+
+
 def _key(keyword: str) -> str:
     """The folded form a reply is compared with; ValueError when the keyword could match no reply or all."""
     if not keyword or keyword.isspace():
         raise ValueError(f"keyword {keyword!r} is empty or blank")
-    key = normalise(keyword)[0]
+    key = fold(keyword)[0]
     if not key:
         raise ValueError(f"keyword {keyword!r} has no letter or digit once normalised")
     return key
@@ -127,7 +151,7 @@ class Keywords:
         120-character reply folded whole."""
         length = self._sizes[0] + 1
         while True:
-            folded, origin = normalise(text[:length])
+            folded, origin = fold(text[:length])
             if len(folded) > self._sizes[0] or length >= len(text):
                 return folded, origin
             length *= 2

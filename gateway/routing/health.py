@@ -47,6 +47,12 @@ class ErrorBudget:
         self._failures = dict.fromkeys(budgets, 0)
         self._cooling: dict[str, float] = {}
 
+    def set_budget(self, carrier: str, budget: Budget) -> None:
+        """A carrier a reload added or changed: its budget from now on (its window starts over)."""
+        self._budgets[carrier] = budget
+        self._window[carrier] = deque()
+        self._failures[carrier] = 0
+
     def record(self, carrier: str, failed: bool, now: float) -> Tripped | None:
         """One answer from `carrier`; the cool-down it starts, if this one tipped the budget."""
         budget = self._budgets.get(carrier)

@@ -180,6 +180,19 @@ class _BatchDelta:
 
 # The sub-databases the hot paths pass to the transaction directly (no wrapper, no dict probe), in _Tx's
 # attribute order.
+# Store.summary's names for the tables it counts.
+_SUMMARY_DBS = (
+    ("messages", b"messages"),  # every message kept (final ones until purged)
+    ("due", b"due"),  # waiting to be sent: queued, scheduled, deferred, back-off
+    ("in_flight_parts", b"inflight"),  # parts at a carrier, their submit_sm_resp not stored yet
+    ("awaiting_receipt", b"deadline"),  # messages with a deadline: a validity to watch or a receipt to wait for
+    ("final", b"finals"),
+    ("early_receipts", b"early"),  # receipts that came before their submit_sm_resp
+    ("unmatched_receipts", b"unmatched"),
+    ("opt_outs", b"optout"),
+    ("blacklisted", b"blacklist"),
+    ("events", b"events"),
+)
 _HOT_DBS = (b"messages", b"carrier_ix", b"events", b"inflight", b"due", b"finals", b"recipient", b"concat")
 
 
@@ -1491,6 +1504,15 @@ class Store:
     def count(self, db: bytes) -> int:
         with self._lock, self._read() as txn:
             return int(txn.stat(self._dbs[db])["entries"])
+
+    def summary(self) -> dict[str, int]:
+        """The store's size and what waits in it, from LMDB's own counts (O(1), no scan): the map and the
+        bytes used of it, and the entries of the tables an operator asks about."""
+        info, page = self._env.info(), self._env.stat()["psize"]
+        with self._lock, self._read() as txn:
+            entries = {name: int(txn.stat(self._dbs[db])["entries"]) for name, db in _SUMMARY_DBS}
+        used = (int(info["last_pgno"]) + 1) * int(page)
+        return {"map_bytes": int(info["map_size"]), "used_bytes": used, **entries}
 
     def iter_messages(self, chunk: int = 1000) -> Iterator[Message]:
         """Every message in id order, read in short transactions of `chunk` records."""

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import overload
 
 import structlog
 import trio
 
 from gateway.errors import GatewayError, StoreError
+from gateway.ops.histogram import LATENCY_BOUNDS, SIZE_BOUNDS, Histogram, HistogramSnapshot
 from gateway.store.ops import (
     Advance,
     AdvanceResult,
@@ -60,10 +62,24 @@ class WriterClosed(StoreError):
     """The writer is shut down: nothing more is accepted."""
 
 
+@dataclass(frozen=True, slots=True)
+class WriterStatistics:
+    accepting: bool  # running and not closed: a caller's ops can be committed
+    groups: int  # groups committed since the start
+    ops: int  # their operations
+    queued: int  # operations added and not yet answered (committing, in flight, or waiting to)
+    in_flight: int  # groups sent to the writer process and not yet answered
+    # From a group leaving (to the worker thread or process) to its results: the commit with its fsync, and
+    # in process mode the pipeline ahead of it.
+    commit_seconds: HistogramSnapshot
+    group_ops: HistogramSnapshot  # operations per committed group
+
+
 class _Group:
-    __slots__ = ("error", "ops", "results", "waiters")
+    __slots__ = ("error", "ops", "results", "sent", "waiters")
 
     def __init__(self) -> None:
+        self.sent = 0.0  # trio's clock when it left for the commit
         self.ops: list[Op] = []
         self.results: list[Result | GatewayError] = []
         self.error: StoreError | None = None
@@ -114,6 +130,14 @@ class Writer:
         self._in_flight: deque[_Group] = deque()
         self._started = False
         self._finished = trio.Event()
+        self._commit_seconds = Histogram(LATENCY_BOUNDS)
+        self._group_ops = Histogram(SIZE_BOUNDS)
+
+    def statistics(self) -> WriterStatistics:
+        return WriterStatistics(
+            self._started and not self._closed, self.groups, self.ops, self._queued, len(self._in_flight),
+            self._commit_seconds.snapshot(), self._group_ops.snapshot(),
+        )  # fmt: skip
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Commit groups until `aclose()`; what is already queued is committed before returning."""
@@ -173,6 +197,7 @@ class Writer:
                 return
 
     async def _commit(self, group: _Group) -> None:
+        group.sent = trio.current_time()
         try:
             # Not cancellable once started (abandon_on_cancel=False): a commit always finishes, so every
             # caller learns the truth about its operation.
@@ -185,6 +210,7 @@ class Writer:
     async def _send(self, group: _Group) -> None:
         """Hand the group to the writer process (a slot is held); `_replies` settles it."""
         assert self._process is not None
+        group.sent = trio.current_time()
         self._in_flight.append(group)
         await self._process.send(group.ops, self._store.now_ms())
 
@@ -209,6 +235,8 @@ class Writer:
             group.results = results
             self.groups += 1
             self.ops += len(group.ops)
+            self._commit_seconds.observe(trio.current_time() - group.sent)
+            self._group_ops.observe(len(group.ops))
         self._queued -= len(group.ops)
         group.finish()
         self._space.set()

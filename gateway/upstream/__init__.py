@@ -38,6 +38,8 @@ from gateway.upstream.errors import (
 )
 from gateway.upstream.schema import (
     PROTOCOL_VERSION,
+    AdminRequest,
+    AdminResult,
     CancelResult,
     EncodedEvent,
     Event,
@@ -75,6 +77,8 @@ _SHELL = {
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "AdminRequest",
+    "AdminResult",
     "AuthFailed",
     "BadFrame",
     "BlockingClient",

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from gateway.upstream.schema import (
+    AdminRequest,
+    AdminResult,
     CancelResult,
     EncodedEvent,
     Event,
@@ -80,4 +82,12 @@ class UpstreamBackend(Protocol):
 
     async def last_event_seq(self) -> int:
         """The newest event's seq in the log (of any account); 0 when there is none."""
+        ...
+
+
+class AdminBackend(Protocol):
+    """The operator's commands, served on the admin socket only (docs/admin.md)."""
+
+    async def admin(self, account: str | None, request: AdminRequest) -> AdminResult:
+        """Run one command; `account` is the one the hello named (None: the operator's own "*")."""
         ...

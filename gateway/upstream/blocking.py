@@ -12,12 +12,14 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from types import TracebackType
+from typing import Any
 
-from gateway.upstream.errors import ConnectionLost, UpstreamError
+from gateway.upstream.errors import BadFrame, ConnectionLost, UpstreamError
 from gateway.upstream.frames import DEFAULT_MAX_FRAME_BYTES
 from gateway.upstream.schema import (
     PROTOCOL_VERSION,
     Ack,
+    AdminRequest,
     Body,
     CancelResult,
     Event,
@@ -28,6 +30,7 @@ from gateway.upstream.schema import (
     ListName,
     ListRequest,
     ListResult,
+    MessageClass,
     MessageQuery,
     MessageStatus,
     Op,
@@ -119,11 +122,21 @@ class BlockingClient:
         request = ListRequest(ListName(name), ListAction(action), tuple(numbers), after, limit)
         return list_result_from_wire(self.call(Op.LISTS, request))
 
-    def preview(self, text: str) -> PreviewResult:
-        return preview_result_from_wire(self.call(Op.PREVIEW, PreviewRequest(text)))
+    def preview(self, text: str, message_class: MessageClass | str | None = None) -> PreviewResult:
+        """With a class, as the account's submit of that class would send it (its opt-out wording too)."""
+        cls = MessageClass(message_class) if message_class is not None else None
+        return preview_result_from_wire(self.call(Op.PREVIEW, PreviewRequest(text, cls)))
 
     def ping(self) -> None:
         self.call(Op.PING)
+
+    def admin(self, command: str, **args: Any) -> dict[str, Any]:
+        """An operator's command on the admin socket (docs/admin.md); its answer's map."""
+        return _admin_map(self.call(Op.ADMIN, AdminRequest(command, _args(args))))
+
+    def admin_many(self, command: str, args: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`admin` for each map of arguments, the requests in flight together."""
+        return [_admin_map(r) for r in self.call_many(Op.ADMIN, [AdminRequest(command, _args(a)) for a in args])]
 
     def ack(self, seq: int) -> None:
         self.call(Op.ACK, Ack(seq))
@@ -246,3 +259,13 @@ class BlockingClient:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _args(args: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in args.items() if value is not None}
+
+
+def _admin_map(result: object) -> dict[str, Any]:
+    if not isinstance(result, dict):
+        raise BadFrame("server sent an admin result that is not a map")
+    return result

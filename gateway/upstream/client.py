@@ -31,6 +31,7 @@ from gateway.upstream.schema import (
     ListName,
     ListRequest,
     ListResult,
+    MessageClass,
     MessageQuery,
     MessageStatus,
     Op,
@@ -165,8 +166,10 @@ class UpstreamClient:
         request = ListRequest(ListName(name), ListAction(action), tuple(numbers), after, limit)
         return list_result_from_wire(await self.call(Op.LISTS, request))
 
-    async def preview(self, text: str) -> PreviewResult:
-        return preview_result_from_wire(await self.call(Op.PREVIEW, PreviewRequest(text)))
+    async def preview(self, text: str, message_class: MessageClass | str | None = None) -> PreviewResult:
+        """With a class, as the account's submit of that class would send it (its opt-out wording too)."""
+        cls = MessageClass(message_class) if message_class is not None else None
+        return preview_result_from_wire(await self.call(Op.PREVIEW, PreviewRequest(text, cls)))
 
     async def ping(self) -> None:
         await self.call(Op.PING)

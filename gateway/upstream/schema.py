@@ -29,6 +29,8 @@ from gateway.upstream.errors import (
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 
+# The account an admin-socket hello names to act as the operator, for no account (docs/admin.md).
+OPERATOR = "*"
 MAX_RECIPIENTS = 1000
 MAX_TEXT_CHARS = 10_000
 MAX_REF_CHARS = 64
@@ -69,6 +71,8 @@ class Op(StrEnum):
     ACK = "ack"
     PING = "ping"
     LISTS = "lists"
+    # The operator's commands: served on the admin socket only (docs/admin.md).
+    ADMIN = "admin"
 
 
 class ListName(StrEnum):
@@ -132,6 +136,9 @@ class MessageQuery:
 @dataclass(frozen=True, slots=True)
 class PreviewRequest:
     text: str
+    # With a class, the account's policy is applied first (its opt-out wording appended, its signature and
+    # banned-word rules checked), so the parts counted are the parts a submit of this class would take.
+    message_class: MessageClass | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +171,15 @@ class ListRequest:
     limit: int | None = None
 
 
-Body = Hello | SubmitRequest | MessageQuery | PreviewRequest | Subscribe | Ack | Ping | ListRequest
+@dataclass(frozen=True, slots=True)
+class AdminRequest:
+    """One operator's command (docs/admin.md); `args` is checked by gateway/admin/commands.py."""
+
+    command: str
+    args: Mapping[str, Any]
+
+
+Body = Hello | SubmitRequest | MessageQuery | PreviewRequest | Subscribe | Ack | Ping | ListRequest | AdminRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +256,18 @@ class PreviewResult:
     chars: int
     chars_left: int
     per_part: int
+    # With a class: the text as a submit would send it (the opt-out wording appended), and the policy's
+    # refusal (reason code and why) when a submit of it would be refused.
+    text: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdminResult:
+    """An admin command's answer: a map of plain values (docs/admin.md gives each command's keys)."""
+
+    body: Mapping[str, Any]
 
 
 class Event(NamedTuple):
@@ -308,7 +335,7 @@ class ListResult:
 
 Result = (
     HelloResult | SubmitResult | tuple[MessageStatus, ...] | CancelResult | PreviewResult | SubscribeResult | Ack
-    | Ping | ListResult
+    | Ping | ListResult | AdminResult
 )
 
 
@@ -524,11 +551,18 @@ def _parse_query(body: Mapping[str, Any]) -> MessageQuery:
 
 
 def _parse_preview(body: Mapping[str, Any]) -> PreviewRequest:
-    _only_keys(body, _ENVELOPE_KEYS | {"text"})
+    _only_keys(body, _ENVELOPE_KEYS | {"text", "class"})
     text = _req(body, "text", str)
     if len(text) > MAX_TEXT_CHARS:
         raise TextTooLong(f"text is over {MAX_TEXT_CHARS} characters", field="text")
-    return PreviewRequest(text)
+    name = _get(body, "class", str, False)
+    if name is None:
+        return PreviewRequest(text)
+    try:
+        return PreviewRequest(text, MessageClass(name))
+    except ValueError:
+        known = ", ".join(MessageClass)
+        raise InvalidRequest(f"class must be one of {known}", field="class") from None
 
 
 def _parse_subscribe(body: Mapping[str, Any]) -> Subscribe:
@@ -564,6 +598,12 @@ MAX_LIST_PAGE = 10_000
 
 def _parse_lists(body: Mapping[str, Any]) -> ListRequest:
     _only_keys(body, _ENVELOPE_KEYS | {"list", "action", "numbers", "after", "limit"})
+    return parse_list_body(body)
+
+
+def parse_list_body(body: Mapping[str, Any]) -> ListRequest:
+    """The keys of a `lists` request (the admin socket's `lists` command takes the same); the caller has
+    refused any other key."""
     try:
         name = ListName(_req(body, "list", str))
     except ValueError:
@@ -590,6 +630,16 @@ def _parse_lists(body: Mapping[str, Any]) -> ListRequest:
     return ListRequest(name, action, tuple(value))
 
 
+MAX_COMMAND_CHARS = 32
+
+
+def _parse_admin(body: Mapping[str, Any]) -> AdminRequest:
+    _only_keys(body, _ENVELOPE_KEYS | {"command", "args"})
+    command = _req_text(body, "command", MAX_COMMAND_CHARS)
+    args = _get(body, "args", dict, False)
+    return AdminRequest(command, args or {})
+
+
 _PARSERS: dict[Op, Any] = {
     Op.HELLO: _parse_hello,
     Op.SUBMIT: _parse_submit,
@@ -600,6 +650,7 @@ _PARSERS: dict[Op, Any] = {
     Op.ACK: _parse_ack,
     Op.PING: _parse_ping,
     Op.LISTS: _parse_lists,
+    Op.ADMIN: _parse_admin,
 }
 
 
@@ -626,7 +677,11 @@ def request_body(body: Body) -> dict[str, Any]:
                 "batch_id": body.batch_id,
             }
         )
-    if isinstance(body, Hello | MessageQuery | PreviewRequest | Subscribe | Ack):
+    if isinstance(body, PreviewRequest):
+        return _compact({"text": body.text, "class": str(body.message_class) if body.message_class else None})
+    if isinstance(body, AdminRequest):
+        return {"command": body.command, "args": dict(body.args)}
+    if isinstance(body, Hello | MessageQuery | Subscribe | Ack):
         return _compact({name: getattr(body, name) for name in body.__slots__})
     if isinstance(body, ListRequest):
         out: dict[str, Any] = {"list": str(body.list), "action": str(body.action)}
@@ -663,6 +718,10 @@ def result_map(result: Result) -> dict[str, Any]:
         }
     if isinstance(result, Ping):
         return {}
+    if isinstance(result, AdminResult):
+        return dict(result.body)
+    if isinstance(result, PreviewResult):
+        return _compact({name: getattr(result, name) for name in result.__slots__})
     return {name: getattr(result, name) for name in result.__slots__}
 
 
@@ -725,6 +784,10 @@ def _wire(mapping: object, what: str) -> dict[str, Any]:
     if not isinstance(mapping, dict):
         raise BadFrame(f"{what} must be a map")
     return mapping
+
+
+def _optional_server_field(body: Mapping[str, Any], key: str, kind: type[T]) -> T | None:
+    return _server_field(body, key, kind) if body.get(key) is not None else None
 
 
 def _server_field(body: Mapping[str, Any], key: str, kind: type[T]) -> T:
@@ -856,6 +919,9 @@ def preview_result_from_wire(result: object) -> PreviewResult:
         chars=_server_field(body, "chars", int),
         chars_left=_server_field(body, "chars_left", int),
         per_part=_server_field(body, "per_part", int),
+        text=_optional_server_field(body, "text", str),
+        reason=_optional_server_field(body, "reason", str),
+        detail=_optional_server_field(body, "detail", str),
     )
 
 

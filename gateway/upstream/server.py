@@ -32,7 +32,7 @@ import trio
 
 from gateway.errors import forget_traceback
 from gateway.upstream.auth import Credentials
-from gateway.upstream.backend import UpstreamBackend
+from gateway.upstream.backend import AdminBackend, UpstreamBackend
 from gateway.upstream.errors import (
     AuthFailed,
     BadFrame,
@@ -40,6 +40,7 @@ from gateway.upstream.errors import (
     InvalidRequest,
     NotAuthenticated,
     ShuttingDown,
+    UnknownOp,
     UnsupportedVersion,
     UpstreamError,
     upstream_error_for,
@@ -47,9 +48,11 @@ from gateway.upstream.errors import (
 from gateway.upstream.faults import AuthLog, FaultLog
 from gateway.upstream.frames import FrameDecoder, FrameFault, decode_request, encode_frame
 from gateway.upstream.schema import (
+    OPERATOR,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
     Ack,
+    AdminRequest,
     EncodedEvent,
     Envelope,
     Event,
@@ -141,8 +144,12 @@ class _Connection:
         faults: FaultLog,
         auth_log: AuthLog | None = None,
         drain: Drain | None = None,
+        admin: AdminBackend | None = None,
     ) -> None:
         self._stream = stream
+        # Set on the admin socket: a hello names any account (or "*", the operator's own) without its
+        # secret, and admin commands are served.
+        self._admin = admin
         self._drain = drain
         self._drain_watch = trio.CancelScope()
         # When the write in progress began (None: none waits) and its size, for the stall watch.
@@ -275,7 +282,7 @@ class _Connection:
             supported = ", ".join(map(str, SUPPORTED_VERSIONS))
             message = f"version {hello.version} unsupported; supported: {supported}"
             await self.answer_error(envelope.id, UnsupportedVersion(message, field="version"))
-        elif not self._credentials.check(hello.account, hello.secret):
+        elif not self._admitted(hello):
             self._auth_failures += 1
             self._auth_log.failed(trio.current_time(), "upstream_auth_failed", account=hello.account[:64],
                                   peer=self._peer, failures=self._auth_failures)  # fmt: skip
@@ -295,6 +302,11 @@ class _Connection:
             await self.answer(envelope.id, result)
         return None
 
+    def _admitted(self, hello: Hello) -> bool:
+        if self._admin is not None:
+            return hello.account == OPERATOR or self._credentials.knows(hello.account)
+        return self._credentials.check(hello.account, hello.secret)
+
     # --- operations ---------------------------------------------------------------------------------
 
     async def _handle(self, envelope: Envelope) -> None:
@@ -309,6 +321,12 @@ class _Connection:
 
     async def _call(self, envelope: Envelope) -> Result:
         account, body, backend = self._account or "", envelope.body, self._backend
+        if isinstance(body, AdminRequest):
+            if self._admin is None:
+                raise UnknownOp("admin commands are served on the admin socket only", field="op")
+            return await self._admin.admin(None if account == OPERATOR else account, body)
+        if account == OPERATOR:
+            raise InvalidRequest(f"{envelope.op} acts for an account: name one in the hello", field="op")
         if isinstance(body, SubmitRequest):
             return await backend.submit(account, body)
         if isinstance(body, MessageQuery) and envelope.op is Op.STATUS:
@@ -338,6 +356,10 @@ class _Connection:
             raise TypeError("subscribe body expected")
         if self._subscription is not None:
             await self.answer_error(envelope.id, InvalidRequest("already subscribed", field="op"))
+            return
+        if self._account == OPERATOR:
+            error = InvalidRequest("events are an account's: name one in the hello", field="op")
+            await self.answer_error(envelope.id, error)
             return
         window = min(request.window or self._config.default_event_window, self._config.max_event_window)
         kinds = None if request.kinds is None else frozenset(request.kinds)
@@ -508,12 +530,13 @@ async def _serve_connection(
     faults: FaultLog,
     auth_log: AuthLog | None = None,
     drain: Drain | None = None,
+    admin: AdminBackend | None = None,
 ) -> None:  # fmt: skip
     structlog.contextvars.clear_contextvars()
     if drain is not None:
         drain.enter()
     try:
-        await _Connection(stream, backend, credentials, config, faults, auth_log, drain).run()
+        await _Connection(stream, backend, credentials, config, faults, auth_log, drain, admin).run()
     except Exception:
         # One connection's failure must not end the listener and with it every other connection.
         log.exception("upstream_connection_failed")
@@ -547,11 +570,14 @@ async def serve_unix(
     config: ServerConfig = ServerConfig(),
     *,
     drain: Drain | None = None,
+    admin: AdminBackend | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve on a Unix socket created with `config.unix_mode` (0600: only the gateway's user may connect).
 
     A stale socket file from a previous run is replaced; any other kind of file at `path` is an error.
+    With `admin`, this is the admin socket (docs/admin.md): its file mode is the credential, so a hello
+    names an account without its secret (or "*" for the operator), and admin commands are served.
     """
     path = os.fspath(path)
     _remove_stale_socket(path)
@@ -566,9 +592,11 @@ async def serve_unix(
     os.chmod(path, config.unix_mode)
     created = os.lstat(path)
     sock.listen(128)
-    log.info("upstream_listening", transport="unix", path=path)
+    log.info("admin_listening" if admin is not None else "upstream_listening", transport="unix", path=path)
     try:
-        await _serve_listeners([trio.SocketListener(sock)], backend, credentials, config, task_status, path, drain)
+        await _serve_listeners(
+            [trio.SocketListener(sock)], backend, credentials, config, task_status, path, drain, admin
+        )
     finally:
         _remove_own_socket(path, created)
 
@@ -618,13 +646,14 @@ async def _serve_listeners(
     task_status: trio.TaskStatus[Any],
     address: object,
     drain: Drain | None = None,
+    admin: AdminBackend | None = None,
 ) -> None:
     # One per server: a bug any connection hits is logged with its traceback once, not once per connection.
     faults = FaultLog()
     auth_log = AuthLog()
 
     async def handler(stream: trio.abc.Stream) -> None:
-        await _serve_connection(stream, backend, credentials, config, faults, auth_log, drain)
+        await _serve_connection(stream, backend, credentials, config, faults, auth_log, drain, admin)
 
     async with trio.open_nursery() as connections:
         # Accepting runs in a nursery of its own, apart from the connections: a drain stops it and lets

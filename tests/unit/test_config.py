@@ -344,7 +344,7 @@ def test_a_reload_sees_a_changed_word_file_though_no_key_changed(tmp_path: Path)
     words.write_text("贷款\n代开发票\n", encoding="utf-8")
     new = load_config(path)
     assert changed_keys(old, new) == ["word_lists[0].file_words"]
-    running, routing, _ = reload_config(path, old)
+    running, routing, _, _, _ = reload_config(path, old)
     assert routing is not None
     assert routing.router.words is not None
     assert [hit.word for hit in routing.router.words.hits("代开发票")] == ["代开发票"]
@@ -402,8 +402,29 @@ def test_bad_compliance_rules_are_refused_with_every_problem_at_once(tmp_path: P
 
 
 def test_a_reload_whose_rules_name_routing_it_cannot_apply_keeps_both(tmp_path: Path) -> None:
-    """The new compliance table bans a new word list, but the routing that would bring the list names a new
-    carrier (a restart): both the routing and the compliance reload are refused, and nothing raises."""
+    """The new compliance table bans a new word list, but the routing that would bring the list names a
+    carrier the file does not define: both the routing and the compliance reload are refused, and nothing
+    raises."""
+    path = gateway_toml(tmp_path)
+    old = load_config(path)
+    path.write_text(
+        path.read_text().replace('carriers = ["sim"]', 'carriers = ["sim", "other"]')
+        + '\n[[word_lists]]\nname = "ads"\nwords = ["最低价"]\n'
+        + '\n[compliance]\nbanned_words = ["ads"]\n'
+    )
+    with pytest.raises(ConfigError):  # load_config itself refuses a route to no carrier
+        load_config(path)
+    running, routing, policy, report, change = reload_config(path, old)
+    assert report.refused
+    assert change.empty
+    assert (routing, policy) == (None, None)
+    assert running.compliance is None
+    assert running.word_lists == ()
+
+
+def test_a_reload_adds_a_carrier_with_the_routes_and_rules_that_name_it(tmp_path: Path) -> None:
+    """A new carrier, the route that names it, and the compliance table that bans a word list: one change,
+    applied together (Gateway.reload starts the carrier's binds before it swaps the routing in)."""
     path = gateway_toml(tmp_path)
     old = load_config(path)
     new_carrier = (
@@ -415,7 +436,12 @@ def test_a_reload_whose_rules_name_routing_it_cannot_apply_keeps_both(tmp_path: 
         + '\n[[word_lists]]\nname = "ads"\nwords = ["最低价"]\n'
         + '\n[compliance]\nbanned_words = ["ads"]\n'
     )
-    running, routing, policy = reload_config(path, old)
-    assert (routing, policy) == (None, None)
-    assert running.compliance is None
-    assert running.word_lists == ()
+    running, routing, policy, report, change = reload_config(path, old)
+    assert not report.refused
+    assert report.restart_needed == ()
+    assert routing is not None
+    assert policy is not None
+    assert [c.name for c in change.added] == ["other"]
+    assert (change.removed, change.rebound, change.retuned, change.accounts) == ((), (), (), None)
+    assert [c.name for c in running.carriers] == ["sim", "other"]
+    assert running.compliance is not None

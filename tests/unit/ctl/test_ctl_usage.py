@@ -23,7 +23,6 @@ PROJECT_CONFIG = str(Path(__file__).resolve().parents[3] / "conf" / "gateway.tom
         ["receipts", "--unmatched", "--after", "garbage"],
         ["receipts", "--unmatched", "--limit", "0"],
         ["send", "447700900123", "hi", "--schedule-in", "inf"],
-        ["-a", "nobody", "status", "1"],
     ],
 )
 def test_a_bad_command_line_is_a_usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -140,3 +140,20 @@ def test_an_opt_out_keyword_followed_by_a_separator_always_opts_out(keyword: str
     found = DEFAULTS.match(f"{keyword} {rest}")
     assert found is not None
     assert found.kind == "optout"
+
+
+@pytest.mark.parametrize("text", ["arret", "ARRÊT", "Arrêt svp", "arrêt!", "ÁRRET"])
+def test_accents_are_dropped_on_both_sides(text: str) -> None:
+    """A phone keyboard often drops the accent, and a sender's list may carry it (or not)."""
+    with_accent = Keywords(optout=("ARRÊT",), optin=())
+    without = Keywords(optout=("ARRET",), optin=())
+    assert with_accent.match(text) == KeywordMatch("optout", "ARRÊT")
+    assert without.match(text) == KeywordMatch("optout", "ARRET")
+
+
+def test_hangul_and_cjk_keep_their_characters() -> None:
+    """Hangul syllables decompose into jamo, which are no accents: a Korean keyword matches itself only."""
+    korean = Keywords(optout=("거부",), optin=())
+    assert korean.match("거부") == KeywordMatch("optout", "거부")
+    assert korean.match("거") is None
+    assert korean.match("ᄀ") is None

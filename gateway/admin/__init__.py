@@ -1,0 +1,1 @@
+"""The admin socket: the operator's commands (docs/admin.md)."""
