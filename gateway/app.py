@@ -194,6 +194,7 @@ def load_config(path: Path) -> GatewayConfig:
         unreadable: Problems = []  # reported with the rest of the routing's problems, not instead of them
         cfg = _read_word_files(cfg, file, unreadable)
         _check_secrets(cfg, file, problems)
+        _check_tls_files(cfg, file, problems)
         if not problems:
             build_routing(cfg, file, problems)
             build_policy(cfg, file, problems)
@@ -313,6 +314,7 @@ def build_policy(cfg: GatewayConfig, file: str = "", problems: Problems | None =
         base = SignatureRules(s.required, s.max_units, s.min_units, frozenset(s.reserved), s.symbols)
     except ValueError as err:
         found.append((file, "compliance.signature", str(err)))
+    usable = _usable_wordings(c.optout_wordings, file, found)
     accounts: dict[str, AccountRules] = {}
     for i, a in enumerate(cfg.accounts):
         key = f"accounts[{i}]"
@@ -337,8 +339,8 @@ def build_policy(cfg: GatewayConfig, file: str = "", problems: Problems | None =
                 next_open_ms(Window(0, 1), (a.time_zone,), 0)
             except ValueError as err:
                 found.append((file, f"{key}.time_zone", str(err)))
-        if a.append_optout and c.optout_wordings and not has_optout_wording(a.append_optout, c.optout_wordings):
-            wordings = " / ".join(c.optout_wordings)
+        if a.append_optout and usable and not has_optout_wording(a.append_optout, usable):
+            wordings = " / ".join(usable)
             found.append((file, f"{key}.append_optout", f"{a.append_optout!r} is none of the wordings ({wordings})"))
         accounts[a.name] = AccountRules(signature, a.append_optout, a.time_zone, keywords)
     names = [r.name for r in cfg.caps]
@@ -360,6 +362,20 @@ def build_policy(cfg: GatewayConfig, file: str = "", problems: Problems | None =
         wordings=c.optout_wordings, wording_classes=c.optout_wording_classes, caps=caps, accounts=accounts,
         optout_scope=c.optout_scope,
     )  # fmt: skip
+
+
+def _usable_wordings(wordings: Sequence[str], file: str, found: Problems) -> tuple[str, ...]:
+    """The opt-out wordings a text can be checked for; one with no letter or digit folds to nothing
+    (policy/content.py), so every text would seem to offer it and the check would raise: a problem."""
+    usable = []
+    for i, wording in enumerate(wordings):
+        try:
+            has_optout_wording("", (wording,))
+        except ValueError as err:
+            found.append((file, f"compliance.optout_wordings[{i}]", f"{err}: every text would seem to offer it"))
+        else:
+            usable.append(wording)
+    return tuple(usable)
 
 
 def _policy(cfg: GatewayConfig) -> Policy:
@@ -465,6 +481,51 @@ def _check_secrets(cfg: GatewayConfig, file: str, problems: Problems) -> None:
                 problems.extend((file, key, f"{where}: {reason}") for where, _, reason in err.problems)
 
 
+def _check_tls_files(cfg: GatewayConfig, file: str, problems: Problems) -> None:
+    """Each bind's TLS files must be readable and load as the bind will load them (carriers/bind.py), now
+    rather than at its first connection; a TLS setting the bind would ignore is a problem too."""
+    for i, c in enumerate(cfg.carriers):
+        for j, b in enumerate(c.binds):
+            problems.extend((file, f"carriers[{i}].binds[{j}].{name}", reason) for name, reason in _tls_mistakes(b))
+
+
+def _tls_mistakes(b: BindConfig) -> list[tuple[str, str]]:
+    import ssl  # only here and in the binds' shell
+
+    files = [name for name in ("tls_ca_file", "tls_cert_file", "tls_key_file") if getattr(b, name)]
+    if not b.tls:
+        plain = "is set but tls is false: the bind would connect in plain text (set tls = true)"
+        return [(name, plain) for name in (*files, "tls_server_name") if getattr(b, name)]
+    found = [(name, reason) for name in files if (reason := _unreadable(getattr(b, name)))]
+    if b.tls_key_file and not b.tls_cert_file:
+        found.append(("tls_key_file", "needs tls_cert_file: a key alone is never used"))
+    if found:
+        return found
+    try:
+        ctx = ssl.create_default_context(cafile=b.tls_ca_file)
+    except (ssl.SSLError, OSError) as err:
+        return [("tls_ca_file", f"{b.tls_ca_file}: no CA certificate in it ({err})")]
+    if b.tls_cert_file:
+        try:  # no passphrase: nobody is there to type one at a reconnect
+            ctx.load_cert_chain(b.tls_cert_file, b.tls_key_file, password=lambda: b"")
+        except (ssl.SSLError, OSError) as err:
+            pair = f"{b.tls_cert_file} with {b.tls_key_file}" if b.tls_key_file else b.tls_cert_file
+            return [("tls_cert_file", f"{pair}: not a certificate and its unencrypted private key ({err})")]
+    return []
+
+
+def _unreadable(path: str) -> str | None:
+    """Why the file at `path` cannot be read, or None."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return f"{path}: not a regular file"
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as err:
+        return f"{path}: {err.strerror or err}"
+    return None
+
+
 def _read_word_files(cfg: GatewayConfig, file: str, problems: Problems) -> GatewayConfig:
     """Each word list's file read into its `file_words`: UTF-8 (a BOM allowed), one word per line, blank
     lines and lines starting with # skipped."""
@@ -515,9 +576,10 @@ def _resolve_paths(cfg: GatewayConfig, base: Path) -> GatewayConfig:
 
 
 def _resolve_bind(b: BindConfig, resolve: Any) -> BindConfig:
-    if not b.password_file:
-        return b
-    return BindConfig(**{**_fields(b), "password_file": resolve(b.password_file)})
+    """A bind's file paths (its password, its TLS files) resolved like the config's other paths."""
+    names = ("password_file", "tls_ca_file", "tls_cert_file", "tls_key_file")
+    paths = {name: resolve(getattr(b, name)) for name in names if getattr(b, name)}
+    return BindConfig(**{**_fields(b), **paths}) if paths else b
 
 
 def _fields(obj: Any) -> dict[str, Any]:
@@ -558,9 +620,15 @@ class _LiveLogging:
 _logging = _LiveLogging()
 
 
-def setup_logging(server: ServerSection) -> None:
+def apply_log_settings(server: ServerSection) -> None:
+    """A reload's level and format: the processors `setup_logging` installed read them at every event, so
+    nothing is configured again (and a process that never set up logging, a test, is left as it is)."""
     _logging.set(server)
     debuglog.set_level(server.log_level)
+
+
+def setup_logging(server: ServerSection) -> None:
+    apply_log_settings(server)
     structlog.configure(
         processors=[
             _logging.filter,
@@ -699,7 +767,7 @@ def reload_config(
             applied = [key for key in applied if not _POLICY_KEY.match(key)]
         else:
             running = candidate
-    setup_logging(running.server)
+    apply_log_settings(running.server)
     restart = [key for key in changed if not is_live_key(key)]
     # A warning when something waits for a restart: the operator has to act on it.
     (log.warning if restart else log.info)("config_reloaded", path=str(path), applied=applied, restart_needed=restart)

@@ -12,8 +12,15 @@ with what is allowed:
     tcp_port: int | None = field(default=None, metadata=limits(1, 65535))
     log_format: str = field(default="console", metadata=choices("console", "json"))
 
-`limits` bounds a number (each item of a tuple); `choices` lists the strings allowed. Enums do the same for
-values the code branches on.
+`limits` bounds a number (each item of a tuple, each value of a table); `choices` lists the strings allowed
+(each item of a tuple, each key of a table). Enums do the same for values the code branches on.
+
+A tuple of fixed length (`tuple[str, int]`) is a TOML list of that many items, each of its own type; a tuple of
+such pairs (`tuple[tuple[str, int], ...]`) may also be written as a table, `{ "4479" = 8 }`, one pair a key.
+
+What no one field can say (a minimum above its maximum, two settings that exclude each other) a dataclass says
+in a `mistakes()` method: after building it, the loader reports each (key, reason) it returns under the table's
+own key, `carriers[0].encoding.default_alphabet`, with every other problem.
 
 Conventions (STYLE.md): durations end in `_seconds`, sizes in `_bytes`; secrets never live in TOML, only the
 name of the environment variable or file holding them (`*_env`, `*_file`).
@@ -118,10 +125,14 @@ def _build(cls: type[Any], table: Any, file: str, prefix: str, problems: Problem
     if any(p[0] == file and p[1].startswith(prefix) for p in problems):
         return None
     try:
-        return cls(**kwargs)
+        value = cls(**kwargs)
     except (ValueError, TypeError) as err:  # a dataclass __post_init__ that validates
         problems.append((file, prefix or "-", str(err)))
         return None
+    check = getattr(value, "mistakes", None)
+    found = list(check()) if callable(check) else []
+    problems.extend((file, _join(prefix, key), reason) for key, reason in found)
+    return None if found else value
 
 
 def _coerce(hint: Any, value: Any, file: str, key: str, problems: Problems) -> Any:
@@ -141,9 +152,13 @@ def _coerce(hint: Any, value: Any, file: str, key: str, problems: Problems) -> A
         problems.append((file, key, f"{value!r} matches none of {hint}"))
         return _MISSING
     if origin is tuple:
+        if isinstance(value, Mapping) and _is_pair(args[0] if args else Any):
+            value = list(value.items())  # { "4479" = 8 } for [["4479", 8]]
         if not isinstance(value, list | tuple):
             problems.append((file, key, f"expected a list, got {type(value).__name__}"))
             return _MISSING
+        if args and args[-1] is not Ellipsis:  # tuple[str, int]: so many items, each of its own type
+            return _fixed(args, value, file, key, problems)
         item_type = args[0] if args else Any
         items = [_coerce(item_type, v, file, f"{key}[{i}]", problems) for i, v in enumerate(value)]
         return tuple(items)
@@ -184,22 +199,51 @@ def _coerce(hint: Any, value: Any, file: str, key: str, problems: Problems) -> A
     return _MISSING
 
 
-def _allowed(metadata: Mapping[str, Any], value: Any, file: str, key: str, problems: Problems) -> bool:
-    """The field's declared limits and choices (see `limits`, `choices`); False after reporting a problem."""
-    items = value if isinstance(value, tuple) else (value,)
+def _is_pair(hint: Any) -> bool:
+    args = typing.get_args(hint)
+    return typing.get_origin(hint) is tuple and len(args) == 2 and args[-1] is not Ellipsis
+
+
+def _fixed(args: tuple[Any, ...], value: list[Any] | tuple[Any, ...], file: str, key: str, problems: Problems) -> Any:
+    """A tuple of fixed length (`tuple[str, int]`): as many items as types, each read as its own."""
+    if len(value) != len(args):
+        names = ", ".join(getattr(a, "__name__", str(a)) for a in args)
+        problems.append((file, key, f"expected a list of {len(args)} items [{names}], got {len(value)}"))
+        return _MISSING
     before = len(problems)
+    pairs = enumerate(zip(args, value, strict=True))
+    items = tuple(_coerce(hint, v, file, f"{key}[{i}]", problems) for i, (hint, v) in pairs)
+    return _MISSING if len(problems) > before else items
+
+
+def _allowed(metadata: Mapping[str, Any], value: Any, file: str, key: str, problems: Problems) -> bool:
+    """The field's declared limits and choices (see `limits`, `choices`); False after reporting a problem.
+    A table's keys are checked against the choices and its values against the limits."""
+    before = len(problems)
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            where = _join(key, str(name))
+            _check_item(metadata, "choices", name, file, where, problems)
+            _check_item(metadata, "limits", item, file, where, problems)
+        return len(problems) == before
+    items = value if isinstance(value, tuple) else (value,)
     for i, item in enumerate(items):
         where = f"{key}[{i}]" if isinstance(value, tuple) else key
-        if item is None:
-            continue
-        if "limits" in metadata:
-            reason = _outside(metadata["limits"], item)
-            if reason:
-                problems.append((file, where, reason))
-        if "choices" in metadata and item not in metadata["choices"]:
-            allowed = ", ".join(repr(c) for c in metadata["choices"])
-            problems.append((file, where, f"{item!r} is not one of {allowed}"))
+        _check_item(metadata, "limits", item, file, where, problems)
+        _check_item(metadata, "choices", item, file, where, problems)
     return len(problems) == before
+
+
+def _check_item(metadata: Mapping[str, Any], kind: str, item: Any, file: str, where: str, problems: Problems) -> None:
+    if item is None or kind not in metadata:
+        return
+    if kind == "limits":
+        reason = _outside(metadata["limits"], item)
+        if reason:
+            problems.append((file, where, reason))
+    elif item not in metadata["choices"]:
+        allowed = ", ".join(repr(c) for c in metadata["choices"])
+        problems.append((file, where, f"{item!r} is not one of {allowed}"))
 
 
 def _outside(bounds: tuple[float | None, float | None], value: float) -> str | None:

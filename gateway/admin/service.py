@@ -37,6 +37,7 @@ from gateway.carriers.pool import CarrierPool
 from gateway.engine import Engine
 from gateway.engine.context import DRAINED, PAUSED
 from gateway.lifecycle import State
+from gateway.ops.health import readiness
 from gateway.routing.numbers import Number
 from gateway.store.records import Message
 from gateway.upstream.errors import NotFound
@@ -140,9 +141,8 @@ class AdminService:
 
     def _throughput_counters(self) -> dict[str, int]:
         s = self._ctx.engine.statistics()
-        accepted = s.backend.recipients - sum(s.backend.refused.values())
         return {
-            "accepted": accepted,
+            "accepted": s.backend.accepted,
             "refused": sum(s.backend.refused.values()),
             "dispatched": s.dispatch.dispatched,
             "carrier_answers": s.correlate.outcomes,
@@ -218,13 +218,9 @@ class AdminService:
         return {"carrier": command.name, "held": how, "taken_back": taken_back}
 
     def _health(self) -> dict[str, Any]:
-        problems = []
-        for name, pool in self._ctx.pools.items():
-            binds = pool.status()
-            if not any(b.state == "bound" for b in binds):
-                errors = sorted({b.last_error for b in binds if b.last_error})
-                problems.append(f"{name}: no bind is bound" + (f" ({'; '.join(errors)})" if errors else ""))
-        return {"live": True, "ready": not problems, "problems": problems}
+        """The same answer as the metrics port's /ready (gateway/ops/health.py)."""
+        ready = readiness({name: pool.status() for name, pool in self._ctx.pools.items()}, store_open=True)
+        return {"live": True, "ready": ready.ready, "problems": list(ready.problems)}
 
     # --- messages -------------------------------------------------------------------------------------
 

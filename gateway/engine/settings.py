@@ -10,6 +10,8 @@ from gateway.policy.keywords import DEFAULT_OPTIN, DEFAULT_OPTOUT
 from gateway.segmenting import DefaultAlphabet, Encoding, NationalLanguage, RouteEncoding, SplitMethod
 from gateway.smpp.msgid import ALL_FORMS, CarrierIdFormats, IdForm, IdFormat
 
+_NOT_TEXT = "'binary' is no text encoding (8-bit data is not split as text): 'gsm7', 'ascii', 'latin1' or 'ucs2'"
+
 
 @dataclass(frozen=True, slots=True)
 class EncodingSettings:
@@ -23,6 +25,33 @@ class EncodingSettings:
     max_parts: int = field(default=10, metadata=limits(1, 255))
     national: tuple[NationalLanguage, ...] = ()
     transliterate: bool = False
+
+    def mistakes(self) -> list[tuple[str, str]]:
+        """The combinations `RouteEncoding` refuses, or that would do nothing as written, as (key, reason):
+        gateway.config reports them with the rest, before anything starts."""
+        found = []
+        gsm7 = Encoding.GSM7 in self.encodings
+        alphabet = self.default_alphabet.value
+        if not self.encodings:
+            found.append(("encodings", "at least one encoding is needed: with none, no text could be sent"))
+        if Encoding.BINARY in self.encodings:
+            found.append(("encodings", _NOT_TEXT))
+        if gsm7 and self.default_alphabet is not DefaultAlphabet.GSM:
+            # SMPP 3.4 5.2.19: GSM 7-bit text goes out as data_coding 0, the SMSC's default alphabet.
+            reason = f"gsm7 is sent as data_coding 0, which this carrier reads as {alphabet}: use 'gsm' or drop gsm7"
+            found.append(("default_alphabet", f"{alphabet!r} with 'gsm7' in encodings: {reason}"))
+        if self.packed and self.default_alphabet is not DefaultAlphabet.GSM:
+            found.append(("packed", f"packing applies to the GSM 7-bit alphabet only, not to {alphabet!r}"))
+        if self.encodings and not gsm7 and self.default_alphabet is DefaultAlphabet.GSM:
+            for name in ("packed", "national", "transliterate"):
+                if getattr(self, name):
+                    found.append((name, "applies to gsm7 text only, and encodings has no 'gsm7': it would do nothing"))
+        if not found:
+            try:  # a rule added to RouteEncoding and not yet here is still reported, not raised at start
+                self.route_encoding()
+            except ValueError as err:
+                found.append(("encodings", str(err)))
+        return found
 
     def route_encoding(self) -> RouteEncoding:
         return RouteEncoding(
@@ -198,6 +227,13 @@ class EngineSettings:
     scheduler_poll_seconds: float = field(default=1.0, metadata=limits(0.01, 3600.0))
     # Long MO messages whose parts do not all arrive in time are stored incomplete, never dropped.
     mo_reassembly_timeout_seconds: float = field(default=300.0, metadata=limits(0.0, 86400.0))
+
+    def mistakes(self) -> list[tuple[str, str]]:
+        """What the values mean together (gateway.config reports each as a problem)."""
+        if self.retry_backoff_min_seconds > self.retry_backoff_max_seconds:
+            return [("retry_backoff_min_seconds", f"must be at most retry_backoff_max_seconds "
+                     f"({self.retry_backoff_max_seconds!r}), got {self.retry_backoff_min_seconds!r}")]  # fmt: skip
+        return []
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,6 @@ from gateway.ops.histogram import LATENCY_BOUNDS, HistogramSnapshot
 if TYPE_CHECKING:
     from gateway.carriers.pool import CarrierPool
     from gateway.engine.core import Engine, EngineStatistics
-    from gateway.store.store import Store
     from gateway.store.writer import WriterStatistics
 
 _BIND = ("carrier", "bind")
@@ -52,11 +51,12 @@ class GatewayCollector:
         stats = engine.statistics()
         statuses = {name: pool.status() for name, pool in self._pools.items()}
         writer = engine.writer.statistics()
+        store = engine.store.summary()  # LMDB's own counts and sizes: O(1), one read transaction
         yield from _messages(stats)
-        yield from _receipts(stats, engine.store)
+        yield from _receipts(stats, store)
         yield from _queues(stats, writer)
         yield from _binds([b for binds in statuses.values() for b in binds])
-        yield from _store(writer, engine.store)
+        yield from _store(writer, store)
         ready = readiness(statuses, writer.accepting, stopping=self._stopping())
         yield GaugeMetricFamily("gateway_ready", "1 when /ready answers 200 (store open, a bind up per carrier)",
                                 value=int(ready.ready))  # fmt: skip
@@ -141,7 +141,7 @@ def _messages(s: EngineStatistics) -> Iterator[Metric]:
                  (((name,), int(name in cooling)) for name in sorted(s.dispatch.carriers)))  # fmt: skip
 
 
-def _receipts(s: EngineStatistics, store: Store) -> Iterator[Metric]:
+def _receipts(s: EngineStatistics, store: Mapping[str, int]) -> Iterator[Metric]:
     c = s.correlate
     arrivals = (
         ("matched", c.receipts - c.receipts_early - c.receipts_ignored),
@@ -155,9 +155,9 @@ def _receipts(s: EngineStatistics, store: Store) -> Iterator[Metric]:
     yield _counter("gateway_receipts_claimed", "Early receipts a submit_sm_resp matched later",
                    value=c.receipts_claimed)  # fmt: skip
     yield _gauge("gateway_receipts_unmatched", "Receipts no submit claimed in time, kept in the unmatched table",
-                 value=store.unmatched_count())  # fmt: skip
+                 value=store["unmatched_receipts"])  # fmt: skip
     yield _gauge("gateway_receipts_waiting", "Early receipts waiting for their submit_sm_resp",
-                 value=store.count(b"early"))  # fmt: skip
+                 value=store["early_receipts"])  # fmt: skip
     yield _gauge("gateway_mo_parts_waiting", "Parts of long MOs waiting for the rest", value=c.mo_parts_waiting)
 
 
@@ -214,7 +214,7 @@ def _binds(binds: list[BindStatus]) -> Iterator[Metric]:
     yield latency
 
 
-def _store(writer: WriterStatistics, store: Store) -> Iterator[Metric]:
+def _store(writer: WriterStatistics, store: Mapping[str, int]) -> Iterator[Metric]:
     yield _gauge("gateway_store_open", "1 while the store writer takes operations", value=int(writer.accepting))
     yield _counter("gateway_store_groups", "Group commits", value=writer.groups)
     yield _counter("gateway_store_ops", "Operations committed", value=writer.ops)
@@ -225,18 +225,10 @@ def _store(writer: WriterStatistics, store: Store) -> Iterator[Metric]:
     size = HistogramMetricFamily("gateway_store_group_ops", "Operations per group commit")
     _histogram(size, (), writer.group_ops)
     yield size
-    yield _gauge("gateway_store_messages", "Message records in the store (until retention purges them)",
-                 value=store.count(b"messages"))  # fmt: skip
-    yield _gauge("gateway_store_events", "Event log entries in the store", value=store.count(b"events"))
-    mapped, used = _lmdb_usage(store)
-    yield _gauge("gateway_store_map_size_bytes", "LMDB map size (grows when map_grow allows)", value=mapped)
-    yield _gauge("gateway_store_used_bytes", "LMDB pages in use up to the last one written", value=used)
-
-
-def _lmdb_usage(store: Store) -> tuple[int, int]:
-    """(map size, bytes up to the last page used) from LMDB's environment info: O(1), no transaction. Store has
-    no accessor for these yet; its environment is read here under its lock, as its own reads are."""
-    env = store._env
-    with store._lock:
-        info, stat = env.info(), env.stat()
-    return int(info["map_size"]), (int(info["last_pgno"]) + 1) * int(stat["psize"])
+    tables = sorted((name, n) for name, n in store.items() if not name.endswith("_bytes"))
+    yield _gauge("gateway_store_entries", "Entries in the store's tables (Store.summary: messages, due, final, "
+                 "events, opt_outs, ...)", ("table",), (((name,), n) for name, n in tables))  # fmt: skip
+    yield _gauge("gateway_store_map_size_bytes", "LMDB map size (grows when map_grow allows)",
+                 value=store["map_bytes"])  # fmt: skip
+    yield _gauge("gateway_store_used_bytes", "LMDB pages in use up to the last one written",
+                 value=store["used_bytes"])  # fmt: skip

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from gateway.config import choices, limits
 from gateway.errors import ConfigError
 from gateway.smpp.constants import CommandStatus, MessageState
 
@@ -54,9 +55,9 @@ STAT_WORDS: dict[str, MessageState] = {
 class ReceiptOutcome:
     """One entry of the receipt mix: a final state, its `err:` code, and a relative weight."""
 
-    stat: str = "DELIVRD"
-    err: int = 0
-    weight: float = 1.0
+    stat: str = field(default="DELIVRD", metadata=choices(*STAT_WORDS))
+    err: int = field(default=0, metadata=limits(0, None))
+    weight: float = field(default=1.0, metadata=limits(0.0, None))
 
     @property
     def message_state(self) -> MessageState:
@@ -70,35 +71,53 @@ class SimConfig:
     system_id: str = "gatewaysim"
     id_format: IdFormat = IdFormat.HEX
     # First receipt id; None starts from the wall clock so ids stay unique across restarts too.
-    id_start: int | None = None
-    receipt_delay_seconds: float = 0.0
+    id_start: int | None = field(default=None, metadata=limits(0, None))
+    receipt_delay_seconds: float = field(default=0.0, metadata=limits(0.0, None))
     receipt_mix: tuple[ReceiptOutcome, ...] = (ReceiptOutcome(),)
     # The styles receipts are written in, each with a relative weight (TOML: {tlv = 1, decimal = 1}, or one
-    # style's name; options: "tlv:1,compact:2").
+    # style's name; options: "tlv:1,compact:2"). The gateway's [simulators.settings] takes the table or
+    # [["tlv", 1.0], ...] (gateway.config reads a tuple of pairs from either).
     receipt_styles: tuple[tuple[ReceiptStyle, float], ...] = ((ReceiptStyle.TLV, 1.0),)
     # Share of receipts sent before the submit_sm_resp (SMSCs do this under load; the engine must cope).
-    receipt_before_response_rate: float = 0.0
+    receipt_before_response_rate: float = field(default=0.0, metadata=limits(0.0, 1.0))
     # Hold every successful submit_sm_resp this long (a slow SMSC). With receipt_before_response_rate, the
     # receipt then reaches the ESME well before the response it must be matched to.
-    response_delay_seconds: float = 0.0
+    response_delay_seconds: float = field(default=0.0, metadata=limits(0.0, None))
     # Above this many submit_sm a second (per bind), answer ESME_RTHROTTLED; 0 disables.
-    throttle_tps: float = 0.0
-    error_rate: float = 0.0
-    error_status: int = CommandStatus.ESME_RSYSERR
+    throttle_tps: float = field(default=0.0, metadata=limits(0.0, None))
+    error_rate: float = field(default=0.0, metadata=limits(0.0, 1.0))
+    error_status: int = field(default=CommandStatus.ESME_RSYSERR, metadata=limits(1, 0xFFFFFFFF))
     # Destination prefixes answered with this command_status instead of a message_id (the longest prefix
     # wins; TOML: {"4479" = 0x08}).
     destination_errors: tuple[tuple[str, int], ...] = ()
     # Close the connection, unanswered, on every Nth PDU received on it; 0 disables.
-    drop_every_pdus: int = 0
-    mo_interval_seconds: float = 0.0
+    drop_every_pdus: int = field(default=0, metadata=limits(0, None))
+    mo_interval_seconds: float = field(default=0.0, metadata=limits(0.0, None))
     mo_source: str = "447700900001"
     mo_destination: str = "ACME"
     # deliver_sm outstanding per connection, and how long to wait for deliver_sm_resp.
-    window: int = 1000
-    response_timeout_seconds: float = 30.0
+    window: int = field(default=1000, metadata=limits(1, None))
+    response_timeout_seconds: float = field(default=30.0, metadata=limits(0.1, None))
     seed: int | None = None
     # A receipt that cannot be delivered now (no receiver bound, window full) waits; at most this many.
-    max_pending_receipts: int = 1_000_000
+    max_pending_receipts: int = field(default=1_000_000, metadata=limits(0, None))
+
+    def __post_init__(self) -> None:
+        # The server takes the first prefix that matches: the longest must come first, however written.
+        object.__setattr__(self, "destination_errors", tuple(sorted(self.destination_errors, key=lambda p: -len(p[0]))))
+
+    def mistakes(self) -> list[tuple[str, str]]:
+        """What no one value's limits say, as (key, reason) (gateway.config and `from_mapping` report them)."""
+        found = []
+        if not sum(o.weight for o in self.receipt_mix) > 0:
+            found.append(("receipt_mix", "needs an outcome with a weight above 0"))
+        weights = [w for _, w in self.receipt_styles]
+        if any(w < 0 for w in weights) or not sum(weights) > 0:
+            found.append(("receipt_styles", "needs a style with a weight above 0, and no weight below 0"))
+        for prefix, status in self.destination_errors:
+            if not 0 < status <= 0xFFFFFFFF:
+                found.append(("destination_errors", f"{prefix!r}: {status} is not an error command_status"))
+        return found
 
     def password_for(self, system_id: str) -> str | None:
         for sid, password in self.credentials:
@@ -172,7 +191,11 @@ def from_mapping(data: dict[str, Any], source: str = "<options>", base: SimConfi
             problems.append((source, key, str(err)))
     if problems:
         raise ConfigError(problems)
-    return replace(defaults, **changes)
+    cfg = replace(defaults, **changes)
+    mistakes = [(source, key, reason) for key, reason in cfg.mistakes()]
+    if mistakes:
+        raise ConfigError(mistakes)
+    return cfg
 
 
 def _convert(key: str, value: Any, default: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from gateway.config import limits
+from gateway.config import choices, limits
 
 
 class Recovery(Enum):
@@ -45,7 +45,8 @@ class StoreConfig:
     sync: bool = True
     # 0: a final message is removed at the next retention sweep.
     retention_days: float = field(default=30.0, metadata=limits(0.0, 36500.0))
-    recovery: dict[str, Recovery] = field(default_factory=_default_recovery)
+    # By message class; a class the table leaves out keeps its default (`_default_recovery`).
+    recovery: dict[str, Recovery] = field(default_factory=_default_recovery, metadata=choices(*MESSAGE_CLASSES))
     # Rows per retention / recovery transaction, so the writer is never held for long.
     sweep_batch: int = field(default=500, metadata=limits(1, None))
     # A receipt whose submit_sm_resp has not come after this long leaves the early-receipt table for the
@@ -59,6 +60,11 @@ class StoreConfig:
     # Run the write transactions in a child process (gateway/store/worker.py), on another core than the
     # event loop; false: in a thread of the gateway process (tests with a store of their own do).
     writer_process: bool = True
+
+    def __post_init__(self) -> None:
+        # `[store] recovery = { notification = "at_most_once" }` changes notification alone: marketing keeps
+        # at-most-once, which a table replacing the defaults whole would have silently turned to at-least-once.
+        object.__setattr__(self, "recovery", {**_default_recovery(), **self.recovery})
 
     def recovery_for(self, message_class: str) -> Recovery:
         return self.recovery.get(message_class, Recovery.AT_LEAST_ONCE)

@@ -23,13 +23,14 @@ import stat
 import struct
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import structlog
 import trio
 
+from gateway.config import limits  # stdlib and gateway.errors only: no engine, no app
 from gateway.errors import forget_traceback
 from gateway.upstream.auth import Credentials
 from gateway.upstream.backend import AdminBackend, UpstreamBackend
@@ -83,19 +84,54 @@ _COALESCE_BYTES = 256 * 1024
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    max_frame_bytes: int = 1 << 20
-    max_inflight: int = 256
-    default_event_window: int = 1000
-    max_event_window: int = 10_000
-    event_batch: int = 500
-    hello_timeout_seconds: float = 10.0
-    max_auth_failures: int = 3
-    close_timeout_seconds: float = 5.0
+    """[server.upstream]: the limits of one application connection. Every bound is finite and above 0: a
+    zero window or timeout would stall or cut off every client (docs/protocol.md, "Flow control")."""
+
+    # The length prefix is a uint32 (docs/protocol.md); a GiB is already far beyond any request.
+    max_frame_bytes: int = field(default=1 << 20, metadata=limits(1024, 1 << 30))
+    max_inflight: int = field(default=256, metadata=limits(1, 65536))
+    default_event_window: int = field(default=1000, metadata=limits(1, 1_000_000))
+    max_event_window: int = field(default=10_000, metadata=limits(1, 1_000_000))
+    event_batch: int = field(default=500, metadata=limits(1, 100_000))
+    hello_timeout_seconds: float = field(default=10.0, metadata=limits(0.1, 3600.0))
+    max_auth_failures: int = field(default=3, metadata=limits(1, 1000))
+    close_timeout_seconds: float = field(default=5.0, metadata=limits(0.1, 3600.0))
     # A client that takes nothing from its socket this long while answers or events wait for it is cut off:
     # what it left unread (up to max_inflight answers) is freed, not held for ever.
-    write_timeout_seconds: float = 60.0
-    read_size_bytes: int = 64 * 1024
+    write_timeout_seconds: float = field(default=60.0, metadata=limits(0.1, 86400.0))
+    read_size_bytes: int = field(default=64 * 1024, metadata=limits(512, 16 << 20))
     unix_mode: int = 0o600
+
+    def mistakes(self) -> list[tuple[str, str]]:
+        """What the values mean together, as (key, reason) (gateway.config reports each as a problem)."""
+        found = []
+        if self.default_event_window > self.max_event_window:
+            found.append(("default_event_window", f"must be at most max_event_window ({self.max_event_window}), "
+                          f"got {self.default_event_window}"))  # fmt: skip
+        mode = _socket_mode_mistake(self.unix_mode)
+        if mode:
+            found.append(("unix_mode", mode))
+        return found
+
+
+_MODES = "0o600, or 0o660 for the gateway's group"
+
+
+def _socket_mode_mistake(mode: int) -> str | None:
+    """Why `mode` is wrong for the upstream socket file, or None. Connecting to a Unix socket takes write
+    permission on it (unix(7)), so the mode decides who may reach the login: the gateway's user, and its group
+    where 0o660 says so; read alone and execute mean nothing on a socket."""
+    if not 0 <= mode <= 0o777:
+        return f"{mode:#o} is not a permission mode (0o000-0o777; set-id and sticky bits mean nothing on a socket)"
+    if mode & 0o002:
+        return f"{mode:#o} lets every local user connect (write on a Unix socket is the right to connect): {_MODES}"
+    if mode & 0o005:
+        return f"{mode:#o} gives other users access they cannot use: {_MODES}"
+    if mode & 0o110:
+        return f"{mode:#o} has execute bits, which mean nothing on a socket: {_MODES}"
+    if not mode & 0o200:
+        return f"{mode:#o} leaves the gateway's own user unable to connect: 0o600 at least"
+    return None
 
 
 class Drain:
@@ -325,7 +361,7 @@ class _Connection:
             if self._admin is None:
                 raise UnknownOp("admin commands are served on the admin socket only", field="op")
             return await self._admin.admin(None if account == OPERATOR else account, body)
-        if account == OPERATOR:
+        if self._admin is not None and account == OPERATOR:
             raise InvalidRequest(f"{envelope.op} acts for an account: name one in the hello", field="op")
         if isinstance(body, SubmitRequest):
             return await backend.submit(account, body)
@@ -357,7 +393,7 @@ class _Connection:
         if self._subscription is not None:
             await self.answer_error(envelope.id, InvalidRequest("already subscribed", field="op"))
             return
-        if self._account == OPERATOR:
+        if self._admin is not None and self._account == OPERATOR:
             error = InvalidRequest("events are an account's: name one in the hello", field="op")
             await self.answer_error(envelope.id, error)
             return

@@ -117,7 +117,8 @@ async def test_metrics_count_what_the_client_sent(tmp_path: Path) -> None:
     assert groups > 0
     assert m("gateway_store_commit_seconds_count") == m("gateway_store_group_ops_count") == groups
     assert m("gateway_store_group_ops_sum") == m("gateway_store_ops_total")
-    assert m("gateway_store_messages") == n + long + 1
+    assert m("gateway_store_entries", table="messages") == n + long + 1
+    assert m("gateway_store_entries", table="due") == m("gateway_store_entries", table="in_flight_parts") == 0
     assert 0 < m("gateway_store_used_bytes") <= m("gateway_store_map_size_bytes")
     assert m("gateway_ready_queue_messages", carrier="sim") == m("gateway_job_queue_parts", carrier="sim") == 0
     assert m("gateway_ready") == m("gateway_store_open") == 1
