@@ -1126,8 +1126,9 @@ class Gateway:
         try:
             served: str = await front.start(
                 partial(
-                    serve_unix, admin_path, engine.backend, creds, server.upstream, drain=self._upstream_drain,
-                    admin=service,
+                    # 0600 whatever the upstream socket's mode: the admin socket's file mode is the credential.
+                    serve_unix, admin_path, engine.backend, creds,
+                    dataclasses.replace(server.upstream, unix_mode=0o600), drain=self._upstream_drain, admin=service,
                 )
             )
         except OSError as err:
