@@ -22,7 +22,7 @@ from gateway.engine.dispatch import Dispatch, drain
 from gateway.engine.scheduler import DEFAULT_REASONS, STATE_NAMES, Scheduler
 from gateway.engine.settings import AccountSettings, ErrorClasses
 from gateway.errors import GatewayError
-from gateway.lifecycle import FINAL_STATES, Ev, Event, carrier_rejected
+from gateway.lifecycle import Ev, Event, carrier_rejected
 from gateway.logbudget import LogBudget
 from gateway.routing.numbers import normalise
 from gateway.segmenting import MoMessage, MoPart, Reassembler, mo_part
@@ -281,8 +281,9 @@ class Correlator:
                 self._early += 1
             elif getattr(result, "ignored", False):
                 self._ignored += 1
-            elif type(result) is ReceiptResult and result.state in FINAL_STATES and type(op) is Receipt:
-                key = (STATE_NAMES[result.state], op.reason or DEFAULT_REASONS.get(result.state, ""))
+            elif type(result) is ReceiptResult and result.ended is not None and type(op) is Receipt:
+                # Once per message: the receipt of its last part ended it (a long message has one a part).
+                key = (STATE_NAMES[result.ended], op.reason or DEFAULT_REASONS.get(result.ended, ""))
                 ends[key] = ends.get(key, 0) + 1
         # SMPP 3.4 4.6.2 deliver_sm_resp: only now that the receipt or MO is durable.
         for item in items:

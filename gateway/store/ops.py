@@ -160,6 +160,8 @@ class ReceiptResult:
     # No segment yet: kept in the early-receipt table until the submit_sm_resp lands.
     early: bool = False
     ignored: bool = False
+    # The message's final state when this receipt ended it (its last part's receipt); None otherwise.
+    ended: State | None = None
 
 
 @dataclass(frozen=True, slots=True)

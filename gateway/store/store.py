@@ -818,9 +818,12 @@ class Store:
         segs = f[F_SEGMENTS].copy()
         event = Event(op.kind, op.reason) if op.reason else _RECEIPT_EVENTS[op.kind]
         ignored = self._step(tx, f[F_BATCH], segs, (seg,), event)
+        ended = None
         if not ignored:  # an ignored receipt left the segment as it was: nothing to write
-            self._update(tx, f, segs)
-        return ReceiptResult(True, msg_id, seg, _STATES[segs[seg][S_STATE]], ignored=ignored)
+            was_final = _state_of(f[F_SEGMENTS]).is_final
+            state = self._update(tx, f, segs)
+            ended = state if state.is_final and not was_final else None
+        return ReceiptResult(True, msg_id, seg, _STATES[segs[seg][S_STATE]], ignored=ignored, ended=ended)
 
     def _store_early(self, tx: _Tx, op: Receipt) -> ReceiptResult:
         """Keep a receipt nothing matched under each of its candidate keys, so the submit_sm_resp that gives

@@ -9,7 +9,8 @@ No LMDB and no trio here (only the error types of store.py). A group crosses as 
 
 The two results of every segment's round trip have a short form for their usual value: an
 AdvanceResult that was neither ignored nor applied an early receipt is [tag, message_id, state], a
-matched ReceiptResult with a state that was not ignored [tag, message_id, segment, state].
+matched ReceiptResult with a state that was not ignored and did not end its message [tag, message_id,
+segment, state].
 
 Tags are positions in OP_TYPES / RESULT_TYPES: add new types at the end. Fields go in dataclass field
 order; nested values (recipients, the frequency cap, lifecycle events) are arrays of their fields, enums
@@ -200,7 +201,7 @@ def _error_fields(err: GatewayError) -> list[Any]:
 
 
 def _short_receipt(r: ReceiptResult) -> bool:
-    return r.matched and r.state is not None and not (r.ignored or r.early)
+    return r.matched and r.state is not None and not (r.ignored or r.early or r.ended)
 
 
 def _result_fields(result: Result | GatewayError) -> list[Any]:
@@ -255,8 +256,11 @@ def _result(f: list[Any]) -> Result | GatewayError:
     if tag == _RECEIPT_RESULT:
         if len(f) == 4:
             return ReceiptResult(True, f[1], f[2], _STATES[f[3]])
-        state = f[4]
-        return ReceiptResult(f[1], f[2], f[3], None if state is None else _STATES[state], f[5], f[6])
+        state, ended = f[4], f[7] if len(f) > 7 else None
+        return ReceiptResult(
+            f[1], f[2], f[3], None if state is None else _STATES[state], f[5], f[6],
+            None if ended is None else _STATES[ended],
+        )  # fmt: skip
     if tag == _SUBMIT_RESULT:
         return SubmitResult(tuple(Outcome(i, _STATES[s], r, d) for i, s, r, d in f[1]), f[2])
     if tag == ERROR:

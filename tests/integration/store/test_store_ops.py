@@ -232,8 +232,11 @@ def test_full_path_to_delivered_logs_events_and_counts(open_store: StoreFactory)
     (first,) = ok(store, [Receipt("carA", "ABC", Ev.RECEIPT_DELIVERED)])
     assert isinstance(first, ReceiptResult)
     assert (first.matched, first.state) == (True, State.DELIVERED)
+    assert first.ended is None  # one part of two: the message goes on
     assert store.get(msg_id).state is State.SUBMITTED  # type: ignore[union-attr]
-    ok(store, [Receipt("carA", "ABC-1", Ev.RECEIPT_DELIVERED)])
+    (last,) = ok(store, [Receipt("carA", "ABC-1", Ev.RECEIPT_DELIVERED)])
+    assert isinstance(last, ReceiptResult)
+    assert last.ended is State.DELIVERED  # the last part's receipt ends the message: counted once
     assert store.get(msg_id).state is State.DELIVERED  # type: ignore[union-attr]
     assert [e.kind for e in store.events(0)] == [EventKind.SUBMITTED, EventKind.DELIVERED]
     counters = store.batch("b")

@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from gateway.errors import GatewayError
-from gateway.lifecycle import RECEIPT_TIMEOUT_MS, Ev, Event, InvalidTransition, State
+from gateway.lifecycle import RECEIPT_TIMEOUT_MS, Ev, Event, InvalidTransition, State, message_state
 from gateway.store import (
     Advance,
     AdvanceResult,
@@ -410,9 +410,12 @@ class StoreMachine(RuleBasedStateMachine):
             new[seg], ignored = step(new[seg], Event(op.kind, op.reason), self.clock.ms)
         except Refused:
             return InvalidTransition
+        ended = None
         if not ignored:
+            before, after = message_state([s.state for s in m.segs]), message_state([s.state for s in new])
+            ended = after if after.is_final and not before.is_final else None
             self.commit(m, new)
-        return ReceiptResult(True, m.id, seg, new[seg].state, ignored=ignored)
+        return ReceiptResult(True, m.id, seg, new[seg].state, ignored=ignored, ended=ended)
 
     def m_overdue(self, op: Overdue) -> Expected:
         now = self.clock.ms

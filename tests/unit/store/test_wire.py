@@ -109,6 +109,8 @@ RESULTS: list[Result] = [
     ReceiptResult(matched=False, early=True),
     ReceiptResult(True, 42, 2, State.DELIVERED, ignored=True),
     ReceiptResult(True, 42, 1, State.SUBMITTED),
+    ReceiptResult(True, 43, 1, State.DELIVERED, ended=State.DELIVERED),
+    ReceiptResult(True, 44, 1, State.UNDELIVERABLE, ended=State.FAILED),
     ReceiptResult(True, 46, 0, State.DELIVERED, early=True),
     ReceiptResult(True, 47, 0),
     SweepResult(10, 20, 3, True),
