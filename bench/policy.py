@@ -121,6 +121,11 @@ async def run(args: argparse.Namespace, tmp: str) -> dict[str, float | int | str
             out["main_cpu_share"] = round((time.process_time() - cpu) / elapsed, 2)
             out["writer_cpu_share"] = round((_cpu_seconds(process.pid) - writer_cpu) / elapsed, 2)
             total = sum(outcomes.values())
+            if os.environ.get("POLICY_GROUPS"):  # how the writer grouped them (a diagnosis aid)
+                ws = writer.statistics()
+                out["groups"] = ws.groups
+                out["ops_per_group"] = round(ws.ops / max(ws.groups, 1), 1)
+                out["commit_s_mean"] = round(ws.commit_seconds.sum / max(ws.commit_seconds.count, 1), 4)
             out["policy_accepts_per_s"] = round(total / elapsed)
             out["recipients"] = total
             out.update({f"outcome_{k}": v for k, v in sorted(outcomes.items())})

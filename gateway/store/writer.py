@@ -7,8 +7,14 @@ started looking, whichever comes first; while a group commits the next one fills
 by themselves and an idle writer adds no latency. Each group runs in one
 `trio.to_thread.run_sync(store.apply, ops)` call: an LMDB write transaction must begin and commit on one
 thread (py-lmdb docs, "Threads"). With a writer process (remote.py) the group is sent there instead, and
-its Python work runs on another core. At most `queue_max` operations wait; further callers block
-(backpressure towards the upstream sockets).
+its Python work runs on another core: a caller whose ops open a group sends it itself while the process has
+room in its pipeline (`PIPELINE_DEPTH` groups), so the process starts on it at once; groups that fill while
+the pipeline is full are sent by the writer task as room comes back, with no lingering. (Left to the writer
+task, a group would leave only after every other runnable task, and under load those are the callers
+running their next requests' checks: the event loop and the process took turns, 0.95 of a core between
+them; sent by the caller they overlap, 1.2-1.3 cores, +25% accepts and +20% end to end; bench/RESULTS.md,
+session 8.) At most `queue_max` operations wait; further callers block (backpressure towards the upstream
+sockets).
 
 Callers park on their group directly (`trio.lowlevel.wait_task_rescheduled`) and the commit reschedules
 each one: waking a caller costs one reschedule and nothing more (no Event, no extra coroutine frame),
@@ -76,9 +82,10 @@ class WriterStatistics:
 
 
 class _Group:
-    __slots__ = ("error", "ops", "results", "sent", "waiters")
+    __slots__ = ("done", "error", "ops", "results", "sent", "waiters")
 
     def __init__(self) -> None:
+        self.done = False  # committed (or failed): its callers have their answer
         self.sent = 0.0  # trio's clock when it left for the commit
         self.ops: list[Op] = []
         self.results: list[Result | GatewayError] = []
@@ -87,6 +94,7 @@ class _Group:
         self.waiters: dict[trio.lowlevel.Task, None] = {}
 
     def finish(self) -> None:
+        self.done = True
         for task in self.waiters:
             trio.lowlevel.reschedule(task)
         self.waiters.clear()
@@ -128,6 +136,7 @@ class Writer:
         self._depth = PIPELINE_DEPTH
         self._slots = trio.Semaphore(self._depth)
         self._in_flight: deque[_Group] = deque()
+        self._send_lock = trio.StrictFIFOLock()
         self._started = False
         self._finished = trio.Event()
         self._commit_seconds = Histogram(LATENCY_BOUNDS)
@@ -184,7 +193,11 @@ class Writer:
             if self._process is not None:
                 # Wait for room in the pipeline before closing the group: it keeps filling meanwhile.
                 await self._slots.acquire()
-            await self._linger(self._groups[0])
+                if not self._groups:  # its caller sent it meanwhile (see apply)
+                    self._slots.release()
+                    continue
+            else:
+                await self._linger(self._groups[0])
             await commit(self._groups.popleft())
 
     async def _linger(self, group: _Group) -> None:
@@ -208,11 +221,13 @@ class Writer:
             self._settle(group, results)
 
     async def _send(self, group: _Group) -> None:
-        """Hand the group to the writer process (a slot is held); `_replies` settles it."""
+        """Hand the group to the writer process (a slot is held); `_replies` settles it. Groups are sent
+        from this task and from callers (apply): one at a time, in flight in the order of the wire."""
         assert self._process is not None
-        group.sent = trio.current_time()
-        self._in_flight.append(group)
-        await self._process.send(group.ops, self._store.now_ms())
+        async with self._send_lock:
+            group.sent = trio.current_time()
+            self._in_flight.append(group)
+            await self._process.send(group.ops, self._store.now_ms())
 
     async def _replies(self, process: WriterProcess) -> None:
         """The writer process answers groups in the order they were sent."""
@@ -273,11 +288,22 @@ class Writer:
         start = len(group.ops)
         group.ops.extend(ops)
         self._queued += len(ops)
-        if not self._work.is_set():  # Event.set is KI-protected: not free when the writer is awake already
-            self._work.set()
-        # Park on the group itself (see the module docstring). It is still open (a committing group
-        # has left the deque), so its finish() is yet to come.
-        await trio.lowlevel.wait_task_rescheduled(group.park(trio.lowlevel.current_task()))
+        if self._process is not None and self._slots.value and self._groups[0] is group:
+            # The writer process has room: this caller sends the group now. Left to the writer task, it
+            # would leave only after every other runnable task (trio runs them in turn), and under load those
+            # are the other callers, each running a request's checks: the event loop and the writer process
+            # would take turns instead of working at once.
+            self._slots.acquire_nowait()
+            self._groups.popleft()
+            with trio.CancelScope(shield=True):  # a frame half sent would break the stream
+                await self._send(group)
+        else:
+            if not self._work.is_set():  # Event.set is KI-protected: not free when the writer is awake already
+                self._work.set()
+        # Park on the group itself (see the module docstring). Its finish() is yet to come, unless the
+        # answer came while this caller was sending it.
+        if not group.done:
+            await trio.lowlevel.wait_task_rescheduled(group.park(trio.lowlevel.current_task()))
         if group.error is not None:
             raise group.error
         return group.results[start : start + len(ops)]
