@@ -910,16 +910,26 @@ class Gateway:
                           exc_info=err)  # fmt: skip
                 return ReloadOutcome(problems=(f"{path}: -: internal error: {error}",), refused=True)
             self.active = active
-            if self.running is not None:
-                await self._apply(change, routing, policy, secrets)
-                # Every reload looks at the portability file again: a new file under the same name is the
-                # usual way to replace the table.
-                _configure_portability(self.running.engine, active)
-            return report
+            if self.running is None:
+                return report
+            # What the reload does next (carriers bound, pools started) logs as the gateway's own, not with
+            # the context of the admin connection or signal that asked for it.
+            context = structlog.contextvars.get_contextvars()
+            structlog.contextvars.clear_contextvars()
+            try:
+                done = await self._apply(change, routing, policy, secrets)
+            finally:
+                structlog.contextvars.bind_contextvars(**context)
+            # Every reload looks at the portability file again: a new file under the same name is the usual
+            # way to replace the table.
+            _configure_portability(self.running.engine, active)
+            # Carriers and accounts by name, not by their place in the file's lists.
+            kept = tuple(key for key in report.applied if not _TOPOLOGY_KEY.match(key)) if done else report.applied
+            return dataclasses.replace(report, applied=kept + tuple(done))
 
     async def _apply(
         self, change: Topology, routing: Routing | None, policy: Policy | None, secrets: dict[str, str] | None
-    ) -> None:
+    ) -> list[str]:
         """A reload's new carriers first (so the new routes find them), then its accounts, routing and policy,
         then the carriers whose binds changed (each paused while its pool is replaced), and the removed ones
         last (drained along their routes, which no longer name them)."""
@@ -927,19 +937,28 @@ class Gateway:
         assert self._live is not None
         engine, live = self.running.engine, self._live
         grace = self.cfg.server.shutdown_grace_seconds
+        done: list[str] = []
         for section in change.added:
             pool = await live.start_pool(section)
             engine.add_carrier(section.name, pool, section.settings())
             log.info("carrier_added", carrier=section.name, binds=len(section.binds))
+            done.append(f"carrier {section.name}: added")
         for section in change.retuned:
             engine.retune_carrier(section.name, section.settings())
             log.info("carrier_retuned", carrier=section.name)
-        if secrets is not None and (rotated := live.credentials.changed(secrets)):
+            done.append(f"carrier {section.name}: settings changed")
+        if secrets is not None and (changed := live.credentials.changed(secrets)):
+            before = live.credentials.accounts()
             live.credentials.update(secrets)
-            log.info("account_secrets_reloaded", accounts=rotated)
+            for name in changed:
+                what = "added" if name not in before else "removed" if name not in secrets else "secret changed"
+                done.append(f"account {name}: {what}")
+            log.info("account_credentials_changed", accounts=changed)
         if change.accounts is not None:
             engine.set_accounts(change.accounts)
             log.info("accounts_reloaded", accounts=[a.name for a in change.accounts])
+            if not any(line.startswith("account ") for line in done):
+                done.append("accounts: settings changed")
         if routing is not None:
             engine.set_routing(routing)
         if policy is not None:
@@ -947,9 +966,12 @@ class Gateway:
         for section in change.rebound:
             await engine.replace_pool(section.name, partial(live.start_pool, section), section.settings(), grace)
             log.info("carrier_rebound", carrier=section.name, binds=len(section.binds))
+            done.append(f"carrier {section.name}: binds changed, rebound")
         for name in change.removed:
             await engine.remove_carrier(name, grace)
             log.info("carrier_removed", carrier=name)
+            done.append(f"carrier {name}: removed")
+        return done
 
     @property
     def stopping(self) -> bool:

@@ -40,7 +40,7 @@ from gateway.lifecycle import State
 from gateway.ops.health import readiness
 from gateway.routing.numbers import Number
 from gateway.store.records import Message
-from gateway.upstream.errors import NotFound
+from gateway.upstream.errors import InvalidRequest, NotFound
 from gateway.upstream.schema import AdminRequest, AdminResult, ListResult, result_map
 
 log = structlog.get_logger(__name__)
@@ -230,7 +230,7 @@ class AdminService:
         region = routing.region_of(account) if account is not None else routing.default_region
         number = routing.numbers.parse(command.to, region)
         if not isinstance(number, Number):
-            raise NotFound(f"{command.to!r} is not a number: {number}")
+            raise InvalidRequest(f"{command.to!r} is not a number: {number}", field="args.to")
         store = engine.store
         # The recipient index, newest first; `since` cuts the walk at the first older message.
         ids = store.recent(number.e164, command.limit if command.since is None else 10 * command.limit)

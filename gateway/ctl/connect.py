@@ -8,6 +8,8 @@ the account an account's command (send, status, events ...) acts for in the hell
 from __future__ import annotations
 
 import os
+import re
+import sys
 from pathlib import Path
 
 from gateway.config import load_toml
@@ -35,7 +37,16 @@ def admin_socket(socket: str | None, config: str | None) -> str:
     if chosen:
         return chosen
     path = Path(config or default_config()).resolve()
-    raw = load_toml(path)
+    try:
+        raw = load_toml(path)
+    except ConfigError as err:
+        if not path.is_file():
+            raise
+        print(f"gatewayctl: note: {err.problems[0][2]} in {path}; its [server] table read line by line",
+              file=sys.stderr)  # fmt: skip
+        # A file the gateway would refuse (a typo, a stray byte) must not lock the operator out: `gatewayctl
+        # reload` is how they hear every reason. Its [server] table is read line by line instead.
+        raw = {"server": _server_lines(path.read_bytes().decode("utf-8", "replace"))}
     server = raw.get("server", {})
     if not isinstance(server, dict):
         raise ConfigError([(str(path), "server", "must be a table")])
@@ -51,3 +62,19 @@ def admin_socket(socket: str | None, config: str | None) -> str:
         upstream = Path(server.get("socket_path") or "var/gateway.sock")
         chosen = str(upstream.parent / "admin.sock")
     return chosen if os.path.isabs(chosen) else str(base / chosen)
+
+
+_KEY = re.compile(r'^\s*(admin_socket|socket_path|admin)\s*=\s*(?:"([^"]*)"|(true|false))')
+
+
+def _server_lines(text: str) -> dict[str, object]:
+    """`admin_socket`, `socket_path` and `admin` of the [server] table of a file TOML cannot parse."""
+    found: dict[str, object] = {}
+    inside = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            inside = stripped.split("#", 1)[0].strip() == "[server]"
+        elif inside and (m := _KEY.match(line)):
+            found[m.group(1)] = m.group(2) if m.group(2) is not None else m.group(3) == "true"
+    return found

@@ -41,7 +41,7 @@ from gateway.ctl import render
 from gateway.ctl.connect import admin_socket, default_config
 from gateway.errors import ConfigError
 from gateway.upstream import BlockingClient, EventKind, MessageClass, SubmitRequest, UpstreamError
-from gateway.upstream.schema import OPERATOR, ListResult, list_result_from_wire
+from gateway.upstream.schema import MAX_NUMBER_CHARS, OPERATOR, ListResult, list_result_from_wire
 
 # Exit codes.
 OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
@@ -127,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("message_id", nargs="?")
     show.add_argument("--ref", help="the client reference of a submit (of -a ACCOUNT)")
     cmds.add_parser("reload", help="read the config again: what changed, or every reason it was refused")
+    cmds.add_parser("accounts", help="the gateway's accounts")
     cmds.add_parser("health", help="live and ready (every carrier has a bind up), or what is not")
     top = cmds.add_parser("top", help="a live view of throughput, queues and binds")
     top.add_argument("--interval", type=_seconds, default=1.0)
@@ -294,15 +295,19 @@ class _ListApi:
 
 def _lists(args: argparse.Namespace, api: _ListApi) -> int:
     """gatewayctl optout|blacklist add|remove|check|import|export."""
-    if args.action == "export":
+    if args.action == "export":  # CSV, or with --json one object a line
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["number", "at", "source", "note"])
+        if not args.json:
+            writer.writerow(["number", "at", "source", "note"])
         after: str | None = ""
         while after is not None:
             page = api.page(after, _PAGE)
             for e in page.entries:
                 at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.at)) if e.at else ""
-                writer.writerow([e.number, at, e.source or "", e.note or ""])
+                if args.json:
+                    _out(args, {"number": e.number, "at": e.at, "source": e.source, "note": e.note}, "")
+                else:
+                    writer.writerow([e.number, at, e.source or "", e.note or ""])
             after = page.next
         return OK
     if args.action == "import":
@@ -333,6 +338,12 @@ def _import(args: argparse.Namespace, api: _ListApi) -> int:
             number = row[0].strip() if row else ""
             header, first = first and not any(c.isdigit() for c in number), False
             if not number or number.startswith("#") or header:  # the first row without a digit: a header
+                continue
+            if len(number) > MAX_NUMBER_CHARS:  # junk (a pasted paragraph, an unclosed quote): refused here
+                refused += 1
+                if refused <= 10:
+                    print(f"gatewayctl: {number[:40]!r}...: not a number (over {MAX_NUMBER_CHARS} characters)",
+                          file=sys.stderr)  # fmt: skip
                 continue
             numbers.append(number)
             if len(numbers) == _PAGE * _IN_FLIGHT:
@@ -411,13 +422,19 @@ def _admin(args: argparse.Namespace, client: BlockingClient) -> int:
         _json(answer) if args.json else render.show(render.status_view(answer))
         return OK
     if command == "binds":
-        rows = client.admin("binds", carrier=args.carrier)["binds"]
-        _json(rows) if args.json else render.show(render.binds_view(rows))
+        answer = client.admin("binds", carrier=args.carrier)
+        _json(answer) if args.json else render.show(render.binds_view(answer["binds"]))
+        return OK
+    if command == "accounts":
+        answer = client.admin("accounts")
+        _json(answer) if args.json else print("\n".join(answer["accounts"]))
         return OK
     if command == "carrier":
         answer = client.admin("carrier", action=args.action, name=args.name)
-        held = answer["held"] or "resumed"
-        _out(args, answer, f"{answer['carrier']}: {held}; {answer['taken_back']} message(s) taken back from its queue")
+        line = f"{answer['carrier']}: {answer['held'] or 'resumed'}"
+        if answer["held"]:
+            line += f"; {answer['taken_back']} message(s) taken back from its queue"
+        _out(args, answer, line)
         return OK
     if command == "find":
         answer = client.admin("find", to=args.to, since=args.since, limit=args.limit)
@@ -566,6 +583,13 @@ def _fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    for value in vars(args).values():  # bytes the shell passed that are no text (a terminal in Latin-1)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                try:
+                    item.encode()
+                except UnicodeEncodeError:
+                    return _fail(args, "usage", f"{item!r} is not valid UTF-8 text", USAGE)
     if args.command == "completion":
         print(_completion(args.shell), end="")
         return OK
@@ -589,6 +613,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if str(err.code) == "auth_failed" and args.account:
             return _fail(args, "usage", f"no account {args.account!r} on this gateway", USAGE)
         return _fail(args, str(err.code), err.message, REFUSED)
+    except KeyboardInterrupt:  # Ctrl-C: `events --follow` and `top` end there, without a traceback
+        return OK if args.command in ("events", "top") else 130
     except BrokenPipeError:  # `gatewayctl optout export | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return OK

@@ -164,7 +164,9 @@ class Context:
         """A carrier a reload added (with its pool), whose pool it replaced, or whose settings it changed."""
         if pool is not None:
             self.pools[name] = pool
-        if settings != self.carriers.get(name):
+        # A carrier removed and added back with the same settings needs its encodings again (drop_carrier
+        # took them, and they are what makes it routable).
+        if settings != self.carriers.get(name) or name not in self.encodings:
             self.carriers[name] = settings
             self.encodings[name] = settings.encoding.route_encoding()
             self.id_formats[name] = settings.id_formats

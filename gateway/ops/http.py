@@ -39,7 +39,9 @@ log = structlog.get_logger(__name__)
 MAX_HEAD_BYTES = 8192  # request line and headers; a scraper sends a few hundred
 READ_TIMEOUT_SECONDS = 5.0  # to receive the whole head
 WRITE_TIMEOUT_SECONDS = 10.0  # to send the answer
-MAX_CONNECTIONS = 32  # served at once; more are closed unanswered
+# Served at once; a new connection past it closes the oldest one (a probe always gets through: a few idle
+# sockets held open must not keep /live and /ready unanswered until their read timeout).
+MAX_CONNECTIONS = 32
 
 _PHRASES = {
     200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
@@ -199,28 +201,28 @@ async def serve_http(
     """Listen on host:port (0: any free port) and answer each connection's one request with `handler`."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()
-    limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
+    live: dict[int, trio.CancelScope] = {}  # the connections being served, oldest first
     log.info("ops_http_listening", host=bound[0], port=bound[1], paths=["/metrics", "/live", "/ready"])
     task_status.started((bound[0], bound[1]))
-    await trio.serve_listeners(partial(_connection, handler, limiter), listeners)
+    await trio.serve_listeners(partial(_connection, handler, live), listeners)
 
 
-async def _connection(handler: Handler, limiter: trio.CapacityLimiter, stream: trio.SocketStream) -> None:
+async def _connection(handler: Handler, live: dict[int, trio.CancelScope], stream: trio.SocketStream) -> None:
+    if len(live) >= MAX_CONNECTIONS:  # too many at once: the oldest is closed to make room
+        live.pop(next(iter(live))).cancel()
+    key = id(stream)
     try:
-        limiter.acquire_nowait()
-    except trio.WouldBlock:  # too many at once: this one is closed unanswered
-        await trio.aclose_forcefully(stream)
-        return
-    try:
-        answer = await _answer(handler, stream)
-        with trio.move_on_after(WRITE_TIMEOUT_SECONDS):
-            await stream.send_all(answer)
+        with trio.CancelScope() as scope:
+            live[key] = scope
+            answer = await _answer(handler, stream)
+            with trio.move_on_after(WRITE_TIMEOUT_SECONDS):
+                await stream.send_all(answer)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass  # the client left: nothing to answer
     except Exception as err:  # the fault boundary of one request: a bug here never ends the gateway
         log.error("ops_http_request_failed", error=f"{type(err).__name__}: {err}", exc_info=err)
     finally:
-        limiter.release()
+        live.pop(key, None)
         await trio.aclose_forcefully(stream)
 
 

@@ -32,6 +32,9 @@ class Credentials:
         file mode is the credential there)."""
         return account in self._secrets
 
+    def accounts(self) -> frozenset[str]:
+        return frozenset(self._secrets)
+
     def changed(self, secrets: Mapping[str, str | bytes]) -> list[str]:
         """The accounts whose secret differs in `secrets` (added, removed or rotated)."""
         new = {a: s.encode() if isinstance(s, str) else bytes(s) for a, s in secrets.items()}

@@ -363,6 +363,8 @@ class _Connection:
             return await self._admin.admin(None if account == OPERATOR else account, body)
         if self._admin is not None and account == OPERATOR:
             raise InvalidRequest(f"{envelope.op} acts for an account: name one in the hello", field="op")
+        if not self.still_known(account):  # a reload removed the account: its connections end too
+            raise AuthFailed(f"account {account!r} was removed")
         if isinstance(body, SubmitRequest):
             return await backend.submit(account, body)
         if isinstance(body, MessageQuery) and envelope.op is Op.STATUS:
@@ -401,6 +403,23 @@ class _Connection:
         kinds = None if request.kinds is None else frozenset(request.kinds)
         self._subscription = _Subscription(self, window, kinds)
         work.start_soon(self._subscription.run, envelope.id, request.after)
+
+    def still_known(self, account: str) -> bool:
+        """False, and the connection ending, once a reload removed the account (the admin socket's
+        operator connections are never revoked)."""
+        if account == OPERATOR and self._admin is not None:
+            return True
+        if self._credentials.knows(account):
+            return True
+        self._revoke(account)
+        return False
+
+    def _revoke(self, account: str) -> None:
+        """End this connection of an account the config no longer has (after this request's answer)."""
+        if self._fatal is None:
+            log.warning("upstream_account_revoked", account=account, peer=self._peer)
+            self._fatal = AuthFailed(f"account {account!r} was removed; closing")
+            self._read_scope.cancel()
 
     def fault(self, exc: Exception, **context: object) -> InternalError:
         """A bug met while serving a request: logged within the bound, answered as `internal` (the details
@@ -534,6 +553,8 @@ class _Subscription:
         while True:
             batch = self._connection.event_batch
             events: Sequence[Event | EncodedEvent] = await backend.read_events(account, self.cursor, batch, self._kinds)
+            if not self._connection.still_known(account):  # a reload removed the account
+                return
             if not events:
                 await backend.wait_events(account, self.cursor, self._kinds)
                 continue

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import CannotStart, CarrierSection, Gateway, GatewayConfig, MetricsSection, load_config, prepare
@@ -209,6 +210,25 @@ async def test_a_slow_or_endless_request_is_bounded(monkeypatch: pytest.MonkeyPa
             assert (await get(address, request("/boom")))[0] == 500
             assert (await get(address, request("/live")))[2] == b"ok\n"
             assert [r.path for r in calls] == ["/boom", "/live"]
+            nursery.cancel_scope.cancel()
+
+
+async def test_idle_connections_never_keep_a_probe_out() -> None:
+    """More idle sockets than the server serves at once: the oldest are closed, and /live still answers."""
+
+    def handler(req: Request) -> Response:
+        return text(200, "ok\n")
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(serve_http, handler, "127.0.0.1", 0)
+            idle = [await trio.open_tcp_stream(*address) for _ in range(http.MAX_CONNECTIONS + 10)]
+            await trio.testing.wait_all_tasks_blocked()  # the server accepted them all and waits on each
+            status, _, body = await get(address, request("/live"))
+            assert (status, body) == (200, b"ok\n")
+            assert await idle[0].receive_some(100) == b""  # the oldest was closed to make room
+            for stream in idle:
+                await stream.aclose()
             nursery.cancel_scope.cancel()
 
 

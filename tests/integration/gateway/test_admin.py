@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,8 @@ async def test_status_binds_find_show_in_both_output_modes(tmp_path: Path) -> No
             assert "sim2" in out
             assert "throughput" in out
 
-            code, binds = await ctl_json(h, "binds")
+            code, answer = await ctl_json(h, "binds")
+            binds = answer["binds"]
             assert code == 0
             assert {(b["carrier"], b["state"]) for b in binds} == {("sim", "bound"), ("sim2", "bound")}
             assert sum(b["accepted"] for b in binds) == 6
@@ -303,9 +305,48 @@ async def test_every_account_command_and_usage_error(tmp_path: Path) -> None:
             code, err = await ctl_json(h, "show")
             assert code == 2
             assert err["error"]["code"] == "usage"
+    # A file TOML cannot read: its [server] table is read line by line (here: nothing, the default
+    # socket, where no gateway listens), and gatewayctl says so.
     bad = tmp_path / "bad.toml"
     bad.write_text("[server\n")
     done = await trio.run_process([sys.executable, "-m", "gateway.ctl.main", "-c", str(bad), "--json", "status"],
                                   capture_stdout=True, capture_stderr=True, check=False)  # fmt: skip
+    assert done.returncode == 3
+    assert json.loads(done.stdout)["error"]["code"] == "unreachable"
+    assert b"not valid TOML" in done.stderr
+    missing = [sys.executable, "-m", "gateway.ctl.main", "-c", str(tmp_path / "none.toml"), "--json", "status"]
+    done = await trio.run_process(missing, capture_stdout=True, capture_stderr=True, check=False)
     assert done.returncode == 2
     assert json.loads(done.stdout)["error"]["code"] == "config"
+
+
+async def test_what_a_careless_operator_types(tmp_path: Path) -> None:
+    """A config the gateway would refuse still leads gatewayctl to the socket (reload then says why); bytes
+    that are no text, a number that is no number and junk in an import are refused with their reasons."""
+    with trio.fail_after(60):
+        async with running_gateway(tmp_path) as h:
+            admin = h.running.admin_socket
+            assert admin is not None
+            broken = tmp_path / "conf" / "gateway.toml"
+            broken.parent.mkdir()
+            socket_line = b'socket_path = "' + str(tmp_path / "gw.sock").encode() + b'"\n'
+            broken.write_bytes(b"[server]\n" + socket_line + b"[[routes\n\xff\n")
+
+            async def run(*argv: str) -> subprocess.CompletedProcess[bytes]:
+                return await trio.run_process([sys.executable, "-m", "gateway.ctl.main", *argv],
+                                              capture_stdout=True, capture_stderr=True, check=False)  # fmt: skip
+
+            done = await run("-c", str(broken), "--json", "accounts")
+            assert done.returncode == 0
+            assert json.loads(done.stdout) == {"accounts": ["acme"]}
+            done = await run("--socket", admin, "preview", "caf\udcff")
+            assert done.returncode == 2
+            assert b"Traceback" not in done.stderr
+            code, err = await ctl_json(h, "find", "--to", "garbage!")
+            assert code == 1
+            assert err["error"]["code"] == "invalid_request"
+            junk = tmp_path / "junk.csv"
+            junk.write_text("number\n447700900051\n" + "x" * 5000 + "\n447700900052\n")
+            code, out, _ = await ctl(h, "optout", "--scope", "gateway", "import", str(junk))
+            assert code == 1  # one line refused
+            assert "2 listed, 1 refused" in out

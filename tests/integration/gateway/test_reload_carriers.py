@@ -137,6 +137,18 @@ async def test_carriers_added_rebound_and_removed_under_load(tmp_path: Path) -> 
                 assert "b" in running.pools
                 stop_sending.set()
 
+            # 5. a comes back, as it was, first in the route: it is routable again (not only bound).
+            conf.write_text(_config(tmp_path, _carrier("a", port, "a") + _carrier("b", port, "b2", 40), ["a", "b"],
+                                    second_account=True))  # fmt: skip
+            report = await gateway.reload()
+            assert not report.refused, report.problems
+            assert any("carrier a: added" in line for line in report.applied)
+            await running.pools["a"].wait_bound()
+            back = await _send(running.socket_path, "acme", "s3cret", ["447799000001", "447799000002"])
+            async with open_unix_client(running.socket_path, account="acme", secret="s3cret") as client:
+                finals, _ = await collect_final_events(client, set(back), after=None)
+            assert {e.carrier for e in finals.values()} == {"a"}
+
             want = set(sent)
             async with open_unix_client(running.socket_path, account="acme", secret="s3cret") as client:
                 finals, _ = await collect_final_events(client, want)
@@ -157,6 +169,17 @@ async def test_carriers_added_rebound_and_removed_under_load(tmp_path: Path) -> 
             await _send(running.socket_path, "beta", "n3w", ["447700000002"])
             with pytest.raises(UpstreamError):
                 await _send(running.socket_path, "beta", "b3ta", ["447700000003"])
+
+            # An account removed: its open connection is cut off at its next request.
+            async with open_unix_client(running.socket_path, account="beta", secret="n3w") as beta_client:
+                conf.write_text(_config(tmp_path, _carrier("a", port, "a") + _carrier("b", port, "b2", 40),
+                                        ["a", "b"]))  # fmt: skip
+                report = await gateway.reload()
+                assert "account beta: removed" in report.applied
+                with pytest.raises(UpstreamError):
+                    await beta_client.submit(
+                        SubmitRequest(("447700000004",), "after removal", MessageClass.NOTIFICATION, "ACME")
+                    )
 
             stats = running.engine.statistics()
             assert stats.faults.internal_errors == 0
