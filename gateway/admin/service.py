@@ -215,7 +215,10 @@ class AdminService:
         actions = {CarrierAction.PAUSE: PAUSED, CarrierAction.DRAIN: DRAINED, CarrierAction.RESUME: None}
         how = actions[command.action]
         taken_back = await ctx.engine.hold_carrier(command.name, how)
-        return {"carrier": command.name, "held": how, "taken_back": taken_back}
+        # Resume also ends the wait of binds that are down: a bind the SMSC refused (a password fixed in its
+        # file) or one backing off connects again now, not at the end of its wait.
+        retried = ctx.pools[command.name].retry_now() if how is None else 0
+        return {"carrier": command.name, "held": how, "taken_back": taken_back, "binds_retried": retried}
 
     def _health(self) -> dict[str, Any]:
         """The same answer as the metrics port's /ready (gateway/ops/health.py)."""

@@ -131,6 +131,8 @@ class Bind:
         self._inbound = inbound
         self._log = log.bind(carrier=carrier, bind=self.name)
         self._stopping = trio.Event()
+        # Set to end a back-off or a refused bind's wait early: stop(), or the operator's retry_now().
+        self._wake = trio.Event()
         self._stopped = trio.Event()
         self._stopped.set()  # until run() starts
         self._link: Link | None = None
@@ -164,14 +166,25 @@ class Bind:
                 self._log.debug("bind_retry_scheduled", delay_seconds=round(delay, 3))
             else:
                 self._log.info("bind_backing_off", delay_seconds=round(delay, 3), last_error=core.last_error)
+            if not self._stopping.is_set():
+                self._wake = trio.Event()
             with trio.move_on_after(delay):
-                await self._stopping.wait()
+                await self._wake.wait()
         core.stop(trio.current_time())
         self._stopped.set()
 
     def stop(self) -> None:
         """Stop taking jobs, let answers arrive (bounded by stop_grace_seconds), unbind, close."""
         self._stopping.set()
+        self._wake.set()
+
+    def retry_now(self) -> bool:
+        """Connect again now if this bind waits (a back-off, or a bind the SMSC refused: the operator fixed
+        the password file). True when it was waiting."""
+        if self._wake.is_set() or self.is_bound:
+            return False
+        self._wake.set()
+        return True
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()

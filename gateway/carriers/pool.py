@@ -107,5 +107,9 @@ class CarrierPool:
         for bind in self.binds:
             await bind.wait_bound()
 
+    def retry_now(self) -> int:
+        """Every bind of the carrier that waits to connect again does so now; how many."""
+        return sum(bind.retry_now() for bind in self.binds)
+
     def status(self) -> list[BindStatus]:
         return [bind.status() for bind in self.binds]

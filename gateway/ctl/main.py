@@ -434,6 +434,8 @@ def _admin(args: argparse.Namespace, client: BlockingClient) -> int:
         line = f"{answer['carrier']}: {answer['held'] or 'resumed'}"
         if answer["held"]:
             line += f"; {answer['taken_back']} message(s) taken back from its queue"
+        elif answer.get("binds_retried"):
+            line += f"; {answer['binds_retried']} bind(s) that were down connect again now"
         _out(args, answer, line)
         return OK
     if command == "find":

@@ -350,3 +350,36 @@ async def test_what_a_careless_operator_types(tmp_path: Path) -> None:
             code, out, _ = await ctl(h, "optout", "--scope", "gateway", "import", str(junk))
             assert code == 1  # one line refused
             assert "2 listed, 1 refused" in out
+
+
+async def test_resume_retries_a_refused_bind_at_once(tmp_path: Path) -> None:
+    """The SMSC refused the bind (a wrong password); the operator fixes the file and resumes the carrier: it
+    binds now, not at the end of bind_refused_retry_seconds."""
+    from gateway.app import Gateway
+    from gateway.sim.server import Simulator
+
+    from .harness import gateway_config
+
+    sim = Simulator(SIM)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(sim.serve, "127.0.0.1", 0)
+            cfg = gateway_config(tmp_path, port)
+            (tmp_path / "sim.secret").write_text("wrong")
+            gateway = Gateway(cfg)
+            running = await nursery.start(gateway.run)
+            pool = running.pools["sim"]
+            while pool.status()[0].state != "refused":  # noqa: ASYNC110 - a real SMSC answer: no event to wait on
+                await trio.sleep(0.01)
+            h = Harness(gateway, running, sim, tmp_path)
+            code, health = await ctl_json(h, "health")
+            assert code == 1
+            assert "ESME_RINVPASWD" in health["problems"][0]
+            (tmp_path / "sim.secret").write_text(SIM_PASSWORD)
+            code, answer = await ctl_json(h, "carrier", "resume", "sim")
+            assert code == 0
+            assert answer["binds_retried"] == 1
+            await pool.wait_bound()
+            gateway.shutdown()
+            await gateway.stopped.wait()
+            nursery.cancel_scope.cancel()
