@@ -235,8 +235,10 @@ class AdminService:
         if not isinstance(number, Number):
             raise InvalidRequest(f"{command.to!r} is not a number: {number}", field="args.to")
         store = engine.store
-        # The recipient index, newest first; `since` cuts the walk at the first older message.
-        ids = store.recent(number.e164, command.limit if command.since is None else 10 * command.limit)
+        # The recipient index, newest first; `since` cuts the walk at the first older message, and other
+        # accounts' messages are skipped (so more are read than shown).
+        plain = command.since is None and account is None
+        ids = store.recent(number.e164, command.limit if plain else 10 * command.limit)
         found = []
         for msg in store.get_many(ids):
             if msg is None or (account is not None and msg.account != account):
