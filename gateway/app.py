@@ -123,6 +123,11 @@ class CarrierSection:
     blocked_words: tuple[str, ...] = ()
     # Too many failures in a window: skipped for a cool-down while its routes have another carrier.
     error_budget: ErrorBudgetSettings = field(default_factory=ErrorBudgetSettings)
+    # Its failure codes as batch reports name them: "001" or "undeliverable:001" -> a category.
+    failure_reasons: dict[str, str] = field(default_factory=dict)
+
+    def mistakes(self) -> list[tuple[str, str]]:
+        return self.settings().mistakes()
 
     def carrier_config(self) -> CarrierConfig:
         return CarrierConfig(
@@ -137,7 +142,7 @@ class CarrierSection:
         return CarrierSettings(
             self.name, self.encoding, self.response_ids, self.receipt_ids, self.receipts, self.errors,
             self.receipt_timeout_seconds, self.handback_seconds, receipt_id_forms=self.receipt_id_forms,
-            error_budget=self.error_budget,
+            error_budget=self.error_budget, failure_reasons=dict(self.failure_reasons),
         )  # fmt: skip
 
 

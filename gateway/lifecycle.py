@@ -37,6 +37,9 @@ Reason codes (`REASONS`) are the only strings a final state carries; two are par
     optout_missing          a text of this class must offer an opt-out and the account appends none
     invalid_number          the number cannot be normalised to a routable E.164 number
     no_route                no carrier route covers the number
+    insufficient_balance    the account's balance cannot reserve the parts the message needs
+    template_variable_missing  the recipient has no value for a variable of the batch's template
+    template_bad_value      a recipient's value holds a symbol templates may not carry, or is too long
     outside_window          held for the send window (a submit answer's reason, with state scheduled);
                             one whose validity ends first ends expired
     carrier_rejected:<st>   submit_sm_resp with a permanent command_status (SMPP 3.4 5.1.3), e.g.
@@ -75,6 +78,9 @@ REASONS: tuple[str, ...] = (
     "optout_missing",
     "invalid_number",
     "no_route",
+    "insufficient_balance",
+    "template_variable_missing",
+    "template_bad_value",
     "outside_window",
     "carrier_rejected:",
     "undeliverable:",
@@ -94,6 +100,7 @@ POLICY_REASONS = frozenset(
     {
         "opted_out", "blacklisted", "frequency_capped", "content_blocked", "content_banned", "signature_missing",
         "signature_invalid", "optout_missing", "invalid_number", "no_route", "message_too_long", "not_encodable",
+        "insufficient_balance", "template_variable_missing", "template_bad_value",
     }
 )  # fmt: skip
 

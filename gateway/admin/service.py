@@ -20,6 +20,9 @@ import trio
 
 from gateway.admin.commands import (
     Accounts,
+    Balance,
+    Batch,
+    BatchEdit,
     Binds,
     Carrier,
     CarrierAction,
@@ -31,14 +34,18 @@ from gateway.admin.commands import (
     Reload,
     Show,
     Status,
+    TemplateCommand,
     parse_command,
 )
 from gateway.carriers.pool import CarrierPool
 from gateway.engine import Engine
 from gateway.engine.context import DRAINED, PAUSED
+from gateway.engine.reporting import balance_answer, batch_answer
 from gateway.lifecycle import State
 from gateway.ops.health import readiness
 from gateway.routing.numbers import Number
+from gateway.store import InvalidField
+from gateway.store.ops import TopUp
 from gateway.store.records import Message
 from gateway.upstream.errors import InvalidRequest, NotFound
 from gateway.upstream.schema import AdminRequest, AdminResult, ListResult, result_map
@@ -135,6 +142,16 @@ class AdminService:
             return {"accounts": list(self._ctx.accounts())}
         if isinstance(command, Receipts):
             return self._receipts(command)
+        if isinstance(command, Batch):
+            return self._batch(command, self._owner(command.account, account))
+        if isinstance(command, Balance):
+            return await self._balance(command, self._owner(command.account, account))
+        if isinstance(command, BatchEdit):
+            return await self._ctx.engine.backend.batches.edit(self._owner(command.account, account), command)
+        if isinstance(command, TemplateCommand):
+            batches = self._ctx.engine.backend.batches
+            # Reviewing a template is the operator's (the admin socket's "*" connection).
+            return await batches.template(self._owner(command.account, account), command, operator=account is None)
         raise TypeError(f"no handler for {command!r}")
 
     # --- status ---------------------------------------------------------------------------------------
@@ -280,6 +297,37 @@ class AdminService:
             ],
             "next": rows[-1].key.hex() if len(rows) == command.limit else None,
         }
+
+    # --- batches and balances ---------------------------------------------------------------------------
+
+    def _owner(self, named: str | None, connection: str | None) -> str:
+        """The account a batch or balance command is about: the connection's own, or the one it names (an
+        operator's connection names any)."""
+        if connection is not None and named not in (None, connection):
+            raise NotFound(f"no account {named!r} for this connection")
+        owner = named or connection
+        if owner is None:
+            raise InvalidRequest("account is required", field="args.account")
+        if owner not in self._ctx.accounts():
+            raise NotFound(f"no account {owner!r}")
+        return owner
+
+    def _batch(self, command: Batch, account: str) -> dict[str, Any]:
+        engine = self._ctx.engine
+        return batch_answer(engine.store, engine.failure_table(), command, account)
+
+    async def _balance(self, command: Balance, account: str) -> dict[str, Any]:
+        engine = self._ctx.engine
+        bal = None
+        if command.action in ("topup", "unlimited"):
+            unlimited = command.action == "unlimited"
+            try:
+                bal = await engine.top_up(TopUp(account, command.parts, command.note, unlimited))
+            except InvalidField as err:
+                raise InvalidRequest(str(err), field="args.parts") from None
+            log.info("balance_changed", account=account, parts=command.parts, unlimited=unlimited,
+                     note=command.note, available=bal.available if bal.limited else None)  # fmt: skip
+        return balance_answer(engine.store, command, account, bal)
 
     # --- lists ----------------------------------------------------------------------------------------
 

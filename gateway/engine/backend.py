@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import trio
 
+from gateway.admin.commands import Balance, Batch, BatchEdit, TemplateCommand, parse_command
+from gateway.engine.batches import Batches
 from gateway.engine.context import Context
+from gateway.engine.reporting import balance_answer, batch_answer
 from gateway.engine.scheduler import Scheduler
 from gateway.errors import GatewayError
 from gateway.lifecycle import DUE_STATES, Ev, Event, State
+from gateway.policy.categories import FailureTable
 from gateway.policy.policy import Policy
+from gateway.policy.templates import Compiled, TemplateError, TemplateRules
 from gateway.routing.content import Scan
 from gateway.routing.numbers import BadNumber, Number
 from gateway.routing.router import Refusal, Routing
@@ -47,11 +53,14 @@ from gateway.store.records import (
     E_REASON,
     E_SEQ,
     E_TEXT,
+    BatchDef,
     EventFields,
     event_duplicate,
 )
 from gateway.store.records import EventKind as StoredKind
 from gateway.upstream import (
+    AdminRequest,
+    AdminResult,
     CancelResult,
     InvalidRequest,
     ListAction,
@@ -95,6 +104,8 @@ class Backend:
         self._scanned: dict[tuple[str, frozenset[UpstreamKind] | None, int], int] = {}
         self._submits = self._recipients = self._text_refused = self._cancelled = self._accepted = 0
         self._refused: dict[str, int] = {}
+        # Templates and batches: what the `account` op makes, and the task that runs the batches.
+        self.batches = Batches(ctx, self)
 
     def statistics(self) -> BackendStatistics:
         return BackendStatistics(
@@ -124,7 +135,8 @@ class Backend:
         checked = [
             (Recipient(to[:64], reject="invalid_number"), str(number)) if not isinstance(number, Number)
             else (Recipient(number.e164, reject=verdict.reject), verdict.detail) if verdict.reject
-            else self._recipient(routing, account, request, text, number, scan, ported.get(number.e164))
+            else self._recipient(routing, account, message_class, request.sender, text, number, scan,
+                                 ported.get(number.e164))
             for to, number in zip(request.to, numbers, strict=True)
         ]  # fmt: skip
         await trio.lowlevel.checkpoint()
@@ -192,14 +204,14 @@ class Backend:
         return {n: net for n, net in zip(e164s, self._ctx.store.ported_networks(e164s), strict=True) if net}
 
     def _recipient(
-        self, routing: Routing, account: str, request: SubmitRequest, text: str, number: Number, scan: Scan | None,
-        network: str | None,
+        self, routing: Routing, account: str, message_class: str, sender: str, text: str, number: Number,
+        scan: Scan | None, network: str | None,
     ) -> tuple[Recipient, str]:
         """One recipient with a valid number: its route chosen (routing/router.py), the network a ported
         number moved to overriding its block; refused with the reason (and a detail for a person) when it
         cannot go."""
         plan = routing.router.decide(
-            number, account=account, message_class=str(request.message_class), sender=request.sender,
+            number, account=account, message_class=message_class, sender=sender,
             text=text, rng=self._ctx.rng, scan=scan, network=network,
         )  # fmt: skip
         if isinstance(plan, Refusal):
@@ -208,7 +220,70 @@ class Backend:
         route = tuple(c for c in plan.carriers if c in encodings)
         if not route:  # the route names only carriers this process does not run (a reload added them)
             return Recipient(number.e164, reject="no_route"), f"route {plan.route}: no running carrier"
-        return Recipient(number.e164, route=route), ""
+        # What an account with a balance reserves: the parts at its first carrier (Router.fit is cached per
+        # text and encoding, so a request's recipients share one preview).
+        parts = routing.router.fit(text, route[0])[1] or 1
+        return Recipient(number.e164, route=route, parts=parts), ""
+
+    def batch_submit(
+        self, account: str, b: BatchDef, run_id: str, rows: Sequence[tuple[int, str, dict[str, str]]],
+        compiled: Compiled | None, rules: TemplateRules,
+    ) -> Submit:
+        """A chunk of a batch run as one store Submit: each row's text rendered from the template with its
+        values (refused template_variable_missing or template_bad_value when it cannot be), then checked,
+        routed and held for its send window as a submit's recipient is. Its client_ref names the run and
+        the chunk's first row, so the same chunk submitted again is answered as a duplicate."""
+        ctx = self._ctx
+        routing, policy = ctx.routing, ctx.policy
+        now_ms = ctx.wall_ms()
+        cls, sender = b.message_class, b.sender
+        region = routing.region_of(account)
+        numbers = [routing.numbers.parse(to, region) for _, to, _ in rows]
+        ported = self._ported(numbers)
+        skeleton = "".join(compiled.literals) if compiled is not None else b.text
+        # Each distinct text is checked once (a template with few distinct values shares its checks).
+        verdicts: dict[str, tuple[Any, Scan | None]] = {}
+        opens: dict[tuple[str, ...], int] = {}
+        recipients = []
+        offers_optout = True
+        for (_, to, values), number in zip(rows, numbers, strict=True):
+            e164 = number.e164 if isinstance(number, Number) else to[:64]
+            text = b.text
+            if compiled is not None:
+                try:
+                    text = compiled.render(values, rules)
+                except TemplateError as err:
+                    recipients.append(Recipient(e164, reject=err.problem.reason))
+                    continue
+            checked = verdicts.get(text)
+            if checked is None:
+                scan = routing.router.scan_text(text)
+                verdict = policy.text(account, cls, text, scan)
+                if verdict.text != text:
+                    scan = routing.router.scan_text(verdict.text)
+                checked = verdicts[text] = (verdict, scan)
+            verdict, scan = checked
+            offers_optout = offers_optout and verdict.offers_optout
+            if not isinstance(number, Number):
+                r = Recipient(e164, reject="invalid_number")
+            elif verdict.reject:
+                r = Recipient(e164, reject=verdict.reject)
+            else:
+                r, detail = self._recipient(routing, account, cls, sender, verdict.text, number, scan,
+                                            ported.get(number.e164))  # fmt: skip
+                if policy.window is not None:
+                    r, _ = self._held(policy, account, cls, r, detail, number, now_ms, opens)
+            recipients.append(replace(r, text=verdict.text) if verdict.text != skeleton else r)
+        return Submit(
+            account=account, message_class=cls, sender=sender, text=skeleton, recipients=tuple(recipients),
+            receipt=b.receipt, client_ref=f"batch:{run_id}:{rows[0][0]}", batch=run_id,
+            expires_ms=now_ms + b.validity_seconds * 1000 if b.validity_seconds else 0,
+            check_optout=policy.check_optout(cls), caps=policy.caps(account, sender, cls, offers_optout),
+        )  # fmt: skip
+
+    def submitted(self) -> None:
+        """A batch chunk was committed: the scheduler sends what it queued."""
+        self._scheduler.wake()
 
     def _held(
         self, policy: Policy, account: str, message_class: str, r: Recipient, detail: str,
@@ -225,7 +300,8 @@ class Backend:
         if not until:
             return r, detail
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until / 1000))
-        return Recipient(r.number, defer_until_ms=until, route=r.route), f"held until {when}, when its window opens"
+        held = Recipient(r.number, defer_until_ms=until, route=r.route, parts=r.parts)
+        return held, f"held until {when}, when its window opens"
 
     def _refuse_text(self, checked: Sequence[tuple[Recipient, str]], text: str) -> None:
         """A text that no routed carrier of any recipient can send is refused as a whole, as a request error
@@ -331,6 +407,37 @@ class Backend:
 
     # --- events ---------------------------------------------------------------------------------------
 
+    async def account(self, account: str, request: AdminRequest) -> AdminResult:
+        """The account's own batches, templates and balance (docs/protocol.md, `account`): the admin
+        commands and their answers, for this account only; a balance is read, templates not reviewed."""
+        if request.command not in ("batch", "template", "balance"):
+            raise InvalidRequest("account answers batch, template and balance", field="command")
+        args = dict(request.args)
+        if args.get("account", account) != account:
+            raise NotFound(f"no account {args['account']!r} for this connection")
+        args["account"] = account
+        try:
+            command = parse_command(request.command, args)
+        except InvalidRequest as err:  # the admin parser names args.KEY; this op's fields are the same
+            raise InvalidRequest(err.message, field=err.field) from None
+        store = self._ctx.store
+        if isinstance(command, Batch):
+            return AdminResult(batch_answer(store, self.failure_table(), command, account))
+        if isinstance(command, BatchEdit):
+            return AdminResult(await self.batches.edit(account, command))
+        if isinstance(command, TemplateCommand):
+            return AdminResult(await self.batches.template(account, command, operator=False))
+        assert isinstance(command, Balance)
+        if command.action not in ("show", "statement"):
+            raise InvalidRequest("an account reads its balance (show, statement); top-ups are the operator's",
+                                 field="args.action")  # fmt: skip
+        return AdminResult(balance_answer(store, command, account))
+
+    def failure_table(self) -> FailureTable:
+        """Each carrier's failure codes as reports name them (CarrierSettings.failure_reasons)."""
+        carriers = self._ctx.carriers
+        return FailureTable({name: c.failure_reasons for name, c in carriers.items()})
+
     async def read_events(
         self, account: str, after_seq: int, limit: int, kinds: frozenset[UpstreamKind] | None = None
     ) -> Sequence[UpstreamEvent]:
@@ -379,7 +486,9 @@ class Backend:
 
     async def ack_events(self, account: str, seq: int) -> None:
         store = self._ctx.store
-        if seq > store.last_seq():  # a cursor ahead of the log would hide the events logged up to it
+        # A cursor ahead of the log would hide the events logged up to it. The log is read when the seq is
+        # past what the writer's replies told: a subscriber may have been sent events committed since.
+        if seq > store.last_seq() and seq > store.logged_seq():
             raise InvalidRequest(f"seq {seq} is past the last event ({store.last_seq()})", field="seq")
         await self._ctx.apply([SetCursor(account, seq)])
 

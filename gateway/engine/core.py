@@ -33,10 +33,13 @@ from gateway.engine.dispatch import Dispatch, DispatchStatistics
 from gateway.engine.portability import PortabilityImporter
 from gateway.engine.scheduler import Scheduler, SchedulerStatistics
 from gateway.engine.settings import AccountSettings, CarrierSettings, EngineSettings
+from gateway.errors import GatewayError
 from gateway.memtrim import Trimmer
+from gateway.policy.categories import FailureTable
 from gateway.policy.policy import Policy
 from gateway.routing.router import Routing
 from gateway.store import Message, Store, Writer
+from gateway.store.ops import BalanceResult, TopUp
 
 log = structlog.get_logger(__name__)
 
@@ -108,6 +111,18 @@ class Engine:
         """A reload's compliance rules: they apply to requests and MO from now on."""
         self._ctx.policy = policy
 
+    def failure_table(self) -> FailureTable:
+        """Each carrier's failure codes as batch reports name them (CarrierSettings.failure_reasons)."""
+        return self.backend.failure_table()
+
+    async def top_up(self, op: TopUp) -> BalanceResult:
+        """An operator's change to an account's balance, committed before it is answered."""
+        (result,) = await self._ctx.apply([op])
+        if isinstance(result, GatewayError):
+            raise result
+        assert isinstance(result, BalanceResult)
+        return result
+
     def wake(self) -> None:
         """Something became due (a submit, a resend, a retry): the scheduler rescans the due index now."""
         self.scheduler.wake()
@@ -122,6 +137,7 @@ class Engine:
             nursery.start_soon(self._housekeeping)
             nursery.start_soon(self._ctx.run_failer)
             nursery.start_soon(self._ctx.portability.run)
+            await nursery.start(self.backend.batches.run)
             task_status.started()
 
     async def drained(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gateway.config import choices, limits, loaded
+from gateway.policy.categories import check_table
 from gateway.policy.content import DEFAULT_RESERVED, DEFAULT_SYMBOLS
 from gateway.policy.keywords import DEFAULT_OPTIN, DEFAULT_OPTOUT
 from gateway.segmenting import DefaultAlphabet, Encoding, NationalLanguage, RouteEncoding, SplitMethod
@@ -141,6 +142,16 @@ class CarrierSettings:
     # "hex", "decimal" (gateway.smpp.msgid.IdForm; default all). Each is tried, best first.
     receipt_id_forms: tuple[IdForm, ...] = ALL_FORMS
     error_budget: ErrorBudgetSettings = field(default_factory=ErrorBudgetSettings)
+    # Its failure codes as a batch report shows them: stored reason ("undeliverable:001") or its code
+    # ("001", "0x00000045") -> a category of policy/categories.py (absent_subscriber, carrier_blacklisted...).
+    failure_reasons: dict[str, str] = field(default_factory=dict)
+
+    def mistakes(self) -> list[tuple[str, str]]:
+        problems = []
+        for problem in check_table({"-": self.failure_reasons}):
+            key, _, reason = problem.partition(": ")
+            problems.append((f"failure_reasons{key.removeprefix('-')}", reason))
+        return problems
 
     @property
     def id_formats(self) -> CarrierIdFormats:

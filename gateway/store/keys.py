@@ -16,7 +16,8 @@ Sub-databases and their keys (values are in records.py):
     inflight    id(8) seg(2)                             -> b""   (segments in "submitting")
     recipient   number \\0 id(8)                          -> b""
     finals      final_ms(8) id(8)                        -> b""   (retention order)
-    batches     batch id utf-8                           -> batch counters
+    batches     account \0 batch id                      -> batch counters (a recurring batch's later runs:
+                                                                   batch id #run)
     events      seq(8)                                   -> event record
     optout      scope \\0 number  (scope "" = all)        -> opt-out record (when, source, note; b"" before)
     blacklist   number (every message), or               -> b"" or a blacklist record (when, source)
@@ -74,6 +75,14 @@ DB_NAMES = (
     b"ported",  # number portability rows, by generation (ops.PortedRows)
     b"ported_meta",  # the current portability generation (ops.PortedSwitch)
     b"caps",  # frequency-cap counters (ops.CapCheck)
+    b"balances",  # account -> records.pack_balance (no row: unlimited)
+    b"statement",  # account \0 second(8) -> records.StatementEntry (what moved in that second)
+    b"templates",  # account \0 template id -> records.Template
+    b"batch_defs",  # account \0 batch id -> records.BatchDef
+    b"batch_due",  # next_ms(8) account \0 batch id -> b"" (a batch's next run)
+    b"batch_rows",  # account \0 batch id \0 index(8) -> records.pack_batch_row
+    b"batch_ix",  # account \0 counters id \0 message id(8) -> b"" (every message of a batch run)
+    b"batch_out",  # account \0 counters id \0 outcome(1) message id(8) -> b"" (ended: keys.OUTCOMES)
 )
 
 # Message ids: milliseconds since EPOCH_MS in the top 42 bits (139 years), a counter in the low 22 bits
@@ -184,3 +193,29 @@ class IdClock:
         candidate = max(ms - EPOCH_MS, 0) << COUNTER_BITS
         self._last = max(candidate, self._last + 1)
         return self._last
+
+
+# A batch message's outcome in the batch_out index (a report's details filter by it).
+OUTCOMES = {"delivered": 1, "failed": 2, "refused": 3}
+
+
+def batch_prefix(account: str, batch: str) -> bytes:
+    """`account \\0 batch \\0`: the rows, messages or outcomes of one batch (run) sit together."""
+    return f"{account}\0{batch}\0".encode()
+
+
+def batch_ix_key(account: str, batch: str, msg_id: int) -> bytes:
+    return batch_prefix(account, batch) + _U64.pack(msg_id)
+
+
+def batch_out_key(account: str, batch: str, outcome: int, msg_id: int) -> bytes:
+    return batch_prefix(account, batch) + bytes((outcome,)) + _U64.pack(msg_id)
+
+
+def batch_row_key(account: str, batch: str, index: int) -> bytes:
+    return batch_prefix(account, batch) + _U64.pack(index)
+
+
+def statement_key(account: str, at_ms: int) -> bytes:
+    """One row a second: `account \\0 second(8)`."""
+    return account.encode() + b"\0" + _U64.pack(at_ms // 1000)

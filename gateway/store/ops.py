@@ -31,6 +31,10 @@ class Recipient:
     reject: str = ""
     defer_until_ms: int = 0
     route: tuple[str, ...] = ()  # the carriers to try, in order (Message.route)
+    # Its own text (a template rendered with its values); "" sends the Submit's text.
+    text: str = ""
+    # The parts its text takes at the first carrier of its route: what an account with a balance reserves.
+    parts: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +297,66 @@ class PortedPurged:
 
 
 @dataclass(frozen=True, slots=True)
+class TopUp:
+    """Add `parts` (negative: take back) to `account`'s balance, creating it: from then on each submit
+    reserves the parts it needs, a delivered part is charged, a failed, expired or refused one released.
+    `unlimited`: remove the balance (the account is unlimited again; its statement stays)."""
+
+    account: str
+    parts: int = 0
+    note: str = ""
+    unlimited: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceResult:
+    """An account's balance after the op: parts `available` to reserve, `reserved` by live messages,
+    `charged` in all (delivered parts); `limited` False for an account without a balance."""
+
+    account: str
+    available: int = 0
+    reserved: int = 0
+    charged: int = 0
+    limited: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PutTemplate:
+    """Create or replace template `template_id` of `account` (records.Template, packed by the engine after
+    the pure checks of policy/templates.py). `expect_rev`: the revision the caller read (0: must not exist;
+    -1: whatever is stored); another one refuses with WrongState, so two edits cannot overwrite each other.
+    An empty `packed` deletes the template."""
+
+    account: str
+    template_id: str
+    expect_rev: int
+    packed: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PutBatch:
+    """Create or change batch `batch_id` of `account` (records.BatchDef, packed by the engine):
+    `expect_rev` as PutTemplate's. The store keeps the due index (when its next run starts) with it."""
+
+    account: str
+    batch_id: str
+    expect_rev: int
+    packed: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRows:
+    """Recipients of a draft batch from index `first` on (each row records.pack_batch_row: number and
+    its template values). Rows are kept by index, so a chunk sent again after a lost connection
+    overwrites itself: no recipient is added twice."""
+
+    account: str
+    batch_id: str
+    first: int
+    rows: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Done:
     """Result of an operation that returns nothing else (opt-out, blacklist)."""
 
@@ -301,9 +365,11 @@ class Done:
 
 Op = (
     Submit | Prepare | Advance | Receipt | Mo | SetOptOut | SetBlacklist | SetCursor | Sweep | Reroute | Overdue
-    | KeepMoPart | PortedRows | PortedSwitch | PortedPurge
+    | KeepMoPart | PortedRows | PortedSwitch | PortedPurge | TopUp | PutTemplate | PutBatch | BatchRows
 )
-Result = SubmitResult | PrepareResult | AdvanceResult | ReceiptResult | SweepResult | Done | PortedPurged
+Result = (
+    SubmitResult | PrepareResult | AdvanceResult | ReceiptResult | SweepResult | Done | PortedPurged | BalanceResult
+)
 
 
 # The results built once per operation on the writer's hot path, and the operations the engine builds per

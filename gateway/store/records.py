@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any, NamedTuple
 
@@ -56,6 +56,8 @@ class Message(NamedTuple):
     route: tuple[str, ...] = ()
     # The frequency-cap counters (keys.cap_counter) its accept took a slot of, to give back if it ends failed.
     caps: tuple[str, ...] = ()
+    # Parts reserved from its account's balance and not yet charged (delivered) or released (ended).
+    reserved: int = 0
 
     @property
     def possible_duplicate(self) -> bool:
@@ -106,12 +108,33 @@ class LogEvent(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class BatchCounters:
+    """A batch's live counters, kept in the same transactions as its messages (a report reads them, never
+    scans). `failed` counts accepted messages that ended failed by reason; `failed_at` the same by carrier
+    and reason ("carrier\x1freason": a report maps carrier codes to categories per carrier); `refused`
+    recipients refused at accept by reason; `ended_submitted` messages a carrier took that have ended
+    (so submitted - ended_submitted wait for a receipt); `ended` accepted messages that have ended."""
+
     targeted: int = 0
     valid: int = 0
     submitted: int = 0
     delivered: int = 0
     failed: Mapping[str, int] = field(default_factory=dict)
     billed: int = 0
+    refused: Mapping[str, int] = field(default_factory=dict)
+    failed_at: Mapping[str, int] = field(default_factory=dict)
+    ended: int = 0
+    ended_submitted: int = 0
+    # Parts delivered: what an account with a balance is charged (billed counts the parts carriers took).
+    charged: int = 0
+
+    @property
+    def waiting_receipt(self) -> int:
+        return self.submitted - self.ended_submitted
+
+    @property
+    def in_progress(self) -> int:
+        """Accepted and not ended: queued, scheduled, at a carrier or waiting for a receipt."""
+        return self.valid - self.ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,14 +218,16 @@ def unpack_message(data: bytes) -> Message:
     segs = tuple(_seg(s) for s in f[12])
     f[12] = segs
     if len(f) == _FIELDS_V1_0:
-        return Message._make([*f[1:_FIELDS_V1_0], (), (), ()])
+        return Message._make([*f[1:_FIELDS_V1_0], (), (), (), 0])
     f[F_TRAIL] = tuple((str(c), str(r)) for c, r in f[F_TRAIL])
     if len(f) == _FIELDS_V1_1:
-        return Message._make([*f[1:_FIELDS_V1_1], (), ()])
+        return Message._make([*f[1:_FIELDS_V1_1], (), (), 0])
     f[F_ROUTE] = tuple(str(c) for c in f[F_ROUTE])
     if len(f) == _FIELDS_V1_2:
-        return Message._make([*f[1:_FIELDS_V1_2], ()])
+        return Message._make([*f[1:_FIELDS_V1_2], (), 0])
     f[F_CAPS] = tuple(str(k) for k in f[F_CAPS])
+    if len(f) == _FIELDS_V1_3:
+        return Message._make([*f[1:_FIELDS_V1_3], 0])
     return Message._make(f[1:_FIELDS])
 
 
@@ -227,12 +252,14 @@ F_REPORTED = 16
 F_TRAIL = 17
 F_ROUTE = 18
 F_CAPS = 19
+F_RESERVED = 20
 # Version 1 records had 17 entries until the trail was added at the end, 18 until the route was, 19 until
-# the caps were: all four are read, the longest written.
+# the caps were, 20 until the reserved parts were: all five are read, the longest written.
 _FIELDS_V1_0 = 17
 _FIELDS_V1_1 = 18
 _FIELDS_V1_2 = 19
-_FIELDS = 20
+_FIELDS_V1_3 = 20
+_FIELDS = 21
 # Segment array positions (Segment's field order).
 S_STATE = 0
 S_REASON = 1
@@ -253,9 +280,10 @@ def unpack_message_fields(data: bytes) -> MessageFields:
     f = _unpack(data, "message")
     n = len(f)
     if n != _FIELDS:
-        if n not in (_FIELDS_V1_0, _FIELDS_V1_1, _FIELDS_V1_2):
+        if n not in (_FIELDS_V1_0, _FIELDS_V1_1, _FIELDS_V1_2, _FIELDS_V1_3):
             raise CorruptRecord("message: wrong number of fields")
-        f.extend([[]] * (_FIELDS - n))
+        f.extend([[]] * (_FIELDS - 1 - n))
+        f.append(0)
     return f
 
 
@@ -325,12 +353,135 @@ def unpack_event_fields(data: bytes) -> EventFields:
 
 
 def pack_batch(b: BatchCounters) -> bytes:
-    return _pack([VERSION, b.targeted, b.valid, b.submitted, b.delivered, dict(b.failed), b.billed])
+    return _pack([
+        VERSION, b.targeted, b.valid, b.submitted, b.delivered, dict(b.failed), b.billed, dict(b.refused),
+        dict(b.failed_at), b.ended, b.ended_submitted, b.charged,
+    ])  # fmt: skip
 
 
 def unpack_batch(data: bytes) -> BatchCounters:
+    """Counters written before refusals were counted apart (7 entries) read with those fields zero."""
     f = _unpack(data, "batch")
-    return BatchCounters(f[1], f[2], f[3], f[4], dict(f[5]), f[6])
+    if len(f) == 7:
+        return BatchCounters(f[1], f[2], f[3], f[4], dict(f[5]), f[6])
+    return BatchCounters(f[1], f[2], f[3], f[4], dict(f[5]), f[6], dict(f[7]), dict(f[8]), f[9], f[10], f[11])
+
+
+# --- balances ---------------------------------------------------------------------------------------------
+
+def pack_balance(available: int, reserved: int, charged: int) -> bytes:
+    return _pack([VERSION, available, reserved, charged])
+
+
+def unpack_balance(data: bytes) -> list[int]:
+    """[available, reserved, charged]"""
+    f = _unpack(data, "balance")
+    return [int(f[1]), int(f[2]), int(f[3])]
+
+
+@dataclass(frozen=True, slots=True)
+class StatementEntry:
+    """What moved in one account's balance within one second (one row a second at most): parts reserved by
+    accepted messages, charged for delivered parts, released by messages that ended without them, added by
+    top-ups (negative: taken back), with the top-up's note."""
+
+    at_ms: int
+    reserved: int = 0
+    charged: int = 0
+    released: int = 0
+    topped_up: int = 0
+    note: str = ""
+
+
+def pack_statement(e: StatementEntry) -> bytes:
+    return _pack([VERSION, e.at_ms, e.reserved, e.charged, e.released, e.topped_up, e.note])
+
+
+def unpack_statement(data: bytes) -> StatementEntry:
+    f = _unpack(data, "statement")
+    return StatementEntry(f[1], f[2], f[3], f[4], f[5], f[6])
+
+
+# --- templates and batch definitions ----------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A message template of an account: `text` with {variables}; state draft, pending, approved or
+    rejected (`reason` says why); `official` templates need no approval. `rev` counts its writes."""
+
+    text: str
+    message_class: str
+    state: str
+    reason: str = ""
+    official: bool = False
+    created_ms: int = 0
+    updated_ms: int = 0
+    rev: int = 0
+
+
+def pack_template(t: Template) -> bytes:
+    return _pack([VERSION, t.text, t.message_class, t.state, t.reason, t.official, t.created_ms, t.updated_ms, t.rev])
+
+
+def unpack_template(data: bytes) -> Template:
+    f = _unpack(data, "template")
+    return Template(*f[1:9])
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDef:
+    """A batch as the platform created it: a template (its id) or a text, recipients kept by index
+    (batch rows), when it runs (`every` once/daily/weekly/monthly from `start_ms` to `end_ms` in
+    `time_zone`; start 0: as soon as it is sent) and how far it got: `state` draft, pending (scheduled),
+    sending, sent (every run expanded; done or failed once its messages end), stopped; `runs` runs begun,
+    `cursor` the next row of the current run to submit, `next_ms` when the next run starts (0: none)."""
+
+    message_class: str
+    sender: str
+    text: str = ""
+    template: str = ""
+    every: str = "once"
+    start_ms: int = 0
+    end_ms: int = 0
+    time_zone: str = "UTC"
+    validity_seconds: int = 0
+    receipt: bool = True
+    state: str = "draft"
+    reason: str = ""
+    recipients: int = 0
+    runs: int = 0
+    cursor: int = 0
+    next_ms: int = 0
+    created_ms: int = 0
+    updated_ms: int = 0
+    stopped_ms: int = 0
+    rev: int = 0
+
+
+_BATCH_DEF_NAMES = tuple(f.name for f in fields(BatchDef))
+_BATCH_DEF_FIELDS = len(_BATCH_DEF_NAMES)
+
+
+def pack_batch_def(b: BatchDef) -> bytes:
+    return _pack([VERSION, *(getattr(b, name) for name in _BATCH_DEF_NAMES)])
+
+
+def unpack_batch_def(data: bytes) -> BatchDef:
+    f = _unpack(data, "batch")
+    if len(f) != _BATCH_DEF_FIELDS + 1:
+        raise CorruptRecord("batch: wrong number of fields")
+    return BatchDef(*f[1:])
+
+
+def pack_batch_row(number: str, values: Mapping[str, str]) -> bytes:
+    return _pack([VERSION, number, dict(values)])
+
+
+def unpack_batch_row(data: bytes) -> tuple[str, dict[str, str]]:
+    f = _unpack(data, "batch row")
+    if len(f) != 3 or not isinstance(f[1], str) or not isinstance(f[2], dict):
+        raise CorruptRecord("batch row: wrong shape")
+    return f[1], f[2]
 
 
 def pack_early(entries: Sequence[EarlyReceipt]) -> bytes:

@@ -15,8 +15,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import cmp_to_key
 from itertools import islice
 from pathlib import Path
@@ -49,6 +49,8 @@ from gateway.store.config import Recovery, StoreConfig
 from gateway.store.ops import (
     Advance,
     AdvanceResult,
+    BalanceResult,
+    BatchRows,
     Done,
     KeepMoPart,
     Mo,
@@ -61,6 +63,8 @@ from gateway.store.ops import (
     PortedSwitch,
     Prepare,
     PrepareResult,
+    PutBatch,
+    PutTemplate,
     Receipt,
     ReceiptResult,
     Recipient,
@@ -73,6 +77,7 @@ from gateway.store.ops import (
     SubmitResult,
     Sweep,
     SweepResult,
+    TopUp,
 )
 from gateway.store.records import (
     F_ACCOUNT,
@@ -87,6 +92,7 @@ from gateway.store.records import (
     F_ID,
     F_RECIPIENT,
     F_REPORTED,
+    F_RESERVED,
     F_SEGMENTS,
     F_SENDER,
     F_TRAIL,
@@ -173,9 +179,27 @@ class _BatchDelta:
     delivered: int = 0
     failed: dict[str, int] = field(default_factory=dict)
     billed: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    failed_at: dict[str, int] = field(default_factory=dict)
+    ended: int = 0
+    ended_submitted: int = 0
+    charged: int = 0
 
-    def fail(self, reason: str, n: int = 1) -> None:
+    def fail(self, reason: str, carrier: str, n: int = 1) -> None:
         self.failed[reason] = self.failed.get(reason, 0) + n
+        key = f"{carrier}\x1f{reason}"
+        self.failed_at[key] = self.failed_at.get(key, 0) + n
+
+
+def _added(into: dict[str, int], delta: Mapping[str, int]) -> dict[str, int]:
+    """`into` with `delta` added, keys that reach zero dropped."""
+    for key, n in delta.items():
+        total = into.get(key, 0) + n
+        if total:
+            into[key] = total
+        else:
+            into.pop(key, None)
+    return into
 
 
 # The sub-databases the hot paths pass to the transaction directly (no wrapper, no dict probe), in _Tx's
@@ -200,8 +224,8 @@ class _Tx:
     """One write transaction's working state; batch counters are summed and written once at the end."""
 
     __slots__ = (
-        "batches", "carrier_ix", "concat", "db", "dirty", "due", "events", "finals", "inflight", "messages",
-        "now", "recipient", "records", "seq", "txn",
+        "balances", "batches", "carrier_ix", "concat", "db", "dirty", "due", "events", "finals", "inflight",
+        "messages", "moves", "now", "recipient", "records", "seq", "txn",
     )  # fmt: skip
 
     def __init__(
@@ -212,7 +236,11 @@ class _Tx:
         self.db = dbs
         self.now = now
         self.seq = seq
-        self.batches: dict[str, _BatchDelta] = {}
+        self.batches: dict[tuple[str, str], _BatchDelta] = {}
+        # Balances this transaction read ([available, reserved, charged]; None: unlimited) and what moved in
+        # them ([reserved, charged, released, topped_up, note]): written once at the end (Store._flush_books).
+        self.balances: dict[str, list[int] | None] = {}
+        self.moves: dict[str, list[Any]] = {}
         # `hot` is the handles of _HOT_DBS, looked up once per store.
         (
             self.messages, self.carrier_ix, self.events, self.inflight, self.due, self.finals, self.recipient,
@@ -227,11 +255,28 @@ class _Tx:
         # in this transaction (its id is above every stored one: LMDB may append it).
         self.dirty: dict[int, bool] = {}
 
-    def batch(self, batch_id: str) -> _BatchDelta:
-        delta = self.batches.get(batch_id)
+    def batch(self, account: str, batch_id: str) -> _BatchDelta:
+        key = (account, batch_id)
+        delta = self.batches.get(key)
         if delta is None:
-            delta = self.batches[batch_id] = _BatchDelta()
+            delta = self.batches[key] = _BatchDelta()
         return delta
+
+    def balance(self, account: str) -> list[int] | None:
+        """The account's balance as this transaction left it ([available, reserved, charged]: edit it and
+        record the move), None when it has none (unlimited)."""
+        if account in self.balances:
+            return self.balances[account]
+        raw = self.get(b"balances", account.encode())
+        bal = self.balances[account] = None if raw is None else records.unpack_balance(raw)
+        return bal
+
+    def move(self, account: str) -> list[Any]:
+        """[reserved, charged, released, topped_up, note] moved in `account`'s balance in this transaction."""
+        moved = self.moves.get(account)
+        if moved is None:
+            moved = self.moves[account] = [0, 0, 0, 0, ""]
+        return moved
 
     def put(self, db: bytes, key: bytes, value: bytes = b"", append: bool = False) -> None:
         self.txn.put(key, value, db=self.db[db], append=append)
@@ -292,6 +337,10 @@ class Store:
             SetCursor: self._set_cursor,
             Sweep: self._sweep,
             Reroute: self._reroute,
+            TopUp: self._top_up,
+            PutTemplate: self._put_template,
+            PutBatch: self._put_batch,
+            BatchRows: self._batch_rows,
             Overdue: self._overdue,
             PortedRows: self._ported_rows,
             PortedSwitch: self._ported_switch,
@@ -386,6 +435,8 @@ class Store:
                 if tx.dirty:
                     self._flush_messages(tx)
                 self._flush_batches(tx)
+                if tx.balances:
+                    self._flush_books(tx)
                 early = self._early_possible and self._has_early(txn)
         except Exception:
             self._ids._last = last_id  # nothing was committed: hand the same ids out again
@@ -462,6 +513,74 @@ class Store:
             tx.put(b"cursors", key, keys.u64(op.seq))
         return Done(op.seq)
 
+    # --- balances, templates, batches ---------------------------------------------------------------
+
+    def _top_up(self, tx: _Tx, op: TopUp) -> BalanceResult:
+        _check_lengths(op.account)
+        if op.unlimited:
+            tx.delete(b"balances", op.account.encode())
+            tx.balances[op.account] = None
+            tx.move(op.account)[4] = op.note[:_MAX_NOTE] or "unlimited"
+            return BalanceResult(op.account)
+        bal = tx.balance(op.account)
+        if op.parts < 0 and (bal is None or bal[0] + op.parts < 0):
+            have = "no balance (unlimited)" if bal is None else f"{bal[0]} parts available"
+            raise InvalidField(f"cannot take back {-op.parts} parts: the account has {have}")
+        if bal is None:
+            bal = tx.balances[op.account] = [0, 0, 0]
+        bal[0] += op.parts
+        moved = tx.move(op.account)
+        moved[3] += op.parts
+        moved[4] = op.note[:_MAX_NOTE]
+        return BalanceResult(op.account, bal[0], bal[1], bal[2], True)
+
+    def _put_template(self, tx: _Tx, op: PutTemplate) -> Done:
+        _check_lengths(op.account, op.template_id)
+        key = keys.text_pair(op.account, op.template_id)
+        _expect_rev(tx.get(b"templates", key), op.expect_rev, records.unpack_template, f"template {op.template_id!r}")
+        if not op.packed:
+            tx.delete(b"templates", key)
+            return Done()
+        t = records.unpack_template(op.packed)
+        tx.put(b"templates", key, records.pack_template(replace(t, rev=max(op.expect_rev, 0) + 1)))
+        return Done()
+
+    def _put_batch(self, tx: _Tx, op: PutBatch) -> Done:
+        _check_lengths(op.account, op.batch_id)
+        key = keys.text_pair(op.account, op.batch_id)
+        raw = tx.get(b"batch_defs", key)
+        old = _expect_rev(raw, op.expect_rev, records.unpack_batch_def, f"batch {op.batch_id!r}")
+        new = records.unpack_batch_def(op.packed)
+        new = replace(new, rev=(old.rev if old else 0) + 1, recipients=old.recipients if old else new.recipients)
+        if old is not None and old.next_ms != new.next_ms and old.next_ms:
+            tx.delete(b"batch_due", keys.u64(old.next_ms) + key)
+        if new.next_ms:
+            tx.put(b"batch_due", keys.u64(new.next_ms) + key)
+        tx.put(b"batch_defs", key, records.pack_batch_def(new))
+        return Done()
+
+    def _batch_rows(self, tx: _Tx, op: BatchRows) -> Done:
+        _check_lengths(op.account, op.batch_id)
+        key = keys.text_pair(op.account, op.batch_id)
+        raw = tx.get(b"batch_defs", key)
+        if raw is None:
+            raise UnknownMessage(f"no batch {op.batch_id!r}")
+        b = records.unpack_batch_def(raw)
+        if b.state != _OPEN_BATCH:
+            raise WrongState(f"batch {op.batch_id!r} is {b.state}: recipients are added to a draft")
+        if op.first < 0:
+            raise InvalidField("first: must be 0 or more")
+        for row in op.rows:
+            records.unpack_batch_row(bytes(row))  # every row checked before the first is written
+        cur = tx.txn.cursor(db=tx.db[b"batch_rows"])
+        cur.putmulti(
+            [(keys.batch_row_key(op.account, op.batch_id, op.first + i), bytes(row)) for i, row in enumerate(op.rows)]
+        )
+        end = op.first + len(op.rows)
+        if end > b.recipients:
+            tx.put(b"batch_defs", key, records.pack_batch_def(replace(b, recipients=end, rev=b.rev + 1)))
+        return Done()
+
     def _set(self, tx: _Tx, db: bytes, key: bytes, present: bool, value: bytes = b"") -> Done:
         if present:
             tx.put(db, key, value)
@@ -512,7 +631,10 @@ class Store:
         idem_key = keys.text_pair(op.account, op.client_ref) if op.client_ref else b""
         fingerprint = b""
         if idem_key:
-            fingerprint = records.request_fingerprint(op.sender, op.text, [r.number for r in op.recipients])
+            text = op.text
+            if any(r.text for r in op.recipients):  # a template's: each recipient's own text
+                text = "\0".join([text, *(r.text for r in op.recipients)])
+            fingerprint = records.request_fingerprint(op.sender, text, [r.number for r in op.recipients])
             seen = tx.get(b"idem", idem_key)
             if seen is not None:
                 return self._replay(tx, op, seen, fingerprint)
@@ -521,8 +643,7 @@ class Store:
         if idem_key:
             tx.put(b"idem", idem_key, records.pack_idem(tx.now, ids, fingerprint))
             tx.put(b"idem_time", keys.u64(tx.now) + idem_key)
-        delta = tx.batch(op.batch)
-        delta.targeted += len(op.recipients)
+        tx.batch(op.account, op.batch).targeted += len(op.recipients)
         return SubmitResult(outcomes)
 
     def _replay(self, tx: _Tx, op: Submit, seen: bytes, fingerprint: bytes) -> SubmitResult | ClientRefReused:
@@ -548,8 +669,12 @@ class Store:
 
     def _accept_one(self, tx: _Tx, op: Submit, r: Recipient) -> Outcome:
         caps: list[str] = []
+        bal = tx.balance(op.account)
+        parts = r.parts if r.parts > 0 else 1
         if r.reject:
             reason, detail, route = r.reject, "", r.route
+        elif bal is not None and bal[0] < parts:  # checked and reserved in one transaction: never overdrawn
+            reason, detail, route = "insufficient_balance", f"needs {parts} parts, {bal[0]} available", r.route
         else:
             reason, detail, route, caps = self._stored_policy(tx, op, r)
         due = max(r.defer_until_ms, op.schedule_ms)
@@ -560,14 +685,21 @@ class Store:
             state = State.DEFERRED
         else:
             state, due = State.ACCEPTED, now
+        reserved = 0
+        if bal is not None and not reason:
+            reserved = parts
+            bal[0] -= parts
+            bal[1] += parts
+            tx.move(op.account)[0] += parts
         # The stored array of Message(..., segments=(Segment(state, reason, updated_ms=now, due_ms=due),)).
         f: MessageFields = [
-            VERSION, self._ids.next(now), op.account, op.batch, op.message_class, op.sender, r.number, op.text,
-            op.receipt, op.client_ref, now, op.expires_ms, [[state, reason, "", "", 0, 0, False, now, due]],
-            "", 0, 0, 0, [], list(route), caps,
+            VERSION, self._ids.next(now), op.account, op.batch, op.message_class, op.sender, r.number,
+            r.text or op.text, op.receipt, op.client_ref, now, op.expires_ms,
+            [[state, reason, "", "", 0, 0, False, now, due]], "", 0, 0, 0, [], list(route), caps, reserved,
         ]  # fmt: skip
-        if not reason:
-            tx.batch(op.batch).valid += 1
+        if op.batch:
+            tx.batch(op.account, op.batch).valid += not reason
+            tx.txn.put(keys.batch_ix_key(op.account, op.batch, f[F_ID]), b"", db=tx.db[b"batch_ix"])
         self._save(tx, f, None, None)
         return Outcome(f[F_ID], state, reason, detail)
 
@@ -701,9 +833,9 @@ class Store:
             late = [i for i, s in enumerate(segs) if s[S_STATE] in AWAITING_STATES and s[S_DUE_MS] <= tx.now]
             stale = [i for i, s in enumerate(segs) if expires and expires <= tx.now and s[S_STATE] in DUE_STATES]
             if late:
-                self._step(tx, f[F_BATCH], segs, late, _NO_RECEIPT)
+                self._step(tx, f, segs, late, _NO_RECEIPT)
             if stale:
-                self._step(tx, f[F_BATCH], segs, stale, _EXPIRED)
+                self._step(tx, f, segs, stale, _EXPIRED)
             if late or stale:
                 self._update(tx, f, segs)  # moves or removes the deadline key
             else:  # nothing overdue after all: put the key where the record says
@@ -735,28 +867,61 @@ class Store:
         else:
             raise UnknownMessage(f"message {f[F_ID]} has no segment {seg}")
         segs = old.copy()
-        ignored = self._step(tx, f[F_BATCH], segs, targets, event)
+        ignored = self._step(tx, f, segs, targets, event)
         early = False
         if event.kind is _SUBMIT_OK and not ignored and seg is not None:
             early = self._index_carrier_id(tx, f, segs, seg, event.carrier_id)
         state = self._update(tx, f, segs)
         return AdvanceResult(f[F_ID], state, ignored, early)
 
-    def _step(self, tx: _Tx, batch: str, segs: _Segs, targets: Sequence[int], event: Event) -> bool:
-        """Advance `segs[i]` (stored arrays, replaced, never edited) for each target; True if ignored."""
+    def _step(self, tx: _Tx, f: MessageFields, segs: _Segs, targets: Sequence[int], event: Event) -> bool:
+        """Advance `segs[i]` (stored arrays, replaced, never edited) for each target; True if ignored.
+        `f` is the op's copy of the record: a delivered part is charged to its account's balance."""
         ignored = False
-        billed = 0
+        billed = delivered = 0
         for i in targets:
             seg, effects = advance(records.segment_of(segs[i]), event, tx.now)
+            if seg.state is _DELIVERED and segs[i][S_STATE] != _DELIVERED:
+                delivered += 1
             segs[i] = list(seg)
             for effect in effects:
                 if isinstance(effect, Billed):
                     billed += 1
                 elif isinstance(effect, Ignored):
                     ignored = True
-        if billed:  # only once every target advanced: an InvalidTransition above leaves no trace
-            tx.batch(batch).billed += billed
+        # Only once every target advanced: an InvalidTransition above leaves no trace.
+        if billed:  # parts a carrier took (and bills the gateway for)
+            tx.batch(f[F_ACCOUNT], f[F_BATCH]).billed += billed
+        if delivered:
+            self._charge(tx, f, delivered)
         return ignored
+
+    def _charge(self, tx: _Tx, f: MessageFields, parts: int) -> None:
+        """Delivered parts are charged to the account's balance, from the message's reservation first (a
+        text split into more parts than its accept reserved is charged the rest from the balance)."""
+        account = f[F_ACCOUNT]
+        tx.batch(account, f[F_BATCH]).charged += parts
+        bal = tx.balance(account)
+        if bal is None:
+            f[F_RESERVED] = 0
+            return
+        from_reserve = min(parts, f[F_RESERVED])
+        f[F_RESERVED] -= from_reserve
+        bal[1] -= from_reserve
+        bal[0] -= parts - from_reserve
+        bal[2] += parts
+        tx.move(account)[1] += parts
+
+    def _release(self, tx: _Tx, f: MessageFields) -> None:
+        """An ended message gives back what it reserved and was not charged."""
+        parts = f[F_RESERVED]
+        f[F_RESERVED] = 0
+        bal = tx.balance(f[F_ACCOUNT])
+        if bal is None:
+            return
+        bal[1] -= parts
+        bal[0] += parts
+        tx.move(f[F_ACCOUNT])[2] += parts
 
     def _index_carrier_id(self, tx: _Tx, f: MessageFields, segs: _Segs, seg: int, carrier_id: str) -> bool:
         """Index the carrier's id for this segment; apply a receipt that was waiting for it."""
@@ -769,11 +934,10 @@ class Store:
             return False
         claimed = _claim(records.unpack_early(raw, carrier_id), carrier_id)
         self._drop_early(tx, f[F_CARRIER], claimed)
-        batch = f[F_BATCH]
-        self._step(tx, batch, segs, (seg,), Event(claimed[0].kind, claimed[0].reason))
+        self._step(tx, f, segs, (seg,), Event(claimed[0].kind, claimed[0].reason))
         for again in claimed[1:]:  # the same receipt repeated, or an intermediate one and then the final
             try:
-                self._step(tx, batch, segs, (seg,), Event(again.kind, again.reason))
+                self._step(tx, f, segs, (seg,), Event(again.kind, again.reason))
             except InvalidTransition:
                 continue
         return True
@@ -817,7 +981,7 @@ class Store:
         f = self._load(tx, msg_id)
         segs = f[F_SEGMENTS].copy()
         event = Event(op.kind, op.reason) if op.reason else _RECEIPT_EVENTS[op.kind]
-        ignored = self._step(tx, f[F_BATCH], segs, (seg,), event)
+        ignored = self._step(tx, f, segs, (seg,), event)
         ended = None
         if not ignored:  # an ignored receipt left the segment as it was: nothing to write
             was_final = _state_of(f[F_SEGMENTS]).is_final
@@ -981,7 +1145,8 @@ class Store:
     ) -> None:  # fmt: skip
         """The message moved from `old_state` to `state`: log the events upstream apps care about, keep
         batch counters (in this transaction) and set f's reported bits and final time."""
-        delta = tx.batch(f[F_BATCH])
+        batch = f[F_BATCH]
+        delta = tx.batch(f[F_ACCOUNT], batch)
         final = state in FINAL_STATES
         # A receipt that raced ahead of its submit_sm_resp takes the message from "submitting" straight to
         # final in one transaction; a carrier still accepted it, and the app hears so before the outcome.
@@ -994,19 +1159,44 @@ class Store:
         if not final:
             return
         reason = _reason_of(segs, state)
-        was_final = old is not None and old_state is not None and old_state in FINAL_STATES
+        if f[F_RESERVED]:
+            self._release(tx, f)
+        if old is None:  # refused at accept
+            if batch:
+                delta.refused[reason] = delta.refused.get(reason, 0) + 1
+                self._index_outcome(tx, f, _OUT_REFUSED, 0)
+            self._log_message(tx, f, EventKind.FAILED, reason)
+            f[F_FINAL_MS] = f[F_FINAL_MS] or tx.now
+            return
+        carrier = f[F_CARRIER]
+        was_final = old_state is not None and old_state in FINAL_STATES
         if was_final:  # an upgrade, to delivered or (a part of a long message) to another failure
-            delta.fail(_reason_of(old, old_state), -1)  # type: ignore[arg-type]
+            delta.fail(_reason_of(old, old_state), carrier, -1)  # type: ignore[arg-type]
+        else:
+            delta.ended += 1
+            delta.ended_submitted += bool(f[F_REPORTED] & REPORTED_SUBMITTED)
+        outcome = _OUT_DELIVERED if state is _DELIVERED else _OUT_FAILED
+        if batch:
+            self._index_outcome(tx, f, outcome, _OUT_FAILED if was_final else 0)
         if state is _DELIVERED:
             delta.delivered += 1
             self._log_message(tx, f, EventKind.DELIVERED, reason)
         else:
-            delta.fail(reason)
+            delta.fail(reason, carrier)
             if not was_final:  # the application heard "failed" once already; status has the new reason
                 self._log_message(tx, f, EventKind.FAILED, reason)
             if f[F_CAPS]:
                 self._give_back(tx, f)
         f[F_FINAL_MS] = f[F_FINAL_MS] or tx.now
+
+    def _index_outcome(self, tx: _Tx, f: MessageFields, outcome: int, old: int) -> None:
+        """A batch message's outcome in the batch_out index (moved when an upgrade changes it)."""
+        account, batch, msg_id = f[F_ACCOUNT], f[F_BATCH], f[F_ID]
+        db = tx.db[b"batch_out"]
+        if old and old != outcome:
+            tx.txn.delete(keys.batch_out_key(account, batch, old, msg_id), db=db)
+        if old != outcome:
+            tx.txn.put(keys.batch_out_key(account, batch, outcome, msg_id), b"", db=db)
 
     def _log_message(self, tx: _Tx, f: MessageFields, kind: EventKind, reason: str) -> None:
         seq = tx.seq = tx.seq + 1
@@ -1029,20 +1219,32 @@ class Store:
         return tx.seq
 
     def _flush_batches(self, tx: _Tx) -> None:
-        for batch_id, d in tx.batches.items():
-            if not batch_id:  # a submit without a batch id has no counters (LMDB keys are non-empty)
+        for (account, batch_id), d in tx.batches.items():
+            if not batch_id:  # a submit without a batch id has no counters
                 continue
-            key = batch_id.encode()
+            key = keys.text_pair(account, batch_id)
             raw = tx.get(b"batches", key)
             b = records.unpack_batch(raw) if raw else BatchCounters()
-            failed = dict(b.failed)
-            for reason, n in d.failed.items():
-                failed[reason] = failed.get(reason, 0) + n
-                if not failed[reason]:
-                    del failed[reason]
             tx.put(b"batches", key, records.pack_batch(BatchCounters(
                 b.targeted + d.targeted, b.valid + d.valid, b.submitted + d.submitted,
-                b.delivered + d.delivered, failed, b.billed + d.billed,
+                b.delivered + d.delivered, _added(dict(b.failed), d.failed), b.billed + d.billed,
+                _added(dict(b.refused), d.refused), _added(dict(b.failed_at), d.failed_at), b.ended + d.ended,
+                b.ended_submitted + d.ended_submitted, b.charged + d.charged,
+            )))  # fmt: skip
+
+    def _flush_books(self, tx: _Tx) -> None:
+        """Each balance this transaction moved, and one statement row a second of what moved in it."""
+        for account, moved in tx.moves.items():
+            bal = tx.balances.get(account)
+            if bal is not None:
+                tx.put(b"balances", account.encode(), records.pack_balance(*bal))
+            reserved, charged, released, topped_up, note = moved
+            key = keys.statement_key(account, tx.now)
+            raw = tx.get(b"statement", key)
+            e = records.unpack_statement(raw) if raw else records.StatementEntry(tx.now)
+            tx.put(b"statement", key, records.pack_statement(records.StatementEntry(
+                e.at_ms, e.reserved + reserved, e.charged + charged, e.released + released,
+                e.topped_up + topped_up, "; ".join(n for n in (e.note, note) if n)[:_MAX_NOTE],
             )))  # fmt: skip
 
     # --- recovery and retention ---------------------------------------------------------------------
@@ -1104,6 +1306,11 @@ class Store:
                 if where is not None and keys.split_seg_key(where)[0] == msg_id:
                     tx.delete(b"carrier_ix", key)
         tx.delete(b"recipient", keys.recipient_key(f[F_RECIPIENT], msg_id))
+        if f[F_BATCH]:
+            account, batch = f[F_ACCOUNT], f[F_BATCH]
+            tx.delete(b"batch_ix", keys.batch_ix_key(account, batch, msg_id))
+            for outcome in keys.OUTCOMES.values():
+                tx.delete(b"batch_out", keys.batch_out_key(account, batch, outcome, msg_id))
         # Gone from the transaction's view too: a later op on it finds no message, and nothing puts it back.
         del tx.records[msg_id]
         tx.dirty.pop(msg_id, None)
@@ -1289,6 +1496,14 @@ class Store:
         """The store's clock (the time of the next write transaction)."""
         return self._clock()
 
+    def logged_seq(self) -> int:
+        """The last event committed, read from the log itself: a reader may have read (and sent on) events
+        the writer process committed before its reply taught `last_seq` of them."""
+        with self._lock, self._read() as txn:
+            seq = self._last_key_int(txn, b"events")
+        self.observe_seq(seq)
+        return self._seq
+
     def observe_seq(self, seq: int) -> None:
         """The writer process committed events up to `seq` (a reader store learns it from the reply)."""
         self._seq = max(self._seq, seq)
@@ -1305,10 +1520,139 @@ class Store:
             raw = txn.get(keys.text_pair(account, client_ref), db=self._dbs[b"idem"])
         return records.unpack_idem(_b(raw))[1] if raw is not None else ()
 
-    def batch(self, batch_id: str) -> BatchCounters | None:
+    def batch(self, account: str, batch_id: str) -> BatchCounters | None:
+        """The counters of `account`'s batch (or one run of a recurring batch: "ID#2"), None if none."""
         with self._lock, self._read() as txn:
-            raw = txn.get(batch_id.encode(), db=self._dbs[b"batches"])
+            raw = txn.get(keys.text_pair(account, batch_id), db=self._dbs[b"batches"])
         return records.unpack_batch(_b(raw)) if raw is not None else None
+
+    def batch_ids(self, account: str, after: str = "", limit: int = 100) -> list[tuple[str, BatchCounters]]:
+        """An account's batches (and runs) with counters, by id after `after`."""
+        return [(k, records.unpack_batch(v)) for k, v in self._prefixed(b"batches", account, after, limit)]
+
+    def batch_details(
+        self, account: str, batch_id: str, outcome: str | None = None, after: int = 0, limit: int = 1000,
+        reason: str | None = None,
+    ) -> tuple[list[Message], int]:
+        """A page of a batch's messages in id (acceptance) order after message id `after`: every one, or
+        those that ended `outcome` (delivered, failed, refused: an index, so a page of failures of a batch
+        of a million costs a page), or "waiting" (not ended: a scan of the batch); `reason` keeps those
+        whose reason starts with it. Returns (page, the id to pass as `after` for the next; 0: no more)."""
+        prefix = keys.batch_prefix(account, batch_id)
+        waiting = outcome == "waiting"
+        if outcome is not None and not waiting:
+            prefix += bytes((keys.OUTCOMES[outcome],))
+        db = self._dbs[b"batch_ix" if outcome is None or waiting else b"batch_out"]
+        page: list[Message] = []
+        with self._lock, self._read() as txn:
+            cur = txn.cursor(db=db)
+            found = cur.set_range(prefix + keys.u64(after + 1))
+            while found and len(page) < limit:
+                key = _b(cur.key())
+                if not key.startswith(prefix) or len(key) != len(prefix) + 8:
+                    break
+                msg_id = keys.from_u64(key[-8:])
+                raw = txn.get(key[-8:], db=self._dbs[b"messages"])
+                found = cur.next()
+                if raw is None:
+                    continue
+                m = records.unpack_message(_b(raw))
+                if waiting and m.state.is_final:
+                    continue
+                if reason is not None and not m.reason.startswith(reason):
+                    continue
+                page.append(m)
+                after = msg_id
+            more = found and _b(cur.key()).startswith(prefix)
+        return page, after if more else 0
+
+    def balance(self, account: str) -> BalanceResult:
+        with self._lock, self._read() as txn:
+            raw = txn.get(account.encode(), db=self._dbs[b"balances"])
+        if raw is None:
+            return BalanceResult(account)
+        available, reserved, charged = records.unpack_balance(_b(raw))
+        return BalanceResult(account, available, reserved, charged, True)
+
+    def statement(self, account: str, since_ms: int = 0, limit: int = 1000) -> list[records.StatementEntry]:
+        prefix = account.encode() + b"\0"
+        out: list[records.StatementEntry] = []
+        with self._lock, self._read() as txn:
+            cur = txn.cursor(db=self._dbs[b"statement"])
+            found = cur.set_range(prefix + keys.u64(since_ms // 1000))
+            while found and len(out) < limit and _b(cur.key()).startswith(prefix):
+                out.append(records.unpack_statement(_b(cur.value())))
+                found = cur.next()
+        return out
+
+    def template(self, account: str, template_id: str) -> records.Template | None:
+        with self._lock, self._read() as txn:
+            raw = txn.get(keys.text_pair(account, template_id), db=self._dbs[b"templates"])
+        return records.unpack_template(_b(raw)) if raw is not None else None
+
+    def templates(self, account: str) -> list[tuple[str, records.Template]]:
+        return [(k, records.unpack_template(v)) for k, v in self._prefixed(b"templates", account, "", 10_000)]
+
+    def batch_def(self, account: str, batch_id: str) -> records.BatchDef | None:
+        with self._lock, self._read() as txn:
+            raw = txn.get(keys.text_pair(account, batch_id), db=self._dbs[b"batch_defs"])
+        return records.unpack_batch_def(_b(raw)) if raw is not None else None
+
+    def batch_defs(self, account: str, after: str = "", limit: int = 100) -> list[tuple[str, records.BatchDef]]:
+        """An account's batches by id, after id `after`."""
+        return [(k, records.unpack_batch_def(v)) for k, v in self._prefixed(b"batch_defs", account, after, limit)]
+
+    def _prefixed(self, db: bytes, account: str, after: str, limit: int) -> list[tuple[str, bytes]]:
+        prefix = account.encode() + b"\0"
+        out: list[tuple[str, bytes]] = []
+        with self._lock, self._read() as txn:
+            cur = txn.cursor(db=self._dbs[db])
+            found = cur.set_range(prefix + after.encode() + (b"\0" if after else b""))
+            while found and len(out) < limit:
+                key = _b(cur.key())
+                if not key.startswith(prefix):
+                    break
+                out.append((key[len(prefix):].decode(), _b(cur.value())))
+                found = cur.next()
+        return out
+
+    def due_batches(self, now_ms: int, limit: int = 100) -> list[tuple[int, str, str]]:
+        """(next_ms, account, batch id) of batches whose next run is due by `now_ms`, earliest first."""
+        out: list[tuple[int, str, str]] = []
+        with self._lock, self._read() as txn:
+            cur = txn.cursor(db=self._dbs[b"batch_due"])
+            found = cur.first()
+            while found and len(out) < limit:
+                key = _b(cur.key())
+                at = keys.from_u64(key[:8])
+                if at > now_ms:
+                    break
+                account, batch_id = key[8:].decode().split("\0", 1)
+                out.append((at, account, batch_id))
+                found = cur.next()
+        return out
+
+    def next_batch_ms(self) -> int:
+        """When the earliest batch run is due (0: none)."""
+        with self._lock, self._read() as txn:
+            cur = txn.cursor(db=self._dbs[b"batch_due"])
+            return keys.from_u64(_b(cur.key())[:8]) if cur.first() else 0
+
+    def batch_rows(self, account: str, batch_id: str, first: int, limit: int) -> list[tuple[int, str, dict[str, str]]]:
+        """(index, number, template values) of a batch's recipients from index `first`."""
+        prefix = keys.batch_prefix(account, batch_id)
+        out: list[tuple[int, str, dict[str, str]]] = []
+        with self._lock, self._read() as txn:
+            cur = txn.cursor(db=self._dbs[b"batch_rows"])
+            found = cur.set_range(prefix + keys.u64(first))
+            while found and len(out) < limit:
+                key = _b(cur.key())
+                if not key.startswith(prefix):
+                    break
+                number, values = records.unpack_batch_row(_b(cur.value()))
+                out.append((keys.from_u64(key[-8:]), number, values))
+                found = cur.next()
+        return out
 
     def unmatched_receipts(self, after: bytes = b"", limit: int = 100) -> list[records.UnmatchedReceipt]:
         """Receipts no submit_sm_resp claimed in time, oldest first, from after the cursor `after` (the
@@ -1698,6 +2042,18 @@ def _other_generation(cur: lmdb.Cursor, keep: bytes, after: bytes | None) -> boo
     return after is not None and cur.set_range(after)
 
 
+def _expect_rev(raw: bytes | None, expect: int, unpack: Callable[[bytes], Any], what: str) -> Any:
+    """The stored record if its revision is `expect` (0: none stored; -1: any), else WrongState: two writers
+    that read the same revision cannot both write."""
+    old = None if raw is None else unpack(raw)
+    rev = 0 if old is None else old.rev
+    if expect != -1 and rev != expect:
+        if not expect:
+            raise WrongState(f"{what} exists already")
+        raise WrongState(f"{what} changed meanwhile (revision {rev}, not {expect})" if rev else f"no {what}")
+    return old
+
+
 def _check_lengths(*parts: str) -> None:
     for part in parts:
         # UTF-8 takes at most 4 bytes a character: most parts need no encode to pass.
@@ -1757,6 +2113,11 @@ _EXPIRED = Event(Ev.EXPIRE)
 _QUEUED = State.QUEUED
 _SUBMITTED = State.SUBMITTED
 _DELIVERED = State.DELIVERED
+_OUT_DELIVERED = keys.OUTCOMES["delivered"]
+_OUT_FAILED = keys.OUTCOMES["failed"]
+_OUT_REFUSED = keys.OUTCOMES["refused"]
+# A batch's states in which rows may still be added (records.BatchDef).
+_OPEN_BATCH = "draft"
 _SUBMITTING = State.SUBMITTING
 _STATES = {int(s): s for s in State}
 

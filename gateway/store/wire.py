@@ -35,6 +35,8 @@ from gateway.store.config import Recovery, StoreConfig
 from gateway.store.ops import (
     Advance,
     AdvanceResult,
+    BalanceResult,
+    BatchRows,
     CapCheck,
     Done,
     KeepMoPart,
@@ -48,6 +50,8 @@ from gateway.store.ops import (
     PortedSwitch,
     Prepare,
     PrepareResult,
+    PutBatch,
+    PutTemplate,
     Receipt,
     ReceiptResult,
     Recipient,
@@ -60,15 +64,16 @@ from gateway.store.ops import (
     SubmitResult,
     Sweep,
     SweepResult,
+    TopUp,
 )
 from gateway.store.store import InvalidField, OpFailed, UnknownMessage, WrongState
 
 OP_TYPES: tuple[type, ...] = (
     Submit, Prepare, Advance, Receipt, Mo, SetOptOut, SetBlacklist, SetCursor, Sweep, Reroute, Overdue, KeepMoPart,
-    PortedRows, PortedSwitch, PortedPurge,
+    PortedRows, PortedSwitch, PortedPurge, TopUp, PutTemplate, PutBatch, BatchRows,
 )  # fmt: skip
 RESULT_TYPES: tuple[type, ...] = (
-    SubmitResult, PrepareResult, AdvanceResult, ReceiptResult, SweepResult, Done, PortedPurged,
+    SubmitResult, PrepareResult, AdvanceResult, ReceiptResult, SweepResult, Done, PortedPurged, BalanceResult,
 )  # fmt: skip
 ERROR = 99
 
@@ -96,6 +101,7 @@ _RESULT_TAGS = {cls: tag for tag, cls in enumerate(RESULT_TYPES)}
 _RESULT_FIELDS = {cls: _getter(cls) for cls in RESULT_TYPES}
 _SUBMIT, _PREPARE, _ADVANCE, _RECEIPT = 0, 1, 2, 3
 _PORTED_ROWS = OP_TYPES.index(PortedRows)
+_BATCH_ROWS = OP_TYPES.index(BatchRows)
 _SUBMIT_RESULT, _ADVANCE_RESULT, _RECEIPT_RESULT = 0, 2, 3
 
 
@@ -149,7 +155,7 @@ def _op_fields(op: Op) -> list[Any]:
     values = [tag, *_OP_FIELDS[cls](op)]
     if tag == _SUBMIT:
         assert isinstance(op, Submit)
-        values[5] = [(r.number, r.reject, r.defer_until_ms, r.route) for r in op.recipients]
+        values[5] = [(r.number, r.reject, r.defer_until_ms, r.route, r.text, r.parts) for r in op.recipients]
         values[12] = [(c.rule, c.scope, c.window_seconds, c.limit, c.give_back) for c in op.caps]
     return values
 
@@ -171,12 +177,14 @@ def _op(f: list[Any]) -> Op:
     if tag == _RECEIPT:
         return Receipt(f[1], f[2], _EVS[f[3]], f[4], tuple(f[5]), f[6], f[7])
     if tag == _SUBMIT:
-        recipients = tuple(Recipient(n, r, d, tuple(route)) for n, r, d, route in f[5])
+        recipients = tuple(Recipient(n, r, d, tuple(route), t, p) for n, r, d, route, t, p in f[5])
         caps = tuple(CapCheck(*c) for c in f[12])
         return Submit(f[1], f[2], f[3], f[4], recipients, f[6], f[7], f[8], f[9], f[10], f[11], caps)
     if tag == _PORTED_ROWS:  # msgpack gives the rows back as lists: pairs again, and nothing else
         _, generation, rows = f
         return PortedRows(generation, tuple([(number, network) for number, network in rows]))
+    if tag == _BATCH_ROWS:
+        return BatchRows(f[1], f[2], f[3], tuple(f[4]))
     cls: type[Op] = OP_TYPES[tag]
     return cls(*f[1:])
 

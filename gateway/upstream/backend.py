@@ -76,6 +76,11 @@ class UpstreamBackend(Protocol):
         its entry with reason invalid_number, the others are changed (durably, before the answer)."""
         ...
 
+    async def account(self, account: str, request: AdminRequest) -> AdminResult:
+        """The account's own batches (made, sent, stopped, reported), templates and balance: the admin
+        commands `batch`, `template` and `balance` for this account only (docs/protocol.md, `account`)."""
+        ...
+
     async def event_cursor(self, account: str) -> int:
         """The account's stored cursor (0 if it never acknowledged), where a resuming subscriber starts."""
         ...

@@ -134,6 +134,10 @@ class BlockingClient:
         """An operator's command on the admin socket (docs/admin.md); its answer's map."""
         return _admin_map(self.call(Op.ADMIN, AdminRequest(command, _args(args))))
 
+    def account(self, command: str, **args: Any) -> dict[str, Any]:
+        """The account's own batches, templates and balance (docs/protocol.md, `account`)."""
+        return _admin_map(self.call(Op.ACCOUNT, AdminRequest(command, _args(args))))
+
     def admin_many(self, command: str, args: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """`admin` for each map of arguments, the requests in flight together."""
         return [_admin_map(r) for r in self.call_many(Op.ADMIN, [AdminRequest(command, _args(a)) for a in args])]

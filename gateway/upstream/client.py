@@ -12,15 +12,17 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 import trio
 
-from gateway.upstream.errors import ConnectionLost, UpstreamError
+from gateway.upstream.errors import BadFrame, ConnectionLost, UpstreamError
 from gateway.upstream.frames import DEFAULT_MAX_FRAME_BYTES
 from gateway.upstream.schema import (
     PROTOCOL_VERSION,
     Ack,
+    AdminRequest,
     Body,
     CancelResult,
     Event,
@@ -165,6 +167,14 @@ class UpstreamClient:
         (action "page", from after `after`)."""
         request = ListRequest(ListName(name), ListAction(action), tuple(numbers), after, limit)
         return list_result_from_wire(await self.call(Op.LISTS, request))
+
+    async def account(self, command: str, **args: Any) -> dict[str, Any]:
+        """The account's own batches, templates and balance (`batch`, `template`, `balance`: docs/protocol.md,
+        `account`)."""
+        result = await self.call(Op.ACCOUNT, AdminRequest(command, {k: v for k, v in args.items() if v is not None}))
+        if not isinstance(result, dict):
+            raise BadFrame("server sent an account answer that is not a map")
+        return result
 
     async def preview(self, text: str, message_class: MessageClass | str | None = None) -> PreviewResult:
         """With a class, as the account's submit of that class would send it (its opt-out wording too)."""

@@ -73,6 +73,7 @@ class Op(StrEnum):
     LISTS = "lists"
     # The operator's commands: served on the admin socket only (docs/admin.md).
     ADMIN = "admin"
+    ACCOUNT = "account"
 
 
 class ListName(StrEnum):
@@ -651,6 +652,7 @@ _PARSERS: dict[Op, Any] = {
     Op.PING: _parse_ping,
     Op.LISTS: _parse_lists,
     Op.ADMIN: _parse_admin,
+    Op.ACCOUNT: _parse_admin,
 }
 
 

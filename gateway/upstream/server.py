@@ -357,7 +357,7 @@ class _Connection:
 
     async def _call(self, envelope: Envelope) -> Result:
         account, body, backend = self._account or "", envelope.body, self._backend
-        if isinstance(body, AdminRequest):
+        if isinstance(body, AdminRequest) and envelope.op is Op.ADMIN:
             if self._admin is None:
                 raise UnknownOp("admin commands are served on the admin socket only", field="op")
             return await self._admin.admin(None if account == OPERATOR else account, body)
@@ -375,6 +375,8 @@ class _Connection:
             return await backend.preview(account, body)
         if isinstance(body, ListRequest):
             return await backend.lists(account, body)
+        if isinstance(body, AdminRequest):  # Op.ACCOUNT: its batches, templates, balance
+            return await backend.account(account, body)
         if isinstance(body, Ack):
             return await self._ack(account, body)
         raise TypeError(f"no handler for {envelope.op}")

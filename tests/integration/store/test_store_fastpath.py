@@ -79,20 +79,22 @@ def test_early_receipts_after_the_table_emptied_are_still_found(open_store: Stor
 
 
 @pytest.mark.parametrize(
-    "added", [[], [[]], [[], []]], ids=["17 fields", "18 fields, with the trail", "19 fields, with the route"]
+    "added", [[], [[]], [[], []], [[], [], []]],
+    ids=["17 fields", "18 fields, with the trail", "19 fields, with the route", "20 fields, with the caps"],
 )
 def test_a_record_in_the_version_1_layout_reads_and_updates(open_store: StoreFactory, added: list[Any]) -> None:
     store = open_store()
     (msg_id,) = only_id(store, "+44790")
     store.close()
     # The documented version 1 array, built here by hand, replaces what the store wrote. Version 1 grew
-    # at its end: the trail (18 fields), the route (19), then the caps taken (20): each length is read.
+    # at its end: the trail (18 fields), the route (19), the caps taken (20), then the parts reserved from a
+    # balance (21): each length is read.
     seg = [int(State.ACCEPTED), "", "", "", 0, 0, False, T0, T0]
     v1 = [1, msg_id, "acme", "b", "notification", "ACME", "+44790", "hello", True, "", T0, 0, [seg], "", 0, 0, 0]
     raw = msgpack.packb(v1 + added, use_bin_type=True)
-    with lmdb.open(store.cfg.path, max_dbs=20) as env, env.begin(write=True) as txn:
+    with lmdb.open(store.cfg.path, max_dbs=40) as env, env.begin(write=True) as txn:
         db = env.open_db(b"messages", txn=txn)
-        written = msgpack.packb([*v1, [], [], []], use_bin_type=True)  # trail, route and caps: empty here
+        written = msgpack.packb([*v1, [], [], [], 0], use_bin_type=True)  # trail, route, caps, reserved: none
         assert txn.get(store_keys.u64(msg_id), db=db) == written  # the layout did not change
         txn.put(store_keys.u64(msg_id), raw, db=db)
     store = open_store()
@@ -126,7 +128,7 @@ def test_every_part_of_a_split_message_is_tracked_until_its_receipt(open_store: 
         assert isinstance(r, ReceiptResult)
         states.append(store.get(msg_id).state)  # type: ignore[union-attr]
     assert states == [State.SUBMITTED, State.SUBMITTED, State.DELIVERED]
-    counters = store.batch("b")
+    counters = store.batch("acme", "b")
     assert counters is not None
     assert (counters.submitted, counters.delivered, counters.billed) == (1, 1, 3)
     assert store.check() == []

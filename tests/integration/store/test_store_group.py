@@ -90,7 +90,7 @@ def test_responses_and_receipts_of_both_parts_in_one_group_deliver_the_message(o
     assert msg.state is State.DELIVERED
     assert msg.final_ms
     assert kinds(store, msg_id) == [EventKind.SUBMITTED, EventKind.DELIVERED]
-    counters = store.batch("b")
+    counters = store.batch("acme", "b")
     assert counters is not None
     assert (counters.submitted, counters.delivered, counters.billed) == (1, 1, 2)
     assert store.check() == []
@@ -214,7 +214,7 @@ def test_a_transaction_retried_after_the_map_grew_applies_each_op_once(
     assert isinstance(results[-1], ReceiptResult)
     assert results[-1].state is State.DELIVERED
     assert kinds(store, msg_id) == [EventKind.SUBMITTED, EventKind.DELIVERED]
-    counters = store.batch("b")
+    counters = store.batch("acme", "b")
     assert counters is not None
     assert (counters.submitted, counters.delivered, counters.billed) == (1, 1, 2)
     assert store.check() == []
@@ -240,7 +240,7 @@ def snapshot(store: Store) -> dict[str, object]:
     return {
         "messages": list(store.iter_messages()),
         "events": store.events(0, limit=100_000),
-        "batch": store.batch("b"),
+        "batch": store.batch("acme", "b"),
         **{name.decode(): store.keys_of(name) for name in DB_NAMES if name != b"events"},
         "check": store.check(),
     }

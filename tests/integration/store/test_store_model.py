@@ -81,7 +81,7 @@ def to_op(action: tuple[object, ...], ids: list[int], clock: FakeClock) -> Op | 
 def assert_consistent(store: Store) -> None:
     assert store.check() == []
     messages = list(store.iter_messages())
-    counters = store.batch("b")
+    counters = store.batch("acme", "b")
     if counters is None:
         return
     in_batch = [m for m in messages if m.batch == "b"]

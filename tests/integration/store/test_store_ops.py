@@ -201,9 +201,10 @@ def test_policy_rejection_from_the_engine_is_final_and_reported(open_store: Stor
     assert (msg.state, msg.reason) == (State.REJECTED, "no_route")
     (event,) = store.events(0)
     assert (event.kind, event.message_id, event.reason) == (EventKind.FAILED, msg_id, "no_route")
-    counters = store.batch("b")
+    counters = store.batch("acme", "b")
     assert counters is not None
-    assert (counters.targeted, counters.valid, dict(counters.failed)) == (1, 0, {"no_route": 1})
+    counted = (counters.targeted, counters.valid, dict(counters.refused), dict(counters.failed))
+    assert counted == (1, 0, {"no_route": 1}, {})
 
 
 def test_due_index_streams_in_time_order_with_a_cursor(open_store: StoreFactory) -> None:
@@ -239,7 +240,7 @@ def test_full_path_to_delivered_logs_events_and_counts(open_store: StoreFactory)
     assert last.ended is State.DELIVERED  # the last part's receipt ends the message: counted once
     assert store.get(msg_id).state is State.DELIVERED  # type: ignore[union-attr]
     assert [e.kind for e in store.events(0)] == [EventKind.SUBMITTED, EventKind.DELIVERED]
-    counters = store.batch("b")
+    counters = store.batch("acme", "b")
     assert counters is not None
     assert (counters.submitted, counters.delivered, counters.billed) == (1, 1, 2)
 
@@ -286,13 +287,13 @@ def test_duplicate_and_late_receipts(open_store: StoreFactory) -> None:
     (dup,) = ok(store, [Receipt("carA", "C1", Ev.RECEIPT_EXPIRED)])
     assert isinstance(dup, ReceiptResult)
     assert dup.ignored
-    counters = store.batch("b")
+    counters = store.batch("acme", "b")
     assert counters is not None
     assert (counters.delivered, dict(counters.failed)) == (0, {"expired": 1})
     (late,) = ok(store, [Receipt("carA", "C1", Ev.RECEIPT_DELIVERED)])
     assert isinstance(late, ReceiptResult)
     assert late.state is State.DELIVERED
-    counters = store.batch("b")
+    counters = store.batch("acme", "b")
     assert counters is not None
     assert (counters.delivered, dict(counters.failed)) == (1, {})
     kinds = [e.kind for e in store.events(0)]

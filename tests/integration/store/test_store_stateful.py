@@ -724,7 +724,7 @@ class StoreMachine(RuleBasedStateMachine):
             if m.state in FINAL and m.state is not S.DELIVERED:
                 assert m.counted == stored[m.id].reason, m  # counted under the reason it reads
         for batch in ("b1", "b2"):
-            assert self.store.batch(batch) == self.recount(batch), (
+            assert self.store.batch("acme", batch) == self.recount(batch), (
                 batch,
                 [m for m in self.msgs.values() if m.batch == batch],
             )
@@ -739,10 +739,15 @@ class StoreMachine(RuleBasedStateMachine):
         ms = [m for m in self.msgs.values() if m.batch == batch]
         if not ms:
             return None
-        failed = Counter(m.counted for m in ms if m.state in FINAL and m.state is not S.DELIVERED)
+        ended = [m for m in ms if m.valid and m.state in FINAL]
+        failed = [m for m in ended if m.state is not S.DELIVERED]
         return BatchCounters(
             targeted=len(ms), valid=sum(m.valid for m in ms), submitted=sum(m.reported for m in ms),
-            delivered=sum(m.state is S.DELIVERED for m in ms), failed=dict(failed), billed=sum(m.billed for m in ms),
+            delivered=sum(m.state is S.DELIVERED for m in ms), failed=dict(Counter(m.counted for m in failed)),
+            billed=sum(m.billed for m in ms), refused=dict(Counter(m.counted for m in ms if not m.valid)),
+            failed_at=dict(Counter(f"{m.carrier}\x1f{m.counted}" for m in failed)), ended=len(ended),
+            ended_submitted=sum(m.reported for m in ended),
+            charged=sum(s.state is S.DELIVERED for m in ms for s in m.segs),
         )  # fmt: skip
 
     @invariant()
@@ -826,7 +831,7 @@ def test_a_partial_upgrade_keeps_the_batch_counters_equal_to_a_recount(tmp_path:
         ok(store, [Receipt("carA", "p0", E.RECEIPT_UNDELIVERABLE, "undeliverable:001")])
         ok(store, [Receipt("carA", "p1", E.RECEIPT_UNDELIVERABLE, "undeliverable:002")])
         ok(store, [Receipt("carA", "p0", E.RECEIPT_DELIVERED)])  # still undeliverable, by part 1 now
-        msg, counters = store.get(msg_id), store.batch("b1")
+        msg, counters = store.get(msg_id), store.batch("acme", "b1")
         assert msg is not None
         assert counters is not None
         assert (msg.state, msg.reason) == (S.UNDELIVERABLE, "undeliverable:002")

@@ -16,6 +16,8 @@ import trio
 
 from gateway.smpp.errors import NotEncodable, StoreFull
 from gateway.upstream import (
+    AdminRequest,
+    AdminResult,
     CancelResult,
     ClientRefConflict,
     Event,
@@ -126,6 +128,10 @@ class MemoryBackend:
         for record in records:
             record.status = replace(record.status, state="cancelled", updated_at=trio.current_time())
         return CancelResult(tuple(record.status.message_id for record in records))
+
+    async def account(self, account: str, request: AdminRequest) -> AdminResult:
+        await trio.lowlevel.checkpoint()
+        return AdminResult({"account": account, "command": request.command})
 
     async def lists(self, account: str, request: ListRequest) -> ListResult:
         await trio.lowlevel.checkpoint()

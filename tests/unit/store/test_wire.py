@@ -13,6 +13,8 @@ from gateway.store import wire
 from gateway.store.ops import (
     Advance,
     AdvanceResult,
+    BalanceResult,
+    BatchRows,
     CapCheck,
     Done,
     KeepMoPart,
@@ -26,6 +28,8 @@ from gateway.store.ops import (
     PortedSwitch,
     Prepare,
     PrepareResult,
+    PutBatch,
+    PutTemplate,
     Receipt,
     ReceiptResult,
     Recipient,
@@ -38,6 +42,7 @@ from gateway.store.ops import (
     SubmitResult,
     Sweep,
     SweepResult,
+    TopUp,
 )
 from gateway.store.store import InvalidField, UnknownMessage, WrongState
 
@@ -47,6 +52,7 @@ RECIPIENTS = (
     Recipient("+447700900001"),
     Recipient("+447700900002", reject="opted_out"),
     Recipient("+447700900003", defer_until_ms=NOW + 60_000),
+    Recipient("+447700900004", route=("carA",), text="Hi Ann, your code is 1234", parts=2),
 )
 
 # At least one of every type in wire.OP_TYPES (checked below), with every field away from its default.
@@ -88,6 +94,11 @@ OPS: list[Op] = [
     PortedSwitch(7),
     PortedSwitch(0),
     PortedPurge(7, 50_000),
+    TopUp("acme", 10_000, "invoice 42"),
+    TopUp("acme", unlimited=True),
+    PutTemplate("acme", "welcome", 0, b"\x93\x01\xa1x\xc2"),
+    PutBatch("acme", "spring", 3, b"\x91\x01"),
+    BatchRows("acme", "spring", 1000, (b"\x93\x01\xa2+1\x80", b"\x93\x01\xa2+2\x80")),
 ]
 
 RESULTS: list[Result] = [
@@ -118,6 +129,8 @@ RESULTS: list[Result] = [
     Done(17),
     PortedPurged(50_000, True),
     PortedPurged(0, False),
+    BalanceResult("acme", 9_000, 600, 400, True),
+    BalanceResult("free"),
 ]
 
 
