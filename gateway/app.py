@@ -347,7 +347,8 @@ def build_policy(cfg: GatewayConfig, file: str = "", problems: Problems | None =
         if a.append_optout and usable and not has_optout_wording(a.append_optout, usable):
             wordings = " / ".join(usable)
             found.append((file, f"{key}.append_optout", f"{a.append_optout!r} is none of the wordings ({wordings})"))
-        accounts[a.name] = AccountRules(signature, a.append_optout, a.time_zone, keywords)
+        templated = frozenset(a.template_classes)
+        accounts[a.name] = AccountRules(signature, a.append_optout, a.time_zone, keywords, templated)
     names = [r.name for r in cfg.caps]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         found.append((file, "caps", f"cap {dup!r} is defined twice"))
@@ -661,7 +662,8 @@ _ROUTING_KEY = re.compile(
 # The compliance rules a reload swaps in whole: new requests and MO take them.
 _POLICY_KEY = re.compile(
     r"(compliance|caps)(\[|\.|$)"
-    r"|accounts\[\d+\]\.(signature_required|signatures|append_optout|time_zone|optout_keywords|optin_keywords)$"
+    r"|accounts\[\d+\]\.(signature_required|signatures|append_optout|time_zone|optout_keywords|optin_keywords"
+    r"|template_classes)$"
 )
 
 
@@ -781,7 +783,8 @@ def reload_config(
 
 def _with_policy(running: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
     """`running` with the compliance keys of `new` (accounts matched by name)."""
-    fields = ("signature_required", "signatures", "append_optout", "time_zone", "optout_keywords", "optin_keywords")
+    fields = ("signature_required", "signatures", "append_optout", "time_zone", "optout_keywords", "optin_keywords",
+              "template_classes")  # fmt: skip
     by_name = {a.name: a for a in new.accounts}
     return dataclasses.replace(
         running,

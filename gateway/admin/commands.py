@@ -128,8 +128,9 @@ class BatchEdit:
 
 @dataclass(frozen=True, slots=True)
 class TemplateCommand:
-    """An account's templates: `create` (or replace: pending again), `show`, `list`, `delete`; the
-    operator's `approve`, `reject` (with a `reason`) and `official` (approved, never reviewed again)."""
+    """An account's templates: `create` (or replace: pending again), `show`, `list`, `delete`, `preview`;
+    the operator's `approve`, `reject` (with a `reason`) and `official` (approved as the platform's own
+    wording; a create that replaces it is a new text, reviewed again)."""
 
     action: str
     account: str | None = None
@@ -137,6 +138,8 @@ class TemplateCommand:
     text: str = ""
     message_class: str = "marketing"
     reason: str = ""
+    # `preview`: a sample recipient's values
+    values: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +162,7 @@ Command = (
 
 BATCH_ACTIONS = ("list", "show", "details", "create", "add", "send", "stop")
 BATCH_EDITS = ("create", "add", "send", "stop")
-TEMPLATE_ACTIONS = ("create", "show", "list", "delete", "approve", "reject", "official")
+TEMPLATE_ACTIONS = ("create", "show", "list", "delete", "preview", "approve", "reject", "official")
 OPERATOR_TEMPLATE_ACTIONS = ("approve", "reject", "official")
 MESSAGE_CLASSES = ("marketing", "notification", "verification")
 EVERY = ("once", "daily", "weekly", "monthly")
@@ -343,21 +346,28 @@ def _rows(args: Mapping[str, Any]) -> tuple[tuple[str, tuple[tuple[str, str], ..
             row = {"to": row}
         if not isinstance(row, Mapping) or set(row) - {"to", "vars"}:
             raise InvalidRequest("a recipient is a number or {to, vars}", field=where)
-        to, values = row.get("to"), row.get("vars") or {}
+        to = row.get("to")
         if not isinstance(to, str) or not 1 <= len(to) <= 64:
             raise InvalidRequest("to must be a number of 1 to 64 characters", field=f"{where}.to")
-        if not isinstance(values, Mapping) or len(values) > MAX_VARIABLES:
-            raise InvalidRequest(f"vars must be a map of at most {MAX_VARIABLES} values", field=f"{where}.vars")
-        pairs = []
-        for name, value in values.items():
-            if not isinstance(name, str) or not 1 <= len(name) <= 32 or not isinstance(value, str | int):
-                raise InvalidRequest("vars maps names to strings", field=f"{where}.vars")
-            value = str(value)
-            if len(value) > MAX_VALUE_CHARS:
-                raise InvalidRequest(f"a value has at most {MAX_VALUE_CHARS} characters", field=f"{where}.vars.{name}")
-            pairs.append((name, value))
-        out.append((to, tuple(pairs)))
+        out.append((to, _values(row.get("vars"), f"{where}.vars")))
     return tuple(out)
+
+
+def _values(values: Any, where: str) -> tuple[tuple[str, str], ...]:
+    """A recipient's template values: {name: str (or int)}, at most MAX_VARIABLES."""
+    if values is None:
+        return ()
+    if not isinstance(values, Mapping) or len(values) > MAX_VARIABLES:
+        raise InvalidRequest(f"vars must be a map of at most {MAX_VARIABLES} values", field=where)
+    pairs = []
+    for name, value in values.items():
+        if not isinstance(name, str) or not 1 <= len(name) <= 32 or not isinstance(value, str | int):
+            raise InvalidRequest("vars maps names to strings", field=where)
+        text = str(value)
+        if len(text) > MAX_VALUE_CHARS:
+            raise InvalidRequest(f"a value has at most {MAX_VALUE_CHARS} characters", field=f"{where}.{name}")
+        pairs.append((name, text))
+    return tuple(pairs)
 
 
 def _batch_edit(action: str, args: Mapping[str, Any]) -> BatchEdit:
@@ -406,6 +416,9 @@ def _template(args: Mapping[str, Any]) -> TemplateCommand:
         _only(args, "action", "account", "template_id", "text", "class")
         text = _text(args, "text", required=True, limit=MAX_TEXT_CHARS) or ""
         return TemplateCommand(action, account, template_id, text, _choice(args, "class", MESSAGE_CLASSES, "marketing"))
+    if action == "preview":
+        _only(args, "action", "account", "template_id", "vars")
+        return TemplateCommand(action, account, template_id, values=_values(args.get("vars"), "args.vars"))
     if action == "reject":
         _only(args, "action", "account", "template_id", "reason")
         reason = _text(args, "reason", required=True, limit=160) or ""

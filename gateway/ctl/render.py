@@ -158,3 +158,112 @@ def message_view(m: Mapping[str, Any]) -> Group:
          for i, s in enumerate(m["segments"])),
     )  # fmt: skip
     return spaced([head, segments])
+
+
+def titled(title: str, body: Table) -> Group:
+    """A table under a bold title of its own line (a table's own title folds to the table's width)."""
+    return Group(Text(title, style="bold"), body)
+
+
+def batches_view(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """An account's batches, a row each: `waiting` is accepted and not ended (in_progress)."""
+    return table(
+        None,
+        ("batch", "targeted", "valid", "refused", "submitted", "delivered", "failed", "waiting", "parts billed",
+         "charged"),
+        ((b["batch_id"], b["targeted"], b["valid"], b["refused"], b["submitted"], b["delivered"], b["failed"],
+          b["in_progress"], b["parts_billed"], b["parts_charged"]) for b in rows),
+    )  # fmt: skip
+
+
+def batch_view(r: Mapping[str, Any]) -> Group:
+    """A batch's report: its counters, its definition when it has one (made with `batch send`), then refusals
+    by reason, failures by category and the carriers' raw reasons behind those categories (the sections with
+    nothing in them left out)."""
+    head = titled(f"batch {r['batch_id']} of {r['account']}", pairs(None, {
+        "targeted": r["targeted"], "valid": r["valid"], "refused at accept": r["refused"],
+        "submitted": r["submitted"], "delivered": r["delivered"], "failed": r["failed"],
+        "waiting for a receipt": r["waiting_receipt"], "in progress": r["in_progress"],
+        "parts billed (carriers took)": r["parts_billed"], "parts charged (delivered)": r["parts_charged"],
+    }))  # fmt: skip
+    parts: list[Any] = [head]
+    if r.get("batch"):  # made with `batch send` (admin `batch create`): when it runs
+        parts.append(titled("the batch: when it runs", batch_definition_view(r["batch"])))
+    if r["refused_by_reason"]:
+        parts.append(titled("refused at accept, by reason", pairs(None, r["refused_by_reason"])))
+    if r["failed_by_category"]:
+        parts.append(titled("failed, by category", pairs(None, r["failed_by_category"])))
+    if r["failed_by_reason"]:
+        parts.append(titled("failure reasons as the carriers gave them", table(
+            None,
+            ("carrier", "reason", "category", "count"),
+            ((f["carrier"], f["reason"], f["category"], f["count"]) for f in r["failed_by_reason"]),
+        )))  # fmt: skip
+    return spaced(parts)
+
+
+def batch_definition_view(b: Mapping[str, Any]) -> Table:
+    """A batch made with `batch send`: its state, what it sends and when (times in UTC, the zone it keeps
+    its time of day in named beside)."""
+    every = b["every"]
+    if every != "once":
+        every += f" at {when(b['at'])} ({b['time_zone']})" + (f" until {when(b['until'])}" if b["until"] else "")
+    return pairs(None, {
+        "state": b["state"] + (f" ({b['reason']})" if b["reason"] else ""),
+        "sends": f"template {b['template']}" if b["template"] else b["text"],
+        "class": b["class"], "sender": b["sender"], "every": every, "next run": when(b["next_run_at"]),
+        "runs": b["runs"], "recipients": b["recipients"],
+    })  # fmt: skip
+
+
+def recipients_view(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """A page of a batch's recipients (the reason last: it may fold)."""
+    return table(
+        None,
+        ("message id", "to", "state", "status", "category", "carrier", "parts", "created", "final", "reason"),
+        ((m["message_id"], m["to"], m["state"], m["status"], m["category"], m["carrier"], m["parts"],
+          when(m["created_at"]), when(m["final_at"]), m["reason"]) for m in rows),
+    )  # fmt: skip
+
+
+def balance_view(b: Mapping[str, Any]) -> Group:
+    """An account's balance of parts, and its statement when the answer has one."""
+    limited = b["limited"]
+    head = titled(f"balance of {b['account']}", pairs(None, {
+        "available": b["available"] if limited else "unlimited (no balance)",
+        "reserved": b["reserved"], "charged": b["charged"],
+    }))  # fmt: skip
+    parts: list[Any] = [head]
+    if "statement" in b:
+        parts.append(titled("statement (a row a second of what moved)", table(
+            None,
+            ("at", "reserved", "charged", "released", "topped up", "note"),
+            ((when(e["at"]), e["reserved"], e["charged"], e["released"], e["topped_up"], e["note"])
+             for e in b["statement"]),
+        )))  # fmt: skip
+    return spaced(parts)
+
+
+def _state(t: Mapping[str, Any]) -> str:
+    return str(t["state"]) + (" (official)" if t["official"] else "")
+
+
+def templates_view(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """An account's templates, a row each; the text cut to a line (`template show` has it whole)."""
+    return table(
+        None,
+        ("template", "state", "class", "variables", "text"),
+        ((t["template_id"], _state(t), t["class"], ", ".join(t["variables"]), clip(t["text"], 60)) for t in rows),
+    )
+
+
+def template_view(t: Mapping[str, Any]) -> Group:
+    return titled(f"template {t['template_id']} of {t['account']}", pairs(None, {
+        "state": _state(t), "reason": t["reason"], "class": t["class"],
+        "variables": ", ".join(t["variables"]), "created": when(t["created_at"]), "updated": when(t["updated_at"]),
+        "text": t["text"],
+    }))  # fmt: skip
+
+
+def clip(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[: chars - 1] + "…"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -121,6 +121,9 @@ class Backend:
         # One snapshot of each for the whole request, whatever a reload does meanwhile.
         routing, policy = ctx.routing, ctx.policy
         message_class = str(request.message_class)
+        if policy.requires_template(account, message_class):
+            raise InvalidRequest(f"template_required: {message_class} from this account is sent from an approved "
+                                 "template, in a batch (op account)", field="class")  # fmt: skip
         scan = routing.router.scan_text(request.text)  # the text's words, once for every recipient
         verdict = policy.text(account, message_class, request.text, scan)
         text = verdict.text  # with the account's opt-out wording, where one was appended
@@ -205,25 +208,25 @@ class Backend:
 
     def _recipient(
         self, routing: Routing, account: str, message_class: str, sender: str, text: str, number: Number,
-        scan: Scan | None, network: str | None,
+        scan: Scan | None, network: str | None, own_text: str = "",
     ) -> tuple[Recipient, str]:
         """One recipient with a valid number: its route chosen (routing/router.py), the network a ported
         number moved to overriding its block; refused with the reason (and a detail for a person) when it
-        cannot go."""
+        cannot go. `own_text`: its text when not the Submit's (a batch's rendered template)."""
         plan = routing.router.decide(
             number, account=account, message_class=message_class, sender=sender,
             text=text, rng=self._ctx.rng, scan=scan, network=network,
         )  # fmt: skip
         if isinstance(plan, Refusal):
-            return Recipient(number.e164, reject=plan.reason), plan.detail
+            return Recipient(number.e164, reject=plan.reason, text=own_text), plan.detail
         encodings = self._ctx.encodings
         route = tuple(c for c in plan.carriers if c in encodings)
         if not route:  # the route names only carriers this process does not run (a reload added them)
-            return Recipient(number.e164, reject="no_route"), f"route {plan.route}: no running carrier"
+            return Recipient(number.e164, reject="no_route", text=own_text), f"route {plan.route}: no running carrier"
         # What an account with a balance reserves: the parts at its first carrier (Router.fit is cached per
         # text and encoding, so a request's recipients share one preview).
         parts = routing.router.fit(text, route[0])[1] or 1
-        return Recipient(number.e164, route=route, parts=parts), ""
+        return Recipient(number.e164, route=route, parts=parts, text=own_text), ""
 
     def batch_submit(
         self, account: str, b: BatchDef, run_id: str, rows: Sequence[tuple[int, str, dict[str, str]]],
@@ -264,16 +267,17 @@ class Backend:
                 checked = verdicts[text] = (verdict, scan)
             verdict, scan = checked
             offers_optout = offers_optout and verdict.offers_optout
+            own = verdict.text if verdict.text != skeleton else ""
             if not isinstance(number, Number):
-                r = Recipient(e164, reject="invalid_number")
+                r = Recipient(e164, reject="invalid_number", text=own)
             elif verdict.reject:
-                r = Recipient(e164, reject=verdict.reject)
+                r = Recipient(e164, reject=verdict.reject, text=own)
             else:
                 r, detail = self._recipient(routing, account, cls, sender, verdict.text, number, scan,
-                                            ported.get(number.e164))  # fmt: skip
+                                            ported.get(number.e164), own)  # fmt: skip
                 if policy.window is not None:
                     r, _ = self._held(policy, account, cls, r, detail, number, now_ms, opens)
-            recipients.append(replace(r, text=verdict.text) if verdict.text != skeleton else r)
+            recipients.append(r)
         return Submit(
             account=account, message_class=cls, sender=sender, text=skeleton, recipients=tuple(recipients),
             receipt=b.receipt, client_ref=f"batch:{run_id}:{rows[0][0]}", batch=run_id,
@@ -300,7 +304,7 @@ class Backend:
         if not until:
             return r, detail
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until / 1000))
-        held = Recipient(r.number, defer_until_ms=until, route=r.route, parts=r.parts)
+        held = Recipient(r.number, defer_until_ms=until, route=r.route, parts=r.parts, text=r.text)
         return held, f"held until {when}, when its window opens"
 
     def _refuse_text(self, checked: Sequence[tuple[Recipient, str]], text: str) -> None:

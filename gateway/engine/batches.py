@@ -24,14 +24,16 @@ import structlog
 import trio
 import trio.lowlevel
 
+from gateway.admin import reports
 from gateway.admin.commands import OPERATOR_TEMPLATE_ACTIONS, BatchEdit, TemplateCommand
 from gateway.errors import GatewayError
 from gateway.lifecycle import DUE_STATES, Ev, Event
 from gateway.policy import recurrence, templates
 from gateway.store import Advance, InvalidField, UnknownMessage, WrongState, records
 from gateway.store.ops import BatchRows, PutBatch, PutTemplate
-from gateway.store.records import BatchDef, Template
+from gateway.store.records import BatchCounters, BatchDef, Template
 from gateway.upstream.errors import InvalidRequest, NotFound
+from gateway.upstream.schema import MessageClass, PreviewRequest
 
 if TYPE_CHECKING:
     from gateway.engine.backend import Backend
@@ -54,13 +56,27 @@ def run_ids(batch_id: str, b: BatchDef) -> list[str]:
     return [f"{batch_id}#{n}" for n in range(1, b.runs + 1)]
 
 
-def describe(batch_id: str, b: BatchDef, in_progress: int = 0) -> dict[str, Any]:
-    """The definition as an answer: seconds since the epoch, nil for what is not set."""
-    state = b.state
-    if state == SENT:
-        state = SENDING if in_progress else "done"
+def counters(store: Any, account: str, batch_id: str, b: BatchDef) -> BatchCounters:
+    """The counters of every run of the batch, added up."""
+    return reports.merged(c for c in (store.batch(account, i) for i in run_ids(batch_id, b)) if c is not None)
+
+
+def describe(batch_id: str, b: BatchDef, counted: BatchCounters | None = None) -> dict[str, Any]:
+    """The definition as an answer: seconds since the epoch, nil for what is not set. A batch whose every
+    run was sent is `sending` while messages of it have not ended, then `done`, or `failed` when none of
+    its recipients was delivered."""
+    state, reason = b.state, b.reason
+    if state == SENT and counted is not None:
+        if counted.in_progress:
+            state = SENDING
+        elif counted.targeted and not counted.delivered:
+            state, reason = FAILED, reason or "no recipient was delivered"
+        else:
+            state = "done"
+    elif state == SENT:
+        state = "done"
     return {
-        "batch_id": batch_id, "state": state, "reason": b.reason or None, "class": b.message_class,
+        "batch_id": batch_id, "state": state, "reason": reason or None, "class": b.message_class,
         "sender": b.sender, "text": b.text or None, "template": b.template or None, "every": b.every,
         "at": b.start_ms / 1000 if b.start_ms else None, "until": b.end_ms / 1000 if b.end_ms else None,
         "time_zone": b.time_zone, "validity_seconds": b.validity_seconds or None, "receipt": b.receipt,
@@ -122,6 +138,8 @@ class Batches:
             log.info("template_created", account=account, template_id=template_id, state=PENDING)
         elif old is None:
             raise NotFound(f"no template {template_id!r} of account {account!r}")
+        elif command.action == "preview":
+            return {"account": account, "template_id": template_id, **await self._preview(account, old, command)}
         elif command.action == "delete":
             await self._put(PutTemplate(account, template_id, old.rev, b""), field="args.template_id")
             return {"account": account, "template_id": template_id, "deleted": True}
@@ -136,6 +154,17 @@ class Batches:
         t = store.template(account, template_id)
         assert t is not None
         return {"account": account, **template_answer(template_id, t)}
+
+    async def _preview(self, account: str, t: Template, command: TemplateCommand) -> dict[str, Any]:
+        """The text a recipient with these values would get, as a submit of it would send it: its encoding,
+        parts, and the policy's refusal if any."""
+        try:
+            text = templates.render(t.text, dict(command.values), TEMPLATE_RULES)
+        except templates.TemplateError as err:
+            raise InvalidRequest(str(err), field="args.vars") from None
+        p = await self._backend.preview(account, PreviewRequest(text, MessageClass(t.message_class)))
+        return {"text": p.text, "encoding": p.encoding, "parts": p.parts, "chars": p.chars,
+                "chars_left": p.chars_left, "per_part": p.per_part, "reason": p.reason, "detail": p.detail}  # fmt: skip
 
     def _check_template(self, account: str, t: Template) -> None:
         """The template rules (policy/templates.py), then the account's content rules on its fixed text:
@@ -168,14 +197,18 @@ class Batches:
             cancelled = await self.stop(account, batch_id)
             b = store.batch_def(account, batch_id)
             assert b is not None
-            return {"account": account, **describe(batch_id, b), "cancelled": cancelled}
+            return {"account": account, **describe(batch_id, b, counters(store, account, batch_id, b)),
+                    "cancelled": cancelled}  # fmt: skip
         b = store.batch_def(account, batch_id)
         assert b is not None
-        return {"account": account, **describe(batch_id, b)}
+        return {"account": account, **describe(batch_id, b, counters(store, account, batch_id, b))}
 
     async def _create(self, account: str, command: BatchEdit) -> dict[str, Any]:
         ctx = self._ctx
         batch_id = command.batch_id
+        if not command.template and ctx.policy.requires_template(account, command.message_class):
+            raise InvalidRequest(f"template_required: {command.message_class} from this account is sent from an "
+                                 "approved template", field="args.text")  # fmt: skip
         if command.template:
             t = ctx.store.template(account, command.template)
             if t is None:
@@ -198,17 +231,19 @@ class Batches:
         old = ctx.store.batch_def(account, batch_id)
         if old is not None:
             # The same create again (an answer lost with its connection) is answered as the first was.
+            # (`send` set a batch sent "now" to start when it was sent.)
             same = replace(old, state=DRAFT, recipients=0, runs=0, cursor=0, next_ms=0, created_ms=now,
-                           updated_ms=now, stopped_ms=0, reason="", rev=0)  # fmt: skip
+                           updated_ms=now, stopped_ms=0, reason="", rev=0,
+                           start_ms=old.start_ms if start_ms else 0)  # fmt: skip
             if same != new:
                 raise InvalidRequest(f"batch {batch_id!r} exists already, made otherwise", field="args.batch_id")
-            return {"account": account, **describe(batch_id, old)}
+            return {"account": account, **describe(batch_id, old, counters(ctx.store, account, batch_id, old))}
         await self._put(PutBatch(account, batch_id, 0, records.pack_batch_def(new)))
         log.info("batch_created", account=account, batch_id=batch_id, every=command.every,
                  template=command.template or None)  # fmt: skip
         b = ctx.store.batch_def(account, batch_id)
         assert b is not None
-        return {"account": account, **describe(batch_id, b)}
+        return {"account": account, **describe(batch_id, b, counters(ctx.store, account, batch_id, b))}
 
     async def _send(self, account: str, batch_id: str, b: BatchDef) -> None:
         if b.state != DRAFT:
@@ -326,33 +361,48 @@ class Batches:
                 return
             compiled = templates.compile_template(t.text)
         run_id = run_ids(batch_id, b)[-1]
-        while True:
-            rows = store.batch_rows(account, batch_id, b.cursor, CHUNK)
-            if not rows:
-                break
-            op = self._backend.batch_submit(account, b, run_id, rows, compiled, TEMPLATE_RULES)
-            (result,) = await ctx.apply([op])
-            if isinstance(result, GatewayError):
-                raise result
-            self._backend.submitted()
+        backend = self._backend
+        # `b` is the definition as stored; `moved` where the run is once the chunks committed so far count.
+        # That position is written in the transaction of the next chunk (one commit a chunk: a chunk is
+        # never counted before it is stored), and the next chunk is prepared while one commits.
+        moved, unsaved = b, False
+        rows = store.batch_rows(account, batch_id, b.cursor, CHUNK)
+        op = backend.batch_submit(account, b, run_id, rows, compiled, TEMPLATE_RULES) if rows else None
+        while op is not None:
+            ops: list[Any] = [PutBatch(account, batch_id, b.rev, records.pack_batch_def(moved))] if unsaved else []
+            ops.append(op)
+            results: list[Any] = []
+            after = rows[-1][0] + 1
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._commit, ops, results)
+                await trio.lowlevel.checkpoint()  # the group is on its way to the writer process
+                rows = store.batch_rows(account, batch_id, after, CHUNK)
+                op = backend.batch_submit(account, b, run_id, rows, compiled, TEMPLATE_RULES) if rows else None
+            if unsaved:
+                if isinstance(results[0], WrongState):  # stopped meanwhile: what was queued is cancelled too
+                    await self._cancel_waiting(account, run_id)
+                    return
+                if isinstance(results[0], GatewayError):
+                    raise results[0]
+                b = replace(moved, rev=b.rev + 1)
+            if isinstance(results[-1], GatewayError):
+                raise results[-1]
+            backend.submitted()
             self.chunks += 1
-            moved = replace(b, cursor=rows[-1][0] + 1, updated_ms=ctx.wall_ms())
-            (result,) = await ctx.apply([PutBatch(account, batch_id, b.rev, records.pack_batch_def(moved))])
-            if isinstance(result, WrongState):  # stopped meanwhile: what this chunk queued is cancelled too
-                await self._cancel_waiting(account, run_id)
-                return
-            if isinstance(result, GatewayError):
-                raise result
-            b = replace(moved, rev=b.rev + 1)
-            await trio.lowlevel.checkpoint()
+            moved, unsaved = replace(b, cursor=after, updated_ms=ctx.wall_ms()), True
         now = ctx.wall_ms()
         nxt = None
         if b.every != "once":
             rule = recurrence.Recurrence(b.every, b.start_ms, b.end_ms, b.time_zone)
             nxt = recurrence.next_run_ms(rule, max(at, now))  # runs missed while the gateway was down: one
-        done = replace(b, state=PENDING if nxt else SENT, next_ms=nxt or 0, updated_ms=now)
+        done = replace(moved, state=PENDING if nxt else SENT, next_ms=nxt or 0, updated_ms=now)
         (result,) = await ctx.apply([PutBatch(account, batch_id, b.rev, records.pack_batch_def(done))])
-        if isinstance(result, GatewayError) and not isinstance(result, WrongState):
+        if isinstance(result, WrongState):  # stopped while its last chunk committed
+            await self._cancel_waiting(account, run_id)
+        elif isinstance(result, GatewayError):
             raise result
-        log.info("batch_run_done", account=account, batch_id=batch_id, run=b.runs, recipients=b.cursor,
+        log.info("batch_run_done", account=account, batch_id=batch_id, run=b.runs, recipients=moved.cursor,
                  next_run_ms=nxt)  # fmt: skip
+
+    async def _commit(self, ops: list[Any], results: list[Any]) -> None:
+        results.extend(await self._ctx.apply(ops))

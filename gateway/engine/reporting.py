@@ -11,7 +11,8 @@ from typing import Any
 
 from gateway.admin import reports
 from gateway.admin.commands import Balance, Batch
-from gateway.engine.batches import describe, run_ids
+from gateway.engine.batches import counters as run_counters
+from gateway.engine.batches import describe
 from gateway.policy.categories import FailureTable
 from gateway.store.ops import BalanceResult
 from gateway.upstream.errors import NotFound
@@ -33,10 +34,9 @@ def batch_answer(store: Store, table: FailureTable, command: Batch, account: str
     if definition is not None and command.action == "show":
         # A batch made with `batch create`: its definition, and its runs' counters added up (each run
         # of a recurring batch is reported on its own as "ID#n").
-        runs = [c for c in (store.batch(account, i) for i in run_ids(batch_id, definition)) if c is not None]
-        counters = reports.merged(runs)
-        answer = reports.report(batch_id, counters, table)
-        return {"account": account, **answer, "batch": describe(batch_id, definition, counters.in_progress)}
+        counted = run_counters(store, account, batch_id, definition)
+        answer = reports.report(batch_id, counted, table)
+        return {"account": account, **answer, "batch": describe(batch_id, definition, counted)}
     counters = store.batch(account, batch_id)
     if counters is None:
         raise NotFound(f"no batch {batch_id!r} of account {account!r}")

@@ -269,6 +269,9 @@ class AccountSettings:
     # Reply keywords of its own (its customers' languages), added to compliance.optout_keywords / optin.
     optout_keywords: tuple[str, ...] = ()
     optin_keywords: tuple[str, ...] = ()
+    # Classes it sends only from an approved template (a batch of one): a submit or a text batch of one of
+    # them is refused template_required, as platforms require of marketing.
+    template_classes: tuple[str, ...] = field(default=(), metadata=choices("marketing", "notification", "verification"))
 
 
 @dataclass(frozen=True, slots=True)

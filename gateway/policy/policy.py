@@ -51,6 +51,8 @@ class AccountRules:
     # A fixed IANA time zone for its recipients' send windows ("" reads each number's own zones).
     time_zone: str = ""
     keywords: Keywords = field(default_factory=Keywords)
+    # Classes it sends only from an approved template (AccountSettings.template_classes).
+    template_classes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,10 @@ class Policy:
 
     def rules(self, account: str) -> AccountRules:
         return self.accounts.get(account, self._default)
+
+    def requires_template(self, account: str, message_class: str) -> bool:
+        """Whether `account` sends `message_class` only from an approved template."""
+        return message_class in self.rules(account).template_classes
 
     # --- the text, once per request -------------------------------------------------------------------
 

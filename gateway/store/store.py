@@ -316,6 +316,7 @@ class Store:
         self._ported = self._dbs[b"ported"]
         self._ported_meta = self._dbs[b"ported_meta"]
         self._caps_swept = b""  # where the next sweep of the cap counters starts (see _trim_caps)
+        self._batches_swept = b""  # and of the batch definitions (see _trim_batches)
         with self._env.begin() as txn:
             self._ids = keys.IdClock(self._last_key_int(txn, b"messages"))
             self._seq = self._last_key_int(txn, b"events")
@@ -1291,8 +1292,9 @@ class Store:
         other += self._trim_early_and_freq(tx, cutoff, early_cutoff, op.limit)
         expired = self._expire_early(tx, early_cutoff, op.limit)
         trimmed = self._trim_unmatched(tx, cutoff, op.limit)
-        other += expired + trimmed
-        more = max(purged, events, expired, trimmed) >= op.limit
+        batches = self._trim_batches(tx, cutoff, op.limit)
+        other += expired + trimmed + batches
+        more = max(purged, events, expired, trimmed, batches) >= op.limit
         return SweepResult(purged, events, other, more)
 
     def _purge_message(self, tx: _Tx, msg_id: int) -> None:
@@ -1383,6 +1385,40 @@ class Store:
                 self._caps_swept = b""
                 return n
         self._caps_swept = bytes(cur.key())
+        return n
+
+    def _trim_batches(self, tx: _Tx, cutoff: int, limit: int) -> int:
+        """The recipients (batch rows) of batches that ended before `cutoff` (every run sent, or stopped, or
+        failed, and not changed since), then their definitions: `limit` rows a sweep, resuming where the last
+        stopped. Their counters stay: a report of an old batch still reads them."""
+        cur = tx.txn.cursor(db=tx.db[b"batch_defs"])
+        if not cur.set_range(self._batches_swept):
+            self._batches_swept = b""
+            return 0
+        n = 0
+        while n < limit:
+            key = bytes(cur.key())
+            b = records.unpack_batch_def(bytes(cur.value()))
+            if b.state in _ENDED_BATCH and b.updated_ms < cutoff:
+                account, batch_id = key.decode().split("\0", 1)
+                rows = tx.txn.cursor(db=tx.db[b"batch_rows"])
+                prefix = keys.batch_prefix(account, batch_id)
+                found = rows.set_range(prefix)
+                while found and n < limit and bytes(rows.key()).startswith(prefix):
+                    found = rows.delete()  # and on to the next row
+                    n += 1
+                if n >= limit:
+                    self._batches_swept = key
+                    return n
+                cur.delete()
+                n += 1
+                moved = bool(cur.key())
+            else:
+                moved = cur.next()
+            if not moved:
+                self._batches_swept = b""
+                return n
+        self._batches_swept = bytes(cur.key())
         return n
 
     def _expire_early(self, tx: _Tx, cutoff: int, limit: int) -> int:
@@ -2118,6 +2154,8 @@ _OUT_FAILED = keys.OUTCOMES["failed"]
 _OUT_REFUSED = keys.OUTCOMES["refused"]
 # A batch's states in which rows may still be added (records.BatchDef).
 _OPEN_BATCH = "draft"
+# Batches whose definition and rows retention may remove once unchanged for retention_days.
+_ENDED_BATCH = frozenset({"sent", "stopped", "failed"})
 _SUBMITTING = State.SUBMITTING
 _STATES = {int(s): s for s in State}
 

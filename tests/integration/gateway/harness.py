@@ -3,10 +3,13 @@ socket, a real LMDB in a temp dir. Every wait is bounded by the caller's trio.fa
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -84,12 +87,15 @@ async def running_gateway(
     wall_ms: Callable[[], int] | None = None,
     sync: bool = False,
     configure: Callable[[GatewayConfig], GatewayConfig] | None = None,
+    simulator: tuple[Simulator, int] | None = None,
 ) -> AsyncIterator[Harness]:
-    sim = Simulator(
+    """`simulator`: one the caller runs (and its port), which outlives this gateway: a restart test binds a
+    second gateway on the same store to it, and gets the receipts it still holds."""
+    sim = simulator[0] if simulator else Simulator(
         sim_config or SimConfig(credentials=(("gw", SIM_PASSWORD),), id_format=SimIdFormat.HEX, seed=7)
-    )
+    )  # fmt: skip
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(sim.serve, "127.0.0.1", 0)
+        port = simulator[1] if simulator else await nursery.start(sim.serve, "127.0.0.1", 0)
         cfg = gateway_config(tmp, port, sync=sync)
         gateway = Gateway(configure(cfg) if configure else cfg, wall_ms=wall_ms)
         running: Running = await nursery.start(gateway.run)
@@ -124,3 +130,18 @@ async def collect_final_events(
             await sub.ack(event.seq)
             break
     return finals, seen
+
+
+async def ctl(h: Harness, *argv: str, json_out: bool = False) -> tuple[int, str, str]:
+    """gatewayctl as an operator runs it: a process of its own on the admin socket; (exit code, stdout,
+    stderr)."""
+    socket = h.running.admin_socket
+    assert socket is not None
+    full = [sys.executable, "-m", "gateway.ctl.main", "--socket", socket, *(["--json"] if json_out else []), *argv]
+    done = await trio.run_process(full, capture_stdout=True, capture_stderr=True, check=False)
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+async def ctl_json(h: Harness, *argv: str) -> tuple[int, Any]:
+    code, out, _ = await ctl(h, *argv, json_out=True)
+    return code, json.loads(out)

@@ -25,7 +25,7 @@ from gateway.sim.config import SimConfig
 from gateway.upstream import BlockingClient, MessageClass, SubmitRequest, UpstreamError
 from gateway.upstream.schema import AdminRequest, Op
 
-from .harness import SECRET, SIM_PASSWORD, Harness, collect_final_events
+from .harness import SECRET, SIM_PASSWORD, Harness, collect_final_events, ctl, ctl_json
 from .harness import running_gateway as _running_gateway
 
 WORDING = "Reply STOP to opt out"
@@ -37,19 +37,6 @@ def running_gateway(tmp: Path, **kwargs: Any) -> contextlib.AbstractAsyncContext
     return _running_gateway(tmp, sim_config=SIM, **kwargs)
 
 
-async def ctl(h: Harness, *argv: str, json_out: bool = False) -> tuple[int, str, str]:
-    """gatewayctl as an operator runs it: a process of its own on the admin socket; (exit code, stdout,
-    stderr)."""
-    socket = h.running.admin_socket
-    assert socket is not None
-    full = [sys.executable, "-m", "gateway.ctl.main", "--socket", socket, *(["--json"] if json_out else []), *argv]
-    done = await trio.run_process(full, capture_stdout=True, capture_stderr=True, check=False)
-    return done.returncode, done.stdout.decode(), done.stderr.decode()
-
-
-async def ctl_json(h: Harness, *argv: str) -> tuple[int, Any]:
-    code, out, _ = await ctl(h, *argv, json_out=True)
-    return code, json.loads(out)
 
 
 def _two_carriers(cfg: GatewayConfig) -> GatewayConfig:

@@ -8,9 +8,9 @@ from dataclasses import replace
 from gateway.lifecycle import Ev, Event, State
 from gateway.store import Advance, Op, Receipt, Recipient, Store, Submit, SubmitResult, WrongState
 from gateway.store import records as R
-from gateway.store.ops import BalanceResult, BatchRows, PutBatch, PutTemplate, TopUp
+from gateway.store.ops import BalanceResult, BatchRows, PutBatch, PutTemplate, Sweep, SweepResult, TopUp
 from tests.integration.store.conftest import StoreFactory
-from tests.integration.store.support import ok, send
+from tests.integration.store.support import FakeClock, ok, send
 
 
 def submit_parts(*recipients: tuple[str, int], batch: str = "b", account: str = "acme") -> Submit:
@@ -177,3 +177,33 @@ def test_templates_are_kept_per_account_with_revisions(open_store: StoreFactory)
     assert store.templates("other") == []
     ok(store, [PutTemplate("acme", "otp", -1, b"")])
     assert store.template("acme", "otp") is None
+
+
+def test_retention_removes_the_rows_and_definitions_of_batches_that_ended_long_ago(
+    open_store: StoreFactory, clock: FakeClock
+) -> None:
+    store = open_store(retention_days=30.0)
+    now = clock()
+    old = now - 31 * 86_400_000
+    rows = tuple(R.pack_batch_row(f"+{i}", {}) for i in range(5))
+    for batch_id, state, updated in (("old", "sent", old), ("stopped", "stopped", old), ("recent", "sent", now),
+                                     ("recurring", "pending", old), ("draft", "draft", old)):  # fmt: skip
+        b = R.BatchDef("marketing", "ACME", text="Sale", created_ms=old)
+        ok(store, [PutBatch("acme", batch_id, 0, R.pack_batch_def(b)), BatchRows("acme", batch_id, 0, rows)])
+        stored = store.batch_def("acme", batch_id)
+        assert stored is not None
+        ended = replace(stored, state=state, updated_ms=updated, next_ms=now + 1000 if state == "pending" else 0)
+        ok(store, [PutBatch("acme", batch_id, stored.rev, R.pack_batch_def(ended))])
+    sweeps = 0
+    while True:
+        (result,) = ok(store, [Sweep(limit=3)])  # a few rows a sweep: the writer is never held for long
+        sweeps += 1
+        assert isinstance(result, SweepResult)
+        if not result.more:
+            break
+    assert sweeps > 2
+    assert [k for k, _ in store.batch_defs("acme")] == ["draft", "recent", "recurring"]
+    for gone in ("old", "stopped"):
+        assert store.batch_rows("acme", gone, 0, 10) == []
+    for kept in ("draft", "recent", "recurring"):
+        assert len(store.batch_rows("acme", kept, 0, 10)) == 5

@@ -59,10 +59,13 @@ def test_batch_mistakes_name_their_argument(args: dict[str, Any], field: str) ->
 
 def test_template_commands() -> None:
     assert parse_command("template", {"action": "list"}) == TemplateCommand("list")
-    args = {"action": "create", "template_id": "t", "text": "Hi {n}", "class": "notification"}
+    args: dict[str, Any] = {"action": "create", "template_id": "t", "text": "Hi {n}", "class": "notification"}
     made = parse_command("template", args)
     assert made == TemplateCommand("create", None, "t", "Hi {n}", "notification")
+    sample = parse_command("template", {"action": "preview", "template_id": "t", "vars": {"n": "Ann"}})
+    assert sample == TemplateCommand("preview", None, "t", values=(("n", "Ann"),))
     for args, field in (
+        ({"action": "preview", "template_id": "t", "vars": {"n": "x" * 161}}, "args.vars.n"),
         ({"action": "reject", "template_id": "t"}, "args.reason"),
         ({"action": "create", "template_id": "t"}, "args.text"),
         ({"action": "show"}, "args.template_id"),
