@@ -17,7 +17,7 @@ the cursor write names the revision it read), then what of the current run no ca
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -86,11 +86,10 @@ def describe(batch_id: str, b: BatchDef, counted: BatchCounters | None = None) -
 
 
 def template_answer(template_id: str, t: Template) -> dict[str, Any]:
-    body = asdict(t)
     return {
         "template_id": template_id, "text": t.text, "class": t.message_class, "state": t.state,
         "reason": t.reason or None, "official": t.official, "variables": list(templates.variables(t.text)),
-        "created_at": body["created_ms"] / 1000, "updated_at": body["updated_ms"] / 1000,
+        "created_at": t.created_ms / 1000, "updated_at": t.updated_ms / 1000,
     }  # fmt: skip
 
 
@@ -129,7 +128,11 @@ class Batches:
         template_id = command.template_id or ""
         old = store.template(account, template_id)
         now = self._ctx.wall_ms()
-        if command.action == "create":
+        if command.action == "create" and old is not None and (old.text, old.message_class) == (
+            command.text, command.message_class
+        ):
+            pass  # the same template again (an answer lost): as it stands, reviewed or not
+        elif command.action == "create":
             new = Template(command.text, command.message_class, PENDING, created_ms=old.created_ms if old else now,
                            updated_ms=now)  # fmt: skip
             self._check_template(account, new)
@@ -253,8 +256,11 @@ class Batches:
         if not b.recipients:
             raise InvalidRequest(f"batch {batch_id!r} has no recipients: add them first", field="args.action")
         now = self._ctx.wall_ms()
-        first = recurrence.next_run_ms(recurrence.Recurrence(b.every, b.start_ms or now, b.end_ms, b.time_zone),
-                                       now - 1)  # fmt: skip
+        if b.every == "once":
+            first: int | None = max(b.start_ms, now)  # a time that passed meanwhile: now
+        else:
+            rule = recurrence.Recurrence(b.every, b.start_ms, b.end_ms, b.time_zone)
+            first = recurrence.next_run_ms(rule, now - 1)
         if first is None:  # every run is in the past
             raise InvalidRequest(f"batch {batch_id!r} has no run after now: its until has passed", field="args.action")
         if not b.start_ms:
@@ -273,8 +279,10 @@ class Batches:
             b = store.batch_def(account, batch_id)
             if b is None:
                 raise NotFound(f"no batch {batch_id!r} of account {account!r}")
-            if b.state in (STOPPED, FAILED):
-                break
+            if b.state in (STOPPED, FAILED) or (
+                b.state == SENT and not counters(store, account, batch_id, b).in_progress
+            ):
+                break  # stopped, or ended: as it stands
             now = self._ctx.wall_ms()
             stopped = replace(b, state=STOPPED, next_ms=0, stopped_ms=now, updated_ms=now)
             (result,) = await self._ctx.apply([PutBatch(account, batch_id, b.rev, records.pack_batch_def(stopped))])

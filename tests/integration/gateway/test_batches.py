@@ -77,6 +77,9 @@ async def test_a_template_batch_reports_what_was_seeded(tmp_path: Path) -> None:
                 lambda: operator(h, "template", action="approve", account="acme", template_id="coupon")
             )
             assert approved["state"] == "approved"
+            async with h.client() as client:  # the same create again (its answer lost) keeps the review
+                again = await client.account("template", action="create", template_id="coupon", text=TEXT)
+                assert again["state"] == "approved"
 
             opted = ["447700900003", "447700900017"]
             await engine.writer.apply([SetOptOut(n, scope="acme", source="import") for n in opted])
@@ -386,3 +389,38 @@ async def test_receipts_that_come_after_a_restart_complete_the_report(tmp_path: 
     assert (balance["charged"], balance["reserved"], balance["available"]) == (
         report["delivered"], 0, 5000 - report["delivered"]
     )  # fmt: skip
+
+
+async def test_a_stop_mid_run_ends_the_run_and_cancels_what_no_carrier_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop that lands while the run's third chunk commits: no chunk after it, the third chunk's messages
+    that no carrier has yet cancelled, what went out still reported."""
+    monkeypatch.setattr(batches_module, "CHUNK", 5)
+    with trio.fail_after(60):
+        async with running_gateway(tmp_path) as h:
+            batches = h.running.engine.backend.batches
+            real_apply = batches._ctx.apply
+            stopped: list[int] = []
+
+            async def apply(ops: Any) -> Any:
+                moving = isinstance(ops[0], PutBatch) and len(ops) == 2 and not stopped
+                if moving and records.unpack_batch_def(ops[0].packed).cursor == 10:
+                    stopped.append(await batches.stop("acme", "b"))  # the operator's stop, just before
+                return await real_apply(ops)
+
+            monkeypatch.setattr(batches, "_ctx", _Proxy(batches._ctx, apply))
+            async with h.client() as client:
+                await client.account("batch", action="create", batch_id="b", text="Acme news for you",
+                                     sender="ACME", **{"class": "notification"})  # fmt: skip
+                await client.account("batch", action="add", batch_id="b", rows=[r["to"] for r in rows(0, 40)])
+                await client.account("batch", action="send", batch_id="b")
+            report = await wait_for(h, "b", lambda r: r["batch"]["state"] == "stopped" and not r["in_progress"])
+            assert len(stopped) == 1
+            # Three chunks were stored (the third with the stop's revision refused: it committed in the
+            # same transaction), none after.
+            assert report["targeted"] == 15
+            cancelled = report["failed_by_category"].get("cancelled", 0)
+            assert report["delivered"] + cancelled == 15
+            assert cancelled >= 1  # the third chunk's, queued when the stop came, at least
+            assert report["batch"]["runs"] == 1
