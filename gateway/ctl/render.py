@@ -166,13 +166,15 @@ def titled(title: str, body: Table) -> Group:
 
 
 def batches_view(rows: Sequence[Mapping[str, Any]]) -> Table:
-    """An account's batches, a row each: `waiting` is accepted and not ended (in_progress)."""
+    """An account's batches, a row each: `waiting` is accepted and not ended (in_progress); `state` that of
+    a batch made with `batch send` (admin `batch create`), blank for a submit's batch_id."""
     return table(
         None,
-        ("batch", "targeted", "valid", "refused", "submitted", "delivered", "failed", "waiting", "parts billed",
-         "charged"),
-        ((b["batch_id"], b["targeted"], b["valid"], b["refused"], b["submitted"], b["delivered"], b["failed"],
-          b["in_progress"], b["parts_billed"], b["parts_charged"]) for b in rows),
+        ("batch", "state", "targeted", "valid", "refused", "submitted", "delivered", "failed", "waiting",
+         "parts billed", "charged"),
+        ((b["batch_id"], (b.get("batch") or {}).get("state", ""), b["targeted"], b["valid"], b["refused"],
+          b["submitted"], b["delivered"], b["failed"], b["in_progress"], b["parts_billed"], b["parts_charged"])
+         for b in rows),
     )  # fmt: skip
 
 

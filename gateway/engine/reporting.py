@@ -23,12 +23,21 @@ Store = Any
 
 def batch_answer(store: Store, table: FailureTable, command: Batch, account: str) -> dict[str, Any]:
     if command.action == "list":
-        rows = store.batch_ids(account, command.batch_id or "", command.limit)
-        return {
-            "account": account,
-            "batches": [reports.report(batch_id, counters, table) for batch_id, counters in rows],
-            "next": rows[-1][0] if len(rows) == command.limit else None,
-        }
+        # The batches with counters (submits that named one, runs "ID#n") and those made with `batch create`
+        # (a draft or a pending one has no counters yet), merged by id: a made batch with its definition.
+        after, limit = command.batch_id or "", command.limit
+        with_counters = dict(store.batch_ids(account, after, limit))
+        made = dict(store.batch_defs(account, after, limit))
+        ids = sorted(with_counters.keys() | made.keys())[:limit]
+        batches = []
+        for batch_id in ids:
+            b = made.get(batch_id)
+            total = run_counters(store, account, batch_id, b) if b is not None else with_counters[batch_id]
+            entry = reports.report(batch_id, total, table)
+            if b is not None:
+                entry["batch"] = describe(batch_id, b, total)
+            batches.append(entry)
+        return {"account": account, "batches": batches, "next": ids[-1] if len(ids) == limit else None}
     batch_id = command.batch_id or ""
     definition = store.batch_def(account, batch_id) if "#" not in batch_id else None
     if definition is not None and command.action == "show":

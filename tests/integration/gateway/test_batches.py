@@ -175,6 +175,19 @@ async def test_a_recurring_batch_runs_at_each_occurrence_until_stopped(tmp_path:
 
                 stopped = await client.account("batch", action="stop", batch_id="weekly")
                 assert (stopped["state"], stopped["next_run_at"]) == ("stopped", None)
+                await client.account("batch", action="create", batch_id="a-draft", text="Acme draft deals",
+                                     sender="ACME")  # fmt: skip
+                listed = await client.account("batch", action="list")
+                # Made batches (a draft too) with their definitions, and each run with its own counters.
+                assert [b["batch_id"] for b in listed["batches"]] == ["a-draft", "weekly", "weekly#1", "weekly#2"]
+                assert [(b.get("batch") or {}).get("state") for b in listed["batches"]] == [
+                    "draft", "stopped", None, None
+                ]  # fmt: skip
+                assert [b["targeted"] for b in listed["batches"]] == [0, 4, 2, 2]
+                page = await client.account("batch", action="list", limit=2)
+                assert page["next"] == "weekly"
+                rest = await client.account("batch", action="list", batch_id=page["next"])
+                assert [b["batch_id"] for b in rest["batches"]] == ["weekly#1", "weekly#2"]
             await move_to(T0 + 2 * 86_400_000 + 3_600_000)
             await trio.sleep(0.5)
             report = await wait_for(h, "weekly", lambda r: True)
