@@ -356,6 +356,9 @@ class Batches:
             self.runs_started += 1
             log.info("batch_run_started", account=account, batch_id=batch_id, run=begun.runs, recipients=b.recipients)
             b = replace(begun, rev=b.rev + 1)
+        elif b.state == SENDING:  # a run a restart (or a failed write) cut: from its last committed chunk
+            log.info("batch_run_resumed", account=account, batch_id=batch_id, run=b.runs, cursor=b.cursor,
+                     recipients=b.recipients)  # fmt: skip
         if b.state != SENDING:
             return
         compiled = None

@@ -90,6 +90,7 @@ async def test_sigkill_mid_expansion_accepts_and_sends_every_recipient_once(tmp_
             assert done["targeted"] == N, (at_kill, done)
             code = await gateway.terminate()
             assert code == 0, gateway.last_log()
+            assert "batch_run_resumed" in gateway.last_log()  # the operator sees the run taken up again
             nursery.cancel_scope.cancel()
 
     assert (done["targeted"], done["valid"], done["refused"]) == (N, N, 0)
