@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
@@ -22,7 +21,7 @@ from gateway.engine.scheduler import Scheduler
 from gateway.errors import GatewayError
 from gateway.lifecycle import DUE_STATES, Ev, Event, State
 from gateway.policy.categories import FailureTable
-from gateway.policy.policy import Policy
+from gateway.policy.policy import Policy, TextVerdict
 from gateway.policy.templates import Compiled, TemplateError, TemplateRules
 from gateway.routing.content import Scan
 from gateway.routing.numbers import BadNumber, Number
@@ -82,6 +81,17 @@ from gateway.upstream import Event as UpstreamEvent
 from gateway.upstream import EventKind as UpstreamKind
 
 
+def _verdict(
+    routing: Routing, policy: Policy, account: str, message_class: str, text: str
+) -> tuple[TextVerdict, Scan | None]:
+    """The policy's verdict on a text (docs/protocol.md, "Compliance"), and the route table's word scan of the
+    text it sends (with the account's opt-out wording, where one was appended)."""
+    scan = routing.router.scan_text(text)
+    verdict = policy.text(account, message_class, text, scan)
+    if verdict.text != text:
+        scan = routing.router.scan_text(verdict.text)
+    return verdict, scan
+
 @dataclass(frozen=True, slots=True)
 class BackendStatistics:
     submits: int  # submit requests committed since the start (duplicates included)
@@ -124,11 +134,8 @@ class Backend:
         if policy.requires_template(account, message_class):
             raise InvalidRequest(f"template_required: {message_class} from this account is sent from an approved "
                                  "template, in a batch (op account)", field="class")  # fmt: skip
-        scan = routing.router.scan_text(request.text)  # the text's words, once for every recipient
-        verdict = policy.text(account, message_class, request.text, scan)
+        verdict, scan = _verdict(routing, policy, account, message_class, request.text)  # once for every recipient
         text = verdict.text  # with the account's opt-out wording, where one was appended
-        if text != request.text:
-            scan = routing.router.scan_text(text)
         region = routing.region_of(account)
         numbers = [routing.numbers.parse(to, region) for to in request.to]
         # A request's checks take milliseconds: let the store writer hear of other callers' groups meanwhile
@@ -245,7 +252,7 @@ class Backend:
         ported = self._ported(numbers)
         skeleton = "".join(compiled.literals) if compiled is not None else b.text
         # Each distinct text is checked once (a template with few distinct values shares its checks).
-        verdicts: dict[str, tuple[Any, Scan | None]] = {}
+        verdicts: dict[str, tuple[TextVerdict, Scan | None]] = {}
         opens: dict[tuple[str, ...], int] = {}
         recipients = []
         offers_optout = True
@@ -260,11 +267,7 @@ class Backend:
                     continue
             checked = verdicts.get(text)
             if checked is None:
-                scan = routing.router.scan_text(text)
-                verdict = policy.text(account, cls, text, scan)
-                if verdict.text != text:
-                    scan = routing.router.scan_text(verdict.text)
-                checked = verdicts[text] = (verdict, scan)
+                checked = verdicts[text] = _verdict(routing, policy, account, cls, text)
             verdict, scan = checked
             offers_optout = offers_optout and verdict.offers_optout
             own = verdict.text if verdict.text != skeleton else ""

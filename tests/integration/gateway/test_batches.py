@@ -224,8 +224,7 @@ async def test_a_chunk_submitted_again_after_a_failed_cursor_write_is_not_sent_t
 
             async def apply(ops: Any) -> Any:
                 results = await real_apply(ops)
-                moving = isinstance(ops[0], PutBatch) and len(ops) == 2 and not failed
-                if moving and records.unpack_batch_def(ops[0].packed).cursor == 10:  # with the third chunk
+                if not failed and moves_cursor_to(ops, 10):  # with the third chunk
                     failed.append(1)
                     return [StoreError("the writer's answer was lost")] * len(ops)
                 return results
@@ -240,6 +239,12 @@ async def test_a_chunk_submitted_again_after_a_failed_cursor_write_is_not_sent_t
             assert failed == [1]
             assert (report["targeted"], report["valid"], report["submitted"]) == (17, 17, 17)
             assert batches.failed_runs == 1
+
+
+def moves_cursor_to(ops: Any, cursor: int) -> bool:
+    """Whether a group is a run's commit of a chunk with the position before it (engine/batches.py `_run`),
+    that position being `cursor`."""
+    return len(ops) == 2 and isinstance(ops[0], PutBatch) and records.unpack_batch_def(ops[0].packed).cursor == cursor
 
 
 class _Proxy:
@@ -417,8 +422,7 @@ async def test_a_stop_mid_run_ends_the_run_and_cancels_what_no_carrier_has(
             stopped: list[int] = []
 
             async def apply(ops: Any) -> Any:
-                moving = isinstance(ops[0], PutBatch) and len(ops) == 2 and not stopped
-                if moving and records.unpack_batch_def(ops[0].packed).cursor == 10:
+                if not stopped and moves_cursor_to(ops, 10):
                     stopped.append(await batches.stop("acme", "b"))  # the operator's stop, just before
                 return await real_apply(ops)
 
