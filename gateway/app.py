@@ -67,6 +67,8 @@ from gateway.store.remote import WriterProcess
 from gateway.store.store import wall_ms as store_wall_ms
 from gateway.upstream import Credentials, ServerConfig, UpstreamBackend, serve_tcp, serve_unix
 from gateway.upstream.server import Drain
+from gateway.upstream.smpp_core import MAX_PASSWORD, SmppAccountConfig, SmppServerConfig
+from gateway.upstream.smpp_server import SmppServer
 
 log = structlog.get_logger(__name__)
 
@@ -182,6 +184,8 @@ class GatewayConfig:
     compliance: ComplianceSettings | None = None
     caps: tuple[CapSettings, ...] = ()
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    # The SMPP server face (docs/smpp_server.md): off without the table.
+    smpp_server: SmppServerConfig | None = None
 
 
 def load_config(path: Path) -> GatewayConfig:
@@ -200,6 +204,7 @@ def load_config(path: Path) -> GatewayConfig:
         cfg = _read_word_files(cfg, file, unreadable)
         _check_secrets(cfg, file, problems)
         _check_tls_files(cfg, file, problems)
+        _check_smpp_server(cfg, file, problems)
         if not problems:
             build_routing(cfg, file, problems)
             build_policy(cfg, file, problems)
@@ -495,6 +500,63 @@ def _check_tls_files(cfg: GatewayConfig, file: str, problems: Problems) -> None:
             problems.extend((file, f"carriers[{i}].binds[{j}].{name}", reason) for name, reason in _tls_mistakes(b))
 
 
+def _check_smpp_server(cfg: GatewayConfig, file: str, problems: Problems) -> None:
+    """[smpp_server]: each system_id's account exists and its password can be read now (SMPP 3.4 4.1.1: at
+    most 8 characters); the TLS certificate and key load as the server will load them."""
+    smpp = cfg.smpp_server
+    if smpp is None:
+        return
+    names = {a.name for a in cfg.accounts}
+    for i, a in enumerate(smpp.accounts):
+        key = f"smpp_server.accounts[{i}]"
+        if a.account not in names:
+            problems.append((file, f"{key}.account", f"no account {a.account!r} in [[accounts]]"))
+        try:
+            password = smpp_password(a)
+        except ConfigError as err:
+            where = f"{key}.password_{'env' if a.password_env else 'file'}"
+            problems.extend((file, where, f"{w}: {reason}") for w, _, reason in err.problems)
+            continue
+        if not 0 < len(password) <= MAX_PASSWORD or not password.isascii():
+            where = f"{key}.password_{'env' if a.password_env else 'file'}"
+            problems.append((file, where, f"the password must be 1 to {MAX_PASSWORD} ASCII characters "
+                             "(SMPP 3.4 4.1.1)"))  # fmt: skip
+    if smpp.tls_cert_file:
+        import ssl
+
+        for name in ("tls_cert_file", "tls_key_file"):
+            reason = _unreadable(getattr(smpp, name))
+            if reason:
+                problems.append((file, f"smpp_server.{name}", reason))
+                return
+        try:
+            smpp_ssl_context(smpp)
+        except (ssl.SSLError, OSError) as err:
+            problems.append((file, "smpp_server.tls_cert_file",
+                             f"{smpp.tls_cert_file} with {smpp.tls_key_file}: not a certificate and its "
+                             f"unencrypted private key ({err})"))  # fmt: skip
+
+
+def smpp_password(a: SmppAccountConfig) -> str:
+    return read_secret(env=a.password_env, file=Path(a.password_file) if a.password_file else None,
+                       what=f"system_id {a.system_id}")  # fmt: skip
+
+
+def smpp_passwords(smpp: SmppServerConfig) -> dict[str, str]:
+    return {a.system_id: smpp_password(a) for a in smpp.accounts}
+
+
+def smpp_ssl_context(smpp: SmppServerConfig) -> Any:
+    """The server's TLS context, or None for plain TCP."""
+    if not smpp.tls_cert_file:
+        return None
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(smpp.tls_cert_file, smpp.tls_key_file, password=lambda: b"")
+    return ctx
+
+
 def _tls_mistakes(b: BindConfig) -> list[tuple[str, str]]:
     import ssl  # only here and in the binds' shell
 
@@ -578,7 +640,18 @@ def _resolve_paths(cfg: GatewayConfig, base: Path) -> GatewayConfig:
         word_lists=tuple(dataclasses.replace(w, file=resolve(w.file) if w.file else "") for w in cfg.word_lists),
         portability=dataclasses.replace(cfg.portability, file=resolve(cfg.portability.file))
         if cfg.portability.file else cfg.portability,
+        smpp_server=_resolve_smpp(cfg.smpp_server, resolve),
     )
+
+
+def _resolve_smpp(smpp: SmppServerConfig | None, resolve: Any) -> SmppServerConfig | None:
+    if smpp is None:
+        return None
+    accounts = tuple(
+        dataclasses.replace(a, password_file=resolve(a.password_file)) if a.password_file else a for a in smpp.accounts
+    )
+    tls = {name: resolve(getattr(smpp, name)) for name in ("tls_cert_file", "tls_key_file") if getattr(smpp, name)}
+    return dataclasses.replace(smpp, accounts=accounts, **tls)
 
 
 def _resolve_bind(b: BindConfig, resolve: Any) -> BindConfig:
@@ -858,6 +931,8 @@ class Running:
     admin_socket: str | None = None
     # Where /metrics, /live and /ready are served (None: metrics off).
     metrics: tuple[str, int] | None = None
+    # The SMPP server face (None: no [smpp_server]).
+    smpp: SmppServer | None = None
 
 
 class CannotStart(GatewayError):
@@ -1074,6 +1149,7 @@ class Gateway:
                 await core.start(engine.run)
                 async with trio.open_nursery() as front:
                     path, tcp = await self._listen(front, engine, creds)
+                    smpp = await self._listen_smpp(front, engine)
                     admin = await self._listen_admin(front, engine, pools, creds, path, tcp)
                     metrics = None
                     if cfg.metrics.enabled:
@@ -1085,7 +1161,8 @@ class Gateway:
                         except OSError as err:  # taken since prepare() checked
                             reason = _listen_problem(m.host, m.port, err)
                             raise CannotStart([f"{self.source}: metrics.port: {reason}"]) from err
-                    self.running = Running(path, tcp, sims, engine, pools, admin_socket=admin, metrics=metrics)
+                    self.running = Running(path, tcp, sims, engine, pools, admin_socket=admin, metrics=metrics,
+                                           smpp=smpp)  # fmt: skip
                     log.info("gateway_ready", socket=path, tcp=tcp, admin=admin, carriers=list(pools))
                     task_status.started(self.running)
                     await self._stop.wait()
@@ -1095,6 +1172,9 @@ class Gateway:
                     self._upstream_drain.begin()
                     with trio.move_on_after(server_close_seconds(self.cfg) + 1):
                         await self._upstream_drain.wait()
+                    if smpp is not None:
+                        with trio.move_on_after(1.0):
+                            await smpp.flush_cursors()
                     front.cancel_scope.cancel()
                 await self._drain(pools, results_tx, inbound_tx, engine)  # 2-3. binds drain and unbind
                 log.info("engine_counters", **engine.counters)  # receipts early / ignored / unparseable, MO
@@ -1126,6 +1206,19 @@ class Gateway:
             reason = _listen_problem(server.tcp_host, server.tcp_port, err)
             raise CannotStart([f"{self.source}: server.tcp_port: {reason}"]) from err
         return path, tcp
+
+    async def _listen_smpp(self, front: trio.Nursery, engine: Engine) -> SmppServer | None:
+        smpp = self.cfg.smpp_server
+        if smpp is None:
+            return None
+        server = SmppServer(engine.backend, smpp, smpp_passwords(smpp), drain=self._upstream_drain,
+                            ssl_context=smpp_ssl_context(smpp))  # fmt: skip
+        try:
+            await front.start(server.serve)
+        except OSError as err:
+            reason = _listen_problem(smpp.host, smpp.port, err)
+            raise CannotStart([f"{self.source}: smpp_server.port: {reason}"]) from err
+        return server
 
     async def _listen_admin(
         self,

@@ -542,6 +542,11 @@ def _parse_submit(body: Mapping[str, Any]) -> SubmitRequest:
     )
 
 
+def submit_request(body: Mapping[str, Any]) -> SubmitRequest:
+    """A submit's body checked as a frame's is (the SMPP server face builds one per upstream submit_sm)."""
+    return _parse_submit(body)
+
+
 def _parse_query(body: Mapping[str, Any]) -> MessageQuery:
     _only_keys(body, _ENVELOPE_KEYS | {"message_id", "client_ref"})
     message_id = _text(body, "message_id", MAX_REF_CHARS)
