@@ -743,12 +743,17 @@ _POLICY_KEY = re.compile(
 # Carriers (added, removed, their binds and settings changed) and accounts (added, removed, secrets, MO
 # addresses): a reload applies them with the routing and policy built for them (Gateway.reload).
 _TOPOLOGY_KEY = re.compile(r"(carriers|accounts)(\[|$)")
+# The SMPP server face's accounts and limits: a reload applies them to new binds (and the held parts, the
+# redeliveries); where it listens needs a restart.
+_SMPP_LIVE = ("accounts", "refused_status", "auth_failure_delay_seconds", "lockout_failures", "lockout_seconds",
+              "reassembly_timeout_seconds", "redeliver_seconds", "bind_timeout_seconds")  # fmt: skip
+_SMPP_KEY = re.compile(rf"smpp_server\.({'|'.join(_SMPP_LIVE)})(\[|\.|$)")
 
 
 def is_live_key(key: str) -> bool:
     return (
         key in LIVE_KEYS or _ROUTING_KEY.match(key) is not None or _POLICY_KEY.match(key) is not None
-        or _TOPOLOGY_KEY.match(key) is not None
+        or _TOPOLOGY_KEY.match(key) is not None or _SMPP_KEY.match(key) is not None
     )  # fmt: skip
 
 
@@ -847,6 +852,9 @@ def reload_config(
             applied = [key for key in applied if not _POLICY_KEY.match(key)]
         else:
             running = candidate
+    if running.smpp_server is not None and new.smpp_server is not None:
+        live = {name: getattr(new.smpp_server, name) for name in _SMPP_LIVE}
+        running = dataclasses.replace(running, smpp_server=dataclasses.replace(running.smpp_server, **live))
     apply_log_settings(running.server)
     restart = [key for key in changed if not is_live_key(key)]
     # A warning when something waits for a restart: the operator has to act on it.
@@ -1006,6 +1014,10 @@ class Gateway:
             # Every reload looks at the portability file again: a new file under the same name is the usual
             # way to replace the table.
             _configure_portability(self.running.engine, active)
+            if self.running.smpp is not None and active.smpp_server is not None:
+                # The passwords again, every reload, as the secrets: a rotated password file is the usual way.
+                passwords = await trio.to_thread.run_sync(smpp_passwords, active.smpp_server)
+                self.running.smpp.update(active.smpp_server, passwords)
             # Carriers and accounts by name, not by their place in the file's lists.
             kept = tuple(key for key in report.applied if not _TOPOLOGY_KEY.match(key)) if done else report.applied
             return dataclasses.replace(report, applied=kept + tuple(done))

@@ -164,9 +164,9 @@ class SmppServer:
         self.stats = SmppServerStatistics()
         self._faults = FaultLog()
         self._auth_log = AuthLog()
+        self._boxes: dict[str, _Box] = {}
         self._assembly = Assembly(config.reassembly_timeout_seconds)
         self._assembly_wake = trio.Event()
-        self._boxes: dict[str, _Box] = {}
         self._binds: dict[str, int] = {}  # system_id -> bound connections
         self._buckets: dict[str, TokenBucket] = {}
         self._nursery: trio.Nursery | None = None
@@ -176,10 +176,15 @@ class SmppServer:
     def update(self, config: SmppServerConfig, passwords: Mapping[str, str]) -> None:
         """A reload's accounts and passwords: bound ESMEs keep their bind; new binds see these."""
         self.config = config
-        self._guard = AuthGuard(config.lockout_failures, config.lockout_seconds)
+        guard: AuthGuard | None = getattr(self, "_guard", None)
+        if guard is None or (guard.failures, guard.window) != (config.lockout_failures, config.lockout_seconds):
+            self._guard = AuthGuard(config.lockout_failures, config.lockout_seconds)  # a reload keeps lock-outs
         self._accounts = {a.system_id: a for a in config.accounts}
         self._passwords = dict(passwords)
         self._refused_status = config.status_refused()
+        self._assembly.timeout_seconds = config.reassembly_timeout_seconds
+        for box in self._boxes.values():
+            box.outbox.retry_after = config.redeliver_seconds
         now = trio.current_time()
         for a in config.accounts:
             bucket = self._buckets.get(a.system_id)

@@ -40,6 +40,7 @@ PURE_FILES = (
     "gateway/upstream/errors.py",
     "gateway/upstream/session.py",
     "gateway/upstream/auth.py",
+    "gateway/upstream/smpp_core.py",
 )
 # An event loop, the disk, the network, child processes, logging. threading is allowed: regex (segmenting) and
 # phonenumbers (routing) import it for their caches' locks.

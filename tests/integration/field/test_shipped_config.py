@@ -5,7 +5,7 @@ config once died ten seconds after every start (its store writer child was kille
 started it) and no test noticed, because every other test either runs the gateway in-process or with the
 writer in a thread, or for a few seconds.
 
-What is changed from the shipped file, and nothing else: its ports (free ones, never 2775-2777, which an
+What is changed from the shipped file, and nothing else: its ports (free ones, never 2775-2778, which an
 operator's gateway may hold) and where its relative paths lead (a copy of conf/ in a temp directory, so
 `var/` is created there). Notably `[store] writer_process = true` and `sync = true` stay as shipped.
 """
@@ -21,6 +21,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import smpplib.client
+import smpplib.gsm
 import trio
 
 from gateway.upstream import BlockingClient, EventKind, MessageClass, SubmitRequest
@@ -40,14 +42,14 @@ def shipped_copy(tmp: Path) -> tuple[Path, dict[int, int]]:
     """conf/gateway.toml and the secrets it names, copied to tmp/conf with free ports; the port map."""
     conf = tmp / "conf"
     conf.mkdir()
-    for name in ("demo.secret", "sim.secret"):
+    for name in ("demo.secret", "demo.smpp.secret", "sim.secret"):
         shutil.copy(ROOT / "conf" / name, conf / name)
-    ports = {shipped: free_port() for shipped in (2775, 2776, 2777)}
+    ports = {shipped: free_port() for shipped in (2775, 2776, 2777, 2778)}
     text, replaced = re.subn(
-        r"^(\s*(?:tcp_)?port\s*=\s*)(2775|2776|2777)\b", lambda m: m[1] + str(ports[int(m[2])]), SHIPPED.read_text(),
-        flags=re.MULTILINE,
+        r"^(\s*(?:tcp_)?port\s*=\s*)(2775|2776|2777|2778)\b", lambda m: m[1] + str(ports[int(m[2])]),
+        SHIPPED.read_text(), flags=re.MULTILINE,
     )  # fmt: skip
-    assert replaced == 5, "the shipped config changed shape: two simulators, two binds, one TCP port"
+    assert replaced == 6, "the shipped config changed shape: two simulators, two binds, one TCP port, one SMPP"
     config = conf / "gateway.toml"
     config.write_text(text)
     return config, ports
@@ -84,6 +86,35 @@ def send_and_collect(socket_path: Path, secret: str, client: int, finals: Counte
     raise AssertionError(f"client {client}: {len(ids)} messages without a final event after 30 s of silence")
 
 
+def smpp_application(port: int, password: str, n: int) -> tuple[list[str], list[str]]:
+    """An application that speaks SMPP (smpplib, an independent implementation): binds as the shipped
+    system_id, submits n texts (every fifth a two-part one, UDH as smpplib splits it), reads every receipt."""
+    client = smpplib.client.Client("127.0.0.1", port, timeout=30, allow_unknown_opt_params=True)
+    ids: list[str] = []
+    receipts: list[str] = []
+    client.set_message_sent_handler(lambda pdu: ids.append(pdu.message_id.decode()))
+    client.set_message_received_handler(lambda pdu: receipts.append(pdu.receipted_message_id.decode()))
+    client.connect()
+    try:
+        client.bind_transceiver(system_id="demo", password=password)
+        parts_sent = 0
+        for n_msg in range(n):
+            text = f"smpp field trial {n_msg} " + ("y" * 180 if n_msg % 5 == 0 else "")
+            parts, coding, esm_class = smpplib.gsm.make_parts(text)
+            for part in parts:
+                client.send_message(source_addr_ton=5, source_addr="ACME", dest_addr_ton=1,
+                                    destination_addr=RECIPIENTS[n_msg % 2].format(n_msg).lstrip("+"),
+                                    short_message=part, data_coding=coding, esm_class=esm_class,
+                                    registered_delivery=True)  # fmt: skip
+                parts_sent += 1
+        while len(ids) < parts_sent or len(receipts) < n:
+            client.read_once()
+        client.unbind()
+    finally:
+        client.disconnect()
+    return ids, receipts
+
+
 async def test_shipped_config_stays_up_delivers_reloads_and_stops_cleanly(tmp_path: Path) -> None:
     config, ports = shipped_copy(tmp_path)
     var = tmp_path / "var"
@@ -115,6 +146,14 @@ async def test_shipped_config_stays_up_delivers_reloads_and_stops_cleanly(tmp_pa
             assert sum(finals.values()) == total, finals
             # sim-uk reports 90% delivered, sim-intl all: well over 80% in all.
             assert finals[EventKind.DELIVERED] > 0.8 * total, finals
+            gw.assert_running()
+
+            # 2b. An application that speaks SMPP, on the shipped [smpp_server]: every receipt comes back as
+            # deliver_sm, for the id its submit_sm_resp gave (the parts of a long text share one).
+            password = (ROOT / "conf" / "demo.smpp.secret").read_text().strip()
+            with trio.fail_after(60):
+                ids, receipts = await trio.to_thread.run_sync(smpp_application, ports[2778], password, 40)
+            assert sorted(set(ids)) == sorted(receipts), (len(set(ids)), len(receipts))
             gw.assert_running()
 
             # 3. SIGHUP with the config unchanged: reloaded, nothing to restart, still serving.

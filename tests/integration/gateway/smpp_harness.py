@@ -43,3 +43,36 @@ async def smpp_gateway(
         assert smpp is not None
         await trio.sleep(0)
         yield h, smpp.port
+
+
+# --- helpers for tests/integration/gateway/test_smpp_server.py ------------------------------------------
+
+
+@asynccontextmanager
+async def running_simulator(**changes: Any) -> AsyncIterator[tuple[Simulator, int]]:
+    """The harness's simulator with `changes` (receipt_delay_seconds, ...), for `smpp_gateway(simulator=)`."""
+    from gateway.sim.config import IdFormat as SimIdFormat
+    from gateway.sim.config import SimConfig
+
+    from .harness import SIM_PASSWORD
+
+    config = SimConfig(credentials=(("gw", SIM_PASSWORD),), id_format=SimIdFormat.HEX, seed=7, **changes)
+    sim = Simulator(config)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(sim.serve, "127.0.0.1", 0)
+        yield sim, port
+        nursery.cancel_scope.cancel()
+
+
+def record_submits(sim: Simulator) -> list[Any]:
+    """Every submit_sm the simulator (the carrier) reads from the gateway, in order, as the simulator
+    decoded it off the wire."""
+    seen: list[Any] = []
+    real = sim._on_submit
+
+    def watch(conn: Any, pdu: Any) -> None:
+        seen.append(pdu)
+        real(conn, pdu)
+
+    sim._on_submit = watch  # type: ignore[method-assign]
+    return seen
