@@ -1162,13 +1162,14 @@ class Gateway:
                 async with trio.open_nursery() as front:
                     path, tcp = await self._listen(front, engine, creds)
                     smpp = await self._listen_smpp(front, engine)
-                    admin = await self._listen_admin(front, engine, pools, creds, path, tcp)
+                    admin = await self._listen_admin(front, engine, pools, creds, path, tcp, smpp)
                     metrics = None
                     if cfg.metrics.enabled:
                         m = cfg.metrics
                         try:
                             metrics = await front.start(
-                                partial(serve_ops, engine, pools, m.host, m.port, stopping=lambda: self.stopping)
+                                partial(serve_ops, engine, pools, m.host, m.port, stopping=lambda: self.stopping,
+                                        smpp=smpp.statistics if smpp is not None else None)
                             )
                         except OSError as err:  # taken since prepare() checked
                             reason = _listen_problem(m.host, m.port, err)
@@ -1240,6 +1241,7 @@ class Gateway:
         creds: Credentials,
         path: str,
         tcp: tuple[str, int] | None,
+        smpp: SmppServer | None = None,
     ) -> str | None:
         """The admin socket (docs/admin.md) and its throughput sampler; None when the config turns it off."""
         server = self.cfg.server
@@ -1254,7 +1256,9 @@ class Gateway:
                 reload=self.reload,
                 config_path=str(self.config_path or self.source),
                 started_ms=self.started_ms,
-                sockets={"upstream": path, "tcp": list(tcp) if tcp else None, "admin": admin_path},
+                sockets={"upstream": path, "tcp": list(tcp) if tcp else None, "admin": admin_path,
+                         **({"smpp": [self.cfg.smpp_server.host, smpp.port]} if smpp and self.cfg.smpp_server else {})},
+                smpp=(lambda: dataclasses.asdict(smpp.statistics())) if smpp is not None else None,
             )
         )
         front.start_soon(service.run_sampler)

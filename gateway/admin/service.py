@@ -81,6 +81,8 @@ class AdminContext:
     config_path: str
     started_ms: int
     sockets: Mapping[str, Any]
+    # The SMPP server face's figures (None: no [smpp_server]).
+    smpp: Callable[[], Mapping[str, Any]] | None = None
 
 
 class Rates:
@@ -198,6 +200,7 @@ class AdminService:
             "refused_by_reason": dict(sorted(s.backend.refused.items())),
             "throughput": throughput,
             "counters": engine.counters,
+            **({"smpp_server": dict(ctx.smpp())} if ctx.smpp is not None else {}),
             "errors": {
                 "internal_errors": s.faults.internal_errors,
                 "poisoned": s.faults.poisoned,

@@ -516,6 +516,9 @@ class Backend:
     async def event_cursor(self, account: str) -> int:
         return self._ctx.store.cursor(account)
 
+    async def stored_cursor(self, name: str) -> int | None:
+        return self._ctx.store.stored_cursor(name)
+
     async def last_event_seq(self) -> int:
         return self._ctx.store.last_seq()
 

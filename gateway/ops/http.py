@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
@@ -187,10 +187,11 @@ async def serve_ops(
     port: int,
     *,
     stopping: Callable[[], bool] = lambda: False,
+    smpp: Callable[[], Any] | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve this gateway's /metrics, /live and /ready until cancelled; `task_status` gets (host, port)."""
-    collector = GatewayCollector(engine, pools, stopping=stopping)
+    collector = GatewayCollector(engine, pools, stopping=stopping, smpp=smpp)
     await serve_http(OpsEndpoints(registry(collector), collector.readiness), host, port, task_status=task_status)
 
 

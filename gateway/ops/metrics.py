@@ -13,7 +13,7 @@ started), base units (`_seconds`, `_bytes`). docs/metrics.md lists them all.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
@@ -36,10 +36,14 @@ _INF = float("inf")
 class GatewayCollector:
     """A prometheus_client collector (`collect()`) over one running gateway's parts."""
 
-    def __init__(self, engine: Engine, pools: Mapping[str, CarrierPool], *, stopping: Callable[[], bool]) -> None:
+    def __init__(
+        self, engine: Engine, pools: Mapping[str, CarrierPool], *, stopping: Callable[[], bool],
+        smpp: Callable[[], Any] | None = None,
+    ) -> None:  # fmt: skip
         self._engine = engine
         self._pools = pools
         self._stopping = stopping
+        self._smpp = smpp  # the SMPP server face's statistics(), when it runs
 
     def readiness(self) -> Readiness:
         """What /ready answers (gateway/ops/health.py)."""
@@ -57,6 +61,8 @@ class GatewayCollector:
         yield from _queues(stats, writer)
         yield from _binds([b for binds in statuses.values() for b in binds])
         yield from _store(writer, store)
+        if self._smpp is not None:
+            yield from _smpp(self._smpp())
         ready = readiness(statuses, writer.accepting, stopping=self._stopping())
         yield GaugeMetricFamily("gateway_ready", "1 when /ready answers 200 (store open, a bind up per carrier)",
                                 value=int(ready.ready))  # fmt: skip
@@ -212,6 +218,23 @@ def _binds(binds: list[BindStatus]) -> Iterator[Metric]:
         if b.latency_counts:
             _histogram(latency, (b.carrier, b.bind), HistogramSnapshot(LATENCY_BOUNDS, b.latency_counts, b.latency_sum))
     yield latency
+
+
+def _smpp(s: Any) -> Iterator[Metric]:
+    """The SMPP server face (gateway/upstream/smpp_server.py SmppServerStatistics)."""
+    yield _gauge("gateway_smpp_binds", "Upstream ESMEs bound to the SMPP server face now", value=s.bound)
+    yield _counter("gateway_smpp_binds_refused", "Binds refused (credentials, lock-out, limits)",
+                   value=s.binds_refused)  # fmt: skip
+    yield _counter("gateway_smpp_submits", "Upstream submits (a long message once) handed to acceptance",
+                   value=s.submits)  # fmt: skip
+    yield _counter("gateway_smpp_refused", "Upstream submits answered with an error status", value=s.refused)
+    yield _counter("gateway_smpp_throttled", "Upstream submits answered ESME_RTHROTTLED (TPS, window)",
+                   value=s.throttled)  # fmt: skip
+    yield _counter("gateway_smpp_receipts_sent", "Receipts sent to ESMEs as deliver_sm", value=s.receipts_sent)
+    yield _counter("gateway_smpp_mo_sent", "MO sent to ESMEs as deliver_sm", value=s.mo_sent)
+    yield _counter("gateway_smpp_deliver_retries", "deliver_sm sent again (error, no answer, bind gone)",
+                   value=s.deliver_retries)  # fmt: skip
+    yield _gauge("gateway_smpp_long_pending", "Long messages waiting for their other parts", value=s.long_pending)
 
 
 def _store(writer: WriterStatistics, store: Mapping[str, int]) -> Iterator[Metric]:

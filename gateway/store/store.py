@@ -1546,9 +1546,13 @@ class Store:
 
     def cursor(self, account: str) -> int:
         """The last event sequence the account acknowledged (0: never)."""
+        return self.stored_cursor(account) or 0
+
+    def stored_cursor(self, name: str) -> int | None:
+        """The cursor stored under `name`, None when none ever was (a stored 0 is 0)."""
         with self._lock, self._read() as txn:
-            raw = txn.get(account.encode(), db=self._dbs[b"cursors"])
-        return keys.from_u64(_b(raw)) if raw is not None else 0
+            raw = txn.get(name.encode(), db=self._dbs[b"cursors"])
+        return keys.from_u64(_b(raw)) if raw is not None else None
 
     def by_client_ref(self, account: str, client_ref: str) -> tuple[int, ...]:
         """Message ids the account submitted under `client_ref` (its idempotency key), or ()."""

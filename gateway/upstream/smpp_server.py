@@ -96,6 +96,10 @@ def cursor_name(account: str) -> str:
 
 
 class SmppBackend(UpstreamBackend, Protocol):
+    async def stored_cursor(self, name: str) -> int | None:
+        """The event cursor stored under `name`; None when none ever was (a stored 0 is 0)."""
+        ...
+
     async def receipt_facts(self, account: str, message_ids: Sequence[str]) -> Mapping[str, tuple[bool, int]]:
         """(receipt requested, parts) of each of the account's messages by id; unknown ids are absent."""
         ...
@@ -103,7 +107,8 @@ class SmppBackend(UpstreamBackend, Protocol):
 
 @dataclass(slots=True)
 class SmppServerStatistics:
-    binds: int = 0
+    bound: int = 0  # connections bound now
+    binds: int = 0  # binds accepted since the start
     binds_refused: int = 0
     submits: int = 0
     refused: int = 0
@@ -561,17 +566,18 @@ class SmppServer:
     # --- receipts and MO -----------------------------------------------------------------------------
 
     async def _box(self, account: str) -> _Box:
-        """The account's outbox, its pusher started. A first bind of an account the SMPP face never served
-        starts its cursor at the log's end: what came before was not for an ESME."""
+        """The account's outbox, its pusher started. The first bind an account ever made by SMPP stores its
+        cursor at the log's end (0 in an empty log): what came before was not for an ESME, everything after
+        is, across restarts."""
         box = self._boxes.get(account)
         if box is None:
             backend = self._backend
             name = cursor_name(account)
-            cursor = await backend.event_cursor(name)
-            if cursor == 0:
-                cursor = await backend.last_event_seq()
-                if cursor:
-                    await backend.ack_events(name, cursor)
+            stored = await backend.stored_cursor(name)
+            if stored is None:
+                stored = await backend.last_event_seq()
+                await backend.ack_events(name, stored)
+            cursor = stored
             box = self._boxes.get(account)  # another bind of the account may have made it meanwhile
             if box is None:
                 box = self._boxes[account] = _Box(account, Outbox(cursor, self.config.redeliver_seconds))
@@ -726,6 +732,7 @@ class SmppServer:
     def statistics(self) -> SmppServerStatistics:
         s = self.stats
         s.long_pending = self._assembly.pending
+        s.bound = sum(self._binds.values())
         s.by_account = {a: len(b.receivers) for a, b in self._boxes.items()}
         return s
 
