@@ -32,13 +32,13 @@ from gateway.store import (
     AdvanceResult,
     Message,
     Op,
-    PrepareResult,
     Recipient,
     SetBlacklist,
     SetCursor,
     SetOptOut,
     Submit,
 )
+from gateway.store import SubmitResult as StoreSubmitResult
 from gateway.store.records import (
     E_ACCOUNT,
     E_ADDRESS,
@@ -126,21 +126,67 @@ class Backend:
     # --- submit ---------------------------------------------------------------------------------------
 
     async def submit(self, account: str, request: SubmitRequest) -> SubmitResult:
+        (result,) = await self.submit_many(account, [request])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def submit_many(
+        self, account: str, requests: Sequence[SubmitRequest]
+    ) -> list[SubmitResult | Exception]:
+        """Several submits of one account in one group commit (the SMPP face hands over what one read of an
+        ESME brought: many one-recipient requests). Each request is checked, accepted or refused on its own,
+        exactly as `submit` would: its result, or the exception `submit` would raise for it."""
         ctx = self._ctx
         now_ms = ctx.wall_ms()
-        # One snapshot of each for the whole request, whatever a reload does meanwhile.
+        # One snapshot of each for the whole group, whatever a reload does meanwhile.
         routing, policy = ctx.routing, ctx.policy
+        verdicts: dict[tuple[str, str], tuple[TextVerdict, Scan | None]] = {}
+        prepared: list[tuple[Submit, list[tuple[Recipient, str]]] | Exception] = []
+        for i, request in enumerate(requests):
+            try:
+                prepared.append(self._prepare(account, request, now_ms, routing, policy, verdicts))
+            except Exception as err:  # answered to that request alone, as `submit` would raise it
+                prepared.append(err)
+            if len(request.to) > 1 or i % 16 == 15:
+                # A request's checks take milliseconds: let the store writer hear of other callers' groups
+                # meanwhile (trio runs every ready task before a waiting one; without this the two processes
+                # take turns).
+                await trio.lowlevel.checkpoint()
+        ops = [p[0] for p in prepared if not isinstance(p, Exception)]
+        results = iter(await ctx.apply(ops) if ops else [])
+        if ops:
+            self._scheduler.wake()
+        out: list[SubmitResult | Exception] = []
+        for request, p in zip(requests, prepared, strict=True):
+            if isinstance(p, Exception):
+                out.append(p)
+                continue
+            result = next(results)
+            if isinstance(result, GatewayError):
+                out.append(result)
+                continue
+            assert isinstance(result, StoreSubmitResult)
+            out.append(self._answer(request, p[1], result))
+        return out
+
+    def _prepare(
+        self, account: str, request: SubmitRequest, now_ms: int, routing: Routing, policy: Policy,
+        verdicts: dict[tuple[str, str], tuple[TextVerdict, Scan | None]],
+    ) -> tuple[Submit, list[tuple[Recipient, str]]]:
+        """A request's recipients checked and routed, as the store Submit that accepts them."""
         message_class = str(request.message_class)
         if policy.requires_template(account, message_class):
             raise InvalidRequest(f"template_required: {message_class} from this account is sent from an approved "
                                  "template, in a batch (op account)", field="class")  # fmt: skip
-        verdict, scan = _verdict(routing, policy, account, message_class, request.text)  # once for every recipient
+        key = (message_class, request.text)
+        found = verdicts.get(key)
+        if found is None:  # once for every recipient, and for every request of the group with the same text
+            found = verdicts[key] = _verdict(routing, policy, account, message_class, request.text)
+        verdict, scan = found
         text = verdict.text  # with the account's opt-out wording, where one was appended
         region = routing.region_of(account)
         numbers = [routing.numbers.parse(to, region) for to in request.to]
-        # A request's checks take milliseconds: let the store writer hear of other callers' groups meanwhile
-        # (trio runs every ready task before a waiting one; without this the two processes take turns).
-        await trio.lowlevel.checkpoint()
         ported = self._ported(numbers)
         checked = [
             (Recipient(to[:64], reject="invalid_number"), str(number)) if not isinstance(number, Number)
@@ -149,7 +195,6 @@ class Backend:
                                  ported.get(number.e164))
             for to, number in zip(request.to, numbers, strict=True)
         ]  # fmt: skip
-        await trio.lowlevel.checkpoint()
         if policy.window is not None:
             opens: dict[tuple[str, ...], int] = {}  # per set of time zones: a request's recipients share a few
             checked = [
@@ -172,31 +217,32 @@ class Backend:
             check_optout=policy.check_optout(message_class),
             caps=policy.caps(account, request.sender, message_class, verdict.offers_optout),
         )
-        (result,) = await ctx.apply([op])
-        if isinstance(result, GatewayError):
-            raise result
-        assert not isinstance(result, AdvanceResult | PrepareResult)
-        self._scheduler.wake()
+        return op, checked
+
+    def _answer(
+        self, request: SubmitRequest, checked: list[tuple[Recipient, str]], result: StoreSubmitResult
+    ) -> SubmitResult:
+        """What a committed submit answers per recipient (docs/protocol.md, submit)."""
         self._submits += 1
-        self._recipients += len(recipients)
-        if not result.duplicate:  # type: ignore[union-attr]
+        self._recipients += len(checked)
+        if not result.duplicate:
             refused = self._refused
-            for outcome in result.outcomes:  # type: ignore[union-attr]
+            for outcome in result.outcomes:
                 if outcome.state is _REJECTED:
                     refused[outcome.reason] = refused.get(outcome.reason, 0) + 1
                 else:
                     self._accepted += 1
         messages = []
         # A duplicate answers each message's state now, as status names it (delivered, failed, ...).
-        states = _PUBLIC_STATES if result.duplicate else _ACCEPT_STATES  # type: ignore[union-attr]
-        for to, (r, detail), outcome in zip(request.to, checked, result.outcomes, strict=False):  # type: ignore[union-attr]
+        states = _PUBLIC_STATES if result.duplicate else _ACCEPT_STATES
+        for to, (r, detail), outcome in zip(request.to, checked, result.outcomes, strict=False):
             state = states.get(outcome.state, "accepted")
             number = None if r.reject == "invalid_number" else r.number  # docs/protocol.md: normalised form
             reason = outcome.reason or None
             # The detail belongs to this request's own refusal (or the store's: which cap, which list), or
             # says until when a send window holds it; a duplicate answers the stored state.
             why = None
-            if not result.duplicate:  # type: ignore[union-attr]
+            if not result.duplicate:
                 if r.reject and outcome.reason == r.reject:
                     why = detail
                 elif outcome.reason:
@@ -204,7 +250,7 @@ class Backend:
                 elif r.defer_until_ms and outcome.state is State.DEFERRED:
                     reason, why = "outside_window", detail
             messages.append(SubmittedMessage(to, str(outcome.message_id), state, reason, number, why))
-        return SubmitResult(tuple(messages), result.duplicate)  # type: ignore[union-attr]
+        return SubmitResult(tuple(messages), result.duplicate)
 
     def _ported(self, numbers: Sequence[Number | BadNumber]) -> dict[str, str]:
         """The networks ported numbers among `numbers` moved to, in one read (none without a table)."""

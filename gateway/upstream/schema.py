@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple, TypeVar
@@ -542,9 +542,27 @@ def _parse_submit(body: Mapping[str, Any]) -> SubmitRequest:
     )
 
 
-def submit_request(body: Mapping[str, Any]) -> SubmitRequest:
-    """A submit's body checked as a frame's is (the SMPP server face builds one per upstream submit_sm)."""
-    return _parse_submit(body)
+def submit_request(
+    to: Sequence[str], text: str, message_class: str, sender: str, *, schedule_at: float | None = None,
+    validity_seconds: int | None = None, receipt: bool = True,
+) -> SubmitRequest:
+    """A submit checked as a frame's body is (_parse_submit), from values: the SMPP server face builds one
+    per upstream submit_sm, and skips the map."""
+    recipients = _parse_recipients({"to": list(to)})
+    if not text:
+        raise InvalidRequest("text must not be empty", field="text")
+    if len(text) > MAX_TEXT_CHARS:
+        raise TextTooLong(f"text is over {MAX_TEXT_CHARS} characters", field="text")
+    try:
+        kind = MessageClass(message_class)
+    except ValueError:
+        raise InvalidRequest("class must be marketing, notification or verification", field="class") from None
+    if schedule_at is not None and not (math.isfinite(schedule_at) and 0 <= schedule_at <= MAX_SCHEDULE_AT):
+        raise InvalidRequest(f"schedule_at must be in 0..{MAX_SCHEDULE_AT}", field="schedule_at")
+    if validity_seconds is not None and not 1 <= validity_seconds <= MAX_VALIDITY_SECONDS:
+        raise InvalidRequest(f"validity_seconds must be an integer in 1..{MAX_VALIDITY_SECONDS}",
+                             field="validity_seconds")  # fmt: skip
+    return SubmitRequest(recipients, text, kind, check_sender(sender), schedule_at, validity_seconds, receipt)
 
 
 def _parse_query(body: Mapping[str, Any]) -> MessageQuery:

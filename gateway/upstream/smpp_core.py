@@ -490,15 +490,15 @@ def refused_at_accept(event: Event) -> bool:
     )
 
 
-def receipt_pdu(event: Event, submitted_at: float, parts: int = 1) -> P.DeliverSm:
+def receipt_pdu(event: Event, submitted_at: float) -> P.DeliverSm:
     """A delivery receipt for a final event (SMPP 3.4 Appendix B text, receipted_message_id and
-    message_state TLVs, network_error_code when the carrier gave one). Dates are UTC."""
+    message_state TLVs, network_error_code when the carrier gave one). One receipt per message, however many
+    parts it took: sub 001, dlvrd 001 or 000. Dates are UTC."""
     stat, state, err = final_state(event.kind, event.reason)
-    delivered = parts if stat == "DELIVRD" else 0
     msg_id = event.message_id or ""
     sender = event.sender or ""
     text = (
-        f"id:{msg_id} sub:{min(parts, 999):03d} dlvrd:{min(delivered, 999):03d} "
+        f"id:{msg_id} sub:001 dlvrd:{'001' if stat == 'DELIVRD' else '000'} "
         f"submit date:{_date(submitted_at)} done date:{_date(event.at)} stat:{stat} err:{err:03d} text:"
     )
     tlvs: list[tuple[int, int | str | bytes]] = [
@@ -516,7 +516,16 @@ def receipt_pdu(event: Event, submitted_at: float, parts: int = 1) -> P.DeliverS
 
 
 def _date(at: float) -> str:
-    return time.strftime("%y%m%d%H%M", time.gmtime(at))
+    minute = int(at // 60)
+    text = _DATES.get(minute)
+    if text is None:  # Appendix B dates change once a minute: formatted once a minute, not per receipt
+        if len(_DATES) > 1024:
+            _DATES.clear()
+        text = _DATES[minute] = time.strftime("%y%m%d%H%M", time.gmtime(minute * 60))
+    return text
+
+
+_DATES: dict[int, str] = {}
 
 
 def _ton(address: str) -> int:

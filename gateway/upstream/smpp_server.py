@@ -19,6 +19,7 @@ a submit_sm is validated, routed, checked by the policy and committed before its
 from __future__ import annotations
 
 import contextlib
+import itertools
 import ssl
 import time
 from collections.abc import Mapping, Sequence
@@ -51,7 +52,7 @@ from gateway.store.keys import id_time_ms
 from gateway.upstream.backend import UpstreamBackend
 from gateway.upstream.errors import UpstreamError, upstream_error_for
 from gateway.upstream.faults import AuthLog, FaultLog
-from gateway.upstream.schema import Event, EventKind, MessageQuery, SubmitResult, submit_request
+from gateway.upstream.schema import Event, EventKind, MessageQuery, SubmitRequest, SubmitResult, submit_request
 from gateway.upstream.server import Drain
 from gateway.upstream.smpp_core import (
     PERMANENT_REFUSALS,
@@ -86,6 +87,8 @@ _BIND_RESP: dict[int, type[P.BindTransmitterResp | P.BindReceiverResp | P.BindTr
 }
 # How many events one read of the log takes for an account's receivers at most.
 _READ_LIMIT = 500
+# Receipt wishes kept in memory (about 100 bytes each); older ones are read from the store.
+_WANTED_KEPT = 200_000
 # How often a moved cursor is stored (each store is one small commit).
 _CURSOR_SAVE_SECONDS = 0.2
 
@@ -96,6 +99,10 @@ def cursor_name(account: str) -> str:
 
 
 class SmppBackend(UpstreamBackend, Protocol):
+    async def submit_many(self, account: str, requests: Sequence[SubmitRequest]) -> list[SubmitResult | Exception]:
+        """Several submits in one group commit: each request's result, or the error `submit` raises for it."""
+        ...
+
     async def stored_cursor(self, name: str) -> int | None:
         """The event cursor stored under `name`; None when none ever was (a stored 0 is 0)."""
         ...
@@ -170,6 +177,9 @@ class SmppServer:
         self._faults = FaultLog()
         self._auth_log = AuthLog()
         self._boxes: dict[str, _Box] = {}
+        # Whether each message submitted here wants its receipt (registered_delivery, not refused), so that
+        # a receipt is built without reading the store; bounded, the store answers for older ones.
+        self._wanted: dict[str, bool] = {}
         self._assembly = Assembly(config.reassembly_timeout_seconds)
         self._assembly_wake = trio.Event()
         self._binds: dict[str, int] = {}  # system_id -> bound connections
@@ -289,9 +299,10 @@ class SmppServer:
         conn.link.finish("gateway stopping")
 
     async def _on_events(self, conn: _Conn, events: list[SessionEvent], nursery: trio.Nursery) -> None:
+        ready: list[tuple[Piece, tuple[Any, ...]]] = []  # the submits of this read, whole: one group
         for event in events:
             if isinstance(event, PduReceived):
-                self._on_request(conn, event.pdu, nursery)
+                self._on_request(conn, event.pdu, nursery, ready)
             elif isinstance(event, ResponseReceived):
                 self._on_response(conn, event.request.context, event.pdu)
             elif isinstance(event, RequestExpired):
@@ -302,9 +313,16 @@ class SmppServer:
                     conn.link.finish("unbound")
             elif isinstance(event, LinkDead):
                 conn.link.fail(event.reason)
+        if ready:
+            # In the server's nursery: a long message's parts may have come over several binds.
+            assert self._nursery is not None
+            assert conn.config is not None  # set by the bind, kept after an unbind in the same read
+            self._nursery.start_soon(self._submit, conn.config.account, ready)
         conn.link.kick()
 
-    def _on_request(self, conn: _Conn, pdu: P.Pdu, nursery: trio.Nursery) -> None:
+    def _on_request(
+        self, conn: _Conn, pdu: P.Pdu, nursery: trio.Nursery, ready: list[tuple[Piece, tuple[Any, ...]]]
+    ) -> None:
         cid = int(pdu.command_id)
         if cid in BINDS:
             assert isinstance(pdu, P.BindTransmitter | P.BindReceiver | P.BindTransceiver)
@@ -315,7 +333,7 @@ class SmppServer:
         assert cfg is not None
         if cid in _SUBMITS:
             assert isinstance(pdu, P.SubmitSm | P.DataSm | P.SubmitMulti)
-            self._on_submit(conn, cfg, pdu, nursery)
+            self._on_submit(conn, cfg, pdu, ready)
         elif cid == CommandId.QUERY_SM or cid == CommandId.CANCEL_SM:
             assert isinstance(pdu, P.QuerySm | P.CancelSm)
             conn.inflight += 1
@@ -406,7 +424,7 @@ class SmppServer:
     # --- submits -----------------------------------------------------------------------------------
 
     def _on_submit(self, conn: _Conn, cfg: SmppAccountConfig, pdu: P.SubmitSm | P.DataSm | P.SubmitMulti,
-                   nursery: trio.Nursery) -> None:  # fmt: skip
+                   ready: list[tuple[Piece, tuple[Any, ...]]]) -> None:  # fmt: skip
         now = trio.current_time()
         token = (conn, pdu.sequence_number, int(pdu.command_id))
         if conn.inflight >= cfg.window:
@@ -430,7 +448,7 @@ class SmppServer:
             return
         conn.inflight += 1
         if piece.total == 1:
-            nursery.start_soon(self._submit, cfg.account, piece, (token,))
+            ready.append((piece, (token,)))
             return
         try:
             whole = self._assembly.add(cfg.account, piece, token, now)
@@ -444,37 +462,50 @@ class SmppServer:
         self.stats.long_pending = self._assembly.pending
         self._assembly_wake.set()
         if whole is not None:
-            # The task runs in the server's nursery: the parts may have come over several binds.
-            assert self._nursery is not None
-            self._nursery.start_soon(self._submit, cfg.account, whole.piece, whole.tokens)
+            ready.append((whole.piece, whole.tokens))
 
-    async def _submit(self, account: str, piece: Piece, tokens: tuple[Any, ...]) -> None:
-        self.stats.submits += 1
+    async def _submit(self, account: str, ready: list[tuple[Piece, tuple[Any, ...]]]) -> None:
+        """The submits one read brought, accepted in one group commit; each answered on its own."""
+        self.stats.submits += len(ready)
+        items: list[tuple[Piece, tuple[Any, ...]]] = []
+        requests = []
+        for piece, tokens in ready:
+            try:
+                requests.append(_request(piece))
+                items.append((piece, tokens))
+            except Exception as exc:
+                self._refuse(account, tokens, exc)
         try:
-            request = submit_request({
-                "to": list(piece.to), "text": piece.text, "class": piece.message_class, "sender": piece.sender,
-                "receipt": piece.receipt,
-                **({"schedule_at": piece.schedule_at} if piece.schedule_at else {}),
-                **({"validity_seconds": piece.validity_seconds} if piece.validity_seconds else {}),
-            })  # fmt: skip
-            result = await self._backend.submit(account, request)
-        except Exception as exc:
-            error = upstream_error_for(exc)
-            if error is None:
-                self._faults.report(exc, trio.current_time(), account=account, op="submit_sm")
-                status = int(S.ESME_RSYSERR)
+            results = await self._backend.submit_many(account, requests) if requests else []
+        except Exception as exc:  # the group as a whole (a bug): each submit of it is refused
+            results = [exc] * len(requests)
+        for (piece, tokens), result in zip(items, results, strict=True):
+            if isinstance(result, Exception):
+                self._refuse(account, tokens, result)
             else:
-                status = status_for_error(error)
-            self.stats.refused += 1
-            for token in tokens:
-                self._answer(token, status, done=True)
-            return
+                for token in tokens:
+                    self._answer_submit(token, piece, result)
+
+    def _refuse(self, account: str, tokens: tuple[Any, ...], exc: Exception) -> None:
+        error = upstream_error_for(exc)
+        if error is None:
+            self._faults.report(exc, trio.current_time(), account=account, op="submit_sm")
+            status = int(S.ESME_RSYSERR)
+        else:
+            status = status_for_error(error)
+        self.stats.refused += 1
         for token in tokens:
-            self._answer_submit(token, piece, result)
+            self._answer(token, status, done=True)
 
     def _answer_submit(self, token: tuple[Any, int, int], piece: Piece, result: SubmitResult) -> None:
         conn, seq, cid = token
         messages = result.messages
+        wanted = self._wanted
+        for m in messages:  # what the receipts of these will need to know, without reading the store
+            wanted[m.message_id] = piece.receipt and m.state != "rejected"
+        if len(wanted) > _WANTED_KEPT:
+            for old in list(itertools.islice(wanted, len(wanted) - _WANTED_KEPT)):
+                del wanted[old]
         taken = [m for m in messages if m.state != "rejected"]
         if cid != CommandId.SUBMIT_MULTI:
             m = messages[0]
@@ -642,17 +673,18 @@ class SmppServer:
     async def _fresh(self, box: _Box, events: list[Event]) -> list[tuple[int, Any]]:
         """New events as (seq, deliver_sm); those no ESME asked for are done at once."""
         outbox = box.outbox
-        ids = [e.message_id for e in events if e.kind is not EventKind.MO and e.message_id and not refused_at_accept(e)]
+        known = self._wanted
+        ids = [e.message_id for e in events if e.kind is not EventKind.MO and e.message_id
+               and e.message_id not in known and not refused_at_accept(e)]  # fmt: skip
         facts = await self._backend.receipt_facts(box.account, ids) if ids else {}
         out = []
         for e in events:
             pdu: P.DeliverSm | None = None
+            mid = e.message_id
             if e.kind is EventKind.MO:
                 pdu = mo_pdu(e, self._alphabet(box))
-            elif e.message_id is not None and e.message_id in facts:
-                wanted, parts = facts[e.message_id]
-                if wanted:
-                    pdu = receipt_pdu(e, _id_time(e.message_id, e.at), parts)
+            elif mid is not None and (known.pop(mid, False) or facts.get(mid, (False, 0))[0]):
+                pdu = receipt_pdu(e, _id_time(mid, e.at))
             if pdu is None:
                 outbox.skip(e.seq)
             else:
@@ -735,6 +767,12 @@ class SmppServer:
         s.bound = sum(self._binds.values())
         s.by_account = {a: len(b.receivers) for a, b in self._boxes.items()}
         return s
+
+
+def _request(piece: Piece) -> SubmitRequest:
+    """A piece as the internal socket's submit, checked as a frame's is (schema.submit_request)."""
+    return submit_request(piece.to, piece.text, piece.message_class, piece.sender, schedule_at=piece.schedule_at,
+                          validity_seconds=piece.validity_seconds, receipt=piece.receipt)  # fmt: skip
 
 
 def _id_time(message_id: str | None, default: float) -> float:
