@@ -17,6 +17,7 @@ sockets and the sans-IO `gateway.smpp.session.Session` in the SMSC role; everyth
 from __future__ import annotations
 
 import calendar
+import heapq
 import hmac
 import time
 from collections import deque
@@ -652,7 +653,7 @@ class Outbox:
         self.retry_after = retry_after
         self._open: dict[int, Any] = {}  # seq -> event, taken and not done (log order)
         self._done: set[int] = set()
-        self._retry: deque[tuple[float, int]] = deque()  # (when, seq), oldest first
+        self._retry: list[tuple[float, int]] = []  # a heap of (when, seq)
 
     def add(self, seq: int, item: Any) -> None:
         """An event read from the log (seq above read_to), about to be sent."""
@@ -685,13 +686,13 @@ class Outbox:
     def again(self, seq: int, now: float) -> None:
         """Not delivered (an error status, no answer in time, the bind went): sent again later."""
         if seq in self._open and seq not in self._done:
-            self._retry.append((now + self.retry_after, seq))
+            heapq.heappush(self._retry, (now + self.retry_after, seq))
 
-    def due(self, now: float) -> list[tuple[int, Any]]:
-        """The events whose retry time has come, oldest first."""
-        out = []
-        while self._retry and self._retry[0][0] <= now:
-            _, seq = self._retry.popleft()
+    def due(self, now: float, limit: int) -> list[tuple[int, Any]]:
+        """Up to `limit` events whose retry time has come, the earliest first (the rest stay due)."""
+        out: list[tuple[int, Any]] = []
+        while self._retry and self._retry[0][0] <= now and len(out) < limit:
+            _, seq = heapq.heappop(self._retry)
             if seq in self._open and seq not in self._done:
                 out.append((seq, self._open[seq]))
         return out

@@ -87,6 +87,8 @@ _BIND_RESP: dict[int, type[P.BindTransmitterResp | P.BindReceiverResp | P.BindTr
 }
 # How many events one read of the log takes for an account's receivers at most.
 _READ_LIMIT = 500
+# On a graceful stop: how long what was read may take to be answered, and the ESME to answer the unbind.
+_DRAIN_ANSWER_SECONDS = 2.0
 # Receipt wishes kept in memory (about 100 bytes each); older ones are read from the store.
 _WANTED_KEPT = 200_000
 # How often a moved cursor is stored (each store is one small commit).
@@ -285,17 +287,19 @@ class SmppServer:
             conn.link.fail("no bind in time")
 
     async def _unbind_on_drain(self, conn: _Conn) -> None:
-        """The gateway is stopping: ask the ESME to unbind, answer what was read, then close."""
+        """The gateway is stopping: answer what was read (a stored submit gets its id; new ones are refused
+        ESME_RSYSERR, nothing stored), then unbind (its unbind_resp ends the link), then close."""
         assert self._drain is not None
         await self._drain.begun.wait()
+        with trio.move_on_after(_DRAIN_ANSWER_SECONDS):
+            while conn.inflight:
+                conn.settled = trio.Event()
+                await conn.settled.wait()
         if conn.session.is_bound:
             with contextlib.suppress(ProtocolError):  # a session unbinding already: closing anyway
                 conn.session.send_request(P.Unbind(), trio.current_time())
             conn.link.kick()
-        with trio.move_on_after(self.config.response_timeout_seconds):
-            while conn.inflight:
-                conn.settled = trio.Event()
-                await conn.settled.wait()
+            await trio.sleep(_DRAIN_ANSWER_SECONDS)  # until the unbind_resp ends the link, at most
         conn.link.finish("gateway stopping")
 
     async def _on_events(self, conn: _Conn, events: list[SessionEvent], nursery: trio.Nursery) -> None:
@@ -379,7 +383,7 @@ class SmppServer:
         conn.link.kick()
         log.info("smpp_bound", system_id=cfg.system_id, account=cfg.account, bind=conn.bind, peer=conn.peer)
         box = await self._box(cfg.account)
-        if conn.receives and not conn.link.closed:
+        if conn.receives and not conn.link.closed and conn.account is not None:
             box.receivers.append(conn)
             box.poke()
 
@@ -635,7 +639,7 @@ class SmppServer:
             room = self._room(box)
             if room > 0:
                 now = trio.current_time()
-                items = outbox.due(now)[:room]
+                items = outbox.due(now, room)
                 if len(items) < room:
                     limit = min(room - len(items), _READ_LIMIT)
                     read = await self._backend.read_events(box.account, outbox.read_to, limit, _KINDS)
