@@ -19,6 +19,7 @@ from __future__ import annotations
 import calendar
 import heapq
 import hmac
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -207,6 +208,9 @@ def read_submit(pdu: P.SubmitSm | P.DataSm | P.SubmitMulti, account: SmppAccount
         raise Refused(S.ESME_RINVESMCLASS, f"part {concat[2]} of {concat[1]}: not a place in a long message")
     if concat is not None and concat[1] == 1:
         concat = None
+    if concat is None and _SURROGATE.search(text):
+        # Half a pair is whole again only with the other part of a long message (UDH or SAR): Assembly.
+        raise Refused(S.ESME_RSUBMITFAIL, "UCS-2 text with half a surrogate pair")
     if len(text) > MAX_TEXT:
         raise Refused(S.ESME_RINVMSGLEN, f"text over {MAX_TEXT} characters")
     schedule = "" if isinstance(pdu, P.DataSm) else pdu.schedule_delivery_time
@@ -247,10 +251,15 @@ def _destinations(pdu: P.SubmitSm | P.DataSm | P.SubmitMulti) -> tuple[tuple[str
     return tuple(to), tuple(unsuccess)
 
 
+# service_type is at most 5 characters (SMPP 3.4 5.2.11): short names of the classes, and the full names an
+# ESME that ignores the limit sends.
+SERVICE_TYPES = {"mkt": "marketing", "ntf": "notification", "notif": "notification", "otp": "verification",
+                 "verif": "verification", **{c: c for c in ("marketing", "notification", "verification")}}  # fmt: skip
+
+
 def message_class(service_type: str, account: SmppAccountConfig) -> str:
-    """service_type may name a class ("marketing", "notification", "verification"); else the account's."""
-    wanted = service_type.strip().lower()
-    return wanted if wanted in MESSAGE_CLASSES else account.message_class
+    """service_type may name a class (SERVICE_TYPES: "MKT", "NTF", "OTP", ...); else the account's."""
+    return SERVICE_TYPES.get(service_type.strip().lower(), account.message_class)
 
 
 def _user_data(data: bytes, data_coding: int, udhi: bool, alphabet: str) -> tuple[str, tuple[int, int, int] | None]:
@@ -275,8 +284,6 @@ def _user_data(data: bytes, data_coding: int, udhi: bool, alphabet: str) -> tupl
         if isinstance(err, Refused):
             raise
         raise Refused(S.ESME_RSUBMITFAIL, f"user data unreadable in data_coding 0x{data_coding:02X}: {err}") from err
-    if dc == DataCoding.UCS2 and _lone_surrogate(body) and not (decoded and decoded.udh and decoded.udh.concat):
-        raise Refused(S.ESME_RSUBMITFAIL, "UCS-2 text with half a surrogate pair")
     concat = decoded.udh.concat if decoded is not None and decoded.udh is not None else None
     return body, (concat.ref, concat.total, concat.seq) if concat is not None else None
 
@@ -290,8 +297,8 @@ def _alphabet(data_coding: int) -> int:
     return data_coding
 
 
-def _lone_surrogate(text: str) -> bool:
-    return any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+# A surrogate code point in a decoded text: half of a pair (UCS-2 keeps them as they came, 'surrogatepass').
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _time(value: str, now: float, status: int, name: str) -> float | None:

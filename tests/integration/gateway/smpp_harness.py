@@ -41,7 +41,7 @@ async def smpp_gateway(
     async with running_gateway(tmp, configure=with_smpp(tmp, **server), simulator=simulator, sync=sync) as h:
         smpp = h.running.smpp
         assert smpp is not None
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         yield h, smpp.port
 
 
