@@ -31,6 +31,7 @@ class Link:
     __slots__ = (
         "_dirty",
         "_finish",
+        "_sent",
         "_sleep_until",
         "_tick_wake",
         "batches_taken",
@@ -49,6 +50,7 @@ class Link:
         # buffer n + 1, so the owner can tell "never written" from "maybe written" after a failure.
         self.batches_taken = 0
         self._dirty = trio.Event()
+        self._sent = trio.Event()  # set (and replaced) after each write
         self._finish: str | None = None
         self._tick_wake = trio.Event()
         self._sleep_until = math.inf
@@ -91,6 +93,8 @@ class Link:
                     self.batches_taken += 1
                     if finish is None:
                         await stream.send_all(data)
+                        self._sent.set()
+                        self._sent = trio.Event()
                     else:
                         # The last words (unbind_resp, generic_nack) to a peer that may not read them.
                         with trio.move_on_after(FINISH_TIMEOUT_SECONDS):
@@ -100,6 +104,10 @@ class Link:
                     return
         except _IO_ERRORS as err:
             self.fail(f"write failed: {err!r}")
+
+    async def written(self) -> None:
+        """Until the writer's next write has gone out (a reader waits here while the peer reads too slowly)."""
+        await self._sent.wait()
 
     async def flush(self) -> None:
         """Write what is queued now, from the calling task (used on the way out, after the writer stopped)."""

@@ -300,6 +300,10 @@ class Session:
         self._out[:] = keep
         return taken
 
+    def pending_bytes(self) -> int:
+        """Octets queued and not yet taken by `data_to_send` (a shell stops reading a peer that lets them pile up)."""
+        return sum(map(len, self._out))
+
     def data_to_send(self) -> bytes:
         """Everything queued since the last call, as one buffer for one write."""
         if not self._out:

@@ -17,6 +17,7 @@ sockets and the sans-IO `gateway.smpp.session.Session` in the SMSC role; everyth
 from __future__ import annotations
 
 import calendar
+import datetime
 import heapq
 import hmac
 import re
@@ -29,6 +30,7 @@ from gateway.config import choices, limits
 from gateway.lifecycle import POLICY_REASONS
 from gateway.segmenting.decode import decode_text
 from gateway.segmenting.gsm import gsm_codec
+from gateway.segmenting.udh import UdhError
 from gateway.smpp import pdu as P
 from gateway.smpp.constants import CommandId, DataCoding, EsmClass, MessageState, Npi, Tag, Ton
 from gateway.smpp.constants import CommandStatus as S
@@ -265,6 +267,8 @@ def message_class(service_type: str, account: SmppAccountConfig) -> str:
 def _user_data(data: bytes, data_coding: int, udhi: bool, alphabet: str) -> tuple[str, tuple[int, int, int] | None]:
     """The text of user data and its (ref, total, seq) when a UDH makes it part of a long message."""
     dc = _alphabet(data_coding)
+    if dc != data_coding and dc == DataCoding.DEFAULT:
+        alphabet = "gsm7"  # TS 23.038 4: these codings name the GSM 7-bit default alphabet itself
     if dc in _BINARY:
         raise Refused(S.ESME_RSUBMITFAIL, f"data_coding 0x{data_coding:02X} is binary: the gateway sends text")
     codec = _CODECS.get(dc)
@@ -280,6 +284,8 @@ def _user_data(data: bytes, data_coding: int, udhi: bool, alphabet: str) -> tupl
             body = decoded.text
         else:
             raise Refused(S.ESME_RSUBMITFAIL, f"data_coding 0x{data_coding:02X} is not one the gateway reads")
+    except UdhError as err:
+        raise Refused(S.ESME_RINVESMCLASS, f"UDHI set and the user data header is unreadable: {err}") from err
     except (UnicodeDecodeError, ValueError) as err:
         if isinstance(err, Refused):
             raise
@@ -312,14 +318,14 @@ def _time(value: str, now: float, status: int, name: str) -> float | None:
     if value[15] == "R":
         days = (yy * 365 + mo * 30 + dd) * 86400  # SMPP 3.4 7.1.1.2: years and months as the SMSC counts
         return now + days + hh * 3600 + mi * 60 + ss
-    if not (1 <= mo <= 12 and 1 <= dd <= 31 and hh < 24 and mi < 60 and ss < 60):
-        raise Refused(status, f"{name} {value!r} names no moment")
-    try:
-        utc = calendar.timegm((2000 + yy, mo, dd, hh, mi, ss, 0, 0, 0))
-        time.gmtime(utc)
-    except (ValueError, OverflowError) as err:
+    try:  # 31 February, hour 24: no moment (datetime checks every field against the calendar)
+        utc = calendar.timegm(datetime.datetime(2000 + yy, mo, dd, hh, mi, ss).timetuple())
+    except ValueError as err:
         raise Refused(status, f"{name} {value!r} names no moment") from err
-    offset = int(value[13:15]) * 900
+    quarters = int(value[13:15])
+    if quarters > 48:  # SMPP 3.4 7.1.1.1: nn is 00-48 quarter hours from UTC
+        raise Refused(status, f"{name} {value!r}: a UTC offset of at most 48 quarter hours")
+    offset = quarters * 900
     return utc + int(value[12]) / 10 - (offset if value[15] == "+" else -offset)
 
 
@@ -619,14 +625,14 @@ class AuthGuard:
         self._seen: dict[str, deque[float]] = {}
 
     def locked(self, source: str, now: float) -> bool:
+        """`failures` refusals within `window` of each other, the last less than `window` ago."""
         times = self._seen.get(source)
         if not times:
             return False
-        while times and now - times[0] >= self.window:
-            times.popleft()
-        if not times:
-            del self._seen[source]
-        return len(times) >= self.failures
+        if now - times[-1] >= self.window:
+            del self._seen[source]  # quiet for a whole window: forgiven
+            return False
+        return len(times) >= self.failures and times[-1] - times[0] < self.window
 
     def failed(self, source: str, now: float) -> None:
         if source not in self._seen and len(self._seen) >= self.max_sources:

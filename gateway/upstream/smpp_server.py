@@ -89,6 +89,8 @@ _BIND_RESP: dict[int, type[P.BindTransmitterResp | P.BindReceiverResp | P.BindTr
 _READ_LIMIT = 500
 # On a graceful stop: how long what was read may take to be answered, and the ESME to answer the unbind.
 _DRAIN_ANSWER_SECONDS = 2.0
+# Answers queued for an ESME that does not read them, before it is not read either.
+_MAX_UNSENT_BYTES = 1 << 20
 # Receipt wishes kept in memory (about 100 bytes each); older ones are read from the store.
 _WANTED_KEPT = 200_000
 # How often a moved cursor is stored (each store is one small commit).
@@ -274,6 +276,11 @@ class SmppServer:
         link = conn.link
         try:
             while True:
+                # Back-pressure: an ESME that does not read its answers is not read either, so what it is
+                # owed stays bounded (its enquire_link then goes unanswered and the link ends).
+                while link.session.pending_bytes() > _MAX_UNSENT_BYTES:
+                    link.kick()
+                    await link.written()
                 data = await link.receive()
                 await self._on_events(conn, link.session.receive_data(data, trio.current_time()), nursery)
                 link.kick()
@@ -316,12 +323,16 @@ class SmppServer:
                     self._forget(conn)
                     conn.link.finish("unbound")
             elif isinstance(event, LinkDead):
-                conn.link.fail(event.reason)
+                if event.flush:  # the session queued a last word (a generic_nack): it goes out first
+                    conn.link.finish(f"link dead: {event.reason}")
+                else:
+                    conn.link.fail(f"link dead: {event.reason}")
         if ready:
             # In the server's nursery: a long message's parts may have come over several binds.
             assert self._nursery is not None
             assert conn.config is not None  # set by the bind, kept after an unbind in the same read
             self._nursery.start_soon(self._submit, conn.config.account, ready)
+        _hint(conn)
         conn.link.kick()
 
     def _on_request(
@@ -380,6 +391,7 @@ class SmppServer:
         conn.receives = conn.bind in _RECEIVES
         self._binds[cfg.system_id] = self._binds.get(cfg.system_id, 0) + 1
         self.stats.binds += 1
+        _hint(conn)  # the enquire_link timer of a bound link
         conn.link.kick()
         log.info("smpp_bound", system_id=cfg.system_id, account=cfg.account, bind=conn.bind, peer=conn.peer)
         box = await self._box(cfg.account)
@@ -726,6 +738,7 @@ class SmppServer:
                 self.stats.receipts_sent += 1
             else:
                 self.stats.mo_sent += 1
+            conn.link.deadline_hint(now + timeout)
             conn.link.kick()
 
     def _on_response(self, conn: _Conn, context: Any, pdu: P.Pdu) -> None:
@@ -771,6 +784,14 @@ class SmppServer:
         s.bound = sum(self._binds.values())
         s.by_account = {a: len(b.receivers) for a, b in self._boxes.items()}
         return s
+
+
+def _hint(conn: _Conn) -> None:
+    """Wake the link's ticker if the session's next deadline (a response due, an idle link's enquire_link)
+    comes before the one it sleeps until."""
+    deadline = conn.session.next_deadline()
+    if deadline is not None:
+        conn.link.deadline_hint(deadline)
 
 
 def _request(piece: Piece) -> SubmitRequest:
