@@ -5,13 +5,10 @@ Timers (enquire_link, deadlines, back-off, throttle pauses) run on trio's virtua
 
 from __future__ import annotations
 
-import shutil
 import ssl
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 import trio
 import trio.testing
 
@@ -19,6 +16,7 @@ from gateway.carriers import BindMode, BindState, OutcomeKind, SubmitJob
 from gateway.sim import SimConfig, Simulator
 from gateway.smpp import pdu as P
 from gateway.smpp.constants import CommandStatus, Tag
+from tests.certs import self_signed
 from tests.integration.carriers.carrier_harness import (
     SIM_CONFIG,
     ScriptedSmsc,
@@ -337,24 +335,8 @@ async def test_unacked_receipts_are_redelivered_after_a_reconnect(autojump_clock
             assert (stats["receipts_sent"], stats["receipts_acked"]) == (6, 3)
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl command not available to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 async def test_tls_bind_verifies_the_smsc_certificate(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
     sim = Simulator(SIM_CONFIG)

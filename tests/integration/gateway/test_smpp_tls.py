@@ -3,9 +3,7 @@ receipt; a plain-text one gets nothing SMPP out of the port; a bad certificate i
 
 from __future__ import annotations
 
-import shutil
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,23 +16,8 @@ from gateway.smpp.constants import CommandId, Tag
 from gateway.smpp.constants import CommandStatus as S
 from gateway.smpp.session import PduReceived, ResponseReceived, Session, SessionConfig
 from gateway.smpp.state import Role
+from tests.certs import self_signed
 from tests.integration.gateway.smpp_harness import PASSWORD, SYSTEM_ID, smpp_gateway
-
-
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl command not available to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 async def _bind_submit_and_take_receipt(stream: trio.abc.Stream) -> tuple[str, str]:
@@ -66,7 +49,7 @@ async def _bind_submit_and_take_receipt(stream: trio.abc.Stream) -> tuple[str, s
 
 
 async def test_an_esme_that_trusts_the_certificate_binds_submits_and_gets_its_receipt_over_tls(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     with trio.fail_after(30):
         async with smpp_gateway(tmp_path, tls_cert_file=str(cert), tls_key_file=str(key)) as (_, port):
             client = ssl.create_default_context(cafile=str(cert))
@@ -93,10 +76,10 @@ async def test_an_esme_that_trusts_the_certificate_binds_submits_and_gets_its_re
 
 
 def test_a_tls_key_that_does_not_match_its_certificate_is_a_config_problem(tmp_path: Path) -> None:
-    cert, _ = _self_signed(tmp_path)
+    cert, _ = self_signed(tmp_path)
     other = tmp_path / "other"
     other.mkdir()
-    _, wrong_key = _self_signed(other)
+    _, wrong_key = self_signed(other)
     root = Path(__file__).resolve().parents[3]
     text = (root / "conf" / "gateway.toml").read_text().replace(
         "port = 2778 ", f'tls_cert_file = "{cert}"\ntls_key_file = "{wrong_key}"\nport = 2778 ', 1
