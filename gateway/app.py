@@ -1016,8 +1016,14 @@ class Gateway:
             _configure_portability(self.running.engine, active)
             if self.running.smpp is not None and active.smpp_server is not None:
                 # The passwords again, every reload, as the secrets: a rotated password file is the usual way.
-                passwords = await trio.to_thread.run_sync(smpp_passwords, active.smpp_server)
-                self.running.smpp.update(active.smpp_server, passwords)
+                try:
+                    passwords = await trio.to_thread.run_sync(smpp_passwords, active.smpp_server)
+                except ConfigError as err:  # gone since the file was checked: the running accounts stay
+                    unread = tuple(f"{f}: {k}: {r}" for f, k, r in err.problems)
+                    log.error("smpp_reload_refused", problems=list(unread))
+                    report = dataclasses.replace(report, problems=report.problems + unread)
+                else:
+                    self.running.smpp.update(active.smpp_server, passwords)
             # Carriers and accounts by name, not by their place in the file's lists.
             kept = tuple(key for key in report.applied if not _TOPOLOGY_KEY.match(key)) if done else report.applied
             return dataclasses.replace(report, applied=kept + tuple(done))
