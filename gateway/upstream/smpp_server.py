@@ -19,6 +19,7 @@ a submit_sm is validated, routed, checked by the policy and committed before its
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import ssl
 import time
@@ -32,7 +33,7 @@ import trio
 from gateway.carriers.bucket import TokenBucket
 from gateway.carriers.link import Link, LinkLost
 from gateway.smpp import pdu as P
-from gateway.smpp.constants import CommandId
+from gateway.smpp.constants import INTERFACE_VERSION_34, CommandId
 from gateway.smpp.constants import CommandStatus as S
 from gateway.smpp.errors import ProtocolError
 from gateway.smpp.session import (
@@ -132,7 +133,7 @@ class SmppServerStatistics:
 
 
 class _Conn:
-    __slots__ = ("account", "bind", "config", "inflight", "link", "peer", "receives", "settled")
+    __slots__ = ("account", "bind", "config", "inflight", "legacy", "link", "peer", "receives", "settled")
 
     def __init__(self, link: Link, peer: str) -> None:
         self.link = link
@@ -141,6 +142,7 @@ class _Conn:
         self.config: SmppAccountConfig | None = None
         self.bind = ""
         self.receives = False
+        self.legacy = False  # bound with interface_version 0x33 or older: no TLVs to it (SMPP 3.4 5.2.4)
         self.inflight = 0  # requests read and not yet answered
         self.settled = trio.Event()  # set when inflight falls to 0 (a drain waits for it)
 
@@ -389,6 +391,7 @@ class SmppServer:
         conn.session.send_response(resp)
         conn.account, conn.config, conn.bind = cfg.account, cfg, bind_type(pdu.command_id)
         conn.receives = conn.bind in _RECEIVES
+        conn.legacy = pdu.interface_version < INTERFACE_VERSION_34
         self._binds[cfg.system_id] = self._binds.get(cfg.system_id, 0) + 1
         self.stats.binds += 1
         _hint(conn)  # the enquire_link timer of a bound link
@@ -729,7 +732,10 @@ class SmppServer:
                 box.outbox.again(seq, now - box.outbox.retry_after)
                 continue
             try:
-                conn.session.send_request(pdu, now, context=(box, seq), timeout=timeout)
+                # SMPP 3.4 5.2.4: an ESME of an older version gets no optional parameters; a receipt's text
+                # carries all it needs.
+                sent = dataclasses.replace(pdu, tlvs=()) if conn.legacy and pdu.esm_class and pdu.tlvs else pdu
+                conn.session.send_request(sent, now, context=(box, seq), timeout=timeout)
             except Exception as exc:  # the session closed under us: another receiver takes it
                 log.debug("smpp_deliver_not_sent", reason=str(exc))
                 box.outbox.again(seq, now - box.outbox.retry_after)

@@ -14,7 +14,8 @@ from gateway.sim.server import Simulator
 from gateway.smpp import pdu as P
 from gateway.smpp.constants import CommandId
 from gateway.smpp.constants import CommandStatus as S
-from gateway.smpp.session import ResponseReceived, Session, SessionConfig
+from gateway.smpp.receipt import parse_receipt
+from gateway.smpp.session import PduReceived, ResponseReceived, Session, SessionConfig
 from gateway.smpp.state import Role
 
 from .harness import ctl_json
@@ -29,10 +30,24 @@ class Esme:
         self.session = Session(Role.ESME, SessionConfig(enquire_link_interval_seconds=0))
 
     @classmethod
-    async def bind(cls, port: int, password: str, system_id: str = SYSTEM_ID) -> tuple[Esme, int]:
+    async def bind(
+        cls, port: int, password: str, system_id: str = SYSTEM_ID, interface_version: int = 0x34
+    ) -> tuple[Esme, int]:
         esme = cls(await trio.open_tcp_stream("127.0.0.1", port))
-        resp = await esme.request(P.BindTransceiver(system_id=system_id, password=password))
+        bind = P.BindTransceiver(system_id=system_id, password=password, interface_version=interface_version)
+        resp = await esme.request(bind)
         return esme, int(resp.command_status)
+
+    async def deliver(self) -> P.DeliverSm:
+        """The next deliver_sm, answered ESME_ROK."""
+        while True:
+            data = await self.stream.receive_some(65536)
+            assert data, "the gateway closed the connection"
+            for event in self.session.receive_data(bytes(data), trio.current_time()):
+                if isinstance(event, PduReceived) and isinstance(event.pdu, P.DeliverSm):
+                    self.session.acknowledge(event.pdu)
+                    await self.stream.send_all(self.session.data_to_send())
+                    return event.pdu
 
     async def request(self, pdu: P.Pdu) -> P.Pdu:
         seq = self.session.send_request(pdu, trio.current_time())
@@ -44,8 +59,9 @@ class Esme:
                 if isinstance(event, ResponseReceived) and event.request.sequence_number == seq:
                     return event.pdu
 
-    async def submit(self, to: str = "447700900555") -> P.Pdu:
-        return await self.request(P.SubmitSm(source_addr="ACME", destination_addr=to, short_message=b"ops"))
+    async def submit(self, to: str = "447700900555", receipt: bool = False) -> P.Pdu:
+        return await self.request(P.SubmitSm(source_addr="ACME", destination_addr=to, short_message=b"ops",
+                                             registered_delivery=int(receipt)))  # fmt: skip
 
     async def aclose(self) -> None:
         await self.stream.aclose()
@@ -149,3 +165,20 @@ async def test_a_reload_rotates_the_password_and_limits_for_new_binds_and_keeps_
             gateway.shutdown()
             await gateway.stopped.wait()
             nursery.cancel_scope.cancel()
+
+
+async def test_an_smpp_33_esme_gets_its_receipts_without_optional_parameters(tmp_path: Path) -> None:
+    # SMPP 3.4 5.2.4: an ESME bound with interface_version 0x33 knows no TLVs; the receipt's text says it all.
+    with trio.fail_after(30):
+        async with smpp_gateway(tmp_path) as (_, port):
+            esme, status = await Esme.bind(port, PASSWORD, interface_version=0x33)
+            assert status == S.ESME_ROK
+            resp = await esme.submit(receipt=True)
+            assert isinstance(resp, P.SubmitSmResp)
+            assert resp.command_status == S.ESME_ROK
+            receipt = await esme.deliver()
+            assert receipt.tlvs == ()
+            parsed = parse_receipt(receipt.short_message)
+            assert parsed.message_id == resp.message_id
+            assert parsed.stat == "DELIVRD"
+            await esme.aclose()
