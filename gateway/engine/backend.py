@@ -399,18 +399,17 @@ class Backend:
         self._cancelled += len(done)
         return CancelResult(done)
 
-    async def receipt_facts(self, account: str, message_ids: Sequence[str]) -> dict[str, tuple[bool, int]]:
-        """(receipt wanted, parts) of the account's messages by id, for the SMPP face's receipts: not wanted
-        when the submit asked for none, or when the recipient was refused at accept (its ESME had an error
-        status, no message id). Unknown ids are absent."""
+    async def receipt_wanted(self, account: str, message_ids: Sequence[str]) -> set[str]:
+        """Those of the account's messages (by id) that want a receipt, for the SMPP face: not when the submit
+        asked for none, nor when the recipient was refused at accept (its ESME had an error status, no id)."""
         store = self._ctx.store
-        out: dict[str, tuple[bool, int]] = {}
+        out = set()
         for mid in message_ids:
             m = store.get(int(mid)) if _is_message_id(mid) else None
-            if m is None or m.account != account:
+            if m is None or m.account != account or not m.receipt:
                 continue
-            refused = m.state is _REJECTED and all(s.updated_ms == m.created_ms for s in m.segments)
-            out[mid] = (m.receipt and not refused, len(m.segments) or 1)
+            if not (m.state is _REJECTED and all(s.updated_ms == m.created_ms for s in m.segments)):
+                out.add(mid)
         return out
 
     async def preview(self, account: str, request: PreviewRequest) -> PreviewResult:

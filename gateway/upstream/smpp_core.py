@@ -19,7 +19,6 @@ from __future__ import annotations
 import calendar
 import datetime
 import heapq
-import hmac
 import re
 import time
 from collections import deque
@@ -384,7 +383,7 @@ class Assembly:
         # A UCS-2 sender may cut a surrogate pair across parts: joined, the halves make the character again.
         text = text.encode("utf-16-be", "surrogatepass").decode("utf-16-be", "replace")
         if len(text) > MAX_TEXT:
-            raise _TooLong(tuple(group.waiting))
+            raise TooLong(tuple(group.waiting))
         whole = Piece(first.sender, first.to, text, first.message_class, first.receipt, first.schedule_at,
                       first.validity_seconds, unsuccess=first.unsuccess)  # fmt: skip
         return Whole(whole, tuple(group.waiting))
@@ -411,15 +410,13 @@ class Assembly:
         return None if first is None else first + self.timeout_seconds
 
 
-class _TooLong(Refused):
+class TooLong(Refused):
     """A long message whose parts add up to more than a submit may carry: every part is refused."""
 
     def __init__(self, tokens: tuple[Any, ...]) -> None:
         super().__init__(S.ESME_RINVMSGLEN, f"text over {MAX_TEXT} characters")
         self.tokens = tokens
 
-
-TooLong = _TooLong
 
 
 # --- refusals --------------------------------------------------------------------------------------
@@ -642,11 +639,6 @@ class AuthGuard:
 
     def succeeded(self, source: str) -> None:
         self._seen.pop(source, None)
-
-
-def check_password(expected: str, offered: str) -> bool:
-    """Constant time (hmac.compare_digest); SMPP 3.4 passwords are at most 8 octets."""
-    return hmac.compare_digest(expected.encode(), offered.encode())
 
 
 # --- receipts and MO in flight ---------------------------------------------------------------------

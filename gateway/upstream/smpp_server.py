@@ -50,6 +50,7 @@ from gateway.smpp.session import (
 )
 from gateway.smpp.state import BINDS, Role, State
 from gateway.store.keys import id_time_ms
+from gateway.upstream.auth import Credentials
 from gateway.upstream.backend import UpstreamBackend
 from gateway.upstream.errors import UpstreamError, upstream_error_for
 from gateway.upstream.faults import AuthLog, FaultLog
@@ -66,7 +67,6 @@ from gateway.upstream.smpp_core import (
     SmppServerConfig,
     TooLong,
     bind_type,
-    check_password,
     mo_pdu,
     query_answer,
     read_submit,
@@ -112,8 +112,8 @@ class SmppBackend(UpstreamBackend, Protocol):
         """The event cursor stored under `name`; None when none ever was (a stored 0 is 0)."""
         ...
 
-    async def receipt_facts(self, account: str, message_ids: Sequence[str]) -> Mapping[str, tuple[bool, int]]:
-        """(receipt requested, parts) of each of the account's messages by id; unknown ids are absent."""
+    async def receipt_wanted(self, account: str, message_ids: Sequence[str]) -> set[str]:
+        """Those of the account's messages whose submit asked for a receipt and was not refused."""
         ...
 
 
@@ -201,7 +201,7 @@ class SmppServer:
         if guard is None or (guard.failures, guard.window) != (config.lockout_failures, config.lockout_seconds):
             self._guard = AuthGuard(config.lockout_failures, config.lockout_seconds)  # a reload keeps lock-outs
         self._accounts = {a.system_id: a for a in config.accounts}
-        self._passwords = dict(passwords)
+        self._credentials = Credentials(passwords)  # system_id -> password, compared in constant time
         self._refused_status = config.status_refused()
         self._assembly.timeout_seconds = config.reassembly_timeout_seconds
         for box in self._boxes.values():
@@ -407,11 +407,10 @@ class SmppServer:
         if self._guard.locked(source, now):
             return S.ESME_RBINDFAIL, "locked out after repeated failures"
         cfg = self._accounts.get(pdu.system_id)
-        expected = self._passwords.get(pdu.system_id)
-        if cfg is None or expected is None:
-            check_password("\x00" * 8, pdu.password)  # the same time as a wrong password
-            return S.ESME_RINVSYSID, "unknown system_id"
-        if not check_password(expected, pdu.password):
+        # Credentials compares an unknown system_id's password as long as a known one's: no probing by time.
+        if not self._credentials.check(pdu.system_id, pdu.password) or cfg is None:
+            if cfg is None or not self._credentials.knows(pdu.system_id):
+                return S.ESME_RINVSYSID, "unknown system_id"
             return S.ESME_RINVPASWD, "wrong password"
         if self._drain is not None and self._drain.begun.is_set():
             return S.ESME_RBINDFAIL, "the gateway is stopping"
@@ -695,14 +694,14 @@ class SmppServer:
         known = self._wanted
         ids = [e.message_id for e in events if e.kind is not EventKind.MO and e.message_id
                and e.message_id not in known and not refused_at_accept(e)]  # fmt: skip
-        facts = await self._backend.receipt_facts(box.account, ids) if ids else {}
+        wanted = await self._backend.receipt_wanted(box.account, ids) if ids else set()
         out = []
         for e in events:
             pdu: P.DeliverSm | None = None
             mid = e.message_id
             if e.kind is EventKind.MO:
                 pdu = mo_pdu(e, self._alphabet(box))
-            elif mid is not None and (known.pop(mid, False) or facts.get(mid, (False, 0))[0]):
+            elif mid is not None and (known.pop(mid, False) or mid in wanted):
                 pdu = receipt_pdu(e, _id_time(mid, e.at))
             if pdu is None:
                 outbox.skip(e.seq)

@@ -47,7 +47,6 @@ from gateway.upstream.smpp_core import (
     Whole,
     _time,
     bind_type,
-    check_password,
     mo_pdu,
     parse_status,
     query_answer,
@@ -773,13 +772,6 @@ def test_authguard_remembers_a_bounded_number_of_sources() -> None:
     assert not guard.locked("a", 1.0)  # the oldest was forgotten
     assert guard.locked("b", 1.0)
     assert guard.locked("c", 1.0)
-
-
-def test_check_password() -> None:
-    assert check_password("pw12345", "pw12345")
-    assert not check_password("pw12345", "pw1234")
-    assert not check_password("pw12345", "PW12345")
-    assert not check_password("pw12345", "")
 
 
 def test_bind_type_of_each_bind() -> None:
