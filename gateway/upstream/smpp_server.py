@@ -708,8 +708,6 @@ class SmppServer:
             else:
                 outbox.add(e.seq, pdu)
                 out.append((e.seq, pdu))
-        if ids or events:
-            box.poke()  # the cursor may have moved over skipped ones
         return out
 
     def _alphabet(self, box: _Box) -> str:
