@@ -746,7 +746,8 @@ _TOPOLOGY_KEY = re.compile(r"(carriers|accounts)(\[|$)")
 # The SMPP server face's accounts and limits: a reload applies them to new binds (and the held parts, the
 # redeliveries); where it listens needs a restart.
 _SMPP_LIVE = ("accounts", "refused_status", "auth_failure_delay_seconds", "lockout_failures", "lockout_seconds",
-              "reassembly_timeout_seconds", "redeliver_seconds", "bind_timeout_seconds")  # fmt: skip
+              "reassembly_timeout_seconds", "redeliver_seconds", "redeliver_attempts",
+              "bind_timeout_seconds")  # fmt: skip
 _SMPP_KEY = re.compile(rf"smpp_server\.({'|'.join(_SMPP_LIVE)})(\[|\.|$)")
 
 

@@ -234,6 +234,8 @@ def _smpp(s: Any) -> Iterator[Metric]:
     yield _counter("gateway_smpp_mo_sent", "MO sent to ESMEs as deliver_sm", value=s.mo_sent)
     yield _counter("gateway_smpp_deliver_retries", "deliver_sm sent again (error, no answer, bind gone)",
                    value=s.deliver_retries)  # fmt: skip
+    yield _counter("gateway_smpp_deliver_given_up", "Receipts and MO given up after redeliver_attempts failures",
+                   value=s.deliver_given_up)  # fmt: skip
     yield _gauge("gateway_smpp_long_pending", "Long messages waiting for their other parts", value=s.long_pending)
 
 

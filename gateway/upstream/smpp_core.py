@@ -114,8 +114,10 @@ class SmppServerConfig:
     response_timeout_seconds: float = field(default=30.0, metadata=limits(0.1, 3600.0))
     # The parts of a long message must all arrive within this long of the first (else each is refused).
     reassembly_timeout_seconds: float = field(default=60.0, metadata=limits(1.0, 3600.0))
-    # A deliver_sm answered with an error (or not at all) goes again after this long, on any receiver.
+    # A deliver_sm answered with an error (or not at all) goes again after this long, on any receiver; after
+    # redeliver_attempts such failures it is given up (logged smpp_deliver_given_up).
     redeliver_seconds: float = field(default=10.0, metadata=limits(0.1, 3600.0))
+    redeliver_attempts: int = field(default=50, metadata=limits(1, 1_000_000))
     # The command_status of a recipient the compliance policy refuses (opted out, blacklisted, capped, ...).
     refused_status: str = "ESME_RSUBMITFAIL"
     accounts: tuple[SmppAccountConfig, ...] = ()
@@ -647,17 +649,21 @@ class AuthGuard:
 class Outbox:
     """An account's events on their way to its receivers, in log order. Each is taken, sent as deliver_sm,
     and done when its deliver_sm_resp says ESME_ROK (or a permanent refusal); one that failed or timed out
-    is taken again after `retry_after`. `cursor` is the last seq such that every event up to it is done:
-    what may be stored, so a restart or a rebind sends nothing twice that was answered."""
+    is taken again after `retry_after`, until `max_failures` answers refused it or never came: then it is
+    given up (done, for the caller to log), so that one receipt an ESME never takes cannot hold the cursor, and
+    everything read after it, for ever. `cursor` is the last seq such that every event up to it is done: what
+    may be stored, so a restart or a rebind sends nothing twice that was answered."""
 
-    __slots__ = ("_done", "_open", "_retry", "cursor", "read_to", "retry_after")
+    __slots__ = ("_done", "_failures", "_open", "_retry", "cursor", "max_failures", "read_to", "retry_after")
 
-    def __init__(self, cursor: int, retry_after: float) -> None:
+    def __init__(self, cursor: int, retry_after: float, max_failures: int = 50) -> None:
         self.cursor = cursor  # every event up to here is done
         self.read_to = cursor  # events up to here have been read from the log
         self.retry_after = retry_after
+        self.max_failures = max_failures
         self._open: dict[int, Any] = {}  # seq -> event, taken and not done (log order)
         self._done: set[int] = set()
+        self._failures: dict[int, int] = {}  # seq -> refusals and timeouts so far
         self._retry: list[tuple[float, int]] = []  # a heap of (when, seq)
 
     def add(self, seq: int, item: Any) -> None:
@@ -676,8 +682,10 @@ class Outbox:
         if seq not in self._open:
             return False
         self._done.add(seq)
+        self._failures.pop(seq, None)
         moved = False
-        for s in list(self._open):  # the oldest first: dicts keep insertion (log) order
+        while self._open:
+            s = next(iter(self._open))  # the oldest: dicts keep insertion (log) order
             if s not in self._done:
                 break
             del self._open[s]
@@ -688,10 +696,18 @@ class Outbox:
             self.cursor = max(self.cursor, self.read_to)
         return moved
 
-    def again(self, seq: int, now: float) -> None:
-        """Not delivered (an error status, no answer in time, the bind went): sent again later."""
-        if seq in self._open and seq not in self._done:
-            heapq.heappush(self._retry, (now + self.retry_after, seq))
+    def again(self, seq: int, now: float, *, failed: bool = True) -> bool:
+        """Not delivered: sent again later, True. `failed` (an error status, no answer in time; not a bind that
+        went) counts towards `max_failures`: past it the event is given up (done), False."""
+        if seq not in self._open or seq in self._done:
+            return True
+        if failed:
+            failures = self._failures[seq] = self._failures.get(seq, 0) + 1
+            if failures >= self.max_failures:
+                self.done(seq)
+                return False
+        heapq.heappush(self._retry, (now + self.retry_after, seq))
+        return True
 
     def due(self, now: float, limit: int) -> list[tuple[int, Any]]:
         """Up to `limit` events whose retry time has come, the earliest first (the rest stay due)."""

@@ -33,7 +33,7 @@ import trio
 from gateway.carriers.bucket import TokenBucket
 from gateway.carriers.link import Link, LinkLost
 from gateway.smpp import pdu as P
-from gateway.smpp.constants import INTERFACE_VERSION_34, CommandId
+from gateway.smpp.constants import INTERFACE_VERSION_34, CommandId, status_name
 from gateway.smpp.constants import CommandStatus as S
 from gateway.smpp.errors import ProtocolError
 from gateway.smpp.session import (
@@ -128,6 +128,7 @@ class SmppServerStatistics:
     receipts_sent: int = 0
     mo_sent: int = 0
     deliver_retries: int = 0
+    deliver_given_up: int = 0
     long_pending: int = 0
     by_account: dict[str, int] = field(default_factory=dict)
 
@@ -206,6 +207,7 @@ class SmppServer:
         self._assembly.timeout_seconds = config.reassembly_timeout_seconds
         for box in self._boxes.values():
             box.outbox.retry_after = config.redeliver_seconds
+            box.outbox.max_failures = config.redeliver_attempts
         now = trio.current_time()
         for a in config.accounts:
             bucket = self._buckets.get(a.system_id)
@@ -433,7 +435,8 @@ class SmppServer:
             now = trio.current_time()
             for request in conn.session.close():
                 if isinstance(request.context, tuple) and request.context[0] is box:
-                    box.outbox.again(request.context[1], now - box.outbox.retry_after)  # at once, elsewhere
+                    # At once, elsewhere: the bind went, the ESME did not refuse it.
+                    box.outbox.again(request.context[1], now - box.outbox.retry_after, failed=False)
             box.poke()
         self._assembly.forget(conn)
         conn.account = None
@@ -629,7 +632,8 @@ class SmppServer:
             cursor = stored
             box = self._boxes.get(account)  # another bind of the account may have made it meanwhile
             if box is None:
-                box = self._boxes[account] = _Box(account, Outbox(cursor, self.config.redeliver_seconds))
+                outbox = Outbox(cursor, self.config.redeliver_seconds, self.config.redeliver_attempts)
+                box = self._boxes[account] = _Box(account, outbox)
         if not box.running and self._nursery is not None:
             box.running = True
             self._nursery.start_soon(self._push, box)
@@ -726,7 +730,7 @@ class SmppServer:
                 default=None,
             )
             if conn is None:
-                box.outbox.again(seq, now - box.outbox.retry_after)
+                box.outbox.again(seq, now - box.outbox.retry_after, failed=False)
                 continue
             try:
                 # SMPP 3.4 5.2.4: an ESME of an older version gets no optional parameters; a receipt's text
@@ -735,7 +739,7 @@ class SmppServer:
                 conn.session.send_request(sent, now, context=(box, seq), timeout=timeout)
             except Exception as exc:  # the session closed under us: another receiver takes it
                 log.debug("smpp_deliver_not_sent", reason=str(exc))
-                box.outbox.again(seq, now - box.outbox.retry_after)
+                box.outbox.again(seq, now - box.outbox.retry_after, failed=False)
                 continue
             if pdu.esm_class:
                 self.stats.receipts_sent += 1
@@ -754,16 +758,23 @@ class SmppServer:
                 log.warning("smpp_deliver_refused", account=box.account, status=S(status).name, seq=seq)
             box.outbox.done(seq)
         else:
-            self.stats.deliver_retries += 1
-            box.outbox.again(seq, trio.current_time())
+            self._failed(box, seq, f"deliver_sm_resp {status_name(status)}")
         box.poke()
 
     def _on_expired(self, context: Any) -> None:
         if isinstance(context, tuple) and isinstance(context[0], _Box):
             box, seq = context
-            self.stats.deliver_retries += 1
-            box.outbox.again(seq, trio.current_time())
+            self._failed(box, seq, "no deliver_sm_resp in time")
             box.poke()
+
+    def _failed(self, box: _Box, seq: int, why: str) -> None:
+        """A deliver_sm the ESME refused for now, or left unanswered: again later, or given up."""
+        if box.outbox.again(seq, trio.current_time()):
+            self.stats.deliver_retries += 1
+            return
+        self.stats.deliver_given_up += 1
+        log.warning("smpp_deliver_given_up", account=box.account, seq=seq, last=why,
+                    attempts=box.outbox.max_failures)  # fmt: skip
 
     async def _save_cursor(self, box: _Box) -> None:
         """Store the cursor as it moves, at most every _CURSOR_SAVE_SECONDS (one small commit each)."""

@@ -12,7 +12,7 @@ from gateway.sim.config import IdFormat as SimIdFormat
 from gateway.sim.config import SimConfig
 from gateway.sim.server import Simulator
 from gateway.smpp import pdu as P
-from gateway.smpp.constants import CommandId
+from gateway.smpp.constants import CommandId, Tag
 from gateway.smpp.constants import CommandStatus as S
 from gateway.smpp.receipt import parse_receipt
 from gateway.smpp.session import PduReceived, ResponseReceived, Session, SessionConfig
@@ -38,14 +38,14 @@ class Esme:
         resp = await esme.request(bind)
         return esme, int(resp.command_status)
 
-    async def deliver(self) -> P.DeliverSm:
-        """The next deliver_sm, answered ESME_ROK."""
+    async def deliver(self, status: int = S.ESME_ROK) -> P.DeliverSm:
+        """The next deliver_sm, answered with `status`."""
         while True:
             data = await self.stream.receive_some(65536)
             assert data, "the gateway closed the connection"
             for event in self.session.receive_data(bytes(data), trio.current_time()):
                 if isinstance(event, PduReceived) and isinstance(event.pdu, P.DeliverSm):
-                    self.session.acknowledge(event.pdu)
+                    self.session.acknowledge(event.pdu, status)
                     await self.stream.send_all(self.session.data_to_send())
                     return event.pdu
 
@@ -181,4 +181,24 @@ async def test_an_smpp_33_esme_gets_its_receipts_without_optional_parameters(tmp
             parsed = parse_receipt(receipt.short_message)
             assert parsed.message_id == resp.message_id
             assert parsed.stat == "DELIVRD"
+            await esme.aclose()
+
+
+async def test_a_receipt_the_esme_keeps_refusing_is_given_up_and_the_next_ones_still_come(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with smpp_gateway(tmp_path, redeliver_seconds=0.1, redeliver_attempts=3) as (h, port):
+            esme, status = await Esme.bind(port, PASSWORD)
+            assert status == S.ESME_ROK
+            first = await esme.submit("447700900601", receipt=True)
+            assert isinstance(first, P.SubmitSmResp)
+            for _ in range(3):  # a temporary refusal, three times: the third is the last try
+                receipt = await esme.deliver(S.ESME_RX_T_APPN)
+                assert receipt.tlv(Tag.RECEIPTED_MESSAGE_ID) == first.message_id
+            second = await esme.submit("447700900602", receipt=True)
+            assert isinstance(second, P.SubmitSmResp)
+            receipt = await esme.deliver()
+            assert receipt.tlv(Tag.RECEIPTED_MESSAGE_ID) == second.message_id
+            smpp = h.running.smpp
+            assert smpp is not None
+            assert smpp.statistics().deliver_given_up == 1
             await esme.aclose()

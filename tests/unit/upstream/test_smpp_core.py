@@ -689,6 +689,31 @@ def test_outbox_due_takes_at_most_limit_earliest_first_and_the_rest_stay_due() -
     assert box.due(20.0, 2) == []
 
 
+def test_outbox_gives_up_an_event_after_max_failures_and_the_cursor_moves_past_it() -> None:
+    box = Outbox(cursor=10, retry_after=1.0, max_failures=3)
+    box.add(11, "poison")
+    box.add(12, "fine")
+    box.done(12)
+    assert box.cursor == 10  # 11 holds it
+    assert box.again(11, 0.0)
+    assert box.again(11, 1.0)
+    assert not box.again(11, 2.0)  # the third failure: given up
+    assert box.cursor == 12
+    assert box.due(100.0, 10) == []
+    assert box.in_flight == 0
+
+
+def test_outbox_a_lost_bind_does_not_count_towards_giving_up() -> None:
+    box = Outbox(cursor=0, retry_after=1.0, max_failures=2)
+    box.add(1, "r")
+    for t in range(10):
+        assert box.again(1, float(t), failed=False)
+    assert box.again(1, 20.0)  # the first real failure
+    assert box.cursor == 0
+    assert not box.again(1, 21.0)
+    assert box.cursor == 1
+
+
 def test_outbox_a_retry_answered_meanwhile_is_not_sent_again() -> None:
     box = Outbox(cursor=0, retry_after=1.0)
     box.add(1, "e1")
