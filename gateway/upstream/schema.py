@@ -518,15 +518,8 @@ def _checked_recipients(value: list[Any]) -> tuple[str, ...]:
 def _parse_submit(body: Mapping[str, Any]) -> SubmitRequest:
     _only_keys(body, _SUBMIT_KEYS)
     to = _parse_recipients(body)
-    text = _req(body, "text", str)
-    if not text:
-        raise InvalidRequest("text must not be empty", field="text")
-    if len(text) > MAX_TEXT_CHARS:
-        raise TextTooLong(f"text is over {MAX_TEXT_CHARS} characters", field="text")
-    try:
-        message_class = MessageClass(_req(body, "class", str))
-    except ValueError:
-        raise InvalidRequest("class must be marketing, notification or verification", field="class") from None
+    text = _submit_text(_req(body, "text", str))
+    message_class = _submit_class(_req(body, "class", str))
     schedule_at = _seconds(body, "schedule_at", 0, MAX_SCHEDULE_AT)
     receipt = _get(body, "receipt", bool, False)
     return SubmitRequest(
@@ -542,6 +535,21 @@ def _parse_submit(body: Mapping[str, Any]) -> SubmitRequest:
     )
 
 
+def _submit_text(text: str) -> str:
+    if not text:
+        raise InvalidRequest("text must not be empty", field="text")
+    if len(text) > MAX_TEXT_CHARS:
+        raise TextTooLong(f"text is over {MAX_TEXT_CHARS} characters", field="text")
+    return text
+
+
+def _submit_class(name: str) -> MessageClass:
+    try:
+        return MessageClass(name)
+    except ValueError:
+        raise InvalidRequest("class must be marketing, notification or verification", field="class") from None
+
+
 def submit_request(
     to: Sequence[str], text: str, message_class: str, sender: str, *, schedule_at: float | None = None,
     validity_seconds: int | None = None, receipt: bool = True,
@@ -549,14 +557,8 @@ def submit_request(
     """A submit checked as a frame's body is (_parse_submit), from values: the SMPP server face builds one
     per upstream submit_sm, and skips the map."""
     recipients = _parse_recipients({"to": list(to)})
-    if not text:
-        raise InvalidRequest("text must not be empty", field="text")
-    if len(text) > MAX_TEXT_CHARS:
-        raise TextTooLong(f"text is over {MAX_TEXT_CHARS} characters", field="text")
-    try:
-        kind = MessageClass(message_class)
-    except ValueError:
-        raise InvalidRequest("class must be marketing, notification or verification", field="class") from None
+    text = _submit_text(text)
+    kind = _submit_class(message_class)
     if schedule_at is not None and not (math.isfinite(schedule_at) and 0 <= schedule_at <= MAX_SCHEDULE_AT):
         raise InvalidRequest(f"schedule_at must be in 0..{MAX_SCHEDULE_AT}", field="schedule_at")
     if validity_seconds is not None and not 1 <= validity_seconds <= MAX_VALIDITY_SECONDS:
