@@ -37,6 +37,9 @@ from gateway.admin.service import AdminContext, AdminService, ReloadOutcome
 from gateway.carriers.config import BindConfig, CarrierConfig
 from gateway.carriers.jobs import Inbound, OutcomeKind, SubmitOutcome
 from gateway.carriers.pool import CarrierPool
+from gateway.cluster.core import ClusterConfig
+from gateway.cluster.shared import Shared
+from gateway.cluster.shared import password as cluster_password
 from gateway.config import Problems, build_into, changed_keys, choices, limits, load_toml, read_secret
 from gateway.engine import AccountSettings, CarrierSettings, EncodingSettings, Engine, EngineSettings
 from gateway.engine.portability import PortabilitySettings
@@ -116,6 +119,8 @@ class CarrierSection:
     job_queue_size: int = field(default=1000, metadata=limits(1, None))
     results_queue_size: int = field(default=1000, metadata=limits(1, None))
     inbound_queue_size: int = field(default=1000, metadata=limits(1, None))
+    # The account's contracted submits a second over all its binds (in a cluster, every node's): 0 for none.
+    account_tps: float = field(default=0.0, metadata=limits(0.0, None))
     # What each submit_sm_resp error means: retry here, move to the next carrier of the route, or fail.
     errors: ErrorClasses = field(default_factory=ErrorClasses)
     receipt_timeout_seconds: float = field(default=72 * 3600.0, metadata=limits(1.0, 90 * 86400.0))
@@ -138,6 +143,7 @@ class CarrierSection:
             job_queue_size=self.job_queue_size,
             results_queue_size=self.results_queue_size,
             inbound_queue_size=self.inbound_queue_size,
+            account_tps=self.account_tps,
         )
 
     def settings(self) -> CarrierSettings:
@@ -186,6 +192,8 @@ class GatewayConfig:
     metrics: MetricsSection = field(default_factory=MetricsSection)
     # The SMPP server face (docs/smpp_server.md): off without the table.
     smpp_server: SmppServerConfig | None = None
+    # Several nodes sharing lists, caps, receipts and carrier TPS in Valkey (docs/scaling.md): one node without.
+    cluster: ClusterConfig | None = None
 
 
 def load_config(path: Path) -> GatewayConfig:
@@ -205,6 +213,7 @@ def load_config(path: Path) -> GatewayConfig:
         _check_secrets(cfg, file, problems)
         _check_tls_files(cfg, file, problems)
         _check_smpp_server(cfg, file, problems)
+        _check_cluster(cfg, file, problems)
         if not problems:
             build_routing(cfg, file, problems)
             build_policy(cfg, file, problems)
@@ -535,6 +544,17 @@ def _check_smpp_server(cfg: GatewayConfig, file: str, problems: Problems) -> Non
             problems.append((file, "smpp_server.tls_cert_file",
                              f"{smpp.tls_cert_file} with {smpp.tls_key_file}: not a certificate and its "
                              f"unencrypted private key ({err})"))  # fmt: skip
+
+
+def _check_cluster(cfg: GatewayConfig, file: str, problems: Problems) -> None:
+    """[cluster]: Valkey's password can be read now."""
+    if cfg.cluster is None:
+        return
+    try:
+        cluster_password(cfg.cluster)
+    except ConfigError as err:
+        where = f"cluster.valkey_password_{'env' if cfg.cluster.valkey_password_env else 'file'}"
+        problems.extend((file, where, f"{w}: {reason}") for w, _, reason in err.problems)
 
 
 def smpp_password(a: SmppAccountConfig) -> str:
@@ -1158,8 +1178,12 @@ class Gateway:
             results=results_rx,
             inbound=inbound_rx,
             wall_ms=self._wall_ms or store_wall_ms,
+            shared=_shared(cfg, store, pools, self._wall_ms or store_wall_ms),
         )
         _configure_portability(engine, cfg)
+        if cfg.cluster is not None:
+            c = cfg.cluster
+            log.info("cluster_node", node=c.node, valkey=f"{c.valkey_host}:{c.valkey_port}")
         async with trio.open_nursery() as carriers:
             for pool in pools.values():
                 await carriers.start(pool.run)
@@ -1428,6 +1452,19 @@ def _listen_problem(host: str, port: int, err: OSError) -> str:
     if err.errno == errno.EADDRINUSE:
         return f"{host}:{port} is in use (another process listens there)"
     return f"{host}:{port}: cannot listen: {err.strerror or err}"
+
+
+def _shared(
+    cfg: GatewayConfig, store: Store, pools: dict[str, CarrierPool], wall_ms: Callable[[], int]
+) -> Shared | None:
+    """[cluster]: what this node shares with the others (docs/scaling.md); None for one node."""
+    if cfg.cluster is None:
+        return None
+    return Shared(
+        cfg.cluster, store=store, wall_ms=wall_ms,
+        budgets=lambda: {name: p.budget for name, p in pools.items() if p.budget is not None},
+        receipt_seconds={c.name: c.receipt_timeout_seconds for c in cfg.carriers},
+    )  # fmt: skip
 
 
 def _open_store(cfg: GatewayConfig, wall_ms: Callable[[], int] | None, recover: bool) -> Store:

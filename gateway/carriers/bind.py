@@ -31,6 +31,7 @@ import structlog
 import trio
 
 from gateway import debuglog
+from gateway.carriers.bucket import AccountBudget
 from gateway.carriers.config import BindConfig, BindMode
 from gateway.carriers.core import BindCore, BindState, Pending
 from gateway.carriers.jobs import Inbound, OutcomeKind, SubmitJob, SubmitOutcome
@@ -118,6 +119,7 @@ class Bind:
         inbound: trio.MemorySendChannel[Inbound],
         name: str | None = None,
         rng: random.Random | None = None,
+        budget: AccountBudget | None = None,
     ) -> None:
         if mode is BindMode.TX_RX_PAIR:
             raise ValueError("a Bind is one connection; CarrierPool splits tx+rx into two")
@@ -125,7 +127,7 @@ class Bind:
         self.carrier = carrier
         self.mode = mode
         self.name = name or config.name
-        self.core = BindCore(config, trio.current_time(), rng=rng)
+        self.core = BindCore(config, trio.current_time(), rng=rng, budget=budget)
         self._jobs = jobs if mode.transmits else None
         self._results = results
         self._inbound = inbound

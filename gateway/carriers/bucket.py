@@ -50,3 +50,61 @@ class TokenBucket:
         if elapsed > 0:
             self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
             self._stamp = now
+
+
+class AccountBudget:
+    """A carrier account's contracted TPS, shared by every bind of the account: this node's binds of the
+    carrier, and in a cluster every node's (the shell leases this node's tokens a tick at a time from Valkey,
+    gateway.cluster). Without a lease it is a token bucket at `rate` (or at the node's share of it while the
+    cluster cannot be asked); with one, only the tokens granted for the current tick may go."""
+
+    __slots__ = ("_bucket", "_expires", "_starved", "_tokens", "_used", "leased", "rate")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self._bucket = TokenBucket(rate, now)
+        self.leased = False
+        self._tokens = 0
+        self._expires = now
+        self._used = 0
+        self._starved = False
+
+    def available(self, now: float) -> int:
+        if not self.leased:
+            return self._bucket.available(now)
+        return self._tokens if now < self._expires else 0
+
+    def take(self, n: int, now: float) -> None:
+        self._used += n
+        if self.leased:
+            self._tokens -= n
+        else:
+            self._bucket.take(n, now)
+
+    def next_token_at(self, now: float) -> float:
+        """When a token may be there: the local bucket's next one, else (leased and spent) the next tick,
+        looked at again shortly after it should have come."""
+        if not self.leased:
+            return self._bucket.next_token_at(now)
+        if self._tokens > 0 and now < self._expires:
+            return now
+        self._starved = True
+        return max(now + 0.005, self._expires + 0.005)
+
+    def grant(self, tokens: int, until: float) -> None:
+        """The cluster granted `tokens` for the tick ending at `until`; what the last tick left is void."""
+        self.leased = True
+        self._tokens = tokens
+        self._expires = until
+
+    def unleased(self, rate: float, now: float) -> None:
+        """No lease (the cluster cannot be asked): a local bucket at `rate`, this node's share."""
+        if self.leased or rate != self._bucket.rate:
+            self._bucket = TokenBucket(rate, now)
+        self.leased = False
+
+    def demand(self) -> tuple[int, bool]:
+        """What the binds took since the last call, and whether they waited for tokens; both reset."""
+        used, starved = self._used, self._starved
+        self._used, self._starved = 0, False
+        return used, starved

@@ -113,6 +113,9 @@ class CarrierConfig:
     job_queue_size: int = 1000
     results_queue_size: int = 1000
     inbound_queue_size: int = 1000
+    # The account's contracted submits a second over all its binds (and, in a cluster, every node's binds:
+    # docs/scaling.md); 0: only each bind's own `tps`.
+    account_tps: float = 0.0
 
     def __post_init__(self) -> None:
         problems = _check(self, _CARRIER_RANGES)
@@ -145,6 +148,7 @@ _CARRIER_RANGES: dict[str, tuple[float | None, float | None]] = {
     "job_queue_size": (1, None),
     "results_queue_size": (1, None),
     "inbound_queue_size": (1, None),
+    "account_tps": (0, None),
 }
 
 

@@ -42,7 +42,7 @@ from collections.abc import Iterable
 from enum import Enum, StrEnum
 from typing import Any
 
-from gateway.carriers.bucket import TokenBucket
+from gateway.carriers.bucket import AccountBudget, TokenBucket
 from gateway.carriers.config import BindConfig
 from gateway.errors import GatewayError
 from gateway.ops.histogram import LATENCY_BOUNDS, Histogram
@@ -139,7 +139,9 @@ class Pending:
 class BindCore:
     """The decisions of one bind (one SMPP connection at a time, with reconnects)."""
 
-    def __init__(self, config: BindConfig, now: float, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, config: BindConfig, now: float, *, rng: random.Random | None = None, budget: AccountBudget | None = None
+    ) -> None:
         self.config = config
         self._rng = rng if rng is not None else random.Random()
         self.state = BindState.IDLE
@@ -165,6 +167,8 @@ class BindCore:
         self._retry: list[tuple[int, Pending]] = []
         self._order = 0
         self.bucket = TokenBucket(config.tps, now)
+        # The carrier account's TPS, shared with its other binds (and other nodes' binds); None: no such limit.
+        self.budget = budget
         # Counters.
         self.submitted = 0
         self.accepted = 0
@@ -270,13 +274,16 @@ class BindCore:
             self._go(Input.RESUME, now)
         if self.state is not BindState.BOUND or in_flight >= self.cwnd:
             return float("inf")
+        if self.budget is not None:
+            return max(self.bucket.next_token_at(now), self.budget.next_token_at(now))
         return self.bucket.next_token_at(now)
 
     def room(self, now: float, in_flight: int) -> int:
         """How many submits may go now (window, slow start and TPS; none while paused)."""
         if self.state is not BindState.BOUND:
             return 0
-        return min(self.cwnd - in_flight, self.bucket.available(now))
+        room = min(self.cwnd - in_flight, self.bucket.available(now))
+        return room if self.budget is None else min(room, self.budget.available(now))
 
     def paused(self, now: float) -> bool:
         return self.state is BindState.THROTTLED and now < self.paused_until
@@ -305,6 +312,8 @@ class BindCore:
     def sent(self, n: int, now: float) -> None:
         """`n` submits queued for the socket now: TPS tokens and counters."""
         self.bucket.take(n, now)
+        if self.budget is not None:
+            self.budget.take(n, now)
         self.submitted += n
         second = int(now)
         if second != self._tps_second:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import trio
 
 from gateway.carriers.bind import Bind, BindStatus
+from gateway.carriers.bucket import AccountBudget
 from gateway.carriers.config import BindMode, CarrierConfig
 from gateway.carriers.jobs import Inbound, SubmitJob, SubmitOutcome
 
@@ -38,6 +39,8 @@ class CarrierPool:
             results, self.results = trio.open_memory_channel[SubmitOutcome](config.results_queue_size)
         if inbound is None:
             inbound, self.inbound = trio.open_memory_channel[Inbound](config.inbound_queue_size)
+        # The account's TPS, shared by every bind below (a cluster leases it: gateway.cluster.shared).
+        self.budget = AccountBudget(config.account_tps, trio.current_time()) if config.account_tps > 0 else None
         self.binds: list[Bind] = []
         for bind_cfg in config.binds:
             if bind_cfg.mode is BindMode.TX_RX_PAIR:
@@ -54,6 +57,7 @@ class CarrierPool:
                         results=results,
                         inbound=inbound,
                         name=name,
+                        budget=self.budget,
                     )
                 )
         self._done = trio.Event()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import trio
 
 from gateway.admin.commands import Balance, Batch, BatchEdit, TemplateCommand, parse_command
-from gateway.engine.batches import Batches
+from gateway.engine.batches import Batches, refused_by_cluster
 from gateway.engine.context import Context
 from gateway.engine.reporting import balance_answer, batch_answer
 from gateway.engine.scheduler import Scheduler
@@ -153,6 +153,8 @@ class Backend:
                 # meanwhile (trio runs every ready task before a waiting one; without this the two processes
                 # take turns).
                 await trio.lowlevel.checkpoint()
+        if ctx.shared is not None:
+            prepared = await self._shared_checks(prepared)
         ops = [p[0] for p in prepared if not isinstance(p, Exception)]
         results = iter(await ctx.apply(ops) if ops else [])
         if ops:
@@ -168,6 +170,27 @@ class Backend:
                 continue
             assert isinstance(result, StoreSubmitResult)
             out.append(self._answer(request, p[1], result))
+        return out
+
+    async def _shared_checks(
+        self, prepared: list[tuple[Submit, list[tuple[Recipient, str]]] | Exception]
+    ) -> list[tuple[Submit, list[tuple[Recipient, str]]] | Exception]:
+        """Several nodes (gateway.cluster): the other nodes' opt-outs and blacklists, and the caps counted
+        across every node, before the store commits; a class that waits while Valkey is unreachable is
+        answered `overloaded` (retry shortly)."""
+        shared = self._ctx.shared
+        assert shared is not None
+        submits = [p[0] for p in prepared if not isinstance(p, Exception)]
+        if not submits:
+            return prepared
+        verdicts = iter(await shared.check(submits))
+        out: list[tuple[Submit, list[tuple[Recipient, str]]] | Exception] = []
+        for p in prepared:
+            if isinstance(p, Exception):
+                out.append(p)
+                continue
+            v = next(verdicts)
+            out.append(v if isinstance(v, Exception) else refused_by_cluster(p[0], p[1], v))
         return out
 
     def _prepare(
@@ -459,6 +482,8 @@ class Backend:
                 else SetBlacklist(n, listed=on, scope=scope, source=source)
                 for n in valid
             ]  # fmt: skip
+            if ctx.shared is not None:  # every node's lists too (docs/scaling.md)
+                await ctx.shared.publish(ops)
             for result in await ctx.apply(ops):
                 if isinstance(result, GatewayError):
                     raise result
@@ -657,3 +682,4 @@ def _event(f: EventFields) -> UpstreamEvent:
         f[E_REASON] or None, f[E_CARRIER] or None, f[E_CLIENT_REF] or None, f[E_BATCH] or None,
         event_duplicate(f),
     )  # fmt: skip
+

@@ -17,6 +17,7 @@ the cursor write names the revision it read), then what of the current run no ca
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ from gateway.admin.commands import OPERATOR_TEMPLATE_ACTIONS, BatchEdit, Templat
 from gateway.errors import GatewayError
 from gateway.lifecycle import DUE_STATES, Ev, Event
 from gateway.policy import recurrence, templates
-from gateway.store import Advance, InvalidField, UnknownMessage, WrongState, records
+from gateway.store import Advance, InvalidField, Recipient, Submit, UnknownMessage, WrongState, records
 from gateway.store.ops import BatchRows, PutBatch, PutTemplate
 from gateway.store.records import BatchCounters, BatchDef, Template
 from gateway.upstream.errors import InvalidRequest, NotFound
@@ -416,4 +417,34 @@ class Batches:
                  next_run_ms=nxt)  # fmt: skip
 
     async def _commit(self, ops: list[Any], results: list[Any]) -> None:
+        shared = self._ctx.shared
+        if shared is not None:  # several nodes: every node's lists and caps (docs/scaling.md)
+            ops = [await self._shared_checked(op) if isinstance(op, Submit) else op for op in ops]
         results.extend(await self._ctx.apply(ops))
+
+    async def _shared_checked(self, op: Submit) -> Submit:
+        """A chunk with the recipients the cluster refuses refused; a chunk of a class that waits while the
+        cluster's Valkey is unreachable waits for it here (the run goes on where it stopped)."""
+        shared = self._ctx.shared
+        assert shared is not None
+        while True:
+            (verdicts,) = await shared.check([op])
+            if not isinstance(verdicts, Exception):
+                return refused_by_cluster(op, [(r, "") for r in op.recipients], verdicts)[0]
+            await shared.until_reachable()
+
+
+def refused_by_cluster(
+    submit: Submit, checked: list[tuple[Recipient, str]], verdicts: Sequence[tuple[str, str]]
+) -> tuple[Submit, list[tuple[Recipient, str]]]:
+    """`submit` with the recipients the cluster refused (gateway.cluster.Shared.check) refused, each with its
+    reason and the detail for a person."""
+    if not any(reason for reason, _ in verdicts):
+        return submit, checked
+    recipients = list(submit.recipients)
+    checked = list(checked)
+    for j, (reason, detail) in enumerate(verdicts):
+        if reason:
+            recipients[j] = replace(recipients[j], reject=reason, route=(), defer_until_ms=0)
+            checked[j] = (recipients[j], detail)
+    return replace(submit, recipients=tuple(recipients)), checked

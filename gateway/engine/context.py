@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 import trio
@@ -45,6 +46,9 @@ from gateway.store import (
     Writer,
 )
 
+if TYPE_CHECKING:
+    from gateway.cluster.shared import Shared
+
 log = structlog.get_logger(__name__)
 
 
@@ -69,8 +73,11 @@ class Context:
         settings: EngineSettings,
         wall_ms: Callable[[], int],
         rng: random.Random,
+        shared: Shared | None = None,
     ) -> None:
         self.store = store
+        # Several nodes (docs/scaling.md): what they share, in Valkey; None for one node.
+        self.shared = shared
         self.writer = writer
         self.pools = pools
         self.carriers = carriers

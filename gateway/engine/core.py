@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 import trio
@@ -40,6 +41,9 @@ from gateway.policy.policy import Policy
 from gateway.routing.router import Routing
 from gateway.store import Message, Store, Writer
 from gateway.store.ops import BalanceResult, TopUp
+
+if TYPE_CHECKING:
+    from gateway.cluster.shared import Shared
 
 log = structlog.get_logger(__name__)
 
@@ -70,10 +74,11 @@ class Engine:
         inbound: trio.MemoryReceiveChannel[Inbound],
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         rng: random.Random | None = None,
+        shared: Shared | None = None,
     ) -> None:
         self._ctx = ctx = Context(
             store=store, writer=writer, pools=pools, carriers=carriers, routing=routing, policy=policy or Policy(),
-            settings=settings, wall_ms=wall_ms, rng=rng or random.Random(),
+            settings=settings, wall_ms=wall_ms, rng=rng or random.Random(), shared=shared,
         )  # fmt: skip
         self.store = store
         self.writer = writer
@@ -123,6 +128,11 @@ class Engine:
         assert isinstance(result, BalanceResult)
         return result
 
+    @property
+    def shared(self) -> Shared | None:
+        """What this node shares with the others (gateway.cluster), None for one node."""
+        return self._ctx.shared
+
     def wake(self) -> None:
         """Something became due (a submit, a resend, a retry): the scheduler rescans the due index now."""
         self.scheduler.wake()
@@ -138,6 +148,8 @@ class Engine:
             nursery.start_soon(self._ctx.run_failer)
             nursery.start_soon(self._ctx.portability.run)
             await nursery.start(self.backend.batches.run)
+            if self._ctx.shared is not None:  # several nodes (docs/scaling.md)
+                await nursery.start(self._ctx.shared.run, self._ctx.apply)
             task_status.started()
 
     async def drained(self) -> None:

@@ -127,6 +127,7 @@ class Correlator:
         formats = ctx.id_formats
         deadlines = self._receipt_deadlines(now_ms)
         sequencer = ctx.sequencer
+        shared = ctx.shared
         self._outcomes += len(outcomes)
         self._count_health(outcomes)
         for o in outcomes:
@@ -135,6 +136,8 @@ class Correlator:
                 if o.kind is _ACCEPTED:  # nearly every outcome
                     event = plan.accepted_event(o, formats[o.carrier], deadlines[o.carrier])
                     ops.append(Advance(ref.message_id, ref.segment, event))
+                    if shared is not None:  # its receipt may come to another node's bind: it is ours
+                        shared.mapped(o.carrier, event.carrier_id)
                     if ref.message_id in sequencer and (job := sequencer.next(ref.message_id)) is not None:
                         ops.append(Advance(ref.message_id, job.context.segment, Event(Ev.DISPATCH, bind=o.carrier)))
                         released.append((o.carrier, job))
@@ -272,6 +275,12 @@ class Correlator:
             except Exception as err:  # the fault boundary around one PDU: it never stops the others
                 del ops[start:]
                 self._refuse_inbound(item, err)
+        shared = self._ctx.shared
+        if shared is not None and ops:
+            # Several nodes: another node's parts' receipts go to it (durably, before the SMSC hears), and
+            # opt-outs from MO to every node (docs/scaling.md).
+            await shared.publish(ops)
+            ops = await shared.route_receipts(ops)
         results = await self._ctx.apply(ops) if ops else []
         ends = self._receipt_ends
         for op, result in zip(ops, results, strict=True):
@@ -279,6 +288,8 @@ class Correlator:
                 log.error("inbound_not_applied", error=str(result))
             elif getattr(result, "early", False):
                 self._early += 1
+                if shared is not None and type(op) is Receipt:  # maybe another node's, not mapped yet
+                    shared.late(op)
             elif getattr(result, "ignored", False):
                 self._ignored += 1
             elif type(result) is ReceiptResult and result.ended is not None and type(op) is Receipt:

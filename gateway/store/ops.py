@@ -156,6 +156,15 @@ class Receipt:
 
 
 @dataclass(frozen=True, slots=True)
+class ForgetEarly:
+    """An early receipt (kept under `carrier_id` first, Receipt.carrier_id) this node handed to the node that
+    sent its part (gateway.cluster): it waits here no longer. Nothing changes when none is kept."""
+
+    carrier: str
+    carrier_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ReceiptResult:
     matched: bool
     message_id: int = 0
@@ -365,7 +374,7 @@ class Done:
 
 Op = (
     Submit | Prepare | Advance | Receipt | Mo | SetOptOut | SetBlacklist | SetCursor | Sweep | Reroute | Overdue
-    | KeepMoPart | PortedRows | PortedSwitch | PortedPurge | TopUp | PutTemplate | PutBatch | BatchRows
+    | KeepMoPart | PortedRows | PortedSwitch | PortedPurge | TopUp | PutTemplate | PutBatch | BatchRows | ForgetEarly
 )
 Result = (
     SubmitResult | PrepareResult | AdvanceResult | ReceiptResult | SweepResult | Done | PortedPurged | BalanceResult

@@ -52,6 +52,7 @@ from gateway.store.ops import (
     BalanceResult,
     BatchRows,
     Done,
+    ForgetEarly,
     KeepMoPart,
     Mo,
     Op,
@@ -330,6 +331,7 @@ class Store:
             Submit: self._submit,
             Advance: self._advance,
             Receipt: self._receipt,
+            ForgetEarly: self._forget_early,
             Prepare: self._prepare,
             Mo: self._mo,
             KeepMoPart: self._keep_mo_part,
@@ -1009,6 +1011,13 @@ class Store:
             tx.put(b"early", key, records.pack_early(entries))
         tx.put(b"early_time", keys.timed_pair(tx.now, op.carrier, op.carrier_id))
         return ReceiptResult(matched=False, early=True)
+
+    def _forget_early(self, tx: _Tx, op: ForgetEarly) -> Done:
+        raw = tx.get(b"early", keys.text_pair(op.carrier, op.carrier_id)) if self._early_possible else None
+        if raw is not None:
+            gone = [e for e in records.unpack_early(raw, op.carrier_id) if e.keys[0] == op.carrier_id]
+            self._drop_early(tx, op.carrier, gone)
+        return Done()
 
     def _drop_early(self, tx: _Tx, carrier: str, gone: Sequence[records.EarlyReceipt]) -> None:
         """Remove the receipts `gone` from every early row that lists them, and their arrival-order keys."""

@@ -39,6 +39,7 @@ from gateway.store.ops import (
     BatchRows,
     CapCheck,
     Done,
+    ForgetEarly,
     KeepMoPart,
     Mo,
     Op,
@@ -70,7 +71,7 @@ from gateway.store.store import InvalidField, OpFailed, UnknownMessage, WrongSta
 
 OP_TYPES: tuple[type, ...] = (
     Submit, Prepare, Advance, Receipt, Mo, SetOptOut, SetBlacklist, SetCursor, Sweep, Reroute, Overdue, KeepMoPart,
-    PortedRows, PortedSwitch, PortedPurge, TopUp, PutTemplate, PutBatch, BatchRows,
+    PortedRows, PortedSwitch, PortedPurge, TopUp, PutTemplate, PutBatch, BatchRows, ForgetEarly,
 )  # fmt: skip
 RESULT_TYPES: tuple[type, ...] = (
     SubmitResult, PrepareResult, AdvanceResult, ReceiptResult, SweepResult, Done, PortedPurged, BalanceResult,

@@ -41,6 +41,7 @@ PURE_FILES = (
     "gateway/upstream/session.py",
     "gateway/upstream/auth.py",
     "gateway/upstream/smpp_core.py",
+    "gateway/cluster/core.py",
 )
 # An event loop, the disk, the network, child processes, logging. threading is allowed: regex (segmenting) and
 # phonenumbers (routing) import it for their caches' locks.
@@ -73,6 +74,7 @@ KNOWN_PURE = {
     "gateway.upstream.frames",
     "gateway.upstream.schema",
     "gateway.upstream.errors",
+    "gateway.cluster.core",
 }
 
 

@@ -1,0 +1,596 @@
+"""The shell between this node and the Valkey (or Redis) the nodes share [trio] (docs/scaling.md).
+
+What it does for the engine:
+- check      at accept, the other nodes' opt-outs and blacklists and every node's frequency-cap counts, one
+             server-side script per group commit (cluster.core.CHECK); counted there before the store commits
+- publish    an opt-out or blacklist change, to the shared lists and the change stream, before it is
+             committed here; every node copies the stream into its own store (`_lists_loop`), so its local
+             checks agree and go on while Valkey is away
+- receipts   the receipt map (carrier, id -> node) written for every part this node sent (`mapped`); a
+             receipt for another node's part is handed to it through its handover stream, written to
+             Valkey's append-only file before the carrier hears deliver_sm_resp (`route_receipts`); one no
+             node had mapped yet is kept here as an early receipt and looked up again (`_late_loop`)
+- TPS        each carrier's account_tps budget, leased a tenth of a second at a time (`_tps_loop`)
+
+While Valkey is unreachable: classes in `hold_classes` are refused for now (retryable), the others go with this
+node's own checks; map entries, list changes and late receipts wait in memory (bounded) and are written when
+it returns; each carrier sends its 1/nodes share of account_tps. Logged (`cluster_unreachable`,
+`cluster_reachable`) and shown in status and metrics. Nothing this node acknowledged depends on Valkey.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import coredis
+import structlog
+import trio
+from coredis.retry import NoRetryPolicy
+
+from gateway.carriers.bucket import AccountBudget
+from gateway.cluster import core
+from gateway.cluster.core import ClusterConfig, HandedReceipt, Keys, ListChange
+from gateway.errors import ConfigError, GatewayError
+from gateway.store import ForgetEarly, Op, Receipt, SetBlacklist, SetCursor, SetOptOut, Store, Submit
+from gateway.upstream.errors import Overloaded
+
+log = structlog.get_logger(__name__)
+
+Apply = Callable[[Sequence[Op]], Awaitable[list[Any]]]
+
+LISTS_CURSOR = "cluster:lists"
+HANDOVER_CURSOR = "cluster:handover"
+_BATCH = 1000  # entries a read or a write to Valkey takes at most
+_READ_BLOCK_MS = 200
+
+
+class SharedUnavailable(GatewayError):
+    """Valkey could not be reached for one request (the caller decides what waits)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatistics:
+    node: str
+    reachable: bool
+    unreachable_since_ms: int  # 0 while reachable
+    outages: int  # times Valkey became unreachable since the start
+    checks: int  # recipients checked against the shared lists and caps
+    refused: dict[str, int]  # of which refused by what only the cluster knew: reason -> count
+    local_only: int  # recipients accepted with this node's checks alone (Valkey unreachable)
+    held: int  # requests refused for now because Valkey was unreachable (hold_classes)
+    lists_published: int  # opt-out and blacklist changes this node wrote to the shared lists
+    lists_applied: int  # changes of other nodes copied into this node's store
+    map_written: int  # receipt map entries written
+    map_waiting: int  # map entries waiting for Valkey
+    handed_over: int  # receipts this node received for another node's parts and handed over
+    taken_over: int  # receipts other nodes received for this node's parts, applied here
+    late_waiting: int  # receipts no node had mapped yet, looked up again
+    tps_granted: dict[str, int]  # tokens leased per carrier since the start
+
+
+def password(cfg: ClusterConfig) -> str | None:
+    """Valkey's password from the environment or a file; ConfigError when it cannot be read."""
+    if cfg.valkey_password_env:
+        value = os.environ.get(cfg.valkey_password_env)
+        if value is None:
+            raise ConfigError([("<env>", cfg.valkey_password_env, "environment variable not set")])
+        return value
+    if cfg.valkey_password_file:
+        try:
+            return Path(cfg.valkey_password_file).read_text(encoding="utf-8").strip("\r\n")
+        except OSError as err:
+            raise ConfigError([(cfg.valkey_password_file, "valkey_password_file", str(err))]) from err
+    return None
+
+
+class Shared:
+    def __init__(
+        self,
+        cfg: ClusterConfig,
+        *,
+        store: Store,
+        budgets: Callable[[], dict[str, AccountBudget]] = dict,
+        receipt_seconds: dict[str, float] | None = None,
+        wall_ms: Callable[[], int],
+    ) -> None:
+        self.cfg = cfg
+        self.node = cfg.node
+        self.keys = Keys(cfg.key_prefix)
+        self._store = store
+        # Each carrier's account_tps budget, as its pool now has it (a reload may replace a pool).
+        self._budgets = budgets
+        self._receipt_seconds = receipt_seconds or {}
+        self._wall_ms = wall_ms
+        self._client: coredis.Redis[bytes] | None = None
+        self._check: Any = None
+        self._tps: Any = None
+        self.reachable = False
+        self._down_since_ms = 0
+        self._outages = 0
+        self._wake_up = trio.Event()  # set when Valkey comes back
+        self._apply: Apply | None = None
+        self._map: deque[tuple[str, int]] = deque(maxlen=cfg.backlog)
+        self._map_wake = trio.Event()
+        self._lists_waiting: deque[ListChange] = deque(maxlen=cfg.backlog)
+        # Receipts kept here as early whose part no node had mapped: (op, looked up until, trio time).
+        self._late: deque[tuple[Receipt, float]] = deque(maxlen=cfg.backlog)
+        self._calls = 0
+        self._checks = self._local_only = self._held = 0
+        self._refused: dict[str, int] = {}
+        self._published = self._applied = self._map_written = self._handed = self._taken = 0
+        self._granted: dict[str, int] = {}
+        self._durable: bool | None = None
+
+    # --- running --------------------------------------------------------------------------------------
+
+    async def run(self, apply: Apply, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect (or keep trying), then the loops, until cancelled. `apply` is the engine's commit."""
+        self._apply = apply
+        client: coredis.Redis[bytes] = coredis.Redis(
+            host=self.cfg.valkey_host, port=self.cfg.valkey_port, db=self.cfg.valkey_db,
+            username=self.cfg.valkey_username or None, password=password(self.cfg),
+            decode_responses=False, retry_policy=NoRetryPolicy(), connect_timeout=self.cfg.timeout_seconds,
+            client_name=f"gateway-{self.node}", verify_version=False,
+        )  # fmt: skip
+        async with client:
+            self._client = client
+            self._check = client.register_script(core.CHECK)
+            self._tps = client.register_script(core.TPS)
+            await self._probe()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._health_loop)
+                nursery.start_soon(self._lists_loop)
+                nursery.start_soon(self._handover_loop)
+                nursery.start_soon(self._map_loop)
+                nursery.start_soon(self._late_loop)
+                nursery.start_soon(self._tps_loop)
+                task_status.started()
+
+    def statistics(self) -> ClusterStatistics:
+        return ClusterStatistics(
+            node=self.node, reachable=self.reachable, unreachable_since_ms=self._down_since_ms,
+            outages=self._outages, checks=self._checks, refused=dict(self._refused), local_only=self._local_only,
+            held=self._held, lists_published=self._published, lists_applied=self._applied,
+            map_written=self._map_written, map_waiting=len(self._map), handed_over=self._handed,
+            taken_over=self._taken, late_waiting=len(self._late), tps_granted=dict(self._granted),
+        )  # fmt: skip
+
+    async def _call(self, fn: Callable[[], Awaitable[Any]], *, seconds: float | None = None) -> Any:
+        """One request to Valkey within the timeout; any failure marks Valkey unreachable and raises
+        SharedUnavailable (the caller decides what waits)."""
+        if not self.reachable:
+            raise SharedUnavailable("Valkey is unreachable")
+        try:
+            with trio.fail_after(seconds or self.cfg.timeout_seconds):
+                return await fn()
+        except (coredis.exceptions.RedisError, OSError, trio.TooSlowError) as err:
+            self._went_down(err)
+            raise SharedUnavailable(f"Valkey is unreachable: {err or type(err).__name__}") from err
+
+    def _went_down(self, err: BaseException) -> None:
+        if self.reachable:
+            self.reachable = False
+            self._down_since_ms = self._wall_ms()
+            self._outages += 1
+            log.error("cluster_unreachable", host=self.cfg.valkey_host, port=self.cfg.valkey_port,
+                      error=str(err) or type(err).__name__, holding=list(self.cfg.hold_classes))  # fmt: skip
+
+    async def _probe(self) -> None:
+        assert self._client is not None
+        client = self._client
+        try:
+            with trio.fail_after(self.cfg.timeout_seconds):
+                await client.ping()
+                aof = await client.config_get(["appendonly"])
+        except (coredis.exceptions.RedisError, OSError, trio.TooSlowError) as err:
+            if self._outages == 0 and self._down_since_ms == 0:
+                self._went_down(err)
+            return
+        durable = aof.get(b"appendonly") == b"yes"
+        if durable != self._durable and not durable and self.cfg.handover_fsync:
+            log.warning("cluster_not_durable", reason="Valkey runs without appendonly: receipts handed over "
+                        "between nodes die with it (docs/scaling.md)")  # fmt: skip
+        self._durable = durable
+        if not self.reachable:
+            was = self._down_since_ms
+            self.reachable = True
+            self._down_since_ms = 0
+            log.info("cluster_reachable", node=self.node, host=self.cfg.valkey_host, port=self.cfg.valkey_port,
+                     down_seconds=round((self._wall_ms() - was) / 1000, 1) if was else 0,
+                     waiting_map=len(self._map), waiting_lists=len(self._lists_waiting))  # fmt: skip
+            self._wake_up.set()
+            self._wake_up = trio.Event()
+
+    async def _health_loop(self) -> None:
+        while True:
+            await trio.sleep(self.cfg.retry_seconds)
+            if not self.reachable:
+                await self._probe()
+            if self.reachable and self._lists_waiting:
+                await self._publish_waiting()
+
+    async def _until_reachable(self) -> None:
+        while not self.reachable:
+            await self._wake_up.wait()
+
+    # --- accept ---------------------------------------------------------------------------------------
+
+    async def check(self, submits: Sequence[Submit]) -> list[list[tuple[str, str]] | Overloaded]:
+        """Per submit, per recipient: (reason, detail) when only the cluster refuses it, ("", "") when it may
+        go (its caps are counted across the nodes now). While Valkey is unreachable: `Overloaded` (retry
+        shortly) for a submit of a class that waits for it, and no refusal for the others (this node's own
+        checks alone, counted in `local_only`)."""
+        out: list[list[tuple[str, str]] | Overloaded] = [[("", "")] * len(s.recipients) for s in submits]
+        rows: list[tuple[str, str, bool, tuple[core.CapRule, ...]]] = []
+        where: list[tuple[int, int, tuple[core.CapRule, ...]]] = []
+        for i, s in enumerate(submits):
+            caps = tuple(core.CapRule(c.rule, c.scope, c.window_seconds, c.limit) for c in s.caps)
+            for j, r in enumerate(s.recipients):
+                if not r.reject:
+                    rows.append((r.number, s.account, s.check_optout, caps))
+                    where.append((i, j, caps))
+        if not rows:
+            return out
+        if self.reachable:
+            self._calls += 1
+            args = [self.keys.prefix, f"{self.node}:{self._wall_ms()}:{self._calls}", *core.check_args(rows)]
+            try:
+                codes = core.unpack_int_list(await self._call(lambda: self._check(keys=[], args=args)))
+            except SharedUnavailable:
+                pass
+            else:
+                self._checks += len(rows)
+                for (i, j, caps), code in zip(where, codes, strict=True):
+                    verdicts = out[i]
+                    if code and not isinstance(verdicts, Overloaded):
+                        s = submits[i]
+                        reason, _ = verdicts[j] = core.verdict(code, s.account, s.message_class, caps)
+                        self._refused[reason] = self._refused.get(reason, 0) + 1
+                return out
+        for i, s in enumerate(submits):
+            if self.cfg.held(s.message_class):
+                self._held += 1
+                out[i] = Overloaded(
+                    f"shared_state_unavailable: {s.message_class} messages wait until this node reaches the "
+                    "cluster's Valkey again (their opt-outs and caps are checked across the nodes); try again "
+                    "shortly", field="class",
+                )  # fmt: skip
+            else:
+                self._local_only += sum(1 for r in s.recipients if not r.reject)
+        return out
+
+    async def until_reachable(self) -> None:
+        """Until Valkey can be reached (at once when it can)."""
+        await self._until_reachable()
+
+    # --- opt-out and blacklist changes ----------------------------------------------------------------
+
+    async def publish(self, ops: Sequence[Op]) -> None:
+        """The opt-out and blacklist changes among `ops`, to every node (before this node commits them).
+        While Valkey is unreachable they wait in memory and go when it returns."""
+        now = self._wall_ms()
+        changes = [_change(op, self.node, now) for op in ops if isinstance(op, SetOptOut | SetBlacklist)]
+        if not changes:
+            return
+        if not self.reachable or self._lists_waiting:
+            self._lists_waiting.extend(changes)
+            return
+        try:
+            await self._write_changes(changes)
+        except SharedUnavailable:
+            self._lists_waiting.extend(changes)
+
+    async def _publish_waiting(self) -> None:
+        while self._lists_waiting and self.reachable:
+            chunk = [self._lists_waiting[i] for i in range(min(_BATCH, len(self._lists_waiting)))]
+            try:
+                await self._write_changes(chunk)
+            except SharedUnavailable:
+                return
+            for _ in chunk:
+                self._lists_waiting.popleft()
+
+    async def _write_changes(self, changes: list[ListChange]) -> None:
+        assert self._client is not None
+        client, k = self._client, self.keys
+
+        async def write() -> None:
+            async with client.pipeline(transaction=True) as p:
+                for c in changes:
+                    table = k.optout if c.table == "optout" else k.blacklist
+                    f = core.list_field(c.scope, c.number)
+                    if c.present:
+                        p.hset(table, {f: core.pack_listing(c.at_ms, c.source, c.note)})
+                    else:
+                        p.hdel(table, [f])
+                    p.xadd(k.lists, {"c": core.pack_change(c)}, trim_strategy=coredis.PureToken.MAXLEN,
+                           threshold=self.cfg.lists_stream_length, trim_operator=coredis.PureToken.APPROXIMATELY)
+
+        await self._call(write)
+        self._published += len(changes)
+
+    async def _lists_loop(self) -> None:
+        """Every node's list changes into this node's store, each with the stream position in one commit."""
+        while True:
+            await self._until_reachable()
+            try:
+                cursor = self._store.stored_cursor(LISTS_CURSOR)
+                if cursor is None or await self._fell_behind(cursor):
+                    cursor = await self._copy_lists()
+                while True:
+                    cursor = await self._read_changes(cursor)
+            except SharedUnavailable:
+                continue
+
+    async def _fell_behind(self, cursor: int) -> bool:
+        assert self._client is not None
+        client = self._client
+        first = await self._call(lambda: client.xrange(self.keys.lists, count=1))
+        return bool(first) and core.stream_cursor(first[0].identifier) > cursor + 1 and cursor > 0
+
+    async def _copy_lists(self) -> int:
+        """The shared lists whole into this store (a new node, or one away longer than the stream keeps);
+        returns the stream position they are current to."""
+        assert self._client is not None
+        assert self._apply is not None
+        client, k = self._client, self.keys
+        last = await self._call(lambda: client.xrevrange(k.lists, count=1))
+        cursor = core.stream_cursor(last[0].identifier) if last else 0
+        copied = 0
+        for table, name in ((k.optout, "optout"), (k.blacklist, "blacklist")):
+            scan = 0
+            while True:
+                scan, found = await self._call(partial(client.hscan, table, scan, count=_BATCH))
+                ops: list[Op] = []
+                for f, raw in dict(found).items():
+                    scope, _, number = f.decode().partition("\0")
+                    at_ms, source, note = core.unpack_listing(raw)
+                    ops.append(_local_op(ListChange(name, number, scope, True, source, note, at_ms)))
+                if ops:
+                    await self._apply(ops)
+                    copied += len(ops)
+                if not scan:
+                    break
+        await self._apply([SetCursor(LISTS_CURSOR, cursor)])
+        log.info("cluster_lists_copied", entries=copied, cursor=core.stream_id(cursor))
+        return cursor
+
+    async def _read_changes(self, cursor: int) -> int:
+        assert self._client is not None
+        assert self._apply is not None
+        client, k = self._client, self.keys
+        found = await self._call(
+            lambda: client.xread({k.lists: core.stream_id(cursor)}, count=_BATCH, block=_READ_BLOCK_MS),
+            seconds=self.cfg.timeout_seconds + _READ_BLOCK_MS / 1000,
+        )
+        entries = next(iter(found.values()), ()) if found else ()
+        if not entries:
+            return cursor
+        ops: list[Op] = []
+        for e in entries:
+            try:
+                c = core.unpack_change(e.field_values[b"c"])
+            except (KeyError, ValueError) as err:
+                log.error("cluster_list_change_unreadable", id=e.identifier.decode(), error=str(err))
+                continue
+            if c.node != self.node:
+                ops.append(_local_op(c))
+        cursor = core.stream_cursor(entries[-1].identifier)
+        await self._apply([*ops, SetCursor(LISTS_CURSOR, cursor)])
+        self._applied += len(ops)
+        return cursor
+
+    # --- receipts -------------------------------------------------------------------------------------
+
+    def mapped(self, carrier: str, carrier_id: str) -> None:
+        """A part this node sent was accepted with `carrier_id`: receipts for it on any node come here."""
+        ttl = self.cfg.receipt_map_seconds or self._receipt_seconds.get(carrier, 72 * 3600.0)
+        self._map.append((self.keys.receipt(carrier, carrier_id), int(ttl * 1000)))
+        if len(self._map) >= _BATCH // 4:
+            self._map_wake.set()
+
+    async def _map_loop(self) -> None:
+        assert self._client is not None
+        client = self._client
+        while True:
+            with trio.move_on_after(0.02):  # a receipt can come within milliseconds of its response
+                await self._map_wake.wait()
+            self._map_wake = trio.Event()
+            await self._until_reachable()
+            while self._map and self.reachable:
+                chunk = [self._map[i] for i in range(min(_BATCH, len(self._map)))]
+
+                async def write(chunk: list[tuple[str, int]] = chunk) -> None:
+                    async with client.pipeline(transaction=False) as p:
+                        for key, ttl_ms in chunk:
+                            p.set(key, self.node, px=ttl_ms)
+
+                try:
+                    await self._call(write)
+                except SharedUnavailable:
+                    break
+                for _ in chunk:
+                    self._map.popleft()
+                self._map_written += len(chunk)
+
+    async def route_receipts(self, ops: list[Op]) -> list[Op]:
+        """The ops to apply here: `ops` without the receipts whose part another node sent, which are handed
+        to it first (durably, before this returns). On any failure every receipt stays here."""
+        receipts = [op for op in ops if isinstance(op, Receipt)]
+        if not receipts or not self.reachable:
+            return ops
+        try:
+            owners = await self._owners(receipts)
+            away = _by_owner(receipts, owners, self.node)
+            if not away:
+                return ops
+            await self._hand_over(away)
+        except SharedUnavailable:
+            return ops
+        gone = {id(r) for rs in away.values() for r in rs}
+        return [op for op in ops if id(op) not in gone]
+
+    async def _owners(self, receipts: Sequence[Receipt]) -> list[str | None]:
+        """The node each receipt's part was sent from (its first candidate id the map knows), or None."""
+        assert self._client is not None
+        client = self._client
+        names = [self.keys.receipt(r.carrier, cid) for r in receipts for cid in (r.carrier_id, *r.alternatives)]
+        found = iter(await self._call(lambda: client.mget(names)))
+        owners: list[str | None] = []
+        for r in receipts:
+            candidates = [next(found) for _ in range(1 + len(r.alternatives))]
+            owners.append(next((o.decode() for o in candidates if o is not None), None))
+        return owners
+
+    async def _hand_over(self, away: dict[str, list[Receipt]]) -> None:
+        assert self._client is not None
+        client, k = self._client, self.keys
+        fsync = self.cfg.handover_fsync and bool(self._durable)
+
+        async def write() -> None:
+            for owner, rs in away.items():
+                fields = {str(i): core.pack_receipt(_handed(r, self.node)) for i, r in enumerate(rs)}
+                if fsync:  # WAITAOF: on Valkey's disk before the carrier hears deliver_sm_resp
+                    with client.ensure_persistence(1, 0, int(self.cfg.timeout_seconds * 1000)):
+                        await client.xadd(k.handover(owner), fields)
+                else:
+                    await client.xadd(k.handover(owner), fields)
+
+        await self._call(write)
+        self._handed += sum(len(rs) for rs in away.values())
+
+    def late(self, op: Receipt) -> None:
+        """A receipt kept here as early whose part no node had mapped yet: looked up again for a while."""
+        self._late.append((op, trio.current_time() + self.cfg.late_receipt_seconds))
+
+    async def _late_loop(self) -> None:
+        """Early receipts of this node looked up in the map again: one another node now owns is handed to
+        it and forgotten here; one this node owns waits for its own submit_sm_resp as any early receipt."""
+        while True:
+            await trio.sleep(0.5)
+            await self._until_reachable()
+            now = trio.current_time()
+            while self._late and self._late[0][1] < now:
+                self._late.popleft()
+            if not self._late:
+                continue
+            batch = [self._late.popleft() for _ in range(min(_BATCH, len(self._late)))]
+            receipts = [op for op, _ in batch]
+            try:
+                owners = await self._owners(receipts)
+                away = _by_owner(receipts, owners, self.node)
+                if away:
+                    await self._hand_over(away)
+            except SharedUnavailable:
+                self._late.extendleft(reversed(batch))
+                continue
+            self._late.extend(item for item, owner in zip(batch, owners, strict=True) if owner is None)
+            forget: list[Op] = [ForgetEarly(r.carrier, r.carrier_id) for rs in away.values() for r in rs]
+            if forget and self._apply is not None:
+                await self._apply(forget)
+
+    async def _handover_loop(self) -> None:
+        """Receipts other nodes received for this node's parts: applied with the stream position in one
+        commit (none twice, none lost), then deleted from the stream."""
+        assert self._client is not None
+        client, key = self._client, self.keys.handover(self.node)
+        while True:
+            await self._until_reachable()
+            cursor = self._store.stored_cursor(HANDOVER_CURSOR) or 0
+            try:
+                while True:
+                    found = await self._call(
+                        partial(client.xread, {key: core.stream_id(cursor)}, count=100, block=_READ_BLOCK_MS),
+                        seconds=self.cfg.timeout_seconds + _READ_BLOCK_MS / 1000,
+                    )
+                    entries = next(iter(found.values()), ()) if found else ()
+                    if not entries:
+                        continue
+                    cursor = await self._take_over(entries)
+                    ids = [e.identifier for e in entries]
+                    await self._call(partial(client.xdel, key, ids))
+            except SharedUnavailable:
+                continue
+
+    async def _take_over(self, entries: Sequence[Any]) -> int:
+        assert self._apply is not None
+        ops: list[Receipt] = []
+        for e in entries:
+            for raw in e.field_values.values():
+                try:
+                    r = core.unpack_receipt(raw)
+                except ValueError as err:
+                    log.error("cluster_receipt_unreadable", id=e.identifier.decode(), error=str(err))
+                    continue
+                ops.append(Receipt(r.carrier, r.carrier_id, r.kind, r.reason, r.alternatives, r.raw_id, r.text))
+        cursor = core.stream_cursor(entries[-1].identifier)
+        results = await self._apply([*ops, SetCursor(HANDOVER_CURSOR, cursor)])
+        self._taken += len(ops)
+        for op, result in zip(ops, results, strict=False):
+            if isinstance(result, GatewayError):
+                log.error("cluster_receipt_not_applied", carrier=op.carrier, id=op.carrier_id, error=str(result))
+        return cursor
+
+    # --- carrier TPS ----------------------------------------------------------------------------------
+
+    async def _tps_loop(self) -> None:
+        """Every tick, for each carrier with an account_tps: this node's tokens for the next tick, asked of
+        Valkey (which counts every node's in the same second); its 1/nodes share while Valkey is away."""
+        tick = 1 / core.TICKS_PER_SECOND
+        while True:
+            now = trio.current_time()
+            for carrier, budget in self._budgets().items():
+                await self._lease(carrier, budget, now, tick)
+            await trio.sleep_until(now + tick)
+
+    async def _lease(self, carrier: str, budget: AccountBudget, now: float, tick: float) -> None:
+        share = budget.rate / self.cfg.nodes
+        used, starved = budget.demand()
+        want = core.tps_want(budget.rate, used, starved)
+        if not self.reachable:
+            budget.unleased(share, now)
+            return
+        if not want:
+            budget.grant(0, now + tick)
+            return
+        args = [self.node, want, budget.rate, core.TICKS_PER_SECOND]
+        try:
+            granted, _ = core.unpack_int_list(
+                await self._call(lambda: self._tps(keys=list(self.keys.tps(carrier)), args=args))
+            )
+        except SharedUnavailable:
+            budget.unleased(share, now)
+            return
+        budget.grant(granted, trio.current_time() + tick)
+        self._granted[carrier] = self._granted.get(carrier, 0) + granted
+
+
+def _change(op: SetOptOut | SetBlacklist, node: str, now_ms: int) -> ListChange:
+    if isinstance(op, SetOptOut):
+        return ListChange("optout", op.number, op.scope, op.opted_out, op.source, op.note, now_ms, node)
+    return ListChange("blacklist", op.number, op.scope, op.listed, op.source, "", now_ms, node)
+
+
+def _local_op(c: ListChange) -> Op:
+    if c.table == "optout":
+        return SetOptOut(c.number, scope=c.scope, opted_out=c.present, source=c.source, note=c.note)
+    return SetBlacklist(c.number, listed=c.present, scope=c.scope, source=c.source)
+
+
+def _by_owner(receipts: Sequence[Receipt], owners: Sequence[str | None], node: str) -> dict[str, list[Receipt]]:
+    """The receipts another node owns, by node."""
+    away: dict[str, list[Receipt]] = {}
+    for r, owner in zip(receipts, owners, strict=True):
+        if owner is not None and owner != node:
+            away.setdefault(owner, []).append(r)
+    return away
+
+
+def _handed(r: Receipt, via: str) -> HandedReceipt:
+    return HandedReceipt(r.carrier, r.carrier_id, r.kind, r.reason, r.alternatives, r.raw_id, r.text, via)
