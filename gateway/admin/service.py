@@ -201,6 +201,7 @@ class AdminService:
             "throughput": throughput,
             "counters": engine.counters,
             **({"smpp_server": dict(ctx.smpp())} if ctx.smpp is not None else {}),
+            **({"cluster": asdict(engine.shared.statistics())} if engine.shared is not None else {}),
             "errors": {
                 "internal_errors": s.faults.internal_errors,
                 "poisoned": s.faults.poisoned,

@@ -144,13 +144,21 @@ class Shared:
             self._tps = client.register_script(core.TPS)
             await self._probe()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._health_loop)
-                nursery.start_soon(self._lists_loop)
-                nursery.start_soon(self._handover_loop)
-                nursery.start_soon(self._map_loop)
-                nursery.start_soon(self._late_loop)
-                nursery.start_soon(self._tps_loop)
+                for loop in (self._health_loop, self._lists_loop, self._handover_loop, self._map_loop,
+                             self._late_loop, self._tps_loop):  # fmt: skip
+                    nursery.start_soon(self._guarded, loop)
                 task_status.started()
+
+    async def _guarded(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """The fault boundary around each loop: a bug, or the store refusing a write (full), is logged with
+        its traceback and the loop starts again after retry_seconds; it never ends the node."""
+        while True:
+            try:
+                await loop()
+            except Exception as err:
+                log.error("cluster_task_failed", task=loop.__name__, error=str(err) or type(err).__name__,
+                          exc_info=err)  # fmt: skip
+                await trio.sleep(self.cfg.retry_seconds)
 
     def statistics(self) -> ClusterStatistics:
         return ClusterStatistics(

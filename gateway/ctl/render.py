@@ -103,6 +103,20 @@ def status_view(s: Mapping[str, Any]) -> Group:
     parts: list[Any] = [head, carriers, waiting, rates, errors_]
     if refused:
         parts.append(pairs("refused at accept, by reason", refused))
+    cluster = s.get("cluster")
+    if cluster:  # several nodes (docs/scaling.md)
+        down = cluster["unreachable_since_ms"]
+        parts.append(pairs(f"cluster (node {cluster['node']})", {
+            "valkey": "reachable" if cluster["reachable"] else f"UNREACHABLE since {when(down / 1000)}",
+            "outages": cluster["outages"],
+            "checked / refused / local only": f"{cluster['checks']} / {sum(cluster['refused'].values())} / "
+                                              f"{cluster['local_only']}",
+            "held (retry later)": cluster["held"],
+            "lists published / applied": f"{cluster['lists_published']} / {cluster['lists_applied']}",
+            "receipt map written / waiting": f"{cluster['map_written']} / {cluster['map_waiting']}",
+            "receipts handed over / taken over / late": f"{cluster['handed_over']} / {cluster['taken_over']} / "
+                                                        f"{cluster['late_waiting']}",
+        }))  # fmt: skip
     return spaced(parts)
 
 

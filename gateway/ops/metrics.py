@@ -63,6 +63,8 @@ class GatewayCollector:
         yield from _store(writer, store)
         if self._smpp is not None:
             yield from _smpp(self._smpp())
+        if engine.shared is not None:
+            yield from _cluster(engine.shared.statistics())
         ready = readiness(statuses, writer.accepting, stopping=self._stopping())
         yield GaugeMetricFamily("gateway_ready", "1 when /ready answers 200 (store open, a bind up per carrier)",
                                 value=int(ready.ready))  # fmt: skip
@@ -237,6 +239,33 @@ def _smpp(s: Any) -> Iterator[Metric]:
     yield _counter("gateway_smpp_deliver_given_up", "Receipts and MO given up after redeliver_attempts failures",
                    value=s.deliver_given_up)  # fmt: skip
     yield _gauge("gateway_smpp_long_pending", "Long messages waiting for their other parts", value=s.long_pending)
+
+
+def _cluster(s: Any) -> Iterator[Metric]:
+    """Several nodes (gateway/cluster/shared.py ClusterStatistics, docs/scaling.md)."""
+    yield _gauge("gateway_cluster_reachable", "1 while this node reaches the cluster's Valkey", value=int(s.reachable))
+    yield _counter("gateway_cluster_outages", "Times Valkey became unreachable", value=s.outages)
+    yield _counter("gateway_cluster_checks", "Recipients checked against the shared lists and caps", value=s.checks)
+    yield _counter("gateway_cluster_refused", "Recipients refused by what only the cluster knew", ("reason",),
+                   (((r,), n) for r, n in sorted(s.refused.items())))  # fmt: skip
+    yield _counter("gateway_cluster_local_only", "Recipients accepted with this node's checks alone (Valkey away)",
+                   value=s.local_only)  # fmt: skip
+    yield _counter("gateway_cluster_held", "Requests refused for now (hold_classes) while Valkey was away",
+                   value=s.held)  # fmt: skip
+    yield _counter("gateway_cluster_lists_published", "Opt-out and blacklist changes written to the shared lists",
+                   value=s.lists_published)  # fmt: skip
+    yield _counter("gateway_cluster_lists_applied", "Other nodes' list changes copied into this store",
+                   value=s.lists_applied)  # fmt: skip
+    yield _counter("gateway_cluster_map_written", "Receipt map entries written", value=s.map_written)
+    yield _gauge("gateway_cluster_map_waiting", "Receipt map entries waiting for Valkey", value=s.map_waiting)
+    yield _counter("gateway_cluster_handed_over", "Receipts handed to the node that sent their part",
+                   value=s.handed_over)  # fmt: skip
+    yield _counter("gateway_cluster_taken_over", "Receipts other nodes received for this node's parts, applied",
+                   value=s.taken_over)  # fmt: skip
+    yield _gauge("gateway_cluster_late_waiting", "Receipts no node had mapped yet, looked up again",
+                 value=s.late_waiting)  # fmt: skip
+    yield _counter("gateway_cluster_tps_granted", "Tokens of a carrier's account_tps leased to this node",
+                   ("carrier",), (((c,), n) for c, n in sorted(s.tps_granted.items())))  # fmt: skip
 
 
 def _store(writer: WriterStatistics, store: Mapping[str, int]) -> Iterator[Metric]:

@@ -9,7 +9,17 @@ import pytest
 
 from gateway.lifecycle import Ev, Event, State
 from gateway.smpp.msgid import CarrierIdFormats
-from gateway.store import Advance, AdvanceResult, Prepare, Receipt, ReceiptResult, Store, Sweep, SweepResult
+from gateway.store import (
+    Advance,
+    AdvanceResult,
+    ForgetEarly,
+    Prepare,
+    Receipt,
+    ReceiptResult,
+    Store,
+    Sweep,
+    SweepResult,
+)
 from gateway.store.store import read_unmatched
 from tests.integration.store.conftest import StoreFactory
 from tests.integration.store.support import FakeClock, ok, submit
@@ -205,3 +215,19 @@ def test_unmatched_receipts_read_from_the_files_alone(open_store: StoreFactory, 
     assert count == 1
     assert [(r.raw_id, r.text) for r in rows] == [("dead01", b"id:dead01 stat:DELIVRD")]
     assert read_unmatched(path, after=rows[0].key) == (1, [])
+
+
+def test_an_early_receipt_handed_to_another_node_is_forgotten_under_every_form(open_store: StoreFactory) -> None:
+    # gateway.cluster: a receipt kept here early, then handed to the node that sent its part, waits no longer:
+    # no response here can claim it, and the retention sweep never counts it unmatched.
+    store = open_store()
+    msg_id = dispatched(store)
+    handed = receipt(str(0x18C5A3B2F00))
+    kept = receipt("7b")
+    ok(store, [handed, kept])
+    ok(store, [ForgetEarly("carA", handed.carrier_id), ForgetEarly("carA", "no-such-id")])
+    assert store.count(b"early_time") == 1
+    assert store.count(b"early") == len(IDS.receipt_keys("7b"))
+    assert not respond(store, msg_id, "18C5A3B2F00").early_receipt_applied
+    assert state(store, msg_id) is State.SUBMITTED
+    assert store.check() == []

@@ -17,6 +17,7 @@ from gateway.store.ops import (
     BatchRows,
     CapCheck,
     Done,
+    ForgetEarly,
     KeepMoPart,
     Mo,
     Op,
@@ -99,6 +100,7 @@ OPS: list[Op] = [
     PutTemplate("acme", "welcome", 0, b"\x93\x01\xa1x\xc2"),
     PutBatch("acme", "spring", 3, b"\x91\x01"),
     BatchRows("acme", "spring", 1000, (b"\x93\x01\xa2+1\x80", b"\x93\x01\xa2+2\x80")),
+    ForgetEarly("carA", "cid-9"),
 ]
 
 RESULTS: list[Result] = [
