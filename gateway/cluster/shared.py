@@ -46,8 +46,12 @@ Apply = Callable[[Sequence[Op]], Awaitable[list[Any]]]
 
 LISTS_CURSOR = "cluster:lists"
 HANDOVER_CURSOR = "cluster:handover"
+# List changes waited for Valkey since (ms), and all were published at (ms): store cursors, see `publish`.
+UNPUBLISHED_FROM = "cluster:unpublished_from"
+PUBLISHED_UNTIL = "cluster:published_until"
 _BATCH = 1000  # entries a read or a write to Valkey takes at most
 _READ_BLOCK_MS = 200
+_LATE_SECONDS = 0.2  # how often early receipts are looked up in the map again
 
 
 class SharedUnavailable(GatewayError):
@@ -142,6 +146,7 @@ class Shared:
             self._client = client
             self._check = client.register_script(core.CHECK)
             self._tps = client.register_script(core.TPS)
+            self._restore_late()
             await self._probe()
             async with trio.open_nursery() as nursery:
                 for loop in (self._health_loop, self._lists_loop, self._handover_loop, self._map_loop,
@@ -182,7 +187,7 @@ class Shared:
             raise SharedUnavailable(f"Valkey is unreachable: {err or type(err).__name__}") from err
 
     def _went_down(self, err: BaseException) -> None:
-        if self.reachable:
+        if self.reachable or not self._down_since_ms:  # once an outage (at start too)
             self.reachable = False
             self._down_since_ms = self._wall_ms()
             self._outages += 1
@@ -197,8 +202,7 @@ class Shared:
                 await client.ping()
                 aof = await client.config_get(["appendonly"])
         except (coredis.exceptions.RedisError, OSError, trio.TooSlowError) as err:
-            if self._outages == 0 and self._down_since_ms == 0:
-                self._went_down(err)
+            self._went_down(err)
             return
         durable = aof.get(b"appendonly") == b"yes"
         if durable != self._durable and not durable and self.cfg.handover_fsync:
@@ -286,13 +290,17 @@ class Shared:
         changes = [_change(op, self.node, now) for op in ops if isinstance(op, SetOptOut | SetBlacklist)]
         if not changes:
             return
-        if not self.reachable or self._lists_waiting:
-            self._lists_waiting.extend(changes)
-            return
-        try:
-            await self._write_changes(changes)
-        except SharedUnavailable:
-            self._lists_waiting.extend(changes)
+        if self.reachable and not self._lists_waiting:
+            try:
+                await self._write_changes(changes)
+                return
+            except SharedUnavailable:
+                pass
+        if not self._lists_waiting and self._apply is not None:
+            # Durable before the change is: should this node stop before Valkey returns, its next start
+            # publishes every list entry since then (`_republish`).
+            await self._apply([SetCursor(UNPUBLISHED_FROM, now)])
+        self._lists_waiting.extend(changes)
 
     async def _publish_waiting(self) -> None:
         while self._lists_waiting and self.reachable:
@@ -303,6 +311,23 @@ class Shared:
                 return
             for _ in chunk:
                 self._lists_waiting.popleft()
+        if not self._lists_waiting and self._apply is not None:
+            await self._apply([SetCursor(PUBLISHED_UNTIL, self._wall_ms())])
+
+    async def _republish(self) -> None:
+        """List changes this node made while Valkey was away and had not published when it stopped (they
+        waited in memory): every entry of its store since then is published again."""
+        since = self._store.stored_cursor(UNPUBLISHED_FROM) or 0
+        if since <= (self._store.stored_cursor(PUBLISHED_UNTIL) or 0):
+            return
+        entries = self._store.listings_since(since)
+        changes = [ListChange(table, number, scope, True, source, note, at_ms, self.node)
+                   for table, scope, number, at_ms, source, note in entries]  # fmt: skip
+        for i in range(0, len(changes), _BATCH):
+            await self._write_changes(changes[i : i + _BATCH])
+        assert self._apply is not None
+        await self._apply([SetCursor(PUBLISHED_UNTIL, self._wall_ms())])
+        log.info("cluster_lists_republished", entries=len(changes), since_ms=since)
 
     async def _write_changes(self, changes: list[ListChange]) -> None:
         assert self._client is not None
@@ -328,6 +353,7 @@ class Shared:
         while True:
             await self._until_reachable()
             try:
+                await self._republish()
                 cursor = self._store.stored_cursor(LISTS_CURSOR)
                 if cursor is None or await self._fell_behind(cursor):
                     cursor = await self._copy_lists()
@@ -400,14 +426,13 @@ class Shared:
         """A part this node sent was accepted with `carrier_id`: receipts for it on any node come here."""
         ttl = self.cfg.receipt_map_seconds or self._receipt_seconds.get(carrier, 72 * 3600.0)
         self._map.append((self.keys.receipt(carrier, carrier_id), int(ttl * 1000)))
-        if len(self._map) >= _BATCH // 4:
-            self._map_wake.set()
+        self._map_wake.set()  # at once: a receipt may reach another node within milliseconds
 
     async def _map_loop(self) -> None:
         assert self._client is not None
         client = self._client
         while True:
-            with trio.move_on_after(0.02):  # a receipt can come within milliseconds of its response
+            if not self._map:
                 await self._map_wake.wait()
             self._map_wake = trio.Event()
             await self._until_reachable()
@@ -473,6 +498,17 @@ class Shared:
         await self._call(write)
         self._handed += sum(len(rs) for rs in away.values())
 
+    def _restore_late(self) -> None:
+        """The early receipts a stop or a crash left in the store, younger than late_receipt_seconds, are
+        looked up again: some may be another node's (they were in memory only)."""
+        since = self._wall_ms() - int(self.cfg.late_receipt_seconds * 1000)
+        now = trio.current_time()
+        for carrier, e in self._store.early_receipts(since, self.cfg.backlog):
+            op = Receipt(carrier, e.keys[0], e.kind, e.reason, e.keys[1:], e.raw_id if e.raw_id != e.keys[0] else "",
+                         e.text)  # fmt: skip
+            left = self.cfg.late_receipt_seconds - (self._wall_ms() - e.at_ms) / 1000
+            self._late.append((op, now + max(left, 1.0)))
+
     def late(self, op: Receipt) -> None:
         """A receipt kept here as early whose part no node had mapped yet: looked up again for a while."""
         self._late.append((op, trio.current_time() + self.cfg.late_receipt_seconds))
@@ -481,7 +517,7 @@ class Shared:
         """Early receipts of this node looked up in the map again: one another node now owns is handed to
         it and forgotten here; one this node owns waits for its own submit_sm_resp as any early receipt."""
         while True:
-            await trio.sleep(0.5)
+            await trio.sleep(_LATE_SECONDS)
             await self._until_reachable()
             now = trio.current_time()
             while self._late and self._late[0][1] < now:

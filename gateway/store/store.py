@@ -1557,6 +1557,42 @@ class Store:
         """The last event sequence the account acknowledged (0: never)."""
         return self.stored_cursor(account) or 0
 
+    def early_receipts(self, since_ms: int, limit: int) -> list[tuple[str, records.EarlyReceipt]]:
+        """Receipts waiting in the early table that arrived at or after `since_ms`, oldest first, at most
+        `limit`, with their carrier (gateway.cluster looks them up in the shared receipt map again after a
+        restart: some may be another node's)."""
+        out: list[tuple[str, records.EarlyReceipt]] = []
+        with self._lock, self._read() as txn:
+            cur = txn.cursor(db=self._dbs[b"early_time"])
+            if not cur.set_range(keys.u64(since_ms)):
+                return out
+            for key in cur.iternext(values=False):
+                at_ms, carrier, first = keys.split_timed_pair(bytes(key))
+                raw = txn.get(keys.text_pair(carrier, first), db=self._dbs[b"early"])
+                if raw is not None:
+                    out.extend((carrier, e) for e in records.unpack_early(_b(raw), first)
+                               if e.at_ms == at_ms and e.keys[0] == first)  # fmt: skip
+                if len(out) >= limit:
+                    break
+        return out
+
+    def listings_since(self, since_ms: int) -> list[tuple[str, str, str, int, str, str]]:
+        """Every opt-out and blacklist entry made at or after `since_ms`: (table "optout" or "blacklist",
+        scope, number, at_ms, source, note). A whole scan of both tables: for gateway.cluster after a stop
+        that left list changes unpublished (rare)."""
+        out: list[tuple[str, str, str, int, str, str]] = []
+        with self._lock, self._read() as txn:
+            for table in ("optout", "blacklist"):
+                for key, raw in txn.cursor(db=self._dbs[table.encode()]):
+                    if not raw:
+                        continue  # an entry from before records were kept: no time to compare
+                    at_ms, source, note = records.unpack_listing(_b(raw))
+                    if at_ms >= since_ms:
+                        scope, sep, number = bytes(key).decode().partition("\0")
+                        out.append((table, scope, number, at_ms, source, note) if sep else
+                                   (table, "", scope, at_ms, source, note))  # fmt: skip
+        return out
+
     def stored_cursor(self, name: str) -> int | None:
         """The cursor stored under `name`, None when none ever was (a stored 0 is 0)."""
         with self._lock, self._read() as txn:
