@@ -76,6 +76,7 @@ class ClusterStatistics:
     taken_over: int  # receipts other nodes received for this node's parts, applied here
     late_waiting: int  # receipts no node had mapped yet, looked up again
     tps_granted: dict[str, int]  # tokens leased per carrier since the start
+    dropped: int  # map entries and late receipts a full backlog pushed out (logged cluster_backlog_full)
 
 
 def password(cfg: ClusterConfig) -> str | None:
@@ -130,6 +131,10 @@ class Shared:
         self._published = self._applied = self._map_written = self._handed = self._taken = 0
         self._granted: dict[str, int] = {}
         self._durable: bool | None = None
+        # What a full backlog pushed out (map entries, late receipts): counted and logged, never silent. List
+        # changes pushed out are published again whole from the store (`_republish`).
+        self._dropped = 0
+        self._lists_overflowed = False
 
     # --- running --------------------------------------------------------------------------------------
 
@@ -172,6 +177,7 @@ class Shared:
             held=self._held, lists_published=self._published, lists_applied=self._applied,
             map_written=self._map_written, map_waiting=len(self._map), handed_over=self._handed,
             taken_over=self._taken, late_waiting=len(self._late), tps_granted=dict(self._granted),
+            dropped=self._dropped,
         )  # fmt: skip
 
     async def _call(self, fn: Callable[[], Awaitable[Any]], *, seconds: float | None = None) -> Any:
@@ -219,12 +225,22 @@ class Shared:
             self._wake_up.set()
             self._wake_up = trio.Event()
 
+    def _overflow(self, what: str) -> None:
+        self._dropped += 1
+        if self._dropped == 1 or self._dropped % 10_000 == 0:
+            log.error("cluster_backlog_full", what=what, dropped=self._dropped, backlog=self.cfg.backlog,
+                      reason="Valkey away too long: the oldest entries are dropped (docs/scaling.md)")  # fmt: skip
+
     async def _health_loop(self) -> None:
         while True:
             await trio.sleep(self.cfg.retry_seconds)
             if not self.reachable:
                 await self._probe()
-            if self.reachable and self._lists_waiting:
+            if self.reachable and self._lists_overflowed:
+                self._lists_waiting.clear()
+                self._lists_overflowed = False
+                await self._republish()
+            elif self.reachable and self._lists_waiting:
                 await self._publish_waiting()
 
     async def _until_reachable(self) -> None:
@@ -300,6 +316,8 @@ class Shared:
             # Durable before the change is: should this node stop before Valkey returns, its next start
             # publishes every list entry since then (`_republish`).
             await self._apply([SetCursor(UNPUBLISHED_FROM, now)])
+        if len(self._lists_waiting) + len(changes) > self.cfg.backlog:
+            self._lists_overflowed = True  # every entry since the outage goes again from the store
         self._lists_waiting.extend(changes)
 
     async def _publish_waiting(self) -> None:
@@ -425,6 +443,8 @@ class Shared:
     def mapped(self, carrier: str, carrier_id: str) -> None:
         """A part this node sent was accepted with `carrier_id`: receipts for it on any node come here."""
         ttl = self.cfg.receipt_map_seconds or self._receipt_seconds.get(carrier, 72 * 3600.0)
+        if len(self._map) == self.cfg.backlog:
+            self._overflow("map")
         self._map.append((self.keys.receipt(carrier, carrier_id), int(ttl * 1000)))
         self._map_wake.set()  # at once: a receipt may reach another node within milliseconds
 
@@ -511,6 +531,8 @@ class Shared:
 
     def late(self, op: Receipt) -> None:
         """A receipt kept here as early whose part no node had mapped yet: looked up again for a while."""
+        if len(self._late) == self.cfg.backlog:
+            self._overflow("late")
         self._late.append((op, trio.current_time() + self.cfg.late_receipt_seconds))
 
     async def _late_loop(self) -> None:
