@@ -37,7 +37,7 @@ from gateway.carriers.bucket import AccountBudget
 from gateway.cluster import core
 from gateway.cluster.core import ClusterConfig, HandedReceipt, Keys, ListChange
 from gateway.errors import ConfigError, GatewayError
-from gateway.store import ForgetEarly, Op, Receipt, SetBlacklist, SetCursor, SetOptOut, Store, Submit
+from gateway.store import ForgetEarly, Op, Receipt, ReceiptResult, SetBlacklist, SetCursor, SetOptOut, Store, Submit
 from gateway.upstream.errors import Overloaded
 
 log = structlog.get_logger(__name__)
@@ -71,6 +71,7 @@ class ClusterStatistics:
     lists_published: int  # opt-out and blacklist changes this node wrote to the shared lists
     lists_applied: int  # changes of other nodes copied into this node's store
     map_written: int  # receipt map entries written
+    map_removed: int  # of which removed again: their part's final receipt came
     map_waiting: int  # map entries waiting for Valkey
     handed_over: int  # receipts this node received for another node's parts and handed over
     taken_over: int  # receipts other nodes received for this node's parts, applied here
@@ -128,7 +129,7 @@ class Shared:
         self._calls = 0
         self._checks = self._local_only = self._held = 0
         self._refused: dict[str, int] = {}
-        self._published = self._applied = self._map_written = self._handed = self._taken = 0
+        self._published = self._applied = self._map_written = self._map_removed = self._handed = self._taken = 0
         self._granted: dict[str, int] = {}
         self._durable: bool | None = None
         # What a full backlog pushed out (map entries, late receipts): counted and logged, never silent. List
@@ -175,9 +176,9 @@ class Shared:
             node=self.node, reachable=self.reachable, unreachable_since_ms=self._down_since_ms,
             outages=self._outages, checks=self._checks, refused=dict(self._refused), local_only=self._local_only,
             held=self._held, lists_published=self._published, lists_applied=self._applied,
-            map_written=self._map_written, map_waiting=len(self._map), handed_over=self._handed,
-            taken_over=self._taken, late_waiting=len(self._late), tps_granted=dict(self._granted),
-            dropped=self._dropped,
+            map_written=self._map_written, map_removed=self._map_removed, map_waiting=len(self._map),
+            handed_over=self._handed, taken_over=self._taken, late_waiting=len(self._late),
+            tps_granted=dict(self._granted), dropped=self._dropped,
         )  # fmt: skip
 
     async def _call(self, fn: Callable[[], Awaitable[Any]], *, seconds: float | None = None) -> Any:
@@ -448,6 +449,23 @@ class Shared:
         self._map.append((self.keys.receipt(carrier, carrier_id), int(ttl * 1000)))
         self._map_wake.set()  # at once: a receipt may reach another node within milliseconds
 
+    def unmap(self, carrier: str, carrier_id: str) -> None:
+        """A part of this node's got its final receipt: its map entry goes (the TTL would take it hours
+        later; the map holds only the parts still waiting for a receipt). Only the receipt's first
+        candidate id: the store matched it, or it names no part waiting anywhere."""
+        if len(self._map) == self.cfg.backlog:
+            self._overflow("map")
+        self._map.append((self.keys.receipt(carrier, carrier_id), 0))
+        self._map_wake.set()
+
+    def settled(self, ops: Sequence[Op], results: Sequence[Any]) -> None:
+        """After `ops` were applied here: the map entries of parts whose receipts ended them go."""
+        for op, result in zip(ops, results, strict=False):
+            if type(op) is Receipt and type(result) is ReceiptResult and result.matched and (
+                result.state is not None and result.state.is_final
+            ):
+                self.unmap(op.carrier, op.carrier_id)
+
     async def _map_loop(self) -> None:
         assert self._client is not None
         client = self._client
@@ -462,7 +480,10 @@ class Shared:
                 async def write(chunk: list[tuple[str, int]] = chunk) -> None:
                     async with client.pipeline(transaction=False) as p:
                         for key, ttl_ms in chunk:
-                            p.set(key, self.node, px=ttl_ms)
+                            if ttl_ms:
+                                p.set(key, self.node, px=ttl_ms)
+                            else:  # unmap
+                                p.delete([key])
 
                 try:
                     await self._call(write)
@@ -470,7 +491,9 @@ class Shared:
                     break
                 for _ in chunk:
                     self._map.popleft()
-                self._map_written += len(chunk)
+                removed = sum(1 for _, ttl_ms in chunk if not ttl_ms)
+                self._map_written += len(chunk) - removed
+                self._map_removed += removed
 
     async def route_receipts(self, ops: list[Op]) -> list[Op]:
         """The ops to apply here: `ops` without the receipts whose part another node sent, which are handed
@@ -598,6 +621,7 @@ class Shared:
         cursor = core.stream_cursor(entries[-1].identifier)
         results = await self._apply([*ops, SetCursor(HANDOVER_CURSOR, cursor)])
         self._taken += len(ops)
+        self.settled(ops, results)
         for op, result in zip(ops, results, strict=False):
             if isinstance(result, GatewayError):
                 log.error("cluster_receipt_not_applied", carrier=op.carrier, id=op.carrier_id, error=str(result))

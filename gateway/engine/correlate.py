@@ -30,7 +30,7 @@ from gateway.smpp import pdu as P
 from gateway.smpp.constants import CommandStatus, status_name
 from gateway.smpp.errors import WireError
 from gateway.smpp.receipt import ReceiptError, parse_receipt_status
-from gateway.store import Advance, KeepMoPart, Mo, Op, Receipt, ReceiptResult, Reroute, SetOptOut
+from gateway.store import Advance, AdvanceResult, KeepMoPart, Mo, Op, Receipt, ReceiptResult, Reroute, SetOptOut
 
 log = structlog.get_logger(__name__)
 
@@ -128,6 +128,7 @@ class Correlator:
         deadlines = self._receipt_deadlines(now_ms)
         sequencer = ctx.sequencer
         shared = ctx.shared
+        mapped: list[tuple[int, str, str]] = []  # (index in ops, carrier, id) of accepted parts, in a cluster
         self._outcomes += len(outcomes)
         self._count_health(outcomes)
         for o in outcomes:
@@ -138,6 +139,7 @@ class Correlator:
                     ops.append(Advance(ref.message_id, ref.segment, event))
                     if shared is not None:  # its receipt may come to another node's bind: it is ours
                         shared.mapped(o.carrier, event.carrier_id)
+                        mapped.append((len(ops) - 1, o.carrier, event.carrier_id))
                     if ref.message_id in sequencer and (job := sequencer.next(ref.message_id)) is not None:
                         ops.append(Advance(ref.message_id, job.context.segment, Event(Ev.DISPATCH, bind=o.carrier)))
                         released.append((o.carrier, job))
@@ -149,6 +151,10 @@ class Correlator:
         for carrier in {o.carrier for o in outcomes}:  # their binds have window room again
             self._dispatch.answered(carrier)
         results = await ctx.commit(ops)
+        for i, carrier, carrier_id in mapped:  # an early receipt ended it in this commit: none will come now
+            r = results[i]
+            if isinstance(r, AdvanceResult) and r.early_receipt_applied and r.state.is_final and shared:
+                shared.unmap(carrier, carrier_id)
         self._claimed += self._scheduler.ended.count(ops, results)
         dispatched = {
             (op.message_id, op.segment) for op, r in zip(ops, results, strict=True)
@@ -282,6 +288,8 @@ class Correlator:
             await shared.publish(ops)
             ops = await shared.route_receipts(ops)
         results = await self._ctx.apply(ops) if ops else []
+        if shared is not None:
+            shared.settled(ops, results)
         ends = self._receipt_ends
         for op, result in zip(ops, results, strict=True):
             if isinstance(result, GatewayError):

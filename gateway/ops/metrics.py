@@ -257,6 +257,8 @@ def _cluster(s: Any) -> Iterator[Metric]:
     yield _counter("gateway_cluster_lists_applied", "Other nodes' list changes copied into this store",
                    value=s.lists_applied)  # fmt: skip
     yield _counter("gateway_cluster_map_written", "Receipt map entries written", value=s.map_written)
+    yield _counter("gateway_cluster_map_removed", "Receipt map entries removed: their part's final receipt came",
+                   value=s.map_removed)  # fmt: skip
     yield _gauge("gateway_cluster_map_waiting", "Receipt map entries waiting for Valkey", value=s.map_waiting)
     yield _counter("gateway_cluster_handed_over", "Receipts handed to the node that sent their part",
                    value=s.handed_over)  # fmt: skip
