@@ -9,6 +9,8 @@ Valkey being up. What the nodes must share lives in Valkey under `key_prefix` (d
     {p}:cap:RULE\\0SCOPE\\0NUMBER  sorted set of accept times a frequency cap's sliding window, every node's
     {p}:r:CARRIER\\0ID   string -> node                       the receipt map: who sent the part with this id
     {p}:handover:NODE   stream of receipts                   receipts other nodes received for NODE's parts
+                                                             (and "taken" notices for NODE's orphans)
+    {p}:orphans         stream of receipts                   receipts no node mapped: offered to every node
     {p}:tps:CARRIER:SEC counter; {p}:tpsn:CARRIER zset       a carrier account's TPS budget, per second
 
 The suppression check and the caps run in one server-side script per group of recipients (`CHECK`): all of a
@@ -60,6 +62,9 @@ class ClusterConfig:
     # A receipt no node had claimed yet (it came before its submit_sm_resp was mapped) is looked up again
     # for this long.
     late_receipt_seconds: float = field(default=600.0, metadata=limits(1.0, 86400.0))
+    # One still unmapped after this long is offered to every node: the node whose store sent its part takes it
+    # (its map entry was lost: Valkey's data, or a node that stopped while its entries waited for Valkey).
+    orphan_seconds: float = field(default=10.0, metadata=limits(0.1, 86400.0))
     # List changes kept in the stream for nodes that were away; one further behind copies the lists whole.
     lists_stream_length: int = field(default=1_000_000, metadata=limits(1000, None))
     # Map entries, list changes and late receipts kept in memory while Valkey is unreachable.
@@ -89,13 +94,14 @@ class ClusterConfig:
 class Keys:
     """The key names under one prefix."""
 
-    __slots__ = ("blacklist", "lists", "optout", "prefix")
+    __slots__ = ("blacklist", "lists", "optout", "orphans", "prefix")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.optout = f"{prefix}:optout"
         self.blacklist = f"{prefix}:blacklist"
         self.lists = f"{prefix}:lists"
+        self.orphans = f"{prefix}:orphans"
 
     def handover(self, node: str) -> str:
         return f"{self.prefix}:handover:{node}"
@@ -193,6 +199,18 @@ def unpack_receipt(raw: bytes) -> HandedReceipt:
         raise ValueError(f"unknown receipt kind {f[3]!r}") from err
     return HandedReceipt(str(f[1]), str(f[2]), kind, str(f[4]), tuple(map(str, f[5])), str(f[6]), bytes(f[7]),
                          str(f[8]))  # fmt: skip
+
+
+def pack_forget(carrier: str, carrier_id: str) -> bytes:
+    """A notice in a node's handover stream: the early receipt it offered to every node was taken."""
+    return _pack([VERSION, carrier, carrier_id])
+
+
+def unpack_forget(raw: bytes) -> tuple[str, str]:
+    f = msgpack.unpackb(raw)
+    if not isinstance(f, list) or len(f) < 3 or f[0] != VERSION:
+        raise ValueError(f"not a notice: {raw[:60]!r}")
+    return str(f[1]), str(f[2])
 
 
 # --- stream ids as store cursors ------------------------------------------------------------------------

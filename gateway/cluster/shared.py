@@ -20,6 +20,7 @@ it returns; each carrier sends its 1/nodes share of account_tps. Logged (`cluste
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -46,12 +47,14 @@ Apply = Callable[[Sequence[Op]], Awaitable[list[Any]]]
 
 LISTS_CURSOR = "cluster:lists"
 HANDOVER_CURSOR = "cluster:handover"
+ORPHANS_CURSOR = "cluster:orphans"
 # List changes waited for Valkey since (ms), and all were published at (ms): store cursors, see `publish`.
 UNPUBLISHED_FROM = "cluster:unpublished_from"
 PUBLISHED_UNTIL = "cluster:published_until"
 _BATCH = 1000  # entries a read or a write to Valkey takes at most
 _READ_BLOCK_MS = 200
 _LATE_SECONDS = 0.2  # how often early receipts are looked up in the map again
+_ORPHANS_KEPT = 100_000  # offered receipts the stream keeps (each node reads them within seconds)
 
 
 class SharedUnavailable(GatewayError):
@@ -76,6 +79,7 @@ class ClusterStatistics:
     handed_over: int  # receipts this node received for another node's parts and handed over
     taken_over: int  # receipts other nodes received for this node's parts, applied here
     late_waiting: int  # receipts no node had mapped yet, looked up again
+    offered: int  # of which offered to every node (still unmapped after orphan_seconds)
     tps_granted: dict[str, int]  # tokens leased per carrier since the start
     dropped: int  # map entries and late receipts a full backlog pushed out (logged cluster_backlog_full)
 
@@ -125,7 +129,8 @@ class Shared:
         self._map_wake = trio.Event()
         self._lists_waiting: deque[ListChange] = deque(maxlen=cfg.backlog)
         # Receipts kept here as early whose part no node had mapped: (op, looked up until, trio time).
-        self._late: deque[tuple[Receipt, float]] = deque(maxlen=cfg.backlog)
+        # (op, looked up until, offered to every node at: trio time; inf once offered).
+        self._late: deque[tuple[Receipt, float, float]] = deque(maxlen=cfg.backlog)
         self._calls = 0
         self._checks = self._local_only = self._held = 0
         self._refused: dict[str, int] = {}
@@ -136,6 +141,7 @@ class Shared:
         # changes pushed out are published again whole from the store (`_republish`).
         self._dropped = 0
         self._lists_overflowed = False
+        self._offered = 0
 
     # --- running --------------------------------------------------------------------------------------
 
@@ -156,7 +162,7 @@ class Shared:
             await self._probe()
             async with trio.open_nursery() as nursery:
                 for loop in (self._health_loop, self._lists_loop, self._handover_loop, self._map_loop,
-                             self._late_loop, self._tps_loop):  # fmt: skip
+                             self._late_loop, self._orphans_loop, self._tps_loop):  # fmt: skip
                     nursery.start_soon(self._guarded, loop)
                 task_status.started()
 
@@ -177,7 +183,7 @@ class Shared:
             outages=self._outages, checks=self._checks, refused=dict(self._refused), local_only=self._local_only,
             held=self._held, lists_published=self._published, lists_applied=self._applied,
             map_written=self._map_written, map_removed=self._map_removed, map_waiting=len(self._map),
-            handed_over=self._handed, taken_over=self._taken, late_waiting=len(self._late),
+            handed_over=self._handed, taken_over=self._taken, late_waiting=len(self._late), offered=self._offered,
             tps_granted=dict(self._granted), dropped=self._dropped,
         )  # fmt: skip
 
@@ -549,18 +555,21 @@ class Shared:
         for carrier, e in self._store.early_receipts(since, self.cfg.backlog):
             op = Receipt(carrier, e.keys[0], e.kind, e.reason, e.keys[1:], e.raw_id if e.raw_id != e.keys[0] else "",
                          e.text)  # fmt: skip
-            left = self.cfg.late_receipt_seconds - (self._wall_ms() - e.at_ms) / 1000
-            self._late.append((op, now + max(left, 1.0)))
+            age = (self._wall_ms() - e.at_ms) / 1000
+            left = self.cfg.late_receipt_seconds - age
+            self._late.append((op, now + max(left, 1.0), now + max(self.cfg.orphan_seconds - age, 0.0)))
 
     def late(self, op: Receipt) -> None:
         """A receipt kept here as early whose part no node had mapped yet: looked up again for a while."""
         if len(self._late) == self.cfg.backlog:
             self._overflow("late")
-        self._late.append((op, trio.current_time() + self.cfg.late_receipt_seconds))
+        now = trio.current_time()
+        self._late.append((op, now + self.cfg.late_receipt_seconds, now + self.cfg.orphan_seconds))
 
     async def _late_loop(self) -> None:
         """Early receipts of this node looked up in the map again: one another node now owns is handed to
-        it and forgotten here; one this node owns waits for its own submit_sm_resp as any early receipt."""
+        it and forgotten here; one this node owns waits for its own submit_sm_resp as any early receipt;
+        one nobody mapped within orphan_seconds is offered to every node (`_orphans_loop`)."""
         while True:
             await trio.sleep(_LATE_SECONDS)
             await self._until_reachable()
@@ -570,19 +579,83 @@ class Shared:
             if not self._late:
                 continue
             batch = [self._late.popleft() for _ in range(min(_BATCH, len(self._late)))]
-            receipts = [op for op, _ in batch]
+            receipts = [item[0] for item in batch]
             try:
                 owners = await self._owners(receipts)
                 away = _by_owner(receipts, owners, self.node)
                 if away:
                     await self._hand_over(away)
+                unowned = [item for item, owner in zip(batch, owners, strict=True) if owner is None]
+                due = [item[0] for item in unowned if item[2] <= now]
+                if due:
+                    await self._offer(due)
             except SharedUnavailable:
                 self._late.extendleft(reversed(batch))
                 continue
-            self._late.extend(item for item, owner in zip(batch, owners, strict=True) if owner is None)
+            offered = {id(op) for op in due}
+            self._late.extend((op, until, math.inf if id(op) in offered else at) for op, until, at in unowned)
             forget: list[Op] = [ForgetEarly(r.carrier, r.carrier_id) for rs in away.values() for r in rs]
             if forget and self._apply is not None:
                 await self._apply(forget)
+
+    async def _offer(self, receipts: list[Receipt]) -> None:
+        assert self._client is not None
+        client, key = self._client, self.keys.orphans
+        fields = {str(i): core.pack_receipt(_handed(r, self.node)) for i, r in enumerate(receipts)}
+        await self._call(lambda: client.xadd(key, fields, trim_strategy=coredis.PureToken.MAXLEN,
+                                             threshold=_ORPHANS_KEPT, trim_operator=coredis.PureToken.APPROXIMATELY))
+        self._offered += len(receipts)
+
+    async def _orphans_loop(self) -> None:
+        """Receipts other nodes offered (nobody had mapped their part): the ones whose part this node's store
+        sent are applied here, with the stream position in one commit, and their offering node is told to
+        forget its early copy."""
+        assert self._client is not None
+        client, key = self._client, self.keys.orphans
+        while True:
+            await self._until_reachable()
+            try:
+                cursor = self._store.stored_cursor(ORPHANS_CURSOR)
+                if cursor is None:  # a new node: from now on (older offers were for the nodes there then)
+                    last = await self._call(lambda: client.xrevrange(key, count=1))
+                    cursor = core.stream_cursor(last[0].identifier) if last else 0
+                while True:
+                    found = await self._call(
+                        partial(client.xread, {key: core.stream_id(cursor)}, count=100, block=_READ_BLOCK_MS),
+                        seconds=self.cfg.timeout_seconds + _READ_BLOCK_MS / 1000,
+                    )
+                    entries = next(iter(found.values()), ()) if found else ()
+                    if entries:
+                        cursor = await self._adopt(entries)
+            except SharedUnavailable:
+                continue
+
+    async def _adopt(self, entries: Sequence[Any]) -> int:
+        assert self._apply is not None
+        ops: list[Receipt] = []
+        notices: dict[str, dict[str, bytes]] = {}
+        for e in entries:
+            for raw in e.field_values.values():
+                try:
+                    r = core.unpack_receipt(raw)
+                except ValueError as err:
+                    log.error("cluster_receipt_unreadable", id=e.identifier.decode(), error=str(err))
+                    continue
+                if r.via == self.node or not self._store.sent_part(r.carrier, (r.carrier_id, *r.alternatives)):
+                    continue
+                ops.append(Receipt(r.carrier, r.carrier_id, r.kind, r.reason, r.alternatives, r.raw_id, r.text))
+                box = notices.setdefault(r.via, {})
+                box[f"f{len(box)}"] = core.pack_forget(r.carrier, r.carrier_id)
+        cursor = core.stream_cursor(entries[-1].identifier)
+        results = await self._apply([*ops, SetCursor(ORPHANS_CURSOR, cursor)])
+        self._taken += len(ops)
+        self.settled(ops, results)
+        if notices:
+            assert self._client is not None
+            client = self._client
+            for via, fields in notices.items():
+                await self._call(partial(client.xadd, self.keys.handover(via), fields))
+        return cursor
 
     async def _handover_loop(self) -> None:
         """Receipts other nodes received for this node's parts: applied with the stream position in one
@@ -610,16 +683,25 @@ class Shared:
     async def _take_over(self, entries: Sequence[Any]) -> int:
         assert self._apply is not None
         ops: list[Receipt] = []
+        forget: list[Op] = []
         for e in entries:
-            for raw in e.field_values.values():
+            for name, raw in e.field_values.items():
                 try:
+                    if name.startswith(b"f"):  # another node took a receipt this node offered
+                        forget.append(ForgetEarly(*core.unpack_forget(raw)))
+                        continue
                     r = core.unpack_receipt(raw)
                 except ValueError as err:
                     log.error("cluster_receipt_unreadable", id=e.identifier.decode(), error=str(err))
                     continue
                 ops.append(Receipt(r.carrier, r.carrier_id, r.kind, r.reason, r.alternatives, r.raw_id, r.text))
+        if forget:
+            gone = {(f.carrier, f.carrier_id) for f in forget if isinstance(f, ForgetEarly)}
+            kept = [item for item in self._late if (item[0].carrier, item[0].carrier_id) not in gone]
+            self._late.clear()
+            self._late.extend(kept)
         cursor = core.stream_cursor(entries[-1].identifier)
-        results = await self._apply([*ops, SetCursor(HANDOVER_CURSOR, cursor)])
+        results = await self._apply([*ops, *forget, SetCursor(HANDOVER_CURSOR, cursor)])
         self._taken += len(ops)
         self.settled(ops, results)
         for op, result in zip(ops, results, strict=False):

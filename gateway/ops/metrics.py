@@ -266,6 +266,8 @@ def _cluster(s: Any) -> Iterator[Metric]:
                    value=s.taken_over)  # fmt: skip
     yield _gauge("gateway_cluster_late_waiting", "Receipts no node had mapped yet, looked up again",
                  value=s.late_waiting)  # fmt: skip
+    yield _counter("gateway_cluster_offered", "Receipts nobody had mapped, offered to every node",
+                   value=s.offered)  # fmt: skip
     yield _counter("gateway_cluster_dropped", "Map entries and late receipts a full backlog pushed out",
                    value=s.dropped)  # fmt: skip
     yield _counter("gateway_cluster_tps_granted", "Tokens of a carrier's account_tps leased to this node",

@@ -1593,6 +1593,13 @@ class Store:
                                    (table, "", scope, at_ms, source, note))  # fmt: skip
         return out
 
+    def sent_part(self, carrier: str, carrier_ids: Sequence[str]) -> bool:
+        """Whether a part this store sent to `carrier` was answered with one of `carrier_ids` (normalised,
+        as Receipt candidates are)."""
+        with self._lock, self._read() as txn:
+            db = self._dbs[b"carrier_ix"]
+            return any(txn.get(keys.text_pair(carrier, cid), db=db) is not None for cid in carrier_ids)
+
     def stored_cursor(self, name: str) -> int | None:
         """The cursor stored under `name`, None when none ever was (a stored 0 is 0)."""
         with self._lock, self._read() as txn:
