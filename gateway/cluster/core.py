@@ -22,8 +22,9 @@ Sentinel for availability), not a Valkey Cluster.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -75,8 +76,10 @@ class ClusterConfig:
 
     def mistakes(self) -> list[tuple[str, str]]:
         found = []
-        if not self.node or not all(c.isalnum() or c in "-_." for c in self.node) or len(self.node) > 64:
-            found.append(("node", "a name of 1-64 letters, digits, '-', '_' or '.', unique among the nodes"))
+        if not self.node or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in self.node) or len(
+            self.node
+        ) > 64:  # it names this node's Valkey connection too, which takes ASCII only
+            found.append(("node", "a name of 1-64 ASCII letters, digits, '-', '_' or '.', unique among the nodes"))
         if not self.key_prefix or any(c in self.key_prefix for c in " \0"):
             found.append(("key_prefix", "a non-empty prefix without spaces"))
         if self.valkey_password_env and self.valkey_password_file:
@@ -126,6 +129,29 @@ def _pack(fields: list[Any]) -> bytes:
     return packed
 
 
+_T = TypeVar("_T")
+
+
+def _fields(raw: Any, at_least: int, what: str, *, versioned: bool = True) -> list[Any]:
+    """A stored entry's fields; ValueError (never another error: the loops skip what they cannot read and go
+    on) for anything else: another format, another version, bytes that are not msgpack."""
+    try:
+        f = msgpack.unpackb(raw)
+    except Exception as err:  # msgpack raises several types for bytes that are not msgpack
+        raise ValueError(f"not {what}: {raw!r:.80}") from err
+    if not isinstance(f, list) or len(f) < at_least or (versioned and f[0] != VERSION):
+        raise ValueError(f"not {what}: {raw!r:.80}")
+    return f
+
+
+def _read(raw: bytes, what: str, build: Callable[[], _T]) -> _T:
+    """build() from fields of the wrong type (None for a number, a number for a list) is a ValueError."""
+    try:
+        return build()
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"not {what}: {raw!r:.80} ({err})") from err
+
+
 @dataclass(frozen=True, slots=True)
 class ListChange:
     """An opt-out or blacklist entry set (`present`) or removed, as one node made it and every node copies."""
@@ -146,10 +172,11 @@ def pack_change(c: ListChange) -> bytes:
 
 def unpack_change(raw: bytes) -> ListChange:
     """Raises ValueError for an entry this version cannot read."""
-    f = msgpack.unpackb(raw)
-    if not isinstance(f, list) or len(f) < 9 or f[0] != VERSION or f[1] not in ("optout", "blacklist"):
+    f = _fields(raw, 9, "a list change")
+    if f[1] not in ("optout", "blacklist"):
         raise ValueError(f"not a list change: {raw[:60]!r}")
-    return ListChange(f[1], str(f[2]), str(f[3]), bool(f[4]), str(f[5]), str(f[6]), int(f[7]), str(f[8]))
+    return _read(raw, "a list change", lambda: ListChange(
+        f[1], str(f[2]), str(f[3]), bool(f[4]), str(f[5]), str(f[6]), int(f[7]), str(f[8])))  # fmt: skip
 
 
 def pack_listing(at_ms: int, source: str, note: str) -> bytes:
@@ -158,10 +185,9 @@ def pack_listing(at_ms: int, source: str, note: str) -> bytes:
 
 
 def unpack_listing(raw: bytes) -> tuple[int, str, str]:
-    f = msgpack.unpackb(raw)
-    if not isinstance(f, list) or len(f) < 4:
-        raise ValueError(f"not a listing: {raw[:60]!r}")
-    return int(f[1]), str(f[2]), str(f[3])
+    """Raises ValueError for a value this version cannot read."""
+    f = _fields(raw, 4, "a listing", versioned=False)
+    return _read(raw, "a listing", lambda: (int(f[1]), str(f[2]), str(f[3])))
 
 
 # --- receipts handed over -----------------------------------------------------------------------------
@@ -190,15 +216,15 @@ def pack_receipt(r: HandedReceipt) -> bytes:
 
 def unpack_receipt(raw: bytes) -> HandedReceipt:
     """Raises ValueError for an entry this version cannot read."""
-    f = msgpack.unpackb(raw)
-    if not isinstance(f, list) or len(f) < 9 or f[0] != VERSION:
-        raise ValueError(f"not a handed-over receipt: {raw[:60]!r}")
+    f = _fields(raw, 9, "a handed-over receipt")
     try:
         kind = Ev(f[3])
-    except ValueError as err:
+    except (TypeError, ValueError) as err:
         raise ValueError(f"unknown receipt kind {f[3]!r}") from err
-    return HandedReceipt(str(f[1]), str(f[2]), kind, str(f[4]), tuple(map(str, f[5])), str(f[6]), bytes(f[7]),
-                         str(f[8]))  # fmt: skip
+    if not isinstance(f[5], list | tuple) or not isinstance(f[7], bytes):
+        raise ValueError(f"not a handed-over receipt: {raw[:60]!r}")
+    return _read(raw, "a handed-over receipt", lambda: HandedReceipt(
+        str(f[1]), str(f[2]), kind, str(f[4]), tuple(map(str, f[5])), str(f[6]), f[7], str(f[8])))  # fmt: skip
 
 
 def pack_forget(carrier: str, carrier_id: str) -> bytes:
@@ -207,9 +233,8 @@ def pack_forget(carrier: str, carrier_id: str) -> bytes:
 
 
 def unpack_forget(raw: bytes) -> tuple[str, str]:
-    f = msgpack.unpackb(raw)
-    if not isinstance(f, list) or len(f) < 3 or f[0] != VERSION:
-        raise ValueError(f"not a notice: {raw[:60]!r}")
+    """Raises ValueError for a notice this version cannot read."""
+    f = _fields(raw, 3, "a notice")
     return str(f[1]), str(f[2])
 
 
@@ -232,10 +257,13 @@ def stream_id(cursor: int) -> str:
 
 # --- the check at accept --------------------------------------------------------------------------------
 
-# ARGV: prefix, member prefix, then per recipient: number, account, check_optout ("1"/"0"), caps count,
-# and per cap: rule, scope, window_ms, limit. Returns one integer a recipient: 0 may go (its caps counted),
-# 1 the gateway's blacklist, 2 the account's blacklist, 3 opted out of every account's, 4 opted out of the
-# account's, 10 + i its cap i (0-based) is full. Opt-out order as the store's (store._listed).
+# ARGV: prefix, member prefix, then per group of recipients (one submit): account, check_optout ("1"/"0"),
+# caps count, per cap: rule, scope, window_ms, limit; then the numbers count and the numbers. Returns one
+# integer a recipient, in order: 0 may go (its caps counted), 1 the gateway's blacklist, 2 the account's
+# blacklist, 3 opted out of every account's, 4 opted out of the account's, 10 + i its cap i (0-based) is full.
+# Opt-out order as the store's (store._listed). Few calls a recipient (each redis.call costs more than the
+# command it runs): one HMGET a list, and a cap's set trimmed only when it holds `limit` entries (fewer cannot
+# fill it; the key expires a window after its last entry).
 CHECK = """
 local p = ARGV[1]
 local member = ARGV[2]
@@ -245,34 +273,55 @@ local bl, oo = p .. ':blacklist', p .. ':optout'
 local out = {}
 local i = 3
 local n = 0
-while i <= #ARGV do
-  local number, account, optout, ncaps = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  i = i + 4
-  n = n + 1
-  local verdict = 0
-  if redis.call('HEXISTS', bl, '\\0' .. number) == 1 then verdict = 1
-  elseif redis.call('HEXISTS', bl, 'account:' .. account .. '\\0' .. number) == 1 then verdict = 2
-  elseif optout == '1' and redis.call('HEXISTS', oo, '\\0' .. number) == 1 then verdict = 3
-  elseif optout == '1' and redis.call('HEXISTS', oo, account .. '\\0' .. number) == 1 then verdict = 4
-  end
+local nargs = #ARGV
+while i <= nargs do
+  local account, optout, ncaps = ARGV[i], ARGV[i + 1] == '1', tonumber(ARGV[i + 2])
+  i = i + 3
   local caps = {}
-  for c = 0, ncaps - 1 do
-    local key = p .. ':cap:' .. ARGV[i] .. '\\0' .. ARGV[i + 1] .. '\\0' .. number
-    local window, limit = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  for c = 1, ncaps do
+    local prefix = p .. ':cap:' .. ARGV[i] .. '\\0' .. ARGV[i + 1] .. '\\0'
+    caps[c] = {prefix, tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])}
     i = i + 4
+  end
+  local count = tonumber(ARGV[i])
+  i = i + 1
+  local bl_account, oo_account = 'account:' .. account .. '\\0', account .. '\\0'
+  for _ = 1, count do
+    local number = ARGV[i]
+    i = i + 1
+    n = n + 1
+    local verdict = 0
+    local b = redis.call('HMGET', bl, '\\0' .. number, bl_account .. number)
+    if b[1] then verdict = 1
+    elseif b[2] then verdict = 2
+    elseif optout then
+      local o = redis.call('HMGET', oo, '\\0' .. number, oo_account .. number)
+      if o[1] then verdict = 3
+      elseif o[2] then verdict = 4
+      end
+    end
     if verdict == 0 then
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-      if redis.call('ZCARD', key) >= limit then verdict = 10 + c end
-      caps[#caps + 1] = {key, window}
+      for c = 0, ncaps - 1 do
+        local cap = caps[c + 1]
+        local key = cap[1] .. number
+        if redis.call('ZCARD', key) >= cap[3] then
+          redis.call('ZREMRANGEBYSCORE', key, '-inf', now - cap[2])
+          if redis.call('ZCARD', key) >= cap[3] then
+            verdict = 10 + c
+            break
+          end
+        end
+      end
     end
-  end
-  if verdict == 0 then
-    for _, cap in ipairs(caps) do
-      redis.call('ZADD', cap[1], now, member .. ':' .. n)
-      redis.call('PEXPIRE', cap[1], cap[2])
+    if verdict == 0 then
+      for _, cap in ipairs(caps) do
+        local key = cap[1] .. number
+        redis.call('ZADD', key, now, member .. ':' .. n)
+        redis.call('PEXPIRE', key, cap[2])
+      end
     end
+    out[n] = verdict
   end
-  out[n] = verdict
 end
 return out
 """
@@ -288,13 +337,15 @@ class CapRule:
     limit: int
 
 
-def check_args(recipients: list[tuple[str, str, bool, tuple[CapRule, ...]]]) -> list[str | int]:
-    """CHECK's ARGV after the prefix and member, for (number, account, check opt-out, caps) recipients."""
+def check_args(groups: list[tuple[str, bool, tuple[CapRule, ...], list[str]]]) -> list[str | int]:
+    """CHECK's ARGV after the prefix and member, for groups of (account, check opt-out, caps, numbers)."""
     out: list[str | int] = []
-    for number, account, optout, caps in recipients:
-        out += [number, account, "1" if optout else "0", len(caps)]
+    for account, optout, caps, numbers in groups:
+        out += [account, "1" if optout else "0", len(caps)]
         for c in caps:
             out += [c.rule, c.scope, c.window_seconds * 1000, c.limit]
+        out.append(len(numbers))
+        out += numbers
     return out
 
 
@@ -317,6 +368,21 @@ def verdict(code: int, account: str, message_class: str, caps: tuple[CapRule, ..
 
 
 # --- a carrier account's TPS budget ----------------------------------------------------------------------
+
+# KEYS: receipt-map keys. ARGV: the node, then each key's TTL in ms (0: the entry goes). In order, in one
+# call: a chunk of map writes costs the client one command instead of one per part.
+MAP = """
+for i, key in ipairs(KEYS) do
+  local ttl = tonumber(ARGV[i + 1])
+  if ttl > 0 then
+    redis.call('SET', key, ARGV[1], 'PX', ttl)
+  else
+    redis.call('DEL', key)
+  end
+end
+return #KEYS
+"""
+
 
 # KEYS: the per-second counter prefix, the asking-nodes set. ARGV: node, tokens wanted, the account's TPS,
 # ticks a second. Grants at most the rest of this second's budget, and at most this node's share of a tick

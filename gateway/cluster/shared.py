@@ -120,6 +120,7 @@ class Shared:
         self._client: coredis.Redis[bytes] | None = None
         self._check: Any = None
         self._tps: Any = None
+        self._map_script: Any = None
         self.reachable = False
         self._down_since_ms = 0
         self._outages = 0
@@ -158,6 +159,7 @@ class Shared:
             self._client = client
             self._check = client.register_script(core.CHECK)
             self._tps = client.register_script(core.TPS)
+            self._map_script = client.register_script(core.MAP)
             self._restore_late()
             await self._probe()
             async with trio.open_nursery() as nursery:
@@ -262,25 +264,28 @@ class Shared:
         shortly) for a submit of a class that waits for it, and no refusal for the others (this node's own
         checks alone, counted in `local_only`)."""
         out: list[list[tuple[str, str]] | Overloaded] = [[("", "")] * len(s.recipients) for s in submits]
-        rows: list[tuple[str, str, bool, tuple[core.CapRule, ...]]] = []
+        groups: list[tuple[str, bool, tuple[core.CapRule, ...], list[str]]] = []
         where: list[tuple[int, int, tuple[core.CapRule, ...]]] = []
         for i, s in enumerate(submits):
             caps = tuple(core.CapRule(c.rule, c.scope, c.window_seconds, c.limit) for c in s.caps)
+            numbers = []
             for j, r in enumerate(s.recipients):
                 if not r.reject:
-                    rows.append((r.number, s.account, s.check_optout, caps))
+                    numbers.append(r.number)
                     where.append((i, j, caps))
-        if not rows:
+            if numbers:
+                groups.append((s.account, s.check_optout, caps, numbers))
+        if not where:
             return out
         if self.reachable:
             self._calls += 1
-            args = [self.keys.prefix, f"{self.node}:{self._wall_ms()}:{self._calls}", *core.check_args(rows)]
+            args = [self.keys.prefix, f"{self.node}:{self._wall_ms()}:{self._calls}", *core.check_args(groups)]
             try:
                 codes = core.unpack_int_list(await self._call(lambda: self._check(keys=[], args=args)))
             except SharedUnavailable:
                 pass
             else:
-                self._checks += len(rows)
+                self._checks += len(where)
                 for (i, j, caps), code in zip(where, codes, strict=True):
                     verdicts = out[i]
                     if code and not isinstance(verdicts, Overloaded):
@@ -388,10 +393,16 @@ class Shared:
                 continue
 
     async def _fell_behind(self, cursor: int) -> bool:
+        """Whether the stream dropped changes this node has not read (it was away longer than the stream
+        keeps): some were trimmed, and the oldest kept is past this node's cursor."""
         assert self._client is not None
-        client = self._client
-        first = await self._call(lambda: client.xrange(self.keys.lists, count=1))
-        return bool(first) and core.stream_cursor(first[0].identifier) > cursor + 1 and cursor > 0
+        client, key = self._client, self.keys.lists
+        if not await self._call(lambda: client.exists([key])):
+            return False
+        info = await self._call(lambda: client.xinfo_stream(key))
+        first = info["first-entry"]
+        trimmed = int(info["entries-added"]) > int(info["length"])
+        return trimmed and first is not None and core.stream_cursor(first.identifier) > cursor + 1
 
     async def _copy_lists(self) -> int:
         """The shared lists whole into this store (a new node, or one away longer than the stream keeps);
@@ -408,8 +419,12 @@ class Shared:
                 scan, found = await self._call(partial(client.hscan, table, scan, count=_BATCH))
                 ops: list[Op] = []
                 for f, raw in dict(found).items():
-                    scope, _, number = f.decode().partition("\0")
-                    at_ms, source, note = core.unpack_listing(raw)
+                    try:
+                        scope, _, number = f.decode().partition("\0")
+                        at_ms, source, note = core.unpack_listing(raw)
+                    except ValueError as err:  # another writer's value: skipped, the rest copied
+                        log.error("cluster_listing_unreadable", table=name, field=repr(f)[:80], error=str(err))
+                        continue
                     ops.append(_local_op(ListChange(name, number, scope, True, source, note, at_ms)))
                 if ops:
                     await self._apply(ops)
@@ -473,8 +488,6 @@ class Shared:
                 self.unmap(op.carrier, op.carrier_id)
 
     async def _map_loop(self) -> None:
-        assert self._client is not None
-        client = self._client
         while True:
             if not self._map:
                 await self._map_wake.wait()
@@ -483,16 +496,10 @@ class Shared:
             while self._map and self.reachable:
                 chunk = [self._map[i] for i in range(min(_BATCH, len(self._map)))]
 
-                async def write(chunk: list[tuple[str, int]] = chunk) -> None:
-                    async with client.pipeline(transaction=False) as p:
-                        for key, ttl_ms in chunk:
-                            if ttl_ms:
-                                p.set(key, self.node, px=ttl_ms)
-                            else:  # unmap
-                                p.delete([key])
-
+                keys = [key for key, _ in chunk]
+                args = [self.node, *(ttl_ms for _, ttl_ms in chunk)]  # a TTL of 0 unmaps
                 try:
-                    await self._call(write)
+                    await self._call(partial(self._map_script, keys=keys, args=args))
                 except SharedUnavailable:
                     break
                 for _ in chunk:
@@ -585,7 +592,11 @@ class Shared:
                 away = _by_owner(receipts, owners, self.node)
                 if away:
                     await self._hand_over(away)
-                unowned = [item for item, owner in zip(batch, owners, strict=True) if owner is None]
+                unowned = [
+                    item for item, owner in zip(batch, owners, strict=True)
+                    # this store sent its part: its own submit_sm_resp claimed it (and unmapped the part)
+                    if owner is None and not self._store.sent_part(item[0].carrier, _ids(item[0]))
+                ]  # fmt: skip
                 due = [item[0] for item in unowned if item[2] <= now]
                 if due:
                     await self._offer(due)
@@ -611,7 +622,8 @@ class Shared:
         sent are applied here, with the stream position in one commit, and their offering node is told to
         forget its early copy."""
         assert self._client is not None
-        client, key = self._client, self.keys.orphans
+        assert self._apply is not None
+        client, key, apply = self._client, self.keys.orphans, self._apply
         while True:
             await self._until_reachable()
             try:
@@ -619,6 +631,8 @@ class Shared:
                 if cursor is None:  # a new node: from now on (older offers were for the nodes there then)
                     last = await self._call(lambda: client.xrevrange(key, count=1))
                     cursor = core.stream_cursor(last[0].identifier) if last else 0
+                    # Kept at once: after a crash this node reads the offers made while it was down.
+                    await apply([SetCursor(ORPHANS_CURSOR, cursor)])
                 while True:
                     found = await self._call(
                         partial(client.xread, {key: core.stream_id(cursor)}, count=100, block=_READ_BLOCK_MS),
@@ -641,7 +655,7 @@ class Shared:
                 except ValueError as err:
                     log.error("cluster_receipt_unreadable", id=e.identifier.decode(), error=str(err))
                     continue
-                if r.via == self.node or not self._store.sent_part(r.carrier, (r.carrier_id, *r.alternatives)):
+                if r.via == self.node or not self._store.sent_part(r.carrier, _ids(r)):
                     continue
                 ops.append(Receipt(r.carrier, r.carrier_id, r.kind, r.reason, r.alternatives, r.raw_id, r.text))
                 box = notices.setdefault(r.via, {})
@@ -766,3 +780,7 @@ def _by_owner(receipts: Sequence[Receipt], owners: Sequence[str | None], node: s
 
 def _handed(r: Receipt, via: str) -> HandedReceipt:
     return HandedReceipt(r.carrier, r.carrier_id, r.kind, r.reason, r.alternatives, r.raw_id, r.text, via)
+
+
+def _ids(r: Receipt | HandedReceipt) -> tuple[str, ...]:
+    return (r.carrier_id, *r.alternatives)
