@@ -40,10 +40,12 @@ class RecordingSimulator(Simulator):
     def __init__(self, config: SimConfig) -> None:
         super().__init__(config)
         self.texts: Counter[str] = Counter()
+        self.destinations: Counter[str] = Counter()  # submit_sm per destination_addr
 
     def _on_submit(self, conn: Any, pdu: P.SubmitSm) -> None:
         udhi = bool(pdu.esm_class & EsmClass.UDHI)
         self.texts[decode_text(pdu.short_message, pdu.data_coding, udhi=udhi).text] += 1
+        self.destinations[pdu.destination_addr] += 1
         super()._on_submit(conn, pdu)
 
 
