@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -179,8 +180,19 @@ class Ledger:
             self._grew = trio.Event()
 
 
-async def load_worker(socket_path: Path, ledger: Ledger, stop: trio.Event) -> None:
-    """Submit one message at a time, reconnecting whenever the gateway goes away, until `stop`.
+def crash_request(n: int, text: str) -> SubmitRequest:
+    """load_worker's default: the classes alternate (CLASSES), numbers from +4477009."""
+    return SubmitRequest((f"+4477009{n % 100000:05d}",), text, CLASSES[n % len(CLASSES)], "CrashTest")
+
+
+async def load_worker(
+    socket_path: Path,
+    ledger: Ledger,
+    stop: trio.Event,
+    make: Callable[[int, str], SubmitRequest] = crash_request,
+) -> None:
+    """Submit one message at a time (`make(n, ledger's text)`; the request's text is what the ledger keeps),
+    reconnecting whenever the gateway goes away, until `stop`.
 
     A submit counts as acknowledged only when its result arrived; one the kill cut off is a lost answer.
     """
@@ -189,9 +201,8 @@ async def load_worker(socket_path: Path, ledger: Ledger, stop: trio.Event) -> No
             async with open_unix_client(socket_path, account=ACCOUNT, secret=SECRET) as client:
                 while not stop.is_set():
                     n, text = ledger.next_text()
-                    request = SubmitRequest(
-                        (f"+4477009{n % 100000:05d}",), text, CLASSES[n % len(CLASSES)], "CrashTest"
-                    )
+                    request = make(n, text)
+                    text = request.text
                     try:
                         result = await client.submit(request)
                     except (OSError, UpstreamError):

@@ -16,6 +16,7 @@ import json
 import signal
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from .helpers import (
     GatewayProcess,
     Ledger,
     RecordingSimulator,
+    load_worker,
     wait_until_serving,
     write_config,
 )
@@ -99,26 +101,15 @@ async def cap_worker(node: str, socket_path: Path, answers: Counter[tuple[str, s
             await trio.sleep(0.02)
 
 
-async def load_worker(node: str, socket_path: Path, ledger: Ledger, stop: trio.Event) -> None:
-    """helpers.load_worker with texts unique across the nodes, notification only (at-least-once: every one
-    acknowledged must end delivered)."""
-    while not stop.is_set():
-        try:
-            async with open_unix_client(socket_path, account=ACCOUNT, secret=SECRET) as client:
-                while not stop.is_set():
-                    n, _ = ledger.next_text()
-                    text = f"cluster {node} {n}"
-                    number = f"+4477009{n % 100000:05d}"
-                    request = SubmitRequest((number,), text, MessageClass.NOTIFICATION, "CrashTest")
-                    try:
-                        result = await client.submit(request)
-                    except (OSError, UpstreamError):
-                        ledger.lost_answers += 1
-                        raise
-                    for message in result.messages:
-                        ledger.acknowledge(message.message_id, text)
-        except (OSError, UpstreamError):
-            await trio.sleep(0.02)
+def cluster_request(node: str) -> Callable[[int, str], SubmitRequest]:
+    """helpers.load_worker's requests with texts unique across the nodes, notification only (at-least-once:
+    every one acknowledged must end delivered)."""
+
+    def make(n: int, text: str) -> SubmitRequest:
+        return SubmitRequest((f"+4477009{n % 100000:05d}",), f"cluster {node} {n}", MessageClass.NOTIFICATION,
+                             "CrashTest")  # fmt: skip
+
+    return make
 
 
 async def acked_more(ledgers: dict[str, Ledger], count: int) -> None:
@@ -188,7 +179,7 @@ async def test_a_node_and_valkey_killed_under_load_lose_no_message_and_no_receip
                         await wait_until_serving(sockets[node])
                 for node in NODES:
                     for _ in range(WORKERS):
-                        nursery.start_soon(load_worker, node, sockets[node], ledgers[node], stop_load)
+                        nursery.start_soon(load_worker, sockets[node], ledgers[node], stop_load, cluster_request(node))
                     nursery.start_soon(cap_worker, node, sockets[node], cap_answers, stop_load)
                 with trio.fail_after(20):
                     await acked_more(ledgers, STEP)
