@@ -20,7 +20,7 @@ from gateway.app import GatewayConfig
 from gateway.cluster.shared import ClusterStatistics, Shared
 from gateway.engine.settings import CapSettings
 from gateway.sim.config import IdFormat as SimIdFormat
-from gateway.sim.config import SimConfig
+from gateway.sim.config import ReceiptStyle, SimConfig
 from gateway.sim.server import Simulator
 from gateway.upstream import MessageClass, SubmitRequest, SubmittedMessage
 from gateway.upstream.errors import UpstreamError
@@ -200,13 +200,19 @@ async def test_a_cap_of_one_holds_under_concurrent_submits_to_both_nodes(tmp_pat
 # --- 3. receipts on the other node's bind ---------------------------------------------------------------
 
 
+# The receipts' id as the response gave it (TLV), or only in the text, in the other forms carriers write it
+# (zero-padded hex, decimal, padded decimal): the other node finds the owner under any of them.
+TEXT_FORMS = ((ReceiptStyle.PADDED, 1.0), (ReceiptStyle.DECIMAL, 1.0), (ReceiptStyle.COMPACT, 1.0))
+
+
+@pytest.mark.parametrize("styles", [((ReceiptStyle.TLV, 1.0),), TEXT_FORMS], ids=["tlv", "text-forms"])
 async def test_receipts_on_the_other_nodes_bind_are_handed_over_and_matched(
-    tmp_path: Path, valkey: ValkeyServer
+    tmp_path: Path, valkey: ValkeyServer, styles: tuple[tuple[ReceiptStyle, float], ...]
 ) -> None:
     # Some receipts come before their submit_sm_resp, so before their part is in the receipt map: the node
     # that got one keeps it as early and hands it over once the map names the owner (the late loop).
     sim = SimConfig(credentials=(("gw", SIM_PASSWORD),), id_format=SimIdFormat.HEX, seed=7,
-                    receipt_before_response_rate=0.1)  # fmt: skip
+                    receipt_before_response_rate=0.1, receipt_styles=styles)  # fmt: skip
     with trio.fail_after(40):
         async with running_nodes(tmp_path, valkey.port, sim_config=sim) as nodes:
             a, b = nodes
