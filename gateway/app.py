@@ -38,7 +38,7 @@ from gateway.carriers.config import BindConfig, CarrierConfig
 from gateway.carriers.jobs import Inbound, OutcomeKind, SubmitOutcome
 from gateway.carriers.pool import CarrierPool
 from gateway.cluster.core import ClusterConfig
-from gateway.cluster.shared import Shared
+from gateway.cluster.shared import NodeNameTaken, Shared
 from gateway.cluster.shared import password as cluster_password
 from gateway.config import Problems, build_into, changed_keys, choices, limits, load_toml, read_secret
 from gateway.engine import AccountSettings, CarrierSettings, EncodingSettings, Engine, EngineSettings
@@ -1189,7 +1189,10 @@ class Gateway:
                 await carriers.start(pool.run)
             self._live = _Live(carriers, results_tx, inbound_tx, creds)
             async with trio.open_nursery() as core:
-                await core.start(engine.run)
+                try:
+                    await core.start(engine.run)
+                except* NodeNameTaken as taken:
+                    raise CannotStart([f"{self.source}: cluster.node: {e}" for e in _leaves(taken)]) from None
                 async with trio.open_nursery() as front:
                     path, tcp = await self._listen(front, engine, creds)
                     smpp = await self._listen_smpp(front, engine)
@@ -1553,6 +1556,11 @@ def serve_command(config_path: str) -> int:
         print(f"gateway: {refused}", file=sys.stderr)
         return 1
     return 0
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    """The exceptions in `group` and in the groups inside it."""
+    return [leaf for e in group.exceptions for leaf in (_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])]
 
 
 def _cannot_start(err: Exception) -> CannotStart | None:

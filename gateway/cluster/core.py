@@ -12,6 +12,7 @@ Valkey being up. What the nodes must share lives in Valkey under `key_prefix` (d
                                                              (and "taken" notices for NODE's orphans)
     {p}:orphans         stream of receipts                   receipts no node mapped: offered to every node
     {p}:tps:CARRIER:SEC counter; {p}:tpsn:CARRIER zset       a carrier account's TPS budget, per second
+    {p}:node:NODE       string -> run token, with a TTL       the one running node of that name (`CLAIM`)
 
 The suppression check and the caps run in one server-side script per group of recipients (`CHECK`): all of a
 recipient's caps must have room before any counts it, so two nodes accepting at once cannot both pass a cap of
@@ -108,6 +109,9 @@ class Keys:
 
     def handover(self, node: str) -> str:
         return f"{self.prefix}:handover:{node}"
+
+    def node(self, node: str) -> str:
+        return f"{self.prefix}:node:{node}"
 
     def receipt(self, carrier: str, carrier_id: str) -> str:
         return f"{self.prefix}:r:{carrier}\0{carrier_id}"
@@ -365,6 +369,30 @@ def verdict(code: int, account: str, message_class: str, caps: tuple[CapRule, ..
     if cap is None:
         return "frequency_capped", "a frequency cap, counted across the nodes"
     return "frequency_capped", f"rule {cap.rule}: at most {cap.limit} in {cap.window_seconds} s, across the nodes"
+
+
+# --- one running node a name ---------------------------------------------------------------------------
+
+# KEYS: the name's key. ARGV: this run's token, the claim's TTL in ms. Claims (or keeps) the name for this run
+# and returns "", or returns the token of the other run that holds it. A running node renews its claim every
+# third of the TTL; a node killed holds its name for at most the TTL.
+CLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return holder end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ''
+"""
+
+# KEYS: the name's key. ARGV: this run's token. Lets the name go at a clean stop (only if this run holds it).
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def claim_ttl_ms(timeout_seconds: float) -> int:
+    """How long a node's claim on its name lives unrenewed: three renewals (each may take the timeout)."""
+    return max(3000, math.ceil(timeout_seconds * 3000))
 
 
 # --- a carrier account's TPS budget ----------------------------------------------------------------------

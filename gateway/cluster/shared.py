@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
+import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -61,6 +63,10 @@ class SharedUnavailable(GatewayError):
     """Valkey could not be reached for one request (the caller decides what waits)."""
 
 
+class NodeNameTaken(GatewayError):
+    """Another running node holds this node's name in Valkey: the start is refused (docs/scaling.md)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterStatistics:
     node: str
@@ -82,6 +88,7 @@ class ClusterStatistics:
     offered: int  # of which offered to every node (still unmapped after orphan_seconds)
     tps_granted: dict[str, int]  # tokens leased per carrier since the start
     dropped: int  # map entries and late receipts a full backlog pushed out (logged cluster_backlog_full)
+    name_taken_by: str  # "" normally; else the other running node that holds this node's name (host, pid)
 
 
 def password(cfg: ClusterConfig) -> str | None:
@@ -121,6 +128,16 @@ class Shared:
         self._check: Any = None
         self._tps: Any = None
         self._map_script: Any = None
+        self._claim_script: Any = None
+        self._password: str | None = None
+        # This run's claim on the node's name (CLAIM): its token, the claim's TTL, and another run seen holding
+        # the name (since when); that run is reported only once its hold outlasts a TTL (renewed: it runs).
+        self._token = f"{socket.gethostname()} pid {os.getpid()} {secrets.token_hex(4)}"
+        self._claim_ttl_ms = core.claim_ttl_ms(cfg.timeout_seconds)
+        self._claimed = False
+        self._other = ""
+        self._other_since = 0.0
+        self._name_taken_by = ""
         self.reachable = False
         self._down_since_ms = 0
         self._outages = 0
@@ -149,24 +166,26 @@ class Shared:
     async def run(self, apply: Apply, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect (or keep trying), then the loops, until cancelled. `apply` is the engine's commit."""
         self._apply = apply
-        client: coredis.Redis[bytes] = coredis.Redis(
-            host=self.cfg.valkey_host, port=self.cfg.valkey_port, db=self.cfg.valkey_db,
-            username=self.cfg.valkey_username or None, password=password(self.cfg),
-            decode_responses=False, retry_policy=NoRetryPolicy(), connect_timeout=self.cfg.timeout_seconds,
-            client_name=f"gateway-{self.node}", verify_version=False,
-        )  # fmt: skip
+        self._password = password(self.cfg)
+        client = self._new_client()
         async with client:
             self._client = client
             self._check = client.register_script(core.CHECK)
             self._tps = client.register_script(core.TPS)
             self._map_script = client.register_script(core.MAP)
+            self._claim_script = client.register_script(core.CLAIM)
             self._restore_late()
             await self._probe()
-            async with trio.open_nursery() as nursery:
-                for loop in (self._health_loop, self._lists_loop, self._handover_loop, self._map_loop,
-                             self._late_loop, self._orphans_loop, self._tps_loop):  # fmt: skip
-                    nursery.start_soon(self._guarded, loop)
-                task_status.started()
+            await self._claim_at_start()
+            try:
+                async with trio.open_nursery() as nursery:
+                    for loop in (self._health_loop, self._claim_loop, self._lists_loop, self._handover_loop,
+                                 self._map_loop, self._late_loop, self._orphans_loop, self._tps_loop):  # fmt: skip
+                        nursery.start_soon(self._guarded, loop)
+                    task_status.started()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._release_name()
 
     async def _guarded(self, loop: Callable[[], Awaitable[None]]) -> None:
         """The fault boundary around each loop: a bug, or the store refusing a write (full), is logged with
@@ -186,7 +205,7 @@ class Shared:
             held=self._held, lists_published=self._published, lists_applied=self._applied,
             map_written=self._map_written, map_removed=self._map_removed, map_waiting=len(self._map),
             handed_over=self._handed, taken_over=self._taken, late_waiting=len(self._late), offered=self._offered,
-            tps_granted=dict(self._granted), dropped=self._dropped,
+            tps_granted=dict(self._granted), dropped=self._dropped, name_taken_by=self._name_taken_by,
         )  # fmt: skip
 
     async def _call(self, fn: Callable[[], Awaitable[Any]], *, seconds: float | None = None) -> Any:
@@ -255,6 +274,84 @@ class Shared:
     async def _until_reachable(self) -> None:
         while not self.reachable:
             await self._wake_up.wait()
+
+    # --- one running node a name ----------------------------------------------------------------------
+
+    async def _claim_at_start(self) -> None:
+        """This node's name for this run. A node killed lately holds it for up to one TTL, which is waited
+        out; a run that still holds it after that renews it: another node runs under this name, and the
+        start is refused (NodeNameTaken). Not asked while Valkey is unreachable (`_claim_loop` asks later)."""
+        waiting = False
+        while self.reachable:
+            await self._claim_name()
+            if self._name_taken_by:
+                raise NodeNameTaken(
+                    f"{self.node!r} is the name of another running node ({self._name_taken_by}), in Valkey "
+                    f"{self.cfg.valkey_host}:{self.cfg.valkey_port}; each node needs a name of its own"
+                )
+            if not self._other:
+                return
+            if not waiting:
+                waiting = True
+                log.warning("cluster_node_name_waiting", node=self.node, holder=self._other,
+                            seconds=self._claim_ttl_ms / 1000,
+                            reason="another run holds this node's name: waiting for it to lapse (a node killed "
+                            "holds it this long)")  # fmt: skip
+            await trio.sleep(0.25)
+
+    async def _claim_loop(self) -> None:
+        """Renews this run's claim on the name a third of its TTL at a time (claims it when Valkey was
+        unreachable at the start). Another node found running under the name is logged and shown in status."""
+        while True:
+            await trio.sleep(self._claim_ttl_ms / 3000)
+            if self.reachable:
+                was = self._name_taken_by
+                await self._claim_name()
+                if self._name_taken_by and not was:
+                    log.error("cluster_node_name_taken", node=self.node, holder=self._name_taken_by,
+                              reason="another running node uses this name: its receipts, handovers and TPS "
+                              "leases are mixed with this node's; give each node its own [cluster] node")  # fmt: skip
+                elif was and not self._name_taken_by:
+                    log.info("cluster_node_name_claimed", node=self.node)
+
+    async def _claim_name(self) -> None:
+        """One CLAIM: this run holds the name now, or another run does (`_other`; `_name_taken_by` once it has
+        held it longer than a TTL); nothing changes while Valkey is unreachable."""
+        try:
+            holder = await self._call(
+                lambda: self._claim_script(keys=[self.keys.node(self.node)], args=[self._token, self._claim_ttl_ms])
+            )
+        except SharedUnavailable:
+            return
+        other = holder.decode("utf-8", "replace") if isinstance(holder, bytes) else str(holder or "")
+        now = trio.current_time()
+        if not other:
+            self._claimed = True
+            self._other = self._name_taken_by = ""
+        elif other != self._other:
+            self._other, self._other_since = other, now
+        elif now - self._other_since > self._claim_ttl_ms / 1000 + 0.5:  # (clocks tick apart)
+            self._name_taken_by = other
+
+    async def _release_name(self) -> None:
+        """At a stop, the name goes at once (a restart need not wait for it), if this run holds it. On a
+        connection of its own: the stop has cancelled the running client's."""
+        if not self._claimed or not self.reachable:  # unreachable: it lapses within its TTL
+            return
+        with trio.move_on_after(self.cfg.timeout_seconds):
+            try:
+                async with self._new_client() as client:
+                    await client.eval(core.RELEASE, keys=[self.keys.node(self.node)], args=[self._token])
+            except* (coredis.exceptions.RedisError, OSError):  # (the client's task group wraps them)
+                pass  # it lapses within its TTL
+
+    def _new_client(self) -> coredis.Redis[bytes]:
+        return coredis.Redis(
+            host=self.cfg.valkey_host, port=self.cfg.valkey_port, db=self.cfg.valkey_db,
+            username=self.cfg.valkey_username or None, password=self._password,
+            decode_responses=False, retry_policy=NoRetryPolicy(), connect_timeout=self.cfg.timeout_seconds,
+            client_name=f"gateway-{self.node}", verify_version=False,
+        )  # fmt: skip
 
     # --- accept ---------------------------------------------------------------------------------------
 

@@ -108,6 +108,7 @@ def status_view(s: Mapping[str, Any]) -> Group:
         down = cluster["unreachable_since_ms"]
         parts.append(pairs(f"cluster (node {cluster['node']})", {
             "valkey": "reachable" if cluster["reachable"] else f"UNREACHABLE since {when(down / 1000)}",
+            **({"name": f"TAKEN by another running node: {taken}"} if (taken := cluster.get("name_taken_by")) else {}),
             "outages": cluster["outages"],
             "checked / refused / local only": f"{cluster['checks']} / {sum(cluster['refused'].values())} / "
                                               f"{cluster['local_only']}",

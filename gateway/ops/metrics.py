@@ -270,6 +270,8 @@ def _cluster(s: Any) -> Iterator[Metric]:
                    value=s.offered)  # fmt: skip
     yield _counter("gateway_cluster_dropped", "Map entries and late receipts a full backlog pushed out",
                    value=s.dropped)  # fmt: skip
+    yield _gauge("gateway_cluster_name_taken", "1 while another running node holds this node's name",
+                 value=int(bool(s.name_taken_by)))  # fmt: skip
     yield _counter("gateway_cluster_tps_granted", "Tokens of a carrier's account_tps leased to this node",
                    ("carrier",), (((c,), n) for c, n in sorted(s.tps_granted.items())))  # fmt: skip
 

@@ -7,6 +7,7 @@ node receives for another's parts are handed over and matched in the owner's sto
 from __future__ import annotations
 
 import gc
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -738,3 +739,23 @@ async def test_an_unreadable_listing_does_not_stop_a_node_copying_the_lists(
                 await until(lambda: a.store.stored_cursor(LISTS_CURSOR) is not None)
             copied = a.store.is_opted_out("447700012002"), a.store.stored_cursor(LISTS_CURSOR) is not None
     assert copied == (True, True)
+
+
+# --- one running node a name ---------------------------------------------------------------------------------
+
+
+async def test_a_name_a_killed_node_still_holds_is_waited_out_and_let_go_at_a_clean_stop(
+    tmp_path: Path, valkey: ValkeyServer
+) -> None:
+    """A node SIGKILLed moments ago leaves its claim on the name in Valkey: the node started again on that name
+    waits it out (at most one TTL), then runs; at a clean stop it lets the name go at once."""
+    with trio.fail_after(15):
+        async with valkey_client(valkey) as client:
+            await client.set("gw:node:a", "host pid 1 dead", px=1500)
+            async with running_node(tmp_path, valkey, "a") as a:
+                assert a.stats().name_taken_by == ""
+                holder = await client.get("gw:node:a")
+                assert holder is not None
+                assert holder != b"host pid 1 dead"
+                assert f"pid {os.getpid()} ".encode() in holder
+            assert await client.get("gw:node:a") is None

@@ -338,3 +338,9 @@ def test_tps_want_is_at_most_a_tick_and_nothing_only_when_idle(rate: float, used
         assert want == full
     elif used:
         assert want >= min(full, used + 1)
+
+
+def test_a_claim_on_a_node_name_outlives_three_renewals() -> None:
+    assert core.claim_ttl_ms(0.5) == 3000  # at least 3 s: a killed node's name is free again soon after
+    assert core.claim_ttl_ms(1.0) == 3000
+    assert core.claim_ttl_ms(2.5) == 7500  # three renewals, each of which may take the whole timeout
