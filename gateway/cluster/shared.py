@@ -155,6 +155,8 @@ class Shared:
         self._published = self._applied = self._map_written = self._map_removed = self._handed = self._taken = 0
         self._granted: dict[str, int] = {}
         self._durable: bool | None = None
+        self._evicting = False
+        self._settings_refused: str | None = None
         # What a full backlog pushed out (map entries, late receipts): counted and logged, never silent. List
         # changes pushed out are published again whole from the store (`_republish`).
         self._dropped = 0
@@ -234,15 +236,11 @@ class Shared:
         try:
             with trio.fail_after(self.cfg.timeout_seconds):
                 await client.ping()
-                aof = await client.config_get(["appendonly"])
+                settings = await self._settings(client)
         except (coredis.exceptions.RedisError, OSError, trio.TooSlowError) as err:
             self._went_down(err)
             return
-        durable = aof.get(b"appendonly") == b"yes"
-        if durable != self._durable and not durable and self.cfg.handover_fsync:
-            log.warning("cluster_not_durable", reason="Valkey runs without appendonly: receipts handed over "
-                        "between nodes die with it (docs/scaling.md)")  # fmt: skip
-        self._durable = durable
+        self._check_settings(settings)
         if not self.reachable:
             was = self._down_since_ms
             self.reachable = True
@@ -252,6 +250,45 @@ class Shared:
                      waiting_map=len(self._map), waiting_lists=len(self._lists_waiting))  # fmt: skip
             self._wake_up.set()
             self._wake_up = trio.Event()
+
+    async def _settings(self, client: coredis.Redis[bytes]) -> dict[bytes, bytes] | None:
+        """Valkey's appendonly, maxmemory and maxmemory-policy; None where CONFIG is not allowed (a managed
+        service renames or forbids it, or an ACL user lacks it): the nodes work without knowing them."""
+        try:
+            answer = await client.config_get(["appendonly", "maxmemory", "maxmemory-policy"])
+        except coredis.exceptions.ResponseError as err:  # an answer, not a lost connection
+            if self._settings_refused is None:
+                log.warning("cluster_settings_unreadable", error=str(err),
+                            reason="CONFIG GET refused: make sure Valkey runs with appendonly yes and "
+                            "maxmemory-policy noeviction (docs/scaling.md); receipts are handed over with WAITAOF "
+                            "all the same")  # fmt: skip
+            self._settings_refused = str(err)
+            return None
+        return {k: v for k, v in answer.items() if isinstance(k, bytes) and isinstance(v, bytes)}
+
+    def _check_settings(self, settings: dict[bytes, bytes] | None) -> None:
+        """Warns (once a change) of a Valkey that would lose what the nodes share: no append-only file, or
+        keys evicted under memory pressure (caps, receipt-map entries, handover streams vanish)."""
+        if settings is None:
+            return  # unknown: the first WAITAOF tells (`_hand_over`)
+        if settings.get(b"appendonly") == b"yes":
+            self._durable = True
+        else:
+            self._not_durable()
+        policy = settings.get(b"maxmemory-policy", b"noeviction").decode("ascii", "replace")
+        evicting = settings.get(b"maxmemory", b"0") not in (b"0", b"") and policy != "noeviction"
+        if evicting and not self._evicting:
+            log.warning("cluster_evicting", maxmemory=settings.get(b"maxmemory", b"").decode("ascii", "replace"),
+                        policy=policy, reason="Valkey may evict keys when full: frequency-cap counts, receipt-map "
+                        "entries and handed-over receipts would vanish; set maxmemory-policy noeviction "
+                        "(docs/scaling.md)")  # fmt: skip
+        self._evicting = evicting
+
+    def _not_durable(self) -> None:
+        if self._durable is not False and self.cfg.handover_fsync:
+            log.warning("cluster_not_durable", reason="Valkey runs without appendonly: receipts handed over "
+                        "between nodes die with it (docs/scaling.md)")  # fmt: skip
+        self._durable = False
 
     def _overflow(self, what: str) -> None:
         self._dropped += 1
@@ -637,16 +674,21 @@ class Shared:
     async def _hand_over(self, away: dict[str, list[Receipt]]) -> None:
         assert self._client is not None
         client, k = self._client, self.keys
-        fsync = self.cfg.handover_fsync and bool(self._durable)
+        fsync = self.cfg.handover_fsync and self._durable is not False  # (None: not known, CONFIG refused)
 
         async def write() -> None:
             for owner, rs in away.items():
                 fields = {str(i): core.pack_receipt(_handed(r, self.node)) for i, r in enumerate(rs)}
-                if fsync:  # WAITAOF: on Valkey's disk before the carrier hears deliver_sm_resp
+                if not fsync:
+                    await client.xadd(k.handover(owner), fields)
+                    continue
+                try:  # WAITAOF: on Valkey's disk before the carrier hears deliver_sm_resp
                     with client.ensure_persistence(1, 0, int(self.cfg.timeout_seconds * 1000)):
                         await client.xadd(k.handover(owner), fields)
-                else:
-                    await client.xadd(k.handover(owner), fields)
+                except coredis.exceptions.ResponseError as err:
+                    if "appendonly" not in str(err):
+                        raise
+                    self._not_durable()  # written; Valkey keeps no append-only file to wait for
 
         await self._call(write)
         self._handed += sum(len(rs) for rs in away.values())

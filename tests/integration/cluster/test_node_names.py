@@ -31,6 +31,10 @@ async def test_a_second_node_of_the_same_name_is_refused_at_start_and_one_found_
             port = await nursery.start(sim.serve, "127.0.0.1", 0)
             first = Gateway(cluster_config(tmp_path / "one", port, "a", valkey.port), source="one.toml")
             running: Running = await nursery.start(first.run)
+            valkey_client: coredis.Redis[bytes] = coredis.Redis(port=valkey.port, verify_version=False)
+            async with valkey_client:  # (claimed at its start; by its renewal when a slow start found Valkey away)
+                while not await valkey_client.exists(["gw:node:a"]):  # noqa: ASYNC110 - a key in Valkey
+                    await trio.sleep(0.05)
             second = Gateway(cluster_config(tmp_path / "two", port, "a", valkey.port), source="two.toml")
             with pytest.raises(ExceptionGroup) as info:
                 await nursery.start(second.run)
@@ -53,7 +57,6 @@ async def test_a_second_node_of_the_same_name_is_refused_at_start_and_one_found_
             # node shows it in status, until that run stops and the name lapses back to it.
             other = "elsewhere pid 7 beef"
             stop = trio.Event()
-            valkey_client: coredis.Redis[bytes] = coredis.Redis(port=valkey.port, verify_version=False)
             async with valkey_client:
 
                 async def impostor() -> None:
