@@ -136,6 +136,17 @@ async def sent_message(node: Node, number: str, carrier_id: str) -> int:
     return msg_id
 
 
+async def sent_and_mapped(node: Node, numbers: str, carrier_ids: str, n: int) -> list[int]:
+    """`n` messages sent from `node` (to `numbers` + 00.., answered `carrier_ids` + 0..) with their parts in the
+    receipt map: their ids in `node`'s store."""
+    before = node.stats().map_written
+    ids = [await sent_message(node, f"{numbers}{i:02d}", f"{carrier_ids}{i}") for i in range(n)]
+    for i in range(n):
+        node.shared.mapped(CARRIER, f"{carrier_ids}{i}")
+    await until(lambda: node.stats().map_written == before + n)
+    return ids
+
+
 async def answered(node: Node, number: str, carrier_id: str) -> int:
     """A message in `node`'s store, sent on CARRIER and answered with `carrier_id` (which claims a receipt
     kept early for it)."""
@@ -698,10 +709,7 @@ async def test_handover_with_and_without_waiting_for_valkeys_disk(
             running_node(tmp_path, valkey, "a", handover_fsync=fsync) as a,
             running_node(tmp_path, valkey, "b", handover_fsync=fsync) as b,
         ):
-            ids = [await sent_message(a, f"4477000100{i:02d}", f"g-{i}") for i in range(20)]
-            for i in range(20):
-                a.shared.mapped(CARRIER, f"g-{i}")
-            await until(lambda: a.stats().map_written == 20)
+            ids = await sent_and_mapped(a, "4477000100", "g-", 20)
             assert await b.shared.route_receipts([delivered(f"g-{i}") for i in range(20)]) == []
             await until(lambda: all(state_of(a, m) is State.DELIVERED for m in ids))
             await until(lambda: a.stats().taken_over == 20)
@@ -725,10 +733,7 @@ async def test_a_valkey_that_refuses_config_is_used_all_the_same(tmp_path: Path,
             (verdicts,) = await b.shared.check([submit("447700013001")])
             assert not isinstance(verdicts, Overloaded)
             assert [reason for reason, _ in verdicts] == ["opted_out"]
-            ids = [await sent_message(a, f"4477000130{i:02d}", f"acl-{i}") for i in range(5)]
-            for i in range(5):
-                a.shared.mapped(CARRIER, f"acl-{i}")
-            await until(lambda: a.stats().map_written == 5)
+            ids = await sent_and_mapped(a, "4477000130", "acl-", 5)
             assert await b.shared.route_receipts([delivered(f"acl-{i}") for i in range(5)]) == []
             await until(lambda: all(state_of(a, m) is State.DELIVERED for m in ids))
             assert a.stats().outages == b.stats().outages == 0
@@ -771,10 +776,7 @@ async def test_handover_to_a_valkey_without_an_append_only_file_it_could_not_rea
             assert await client.acl_setuser("gw", "on", ">pw", "~*", "&*", "+@all", "-config")
         login: dict[str, Any] = {"valkey_username": "gw", "valkey_password_file": str(tmp_path / "valkey.secret")}
         async with running_node(tmp_path, valkey, "a", **login) as a, running_node(tmp_path, valkey, "b", **login) as b:
-            ids = [await sent_message(a, f"4477000140{i:02d}", f"naof-{i}") for i in range(6)]
-            for i in range(6):
-                a.shared.mapped(CARRIER, f"naof-{i}")
-            await until(lambda: a.stats().map_written == 6)
+            ids = await sent_and_mapped(a, "4477000140", "naof-", 6)
             assert await b.shared.route_receipts([delivered(f"naof-{i}") for i in range(3)]) == []
             assert await b.shared.route_receipts([delivered(f"naof-{i}") for i in range(3, 6)]) == []
             await until(lambda: all(state_of(a, m) is State.DELIVERED for m in ids))
