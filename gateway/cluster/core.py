@@ -13,6 +13,7 @@ Valkey being up. What the nodes must share lives in Valkey under `key_prefix` (d
     {p}:orphans         stream of receipts                   receipts no node mapped: offered to every node
     {p}:tps:CARRIER:SEC counter; {p}:tpsn:CARRIER zset       a carrier account's TPS budget, per second
     {p}:node:NODE       string -> run token, with a TTL       the one running node of that name (`CLAIM`)
+    {p}:probe:NODE      string, with a TTL                    written when a node looks whether Valkey is back
 
 The suppression check and the caps run in one server-side script per group of recipients (`CHECK`): all of a
 recipient's caps must have room before any counts it, so two nodes accepting at once cannot both pass a cap of
@@ -112,6 +113,9 @@ class Keys:
 
     def node(self, node: str) -> str:
         return f"{self.prefix}:node:{node}"
+
+    def probe(self, node: str) -> str:
+        return f"{self.prefix}:probe:{node}"
 
     def receipt(self, carrier: str, carrier_id: str) -> str:
         return f"{self.prefix}:r:{carrier}\0{carrier_id}"

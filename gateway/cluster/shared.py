@@ -237,6 +237,9 @@ class Shared:
             with trio.fail_after(self.cfg.timeout_seconds):
                 await client.ping()
                 settings = await self._settings(client)
+                # A write too: a full Valkey (maxmemory, noeviction) answers PING but refuses every write, and
+                # stays away until it has room rather than coming back for one failed write a retry.
+                await client.set(self.keys.probe(self.node), b"1", px=60_000)
         except (coredis.exceptions.RedisError, OSError, trio.TooSlowError) as err:
             self._went_down(err)
             return

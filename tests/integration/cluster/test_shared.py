@@ -764,6 +764,29 @@ async def test_a_valkey_that_may_evict_keys_is_warned_of(
         assert "noeviction" in evicting[0]["reason"]
 
 
+async def test_a_full_valkey_is_away_until_it_has_room_again(tmp_path: Path, valkey: ValkeyServer) -> None:
+    """maxmemory reached under noeviction: Valkey answers PING but refuses every write (here a cap's count). The
+    node counts it away once (held classes wait), not back and away again at every retry, and back once it has
+    room."""
+    with trio.fail_after(10), capture_logs() as logs:
+        async with valkey_client(valkey) as client, running_node(tmp_path, valkey, "a") as a:
+            assert await a.shared.check([submit("447700015001", caps=(DAILY,))]) == [[("", "")]]
+            await client.config_set({"maxmemory": "1", "maxmemory-policy": "noeviction"})
+            (held,) = await a.shared.check([submit("447700015002", caps=(DAILY,))])
+            assert isinstance(held, Overloaded)
+            await trio.sleep(1.0)  # ten retries (retry_seconds 0.1), each refused a write
+            (held,) = await a.shared.check([submit("447700015003", caps=(DAILY,))])
+            assert isinstance(held, Overloaded)
+            assert not a.shared.reachable
+            assert a.stats().outages == 1
+            await client.config_set({"maxmemory": "0"})
+            await until(lambda: a.shared.reachable)
+            assert await a.shared.check([submit("447700015004", caps=(DAILY,))]) == [[("", "")]]
+            assert a.stats().outages == 1
+    (away,) = [e for e in logs if e["event"] == "cluster_unreachable"]
+    assert "OOM" in away["error"]
+
+
 async def test_handover_to_a_valkey_without_an_append_only_file_it_could_not_read_is_written_and_warned(
     tmp_path: Path, valkey: ValkeyServer
 ) -> None:
