@@ -1572,12 +1572,4 @@ def _cannot_start(err: Exception) -> CannotStart | None:
     match, rest = err.split(CannotStart)
     if match is None or rest is not None:
         return None
-    problems: list[str] = []
-    pending: list[BaseException] = [match]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, BaseExceptionGroup):
-            pending.extend(item.exceptions)
-        elif isinstance(item, CannotStart):
-            problems.extend(item.problems)
-    return CannotStart(problems)
+    return CannotStart([p for e in _leaves(match) if isinstance(e, CannotStart) for p in e.problems])

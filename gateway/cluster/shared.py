@@ -156,7 +156,7 @@ class Shared:
         self._granted: dict[str, int] = {}
         self._durable: bool | None = None
         self._evicting = False
-        self._settings_refused: str | None = None
+        self._settings_refused = False  # CONFIG GET refused (logged once)
         # What a full backlog pushed out (map entries, late receipts): counted and logged, never silent. List
         # changes pushed out are published again whole from the store (`_republish`).
         self._dropped = 0
@@ -260,12 +260,12 @@ class Shared:
         try:
             answer = await client.config_get(["appendonly", "maxmemory", "maxmemory-policy"])
         except coredis.exceptions.ResponseError as err:  # an answer, not a lost connection
-            if self._settings_refused is None:
+            if not self._settings_refused:
                 log.warning("cluster_settings_unreadable", error=str(err),
                             reason="CONFIG GET refused: make sure Valkey runs with appendonly yes and "
                             "maxmemory-policy noeviction (docs/scaling.md); receipts are handed over with WAITAOF "
                             "all the same")  # fmt: skip
-            self._settings_refused = str(err)
+            self._settings_refused = True
             return None
         return {k: v for k, v in answer.items() if isinstance(k, bytes) and isinstance(v, bytes)}
 
